@@ -1,0 +1,30 @@
+# Two commands matter: `make paper-figures` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SCALE ?= quick
+SEEDS ?= 0
+
+.PHONY: venv test bench paper-figures clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name selftrain --display-name "selftrain (.venv)" >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m selftrain_lib bench --out build/bench
+
+paper-figures: $(STAMP)
+	$(PY) -m selftrain_lib run --dataset synth-street --scale $(SCALE) --labels 100 --out runs
+
+clean-runs:
+	rm -rf runs build

@@ -1,0 +1,90 @@
+"""Command line: ``python -m selftrain_lib run ...`` and ``python -m selftrain_lib bench``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from .config import ConfigError
+
+
+def _parse_set(items: list[str]) -> dict:
+    """``--set key=value`` pairs; values are parsed as YAML (``true``, ``3e-4``, ``[64, 64]``)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m selftrain_lib",
+                                     description="Three-stage self-training for semi-supervised segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run stages 1..N of the method (reusing finished runs)")
+    r.add_argument("--dataset", default="synth-street", help="dataset name (params/<dataset>.yaml)")
+    r.add_argument("--params", default=None, help="an explicit parameter YAML (for your own data)")
+    r.add_argument("--labels", default=None, help="number of labelled images, or 'full' (default: the dataset's smallest count)")
+    r.add_argument("--scale", default="quick", help="preset: smoke, quick, cpu or paper")
+    r.add_argument("--stages", type=int, default=3, help="number of stages (default 3)")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--lambda1", type=float, default=None, help="weight of L_con")
+    r.add_argument("--lambda2", type=float, default=None, help="weight of L_pl")
+    for flag, what in (("cr", "the consistency loss L_con"), ("t2", "Task 2: the branch and L_pl"),
+                       ("sa", "strong augmentation"), ("n2", "the new branch g~ in stage >= 3"),
+                       ("ema", "the EMA teacher (the student teaches itself)")):
+        r.add_argument(f"--no-{flag}", dest=flag, action="store_false", default=None, help=f"ablation: drop {what}")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other configuration key")
+    r.add_argument("--out", default="runs", help="run cache folder (default runs/)")
+    r.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    b = sub.add_parser("bench", help="measure training throughput, memory and pseudo-mask time")
+    b.add_argument("--out", default="build/bench", help="folder for bench.json")
+    b.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "bench":
+            from .bench import main as bench_main
+
+            return bench_main(args.out, args.steps)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args) -> int:
+    from .pipeline import run
+
+    overrides = _parse_set(args.set)
+    for key in ("seed", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    labels = args.labels if args.labels in (None, "full") else _int(args.labels, "--labels")
+    result = run(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, out=args.out,
+                 progress=not args.no_progress, params=args.params, **overrides)
+    for r in result.stages:
+        print(f"stage {r.stage}: val mIoU {100 * r.val_miou:.2f}  pseudo-mask mIoU (U) {100 * r.pseudo_miou:.2f}  "
+              f"{'(reused) ' if r.reused else ''}{r.run_dir}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result.summary()))
+    return 0
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer or 'full', got {text!r}") from None

@@ -1,0 +1,299 @@
+"""Experiment configuration: plain data, loaded from ``params/<dataset>.yaml``.
+
+Resolution order (later wins), as in timm's train script:
+
+1. the dataclass defaults below,
+2. the top level of ``params/<dataset>.yaml``,
+3. that file's ``scales: {<scale>: {...}}`` section (``smoke``, ``quick``, ``paper``...),
+4. keyword overrides (the CLI flags, papermill parameters).
+
+Every key is checked: an unknown key, a wrong type or an impossible value raises
+:class:`ConfigError` naming the key. The resolved configuration is saved with every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+SCALES = ("smoke", "quick", "cpu", "paper")
+PARAMS_DIR_ENV = "SELFTRAIN_PARAMS"
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, has the wrong type or an impossible value."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one experiment needs. Plain data: passed in, never global.
+
+    Sub-batch naming follows METHOD.md: each step of stages >= 2 draws
+    ``labelled_per_batch`` images from L (Sub-batch 2, no strong augmentation) and
+    ``batch_size - labelled_per_batch`` images from L∪U (Sub-batch 1, strong augmentation).
+    """
+
+    # --- data -----------------------------------------------------------------------------
+    dataset: str = "synth-street"          # registered dataset name
+    scale: str = "quick"                   # preset the values came from (for the record)
+    data_seed: int = 0                     # seed of the generated benchmark itself (fixed across runs)
+    pool_size: int | None = None           # synthetic data: train-pool size (None: dataset default)
+    val_size: int | None = None            # synthetic data: validation-set size (None: dataset default)
+    labels: int = 100                      # |L|: number of labelled images in the pool
+    split_file: str | None = None          # a file listing the labelled image ids (overrides labels/seed choice)
+    seed: int = 0                          # split, initialisation and training randomness
+
+    # --- model ----------------------------------------------------------------------------
+    model: str = "deeplabv2-small"         # "deeplabv2-small" (CPU scales) or "deeplabv2-r101"
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # deeplabv2-small channel widths of conv2..conv5
+    pretrained: str = "synthetic"          # "synthetic" (built and cached), "imagenet", "none" or a checkpoint path
+    pretrain_steps: int = 1500             # steps of the synthetic pre-training task
+    freeze_bn: bool = False                # paper scale freezes batch norm; from-scratch CPU scales train it
+
+    # --- optimisation ---------------------------------------------------------------------
+    stage1_steps: int = 600                # supervised Stage 1
+    steps: int = 600                       # each of stages >= 2
+    batch_size: int = 8
+    labelled_per_batch: int = 4            # Sub-batch 2 (from L); the rest of the batch comes from L∪U
+    lr: float = 1e-3                       # Adam
+    backbone_lr_mult: float = 1.0          # learning rate of the pre-trained backbone relative to lr
+    weight_decay: float = 0.0
+
+    # --- the method -----------------------------------------------------------------------
+    lambda1: float = 0.5                   # weight of L_con
+    lambda2: float = 0.5                   # weight of L_pl
+    cr: bool = True                        # consistency regularisation (L_con)
+    t2: bool = True                        # Task 2: the auxiliary branch and L_pl
+    sa: bool = True                        # strong augmentation (off: A and B are the identity)
+    n2: bool = True                        # stage >= 3 uses its own branch g~ (off: ĝ's structure)
+    ema: bool = True                       # EMA teacher (off: the student is its own teacher)
+    ema_decays: tuple[float, ...] = (0.99, 0.995, 0.9975, 0.999)
+    ema_milestones: tuple[float, ...] = (1 / 3, 2 / 3, 5 / 6)  # fractions of the stage's steps
+
+    # --- augmentation ---------------------------------------------------------------------
+    crop_size: tuple[int, int] = (64, 64)  # (H, W) of training crops
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    flip: bool = True
+    randaug_ops: int = 2
+    randaug_magnitude: float = 10.0        # RandAugment scale 0..30
+    cutout_size: int = 16                  # pixels (paper: 32 px at 321x321)
+
+    # --- evaluation, logging, execution ---------------------------------------------------
+    eval_every: int = 200                  # validation mIoU every N steps (curves); the reported one is the last step
+    log_every: int = 20
+    checkpoint_every: int = 200
+    num_val_samples: int = 8               # fixed validation images whose predictions are kept for figures
+    eval_batch_size: int = 64
+    device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1"...
+    num_threads: int | None = None         # torch CPU threads (None: torch's default)
+    data_root: str | None = None           # real datasets: where they live
+    cache_dir: str | None = None           # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes`` applied and validated."""
+        return make_config({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# Keys that change how a run executes but not what it computes: left out of the run hash.
+EXECUTION_KEYS = frozenset({"device", "num_threads", "eval_batch_size", "checkpoint_every",
+                            "data_root", "cache_dir", "scale"})
+# Keys Stage 1 (supervised) does not read, so that ablations share one Stage 1 run.
+STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",
+                                "n2", "ema", "ema_decays", "ema_milestones", "randaug_ops",
+                                "randaug_magnitude", "cutout_size"})
+
+
+def stage_key(config: Config, stage: int) -> dict[str, Any]:
+    """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
+    drop = set(EXECUTION_KEYS)
+    if stage == 1:
+        drop |= STAGE1_UNUSED_KEYS
+    else:
+        drop.add("stage1_steps")
+        if stage == 2:
+            drop.add("n2")
+    if config.model != "deeplabv2-small":
+        drop.add("widths")
+    if config.pretrained != "synthetic":
+        drop.add("pretrain_steps")
+    return {k: v for k, v in config.to_dict().items() if k not in drop}
+
+
+# ------------------------------------------------------------------------------------------
+# loading
+# ------------------------------------------------------------------------------------------
+
+def params_dir() -> Path:
+    """``$SELFTRAIN_PARAMS`` or the repository's ``params/`` folder."""
+    env = os.environ.get(PARAMS_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "params"
+
+
+def load_config(dataset: str = "synth-street", scale: str = "quick", params: str | os.PathLike | None = None,
+                **overrides: Any) -> Config:
+    """Resolve a configuration: dataclass defaults < YAML < YAML's ``scales[scale]`` < ``overrides``.
+
+    Args:
+        dataset: dataset name; its YAML is ``params/<dataset>.yaml`` unless ``params`` is given.
+        scale: one of the YAML's scale presets (``smoke``, ``quick``, ``paper``...).
+        params: an explicit YAML file (for your own dataset).
+        **overrides: any :class:`Config` key. ``labels="full"`` means the whole pool.
+    """
+    path = Path(params) if params is not None else params_dir() / f"{dataset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in params_dir().glob("*.yaml"))
+        raise ConfigError(f"dataset: no parameter file {path} for dataset {dataset!r} (known: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+    presets = raw.pop("scales", {}) or {}
+    if scale not in presets:
+        raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
+    values: dict[str, Any] = {"dataset": dataset}
+    for source, mapping in ((str(path), raw), (f"{path}: scales.{scale}", presets[scale] or {}),
+                            ("overrides", overrides)):
+        unknown = sorted(set(mapping) - _FIELD_TYPES.keys())
+        if unknown:
+            raise ConfigError(f"{source}: unknown key {unknown[0]!r}"
+                              + (f" (and {unknown[1:]})" if len(unknown) > 1 else ""))
+        values.update(mapping)
+    values["scale"] = scale
+    if values.get("labels") == "full":
+        values["labels"] = _pool_size(values)
+    return make_config(values)
+
+
+def make_config(values: Mapping[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a plain mapping (e.g. a saved ``config.json``)."""
+    unknown = sorted(set(values) - _FIELD_TYPES.keys())
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}")
+    coerced = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in values.items()}
+    config = Config(**coerced)
+    validate(config)
+    return config
+
+
+# ------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------
+
+_FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against the field's annotation; lists become tuples, ints become floats."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {list(value)!r}")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # a bug in Config, not user input
+
+
+def _pool_size(values: Mapping[str, Any]) -> int:
+    from .data import dataset_info  # local import: data imports nothing from here at module level
+
+    info = dataset_info(values.get("dataset", Config.dataset))
+    return values.get("pool_size") or info.default_pool_size
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(c: Config) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value is impossible."""
+    from .data import dataset_info, DATASETS
+    from .models import MODELS
+
+    _require(c.dataset in DATASETS, "dataset", f"unknown dataset {c.dataset!r} (known: {sorted(DATASETS)})")
+    info = dataset_info(c.dataset)
+    _require(c.model in MODELS, "model", f"unknown model {c.model!r} (known: {sorted(MODELS)})")
+    for key in ("pool_size", "val_size"):
+        v = getattr(c, key)
+        _require(v is None or v >= 1, key, f"must be >= 1, got {v}")
+    pool = c.pool_size or info.default_pool_size
+    _require(1 <= c.labels <= pool, "labels", f"must be between 1 and the pool size {pool}, got {c.labels}")
+    if c.split_file is not None:
+        _require(Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
+    for key in ("stage1_steps", "steps", "batch_size", "eval_every", "log_every", "checkpoint_every",
+                "eval_batch_size", "randaug_ops", "pretrain_steps"):
+        _require(getattr(c, key) >= (0 if key == "randaug_ops" else 1), key, f"must be positive, got {getattr(c, key)}")
+    _require(1 <= c.labelled_per_batch < c.batch_size, "labelled_per_batch",
+             f"must be at least 1 and less than batch_size={c.batch_size} (the rest of the batch comes from L∪U), "
+             f"got {c.labelled_per_batch}")
+    _require(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
+    _require(c.backbone_lr_mult >= 0, "backbone_lr_mult", f"must be >= 0, got {c.backbone_lr_mult}")
+    _require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
+    for key in ("lambda1", "lambda2"):
+        _require(getattr(c, key) >= 0, key, f"must be >= 0, got {getattr(c, key)}")
+    _require(len(c.ema_decays) == len(c.ema_milestones) + 1, "ema_decays",
+             f"needs one more value than ema_milestones ({len(c.ema_milestones)}), got {len(c.ema_decays)}")
+    _require(all(0 <= d < 1 for d in c.ema_decays), "ema_decays", f"each must be in [0, 1), got {c.ema_decays}")
+    _require(all(0 < m < 1 for m in c.ema_milestones) and list(c.ema_milestones) == sorted(c.ema_milestones),
+             "ema_milestones", f"must be increasing fractions in (0, 1), got {c.ema_milestones}")
+    h, w = info.image_size
+    ch, cw = c.crop_size
+    _require(1 <= ch <= h and 1 <= cw <= w, "crop_size",
+             f"{list(c.crop_size)} does not fit in the {c.dataset} images of size {[h, w]}")
+    lo, hi = c.scale_range
+    _require(0 < lo <= hi, "scale_range", f"must satisfy 0 < low <= high, got {list(c.scale_range)}")
+    _require(0 <= c.randaug_magnitude <= 30, "randaug_magnitude", f"must be in [0, 30], got {c.randaug_magnitude}")
+    _require(0 <= c.cutout_size <= max(ch, cw), "cutout_size",
+             f"must be between 0 and the crop size {max(ch, cw)}, got {c.cutout_size}")
+    _require(c.num_val_samples >= 0, "num_val_samples", f"must be >= 0, got {c.num_val_samples}")
+    _require(c.model != "deeplabv2-small" or (len(c.widths) == 4 and min(c.widths) >= 2), "widths",
+             f"needs four positive channel widths (conv2..conv5), got {list(c.widths)}")
+    _require(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
+             f"must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
+    p = c.pretrained
+    _require(p in ("synthetic", "imagenet", "none") or Path(p).is_file(), "pretrained",
+             f"must be 'synthetic', 'imagenet', 'none' or an existing checkpoint file, got {p!r}")
+    _require(p != "synthetic" or c.model == "deeplabv2-small", "pretrained",
+             "'synthetic' pre-training exists for deeplabv2-small only (use 'imagenet' or a checkpoint)")
+    _require(c.num_threads is None or c.num_threads >= 1, "num_threads", f"must be >= 1, got {c.num_threads}")
+
+
+def resolved_dict(config: Config) -> dict[str, Any]:
+    """JSON-ready dict of the configuration (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,200 @@
+"""Dataset registry, label splits and the training view that keeps U's ground truth out of training.
+
+Tensors are held in memory as ``uint8``: images ``(N, 3, H, W)``, masks ``(N, H, W)`` with
+``ignore_index`` (255) for void pixels. The embedded benchmarks are a few tens of MB.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the code needs to know about a dataset: classes, sizes, ignore value."""
+
+    name: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    image_size: tuple[int, int]  # (H, W) of the images as stored / evaluated
+    default_pool_size: int
+    default_val_size: int
+    ignore_index: int = IGNORE_INDEX
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _synthetic_infos() -> dict[str, DatasetInfo]:
+    from .synthetic import SPECS
+
+    return {name: DatasetInfo(name=s.name, class_names=tuple(s.class_names), palette=tuple(s.palette),
+                              image_size=tuple(s.image_size), default_pool_size=s.default_pool_size,
+                              default_val_size=s.default_val_size)
+            for name, s in SPECS.items()}
+
+
+class _Registry(dict):
+    """Name → :class:`DatasetInfo`, filled on first use (the generators import numpy only)."""
+
+    def _fill(self):
+        if not super().__len__():
+            self.update(_synthetic_infos())
+
+    def __contains__(self, key):
+        self._fill()
+        return super().__contains__(key)
+
+    def __getitem__(self, key):
+        self._fill()
+        return super().__getitem__(key)
+
+    def __iter__(self):
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self):
+        self._fill()
+        return super().__len__()
+
+    def keys(self):
+        self._fill()
+        return super().keys()
+
+
+DATASETS: dict[str, DatasetInfo] = _Registry()
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown dataset {name!r} (known: {sorted(DATASETS)})")
+    return DATASETS[name]
+
+
+@dataclass
+class SegmentationData:
+    """A train pool and a validation set, with ground truth for both (held by the loader only)."""
+
+    info: DatasetInfo
+    train_images: Tensor  # uint8 (N, 3, H, W)
+    train_masks: Tensor   # uint8 (N, H, W): for U, read by evaluation only (see hidden_truth)
+    val_images: Tensor    # uint8 (M, 3, H, W)
+    val_masks: Tensor     # uint8 (M, H, W)
+    train_ids: list[str]
+
+    @property
+    def pool_size(self) -> int:
+        return self.train_images.shape[0]
+
+
+def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    return Path(cache_dir or os.environ.get("SELFTRAIN_CACHE") or Path.home() / ".cache" / "selftrain_lib")
+
+
+def load_data(config) -> SegmentationData:
+    """Load (generating and caching on first use) the dataset named by ``config.dataset``."""
+    from .synthetic import load_synthetic
+
+    info = dataset_info(config.dataset)
+    arrays = load_synthetic(config.dataset, pool_size=config.pool_size or info.default_pool_size,
+                            val_size=config.val_size or info.default_val_size, seed=config.data_seed,
+                            cache_dir=default_cache_dir(config.cache_dir) / "data")
+
+    def images(a):  # (N, H, W, 3) numpy → (N, 3, H, W) tensor
+        return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
+
+    n = arrays["train_images"].shape[0]
+    return SegmentationData(info=info, train_images=images(arrays["train_images"]),
+                            train_masks=torch.from_numpy(arrays["train_masks"]),
+                            val_images=images(arrays["val_images"]), val_masks=torch.from_numpy(arrays["val_masks"]),
+                            train_ids=[f"train_{i:05d}" for i in range(n)])
+
+
+# ------------------------------------------------------------------------------------------
+# splits
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into the train pool: L (labelled) and U (the rest). Both sorted."""
+
+    labelled: Tensor    # int64 (|L|,)
+    unlabelled: Tensor  # int64 (|U|,)
+
+
+def make_split(pool_size: int, labels: int, seed: int) -> Split:
+    """Choose ``labels`` images of the pool uniformly at random, deterministically from ``seed``."""
+    if not 1 <= labels <= pool_size:
+        raise ValueError(f"labels: must be between 1 and the pool size {pool_size}, got {labels}")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(pool_size, generator=g)
+    return _split_from(perm[:labels], pool_size)
+
+
+def _split_from(labelled: Tensor, pool_size: int) -> Split:
+    is_l = torch.zeros(pool_size, dtype=torch.bool)
+    is_l[labelled] = True
+    return Split(labelled=torch.nonzero(is_l).flatten(), unlabelled=torch.nonzero(~is_l).flatten())
+
+
+def write_split(path: str | os.PathLike, split: Split, ids: list[str]) -> Path:
+    """Write the labelled image ids, one per line (the format ST++ and others publish)."""
+    from ..runs import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, "".join(f"{ids[i]}\n" for i in split.labelled.tolist()))
+    return path
+
+
+def read_split(path: str | os.PathLike, ids: list[str]) -> Split:
+    """Read a list of labelled image ids; unknown or repeated ids are errors naming the file and id."""
+    path = Path(path)
+    index = {name: i for i, name in enumerate(ids)}
+    chosen: list[int] = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name not in index:
+            raise ValueError(f"{path}:{lineno}: unknown image id {name!r}")
+        chosen.append(index[name])
+    if not chosen:
+        raise ValueError(f"{path}: the split lists no images")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"{path}: an image id is listed twice")
+    return _split_from(torch.tensor(chosen), len(ids))
+
+
+# ------------------------------------------------------------------------------------------
+# what training may see
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainingView:
+    """The data a stage trains on: every pool image, but masks of L only.
+
+    U's ground truth is not in here, so no loss can read it (``tests/test_data.py`` proves that
+    changing it leaves training bit-identical).
+    """
+
+    images: Tensor           # uint8 (N, 3, H, W): L∪U
+    labelled: Tensor         # int64 (|L|,): indices into images
+    labelled_masks: Tensor   # uint8 (|L|, H, W): ground truth of images[labelled]
+    ignore_index: int = IGNORE_INDEX
+
+
+def training_view(data: SegmentationData, split: Split) -> TrainingView:
+    return TrainingView(images=data.train_images, labelled=split.labelled,
+                        labelled_masks=data.train_masks[split.labelled].clone(), ignore_index=data.info.ignore_index)
+
+
+def hidden_truth(data: SegmentationData, split: Split) -> tuple[Tensor, Tensor]:
+    """(indices of U, their ground-truth masks): for measuring pseudo-mask quality only."""
+    return split.unlabelled, data.train_masks[split.unlabelled]

@@ -1,0 +1,114 @@
+"""Evaluation: confusion matrix, mIoU and per-class IoU; whole images at the working resolution.
+
+The protocol is fixed and written into every result: each validation image is evaluated whole
+at its stored resolution (no sliding window, no multi-scale, no flip), with the model of the
+last training step (never the best step on validation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+PROTOCOL = "whole image at the working resolution, single scale, no flip; model of the last step"
+
+
+class ConfusionMatrix:
+    """Counts (true class, predicted class) pairs with one ``bincount``; pixels whose target is
+    ``ignore_index`` are skipped. Rows are ground truth, columns predictions."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu"):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """pred, target: integer tensors of the same shape."""
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        target = target.to(self.mat.device).long().flatten()
+        pred = pred.to(self.mat.device).long().flatten()
+        keep = target != self.ignore_index
+        target, pred = target[keep], pred[keep]
+        if target.numel() and (int(target.max()) >= self.num_classes or int(target.min()) < 0):
+            raise ValueError(f"target holds class {int(target.max())}, outside [0, {self.num_classes}) "
+                             f"and not the ignore value {self.ignore_index}")
+        n = self.num_classes
+        self.mat += torch.bincount(target * n + pred, minlength=n * n).reshape(n, n)
+
+    def iou(self) -> Tensor:
+        """Per-class IoU (float64, NaN for a class absent from both prediction and target)."""
+        m = self.mat.double()
+        inter = m.diag()
+        union = m.sum(0) + m.sum(1) - inter
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan")))
+
+    def miou(self) -> float:
+        """Mean IoU over the classes that occur (in ground truth or prediction)."""
+        return float(torch.nanmean(self.iou()))
+
+    def pixel_accuracy(self) -> float:
+        return float(self.mat.diag().sum() / self.mat.sum().clamp(min=1))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    miou: float
+    per_class_iou: list[float]
+    pixel_accuracy: float
+
+    def as_dict(self, class_names=None) -> dict:
+        d = {"miou": self.miou, "pixel_accuracy": self.pixel_accuracy, "per_class_iou": self.per_class_iou}
+        if class_names is not None:
+            d["per_class_iou"] = dict(zip(class_names, self.per_class_iou))
+        return d
+
+
+def scores(cm: ConfusionMatrix) -> EvalResult:
+    return EvalResult(miou=cm.miou(), per_class_iou=[float(v) for v in cm.iou()], pixel_accuracy=cm.pixel_accuracy())
+
+
+def to_input(images: Tensor, device: torch.device | str) -> Tensor:
+    """uint8 (B, 3, H, W) → float (B, 3, H, W) in [0, 1] on ``device``."""
+    return images.to(device, non_blocking=True).float().div_(255)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, batch_size: int = 64, device: torch.device | str = "cpu",
+            desc: str | None = None, progress: bool = False) -> Tensor:
+    """argmax predictions of ``model`` on uint8 images (N, 3, H, W) → uint8 (N, H, W) on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in tqdm(range(0, images.shape[0], batch_size), desc=desc, disable=not progress, leave=False):
+            logits = model(to_input(images[start:start + batch_size], device))
+            out.append(logits.argmax(1).to(torch.uint8).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, *images.shape[2:], dtype=torch.uint8)
+
+
+def evaluate_masks(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> EvalResult:
+    """Scores of predicted masks against ground truth (both (N, H, W))."""
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    cm.update(pred, target)
+    return scores(cm)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: Tensor, masks: Tensor, num_classes: int, ignore_index: int = 255,
+             batch_size: int = 64, device: torch.device | str = "cpu", progress: bool = False) -> EvalResult:
+    """mIoU of ``model`` on whole images (uint8 (N, 3, H, W)) against masks (N, H, W)."""
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, images.shape[0], batch_size), desc="evaluate", disable=not progress, leave=False):
+            logits = model(to_input(images[start:start + batch_size], device))
+            cm.update(logits.argmax(1), masks[start:start + batch_size])
+    finally:
+        model.train(was_training)
+    return scores(cm)

@@ -1,0 +1,149 @@
+"""Networks: DeepLabv2 (f) and the multi-task wrapper with the auxiliary branch (ĝ / g̃).
+
+Build f by name, wrap it with a branch for stages 2 and 3::
+
+    f = build_segmenter("deeplabv2-small", num_classes=19)           # or "deeplabv2-r101"
+    model = MultiTaskDeepLab(f, private_blocks=2)                    # ĝ; 1 -> g̃; None -> f only
+    out = model(x)                                                   # {"f": logits, "g": logits}
+    opt = torch.optim.Adam(param_groups(model, lr=3e-5, backbone_lr_mult=1.0))
+
+Registry: :data:`MODELS` maps a name to a factory ``(num_classes, **kwargs) -> DeepLabV2``;
+add one with :func:`register_model`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .backbones import (STAGES, DilatedBasicBlock, ResNetBackbone, ResNetStage, make_resnet_stage,
+                        resnet101_os8, small_resnet_os8)
+from .deeplabv2 import ASPP, DeepLabV2, upsample_logits
+from .multitask import BLOCKS, AuxiliaryBranch, MultiTaskDeepLab
+
+__all__ = ["MODELS", "register_model", "build_segmenter", "build_model", "param_groups", "freeze_batchnorm",
+           "set_batchnorm_eval", "unfreeze_batchnorm", "count_parameters",
+           "ASPP", "DeepLabV2", "MultiTaskDeepLab", "AuxiliaryBranch", "ResNetBackbone", "ResNetStage",
+           "DilatedBasicBlock", "make_resnet_stage", "resnet101_os8", "small_resnet_os8", "upsample_logits",
+           "STAGES", "BLOCKS"]
+
+#: name -> factory ``(num_classes, **kwargs) -> DeepLabV2``.
+MODELS: dict[str, Callable[..., DeepLabV2]] = {}
+
+
+def register_model(name: str):
+    """Decorator: register a factory ``(num_classes, **kwargs) -> DeepLabV2`` under ``name``."""
+    def decorator(factory: Callable[..., DeepLabV2]) -> Callable[..., DeepLabV2]:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        MODELS[name] = factory
+        return factory
+    return decorator
+
+
+@register_model("deeplabv2-r101")
+def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24)) -> DeepLabV2:
+    """The paper's f: DeepLabv2, ResNet-101 (output stride 8), ASPP 2048 -> C.
+    ``weights``: torchvision ResNet-101 weights (``None``: random init; ``"IMAGENET1K_V1"``)."""
+    return DeepLabV2(resnet101_os8(weights=weights), num_classes, dilations)
+
+
+@register_model("deeplabv2-small")
+def deeplabv2_small(num_classes: int, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1),
+                    dilations=(6, 12, 18, 24)) -> DeepLabV2:
+    """CPU-scale f: DeepLabv2 layout on :func:`small_resnet_os8` (basic blocks), ASPP widths[3] -> C."""
+    return DeepLabV2(small_resnet_os8(widths=widths, blocks=blocks), num_classes, dilations)
+
+
+def build_segmenter(name: str, num_classes: int, **kwargs) -> DeepLabV2:
+    """Build the registered network ``name`` with ``num_classes`` outputs.
+
+    ``kwargs`` go to the factory (``weights`` for ``deeplabv2-r101``; ``widths`` / ``blocks`` for
+    ``deeplabv2-small``; ``dilations`` for both). Unknown name -> ``ValueError``.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r} (known: {sorted(MODELS)})")
+    return MODELS[name](num_classes, **kwargs)
+
+
+def build_model(name: str, num_classes: int, private_blocks: int | None = None, width_factor: float = 0.5,
+                **kwargs) -> MultiTaskDeepLab:
+    """``MultiTaskDeepLab(build_segmenter(name, num_classes, **kwargs), private_blocks, width_factor)``."""
+    return MultiTaskDeepLab(build_segmenter(name, num_classes, **kwargs), private_blocks, width_factor)
+
+
+def _segmenter_of(model: nn.Module) -> DeepLabV2:
+    if isinstance(model, DeepLabV2):
+        return model
+    segmenter = getattr(model, "segmenter", None)
+    if isinstance(segmenter, DeepLabV2):
+        return segmenter
+    raise TypeError(f"expected a DeepLabV2 or a model with a .segmenter DeepLabV2, got {type(model).__name__}")
+
+
+def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Optimiser parameter groups: f's trunk (pre-trainable) and the new layers.
+
+    Returns ``[{"name": "backbone", "params": conv1..conv5 of f, "lr": lr * backbone_lr_mult,
+    "lr_mult": backbone_lr_mult}, {"name": "head", "params": everything else (f's ASPP, the
+    branch's private blocks), "lr": lr, "lr_mult": 1.0}]``. Every parameter of ``model``
+    appears exactly once (frozen ones included: optimisers skip parameters without gradients).
+    ``model``: a :class:`DeepLabV2` or a :class:`MultiTaskDeepLab`.
+    """
+    backbone_ids = {id(p) for p in _segmenter_of(model).backbone.parameters()}
+    backbone, head = [], []
+    for p in model.parameters():
+        (backbone if id(p) in backbone_ids else head).append(p)
+    return [
+        {"name": "backbone", "params": backbone, "lr": lr * backbone_lr_mult, "lr_mult": float(backbone_lr_mult)},
+        {"name": "head", "params": head, "lr": lr, "lr_mult": 1.0},
+    ]
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (each shared tensor counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+_BATCHNORM = nn.modules.batchnorm._BatchNorm
+
+
+def _keep_eval(module: nn.Module, args) -> None:
+    """Forward pre-hook of a frozen batch norm: use running statistics, never update them."""
+    if getattr(module, "_selftrain_frozen", False):
+        module.training = False
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Freeze every batch-norm layer of ``model`` (paper scale, as the authors' ``freeze_bn``).
+
+    Each layer is put in eval mode (running statistics used, never updated), its affine
+    parameters get ``requires_grad = False``, and a forward pre-hook puts it back in eval mode
+    before each call, so the freeze survives ``model.train()``. Copies (``copy.deepcopy``, an
+    EMA teacher) stay frozen. Undo with :func:`unfreeze_batchnorm`.
+    """
+    for m in model.modules():
+        if isinstance(m, _BATCHNORM):
+            m._selftrain_frozen = True
+            if _keep_eval not in m._forward_pre_hooks.values():
+                m.register_forward_pre_hook(_keep_eval)
+            m.eval()
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)
+
+
+def unfreeze_batchnorm(model: nn.Module) -> None:
+    """Undo :func:`freeze_batchnorm`: trainable affine parameters, mode follows ``model.training``."""
+    for m in model.modules():
+        if isinstance(m, _BATCHNORM):
+            m._selftrain_frozen = False
+            m.train(model.training)
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(True)
+
+
+def set_batchnorm_eval(model: nn.Module) -> None:
+    """Put every batch-norm layer of ``model`` in eval mode now (e.g. after ``model.train()``)."""
+    for m in model.modules():
+        if isinstance(m, _BATCHNORM):
+            m.eval()

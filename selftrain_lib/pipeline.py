@@ -1,0 +1,67 @@
+"""The method end to end: Stage 1 → 2 → 3 (→ N), chained through the run cache.
+
+``run(dataset="synth-street", labels=100, scale="quick")`` is the one call; each stage's run
+is reused when finished and resumed when interrupted (see :func:`selftrain_lib.stage.run_stage`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config
+from .data import load_data
+from .stage import StageResult, run_stage
+
+
+@dataclass
+class PipelineResult:
+    config: Config
+    stages: list[StageResult]
+    wall_time_s: float
+
+    @property
+    def final(self) -> StageResult:
+        return self.stages[-1]
+
+    def summary(self) -> dict[str, Any]:
+        """One JSON-able object: per stage, validation mIoU, pseudo-mask mIoU on U and run folder."""
+        return {"dataset": self.config.dataset, "labels": self.config.labels, "seed": self.config.seed,
+                "scale": self.config.scale, "wall_time_s": round(self.wall_time_s, 2),
+                "stages": {str(r.stage): {"val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
+                                          "run_dir": str(r.run_dir), "reused": r.reused} for r in self.stages}}
+
+
+def run_stages(config: Config, stages: int = 3, out: str | Path = "runs", progress: bool = True) -> PipelineResult:
+    """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks."""
+    if stages < 1:
+        raise ValueError(f"stages: must be >= 1, got {stages}")
+    t0 = time.perf_counter()
+    data = None
+    results: list[StageResult] = []
+    for k in range(1, stages + 1):
+        previous = results[-1].pseudo_masks if results else None
+        if data is None and not _finished(config, k, previous, out):
+            data = load_data(config)
+        results.append(run_stage(config, k, previous, out=out, progress=progress, data=data))
+    return PipelineResult(config, results, time.perf_counter() - t0)
+
+
+def _finished(config, stage, previous, out) -> bool:
+    from .runs import config_hash
+    from .stage import stage_run_key
+
+    return (Path(out) / config_hash(stage_run_key(config, stage, previous)) / "metrics.json").is_file()
+
+
+def run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick", stages: int = 3,
+        out: str | Path = "runs", progress: bool = True, params: str | Path | None = None,
+        **overrides: Any) -> PipelineResult:
+    """Load the configuration (``params/<dataset>.yaml`` at ``scale`` plus ``overrides``) and run
+    ``stages`` stages. ``labels``: None keeps the YAML's (the smallest label count); ``"full"``
+    trains on the whole pool (full supervision: use ``stages=1``)."""
+    if labels is not None:
+        overrides["labels"] = labels
+    config = load_config(dataset, scale, params=params, **overrides)
+    return run_stages(config, stages, out, progress)

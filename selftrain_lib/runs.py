@@ -1,0 +1,122 @@
+"""The run cache: one folder per stage run, named by the hash of what the run computes.
+
+``runs/<hash>/`` holds ``config.json`` (resolved configuration), ``checkpoint.pt`` (while
+training, for resume), ``curves.csv``, ``model.pt`` (final weights of f), ``val_samples.npz``
+(predictions on a fixed sample of validation images), ``pseudo_masks/`` (uint8 PNGs of L∪U)
+and, last of all, ``metrics.json``: its presence marks the run as finished. Every file is
+written to a temporary name and renamed, so an interrupted write never leaves a half file.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+HASH_LENGTH = 16
+
+
+def config_hash(key: Mapping[str, Any]) -> str:
+    """Stable hash of a JSON-able mapping (sorted keys, tuples as lists)."""
+    text = json.dumps(key, sort_keys=True, default=list, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+# ------------------------------------------------------------------------------------------
+# atomic writes
+# ------------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=list) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: Iterable[str]) -> Path:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------
+# masks as PNG files
+# ------------------------------------------------------------------------------------------
+
+def write_mask_pngs(directory: str | os.PathLike, ids: list[str], masks: torch.Tensor) -> Path:
+    """Write ``masks`` (uint8 (N, H, W)) as ``<id>.png``, all or nothing: into a temporary folder
+    that is renamed to ``directory`` at the end."""
+    directory = Path(directory)
+    if masks.dtype != torch.uint8 or masks.dim() != 3 or masks.shape[0] != len(ids):
+        raise ValueError(f"masks must be uint8 (N, H, W) with N={len(ids)}, got {tuple(masks.shape)} {masks.dtype}")
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        for name, mask in zip(ids, masks.numpy()):
+            Image.fromarray(mask, mode="L").save(tmp / f"{name}.png")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_mask_pngs(directory: str | os.PathLike, ids: list[str]) -> torch.Tensor:
+    """Read ``<id>.png`` for each id into uint8 (N, H, W); a missing file is an error naming it."""
+    directory = Path(directory)
+    out = []
+    for name in ids:
+        path = directory / f"{name}.png"
+        if not path.is_file():
+            raise FileNotFoundError(f"pseudo-mask {path} is missing")
+        out.append(np.asarray(Image.open(path), dtype=np.uint8))
+    return torch.from_numpy(np.stack(out))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from err

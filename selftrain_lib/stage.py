@@ -1,0 +1,438 @@
+"""One stage of the method: ``run_stage(config, stage, pseudo_masks)``.
+
+Stage 1 minimises L_seg on L. Stage k >= 2 minimises ``L_seg + λ1 L_con + λ2 L_pl`` with the
+pseudo-masks of stage k-1, the network f re-initialised from pre-training and, with T2, an
+auxiliary branch (ĝ in stage 2, g~ from stage 3 on). Each stage ends by writing the argmax of
+f on every image of L∪U as the next stage's pseudo-masks.
+
+Everything random in a step is drawn from generators seeded by (seed, stage, step), so a run
+resumed from a checkpoint computes exactly what an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .augment import StrongAugment, WeakAugment
+from .config import Config, make_config, resolved_dict, stage_key
+from .data import SegmentationData, TrainingView, hidden_truth, load_data, make_split, read_split, training_view, write_split
+from .ema import EMATeacher, ema_decay
+from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
+from .losses import LossWeights, pixel_cross_entropy, total_loss
+from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
+from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, config_hash, read_json, read_mask_pngs,
+                   write_csv, write_mask_pngs)
+
+# Bump when a change to the training code changes what a run computes: old cached runs are then
+# not reused.
+RUN_FORMAT_VERSION = 1
+CURVE_COLUMNS = ("step", "loss", "loss_seg", "loss_con", "loss_pl", "ema_decay", "val_miou")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any parts, e.g. ``derive_seed(seed, stage, "aug", step)``."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(*parts: Any) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PseudoMasks:
+    """The pseudo-masks a stage wrote (uint8 PNG per pool image) and the run that made them."""
+
+    directory: Path
+    source_hash: str
+    stage: int
+
+    def load(self, ids: list[str]) -> Tensor:
+        """uint8 (N, H, W) in the order of ``ids``."""
+        return read_mask_pngs(self.directory, ids)
+
+
+@dataclass
+class StageResult:
+    """What a finished stage run left in ``run_dir`` (see :mod:`selftrain_lib.runs`)."""
+
+    stage: int
+    run_dir: Path
+    run_hash: str
+    metrics: dict[str, Any]
+    reused: bool = False
+
+    @property
+    def val_miou(self) -> float:
+        return self.metrics["val"]["miou"]
+
+    @property
+    def pseudo_miou(self) -> float:
+        """mIoU of this stage's pseudo-masks on U against U's hidden ground truth."""
+        return self.metrics["pseudo_masks_unlabelled"]["miou"]
+
+    @property
+    def pseudo_masks(self) -> PseudoMasks:
+        return PseudoMasks(self.run_dir / "pseudo_masks", self.run_hash, self.stage)
+
+    @property
+    def config(self) -> Config:
+        return make_config(read_json(self.run_dir / "config.json")["config"])
+
+    def curves(self):
+        """The training curves as a pandas DataFrame (one row per logging interval)."""
+        import pandas as pd
+
+        return pd.read_csv(self.run_dir / "curves.csv")
+
+    def load_model(self, device: str = "cpu") -> nn.Module:
+        """The trained f (a DeepLabV2) in eval mode."""
+        cfg = self.config
+        net = build_segmenter(cfg.model, self.metrics["num_classes"], **_model_kwargs(cfg))
+        net.load_state_dict(torch.load(self.run_dir / "model.pt", map_location=device, weights_only=True))
+        return net.to(device).eval()
+
+    def summary(self) -> dict[str, Any]:
+        return {"stage": self.stage, "val_miou": self.val_miou, "pseudo_miou": self.pseudo_miou,
+                "run_dir": str(self.run_dir), "reused": self.reused}
+
+    @classmethod
+    def load(cls, run_dir: Path, reused: bool = True) -> "StageResult":
+        metrics = read_json(run_dir / "metrics.json")
+        return cls(stage=metrics["stage"], run_dir=run_dir, run_hash=run_dir.name, metrics=metrics, reused=reused)
+
+
+# ------------------------------------------------------------------------------------------
+# models of each stage
+# ------------------------------------------------------------------------------------------
+
+def _model_kwargs(config: Config) -> dict[str, Any]:
+    return {"widths": tuple(config.widths)} if config.model == "deeplabv2-small" else {}
+
+
+def private_blocks(config: Config, stage: int) -> int | None:
+    """How many of f's last blocks the auxiliary branch owns: None in stage 1 and without T2,
+    2 (ĝ) in stage 2, 1 (g~) from stage 3 on, or 2 again without N2."""
+    if stage == 1 or not config.t2:
+        return None
+    return 2 if stage == 2 or not config.n2 else 1
+
+
+def build_stage_model(config: Config, stage: int, num_classes: int) -> MultiTaskDeepLab:
+    """f initialised from pre-training (new layers from a (seed, stage) generator) plus the
+    stage's branch. Called afresh each stage: θ is re-initialised, as Algorithm 1 says."""
+    from .pretrain import load_pretrained
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, stage, "init"))
+        segmenter = build_segmenter(config.model, num_classes, **_model_kwargs(config))
+        load_pretrained(segmenter, config)
+        model = MultiTaskDeepLab(segmenter, private_blocks(config, stage))
+    if config.freeze_bn:
+        freeze_batchnorm(model)
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# batches
+# ------------------------------------------------------------------------------------------
+
+class EpochSampler:
+    """Indices ``0..size-1`` in a fresh permutation each epoch, ``per_step`` at a time.
+
+    ``indices(step)`` is a pure function of ``(parts, step)``: no state to save for resume.
+    """
+
+    def __init__(self, size: int, per_step: int, *parts: Any):
+        self.size, self.per_step, self.parts = size, per_step, parts
+        self._cache: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._cache:
+            if len(self._cache) > 4:
+                self._cache.pop(min(self._cache))
+            self._cache[epoch] = torch.randperm(self.size, generator=generator(*self.parts, epoch))
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> Tensor:
+        pos = torch.arange(step * self.per_step, (step + 1) * self.per_step)
+        return torch.stack([self._perm(int(p) // self.size)[int(p) % self.size] for p in pos])
+
+
+@dataclass
+class StepBatch:
+    """One step's data on the device. Sub-batch 1 (from L∪U) first, then Sub-batch 2 (from L).
+
+    images: (B, 3, h, w) float in [0, 1], strong augmentation already applied to Sub-batch 1.
+    labels: (B2, h, w) int64, ground truth of Sub-batch 2.
+    pseudo: (B, h, w) int64 pseudo-masks moved by B, or None in stage 1.
+    clean: (B, 3, h, w) images before strong augmentation (the teacher's input), or None.
+    """
+
+    images: Tensor
+    labels: Tensor
+    pseudo: Tensor | None = None
+    clean: Tensor | None = None
+    aug: Any = None  # StrongAugment params of Sub-batch 1, to move the teacher's targets
+
+
+class BatchSource:
+    """Draws the sub-batches of each step from a :class:`TrainingView` (never U's ground truth)."""
+
+    def __init__(self, view: TrainingView, pseudo: Tensor | None, config: Config, stage: int, device: torch.device):
+        self.view, self.pseudo, self.config, self.stage, self.device = view, pseudo, config, stage, device
+        n_lab = config.batch_size if stage == 1 else config.labelled_per_batch
+        self.n_pool = 0 if stage == 1 else config.batch_size - config.labelled_per_batch
+        self.labelled = EpochSampler(len(view.labelled), n_lab, config.seed, stage, "L")
+        self.pool = EpochSampler(view.images.shape[0], max(self.n_pool, 1), config.seed, stage, "LuU")
+        self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
+                                ignore_index=view.ignore_index)
+        self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
+                                    ignore_index=view.ignore_index, enabled=config.sa)
+
+    def _masks(self, m: Tensor) -> Tensor:
+        return m.to(self.device).long()
+
+    def __call__(self, step: int) -> StepBatch:
+        g = generator(self.config.seed, self.stage, "aug", step)
+        pos = self.labelled.indices(step)
+        x2 = to_input(self.view.images[self.view.labelled[pos]], self.device)
+        masks2 = [self._masks(self.view.labelled_masks[pos])]
+        if self.pseudo is not None:
+            masks2.append(self._masks(self.pseudo[self.view.labelled[pos]]))
+        x2, masks2 = self.weak(x2, masks2, g)
+        if self.stage == 1:
+            return StepBatch(images=x2, labels=masks2[0])
+        idx = self.pool.indices(step)[: self.n_pool]
+        x1 = to_input(self.view.images[idx], self.device)
+        x1, (p1,) = self.weak(x1, [self._masks(self.pseudo[idx])], g)
+        params = self.strong.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
+        x1_aug = self.strong.apply_image(x1, params)
+        p1 = self.strong.apply_mask(p1, params)
+        return StepBatch(images=torch.cat([x1_aug, x2]), labels=masks2[0], pseudo=torch.cat([p1, masks2[1]]),
+                         clean=torch.cat([x1, x2]), aug=params)
+
+
+# ------------------------------------------------------------------------------------------
+# the step
+# ------------------------------------------------------------------------------------------
+
+def compute_losses(model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
+                   strong: StrongAugment, weights: LossWeights, ignore_index: int) -> dict[str, Tensor]:
+    """Forward pass and losses of one step (METHOD.md eqs. 1-5).
+
+    L_seg is averaged over Sub-batch 2 only (the last ``labels.shape[0]`` images); L_con and
+    L_pl over both sub-batches. The teacher sees the images before strong augmentation and its
+    argmax is moved by B, exactly like the stored pseudo-masks.
+    """
+    out = model(batch.images)
+    n2 = batch.labels.shape[0]
+    losses = {"loss_seg": pixel_cross_entropy(out["f"][-n2:], batch.labels, ignore_index)}
+    if batch.pseudo is not None:
+        if weights.cr and teacher is not None:
+            target = teacher.predict(batch.clean)
+            n1 = target.shape[0] - n2
+            target = torch.cat([strong.apply_mask(target[:n1], batch.aug), target[n1:]])
+            losses["loss_con"] = pixel_cross_entropy(out["f"], target, ignore_index)
+        if weights.t2 and "g" in out:
+            losses["loss_pl"] = pixel_cross_entropy(out["g"], batch.pseudo, ignore_index)
+    losses["loss"] = total_loss(losses["loss_seg"], losses.get("loss_con"), losses.get("loss_pl"), weights)
+    return losses
+
+
+def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
+               batch: StepBatch, strong: StrongAugment, weights: LossWeights, ignore_index: int,
+               ema_decay_now: float) -> dict[str, Tensor]:
+    """One optimiser step and the teacher's EMA update; returns the (undetached) losses."""
+    losses = compute_losses(model, teacher, batch, strong, weights, ignore_index)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    optimizer.step()
+    if teacher is not None:
+        teacher.update(model.segmenter, ema_decay_now)
+    return losses
+
+
+# ------------------------------------------------------------------------------------------
+# run_stage
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class StageParts:
+    """Everything a stage's loop needs, built from plain configuration."""
+
+    model: MultiTaskDeepLab
+    teacher: EMATeacher | None
+    optimizer: torch.optim.Optimizer
+    batches: BatchSource
+    weights: LossWeights
+    steps: int
+
+
+def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Tensor | None, num_classes: int,
+                      device: torch.device) -> StageParts:
+    model = build_stage_model(config, stage, num_classes).to(device)
+    needs_teacher = stage >= 2 and config.cr
+    teacher = EMATeacher(model.segmenter, use_ema=config.ema).to(device) if needs_teacher else None
+    optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    return StageParts(model=model, teacher=teacher, optimizer=optimizer,
+                      batches=BatchSource(view, pseudo, config, stage, device),
+                      weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
+                      steps=config.stage1_steps if stage == 1 else config.steps)
+
+
+def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None) -> dict[str, Any]:
+    """What identifies a stage run: its configuration and the run its pseudo-masks came from."""
+    return {"stage": stage, "config": stage_key(config, stage), "format": RUN_FORMAT_VERSION,
+            "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
+
+
+def select_split(config: Config, data: SegmentationData, out: Path):
+    """The labelled set: from ``split_file`` when given, else drawn from ``seed``; written out
+    as ``<out>/splits/<dataset>_<labels>_seed<seed>.txt``."""
+    if config.split_file:
+        return read_split(config.split_file, data.train_ids)
+    split = make_split(data.pool_size, config.labels, config.seed)
+    write_split(out / "splits" / f"{config.dataset}_{config.labels}_seed{config.seed}.txt", split, data.train_ids)
+    return split
+
+
+def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = None, *,
+              out: str | Path = "runs", progress: bool = True, data: SegmentationData | None = None) -> StageResult:
+    """Train one stage, or reuse the finished run with the same hash, or resume an interrupted one.
+
+    Args:
+        config: the resolved configuration.
+        stage: 1, 2, 3, ... (stage k >= 3 repeats stage 3 with stage k-1's pseudo-masks).
+        pseudo_masks: the previous stage's :class:`PseudoMasks` (required for stage >= 2).
+        out: the run cache folder; this run lives in ``out/<hash>/``.
+        progress: show a tqdm bar.
+        data: an already loaded dataset (else loaded from ``config``).
+    """
+    if stage < 1:
+        raise ValueError(f"stage: must be >= 1, got {stage}")
+    if stage >= 2 and pseudo_masks is None:
+        raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
+    out = Path(out)
+    key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None)
+    run_hash = config_hash(key)
+    run_dir = out / run_hash
+    if (run_dir / "metrics.json").is_file():
+        return StageResult.load(run_dir, reused=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
+                                                "config": resolved_dict(config)})
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    data = data if data is not None else load_data(config)
+    split = select_split(config, data, out)
+    view = training_view(data, split)
+    pseudo = pseudo_masks.load(data.train_ids) if stage >= 2 else None
+
+    parts = build_stage_parts(config, stage, view, pseudo, data.info.num_classes, device)
+    model, teacher, optimizer, batches = parts.model, parts.teacher, parts.optimizer, parts.batches
+    steps, weights, info = parts.steps, parts.weights, data.info
+
+    start, rows, elapsed = 0, [], 0.0
+    sums: dict[str, Tensor] = {}  # loss sums since the last logged row
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if teacher is not None:
+            teacher.load_state_dict(ckpt["teacher"])
+        start, rows, elapsed = ckpt["step"], ckpt["rows"], ckpt["elapsed"]
+        sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
+
+    def validate() -> float:
+        return evaluate(model.segmenter, data.val_images, data.val_masks, info.num_classes, info.ignore_index,
+                        config.eval_batch_size, device).miou
+
+    model.train()
+    if config.freeze_bn:
+        set_batchnorm_eval(model)
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=not progress, dynamic_ncols=True)
+    for step in range(start, steps):
+        decay = ema_decay(step, steps, config.ema_decays, config.ema_milestones)
+        losses = train_step(model, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index, decay)
+        for k, v in losses.items():  # stays on the device: no host sync inside the step
+            sums[k] = sums.get(k, 0) + v.detach()
+        done = step + 1
+        if done % config.log_every == 0 or done == steps:
+            n = (done - 1) % config.log_every + 1
+            row = {"step": done, "ema_decay": decay if teacher is not None else ""}
+            row.update({k: float(v) / n for k, v in sums.items()})
+            if done % config.eval_every == 0 or done == steps:
+                row["val_miou"] = validate()
+            rows.append(row)
+            sums = {}
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "val_miou") if k in row})
+        bar.update(1)
+        if done % config.checkpoint_every == 0 and done < steps:
+            atomic_torch_save(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "teacher": teacher.state_dict() if teacher is not None else None,
+                                          "rows": rows, "sums": sums, "elapsed": elapsed + time.perf_counter() - t0})
+    bar.close()
+    train_time = elapsed + time.perf_counter() - t0
+    return _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
+                         pseudo_masks)
+
+
+def _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
+                  parent: PseudoMasks | None) -> StageResult:
+    """Final evaluation, pseudo-masks of L∪U, and the files of a finished run (metrics.json last)."""
+    info = data.info
+    f = model.segmenter
+    t0 = time.perf_counter()
+    val = evaluate(f, data.val_images, data.val_masks, info.num_classes, info.ignore_index, config.eval_batch_size,
+                   device, progress=progress)
+    pool_pred = predict(f, data.train_images, config.eval_batch_size, device, desc="pseudo-masks", progress=progress)
+    pseudo_time = time.perf_counter() - t0
+    u_idx, u_truth = hidden_truth(data, split)
+    pseudo_u = evaluate_masks(pool_pred[u_idx], u_truth, info.num_classes, info.ignore_index)
+    write_mask_pngs(run_dir / "pseudo_masks", data.train_ids, pool_pred)
+
+    sample = np.unique(np.linspace(0, data.val_images.shape[0] - 1, config.num_val_samples).round().astype(int)) \
+        if config.num_val_samples else np.zeros(0, dtype=int)
+    sample_t = torch.from_numpy(sample)
+    val_pred = predict(f, data.val_images[sample_t], config.eval_batch_size, device)
+    atomic_savez(run_dir / "val_samples.npz", indices=sample, predictions=val_pred.numpy())
+    atomic_torch_save(run_dir / "model.pt", {k: v.cpu() for k, v in f.state_dict().items()})
+    write_csv(run_dir / "curves.csv", rows, CURVE_COLUMNS)
+    metrics = {
+        "stage": stage, "run_hash": run_hash, "pseudo_masks_from": parent.source_hash if parent else None,
+        "dataset": config.dataset, "labels": int(split.labelled.numel()), "seed": config.seed,
+        "num_classes": info.num_classes, "class_names": list(info.class_names),
+        "steps": config.stage1_steps if stage == 1 else config.steps,
+        "val": val.as_dict(info.class_names),
+        "pseudo_masks_unlabelled": pseudo_u.as_dict(info.class_names),
+        "train_time_s": train_time, "eval_and_pseudo_time_s": pseudo_time,
+        "protocol": PROTOCOL, "device": str(device),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return StageResult(stage=stage, run_dir=run_dir, run_hash=run_hash, metrics=metrics, reused=False)

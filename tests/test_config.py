@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from selftrain_lib.config import Config, ConfigError, load_config, make_config, stage_key
+
+
+def test_presets_resolve_and_yaml_overrides_defaults():
+    quick = load_config("synth-street", "quick")
+    smoke = load_config("synth-street", "smoke")
+    assert quick.scale == "quick" and smoke.scale == "smoke"
+    assert quick.crop_size == (64, 96)          # from the YAML top level
+    assert smoke.stage1_steps < quick.stage1_steps
+    paper = load_config("synth-objects", "paper")
+    assert paper.model == "deeplabv2-r101" and paper.lr == 3e-5 and paper.batch_size == 10
+    assert paper.labelled_per_batch == 1 and paper.freeze_bn
+
+
+def test_keyword_overrides_win():
+    c = load_config("synth-street", "smoke", lambda1=0.25, cr=False, crop_size=[32, 32])
+    assert c.lambda1 == 0.25 and c.cr is False and c.crop_size == (32, 32)
+
+
+def test_labels_full_is_the_pool():
+    c = load_config("synth-street", "smoke", labels="full")
+    assert c.labels == c.pool_size == 96
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"lamda1": 0.5}, "lamda1"),                      # unknown key
+    ({"lambda1": -0.1}, "lambda1"),                   # λ < 0
+    ({"lambda2": "half"}, "lambda2"),                 # wrong type
+    ({"labels": 10_000}, "labels"),                   # more labels than images
+    ({"crop_size": [65, 96]}, "crop_size"),           # crop larger than the image
+    ({"crop_size": [64]}, "crop_size"),
+    ({"labelled_per_batch": 8}, "labelled_per_batch"),
+    ({"cr": "yes"}, "cr"),
+    ({"steps": 0}, "steps"),
+    ({"ema_decays": [0.9, 1.5, 0.9, 0.9]}, "ema_decays"),
+    ({"model": "unet"}, "model"),
+    ({"pretrained": "/no/such/file.pt"}, "pretrained"),
+    ({"device": "tpu"}, "device"),
+])
+def test_bad_values_name_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config("synth-street", "quick", **overrides)
+
+
+def test_unknown_scale_and_dataset():
+    with pytest.raises(ConfigError, match="scale"):
+        load_config("synth-street", "huge")
+    with pytest.raises(ConfigError, match="dataset"):
+        load_config("cityscapes-but-typo", "quick")
+
+
+def test_bad_yaml_key_names_file_and_key(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("dataset: synth-street\nbatchsize: 4\nscales: {quick: {}}\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml.*batchsize"):
+        load_config("synth-street", "quick", params=p)
+
+
+def test_round_trip_through_json():
+    c = load_config("synth-objects", "quick", seed=3)
+    again = make_config(json.loads(json.dumps(c.to_dict(), default=list)))
+    assert again == c
+
+
+def test_stage1_key_ignores_stage2_settings():
+    c = load_config("synth-street", "quick")
+    ablated = c.replace(cr=False, lambda1=2.0, sa=False)
+    assert stage_key(c, 1) == stage_key(ablated, 1)      # ablations share Stage 1
+    assert stage_key(c, 2) != stage_key(ablated, 2)
+    assert stage_key(c, 2) == stage_key(c.replace(n2=False), 2)
+    assert stage_key(c, 3) != stage_key(c.replace(n2=False), 3)
+    assert stage_key(c, 1) == stage_key(c.replace(device="cpu", eval_batch_size=7), 1)
+
+
+def test_config_is_plain_frozen_data():
+    c = Config()
+    with pytest.raises(Exception):
+        c.lr = 1.0

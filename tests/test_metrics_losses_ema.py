@@ -1,0 +1,107 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from selftrain_lib.ema import EMATeacher, ema_decay
+from selftrain_lib.evaluate import ConfusionMatrix, evaluate, evaluate_masks
+from selftrain_lib.losses import LossWeights, pixel_cross_entropy, total_loss
+
+
+def test_confusion_matrix_iou_by_hand():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 1]])
+    cm = ConfusionMatrix(3, 255)
+    cm.update(pred, target)
+    # class 0: inter 1, union |{p=0}|=2 + |{t=0}|=2 - 1 = 3; class 1: 2/(3+2-2)=2/3; class 2: 1/(1+2-1)=1/2
+    assert torch.allclose(cm.iou(), torch.tensor([1 / 3, 2 / 3, 1 / 2], dtype=torch.float64))
+    assert math.isclose(cm.miou(), (1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert cm.mat.sum() == 6  # ignored pixels do not count
+
+
+def test_absent_class_is_nan_and_excluded():
+    r = evaluate_masks(torch.zeros(1, 2, 2, dtype=torch.uint8), torch.zeros(1, 2, 2, dtype=torch.uint8), 3)
+    assert r.miou == 1.0 and math.isnan(r.per_class_iou[1])
+
+
+def test_out_of_range_target_is_an_error():
+    with pytest.raises(ValueError, match="class 7"):
+        ConfusionMatrix(3).update(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 7, 255]))
+
+
+def test_evaluate_whole_images_with_a_perfect_model():
+    masks = torch.randint(0, 3, (5, 9, 13), dtype=torch.uint8)
+    images = torch.zeros(5, 3, 9, 13, dtype=torch.uint8)
+
+    class Oracle(nn.Module):  # returns one-hot of the masks it was built with, for the images in order
+        def __init__(self):
+            super().__init__()
+            self.i = 0
+
+        def forward(self, x):
+            m = masks[self.i:self.i + x.shape[0]].long()
+            self.i += x.shape[0]
+            return nn.functional.one_hot(m, 3).permute(0, 3, 1, 2).float()
+
+    r = evaluate(Oracle(), images, masks, 3, batch_size=2)
+    assert r.miou == 1.0 and r.pixel_accuracy == 1.0
+
+
+def test_pixel_cross_entropy_excludes_ignore():
+    logits = torch.randn(2, 4, 3, 3, requires_grad=True)
+    target = torch.randint(0, 4, (2, 3, 3))
+    target[0] = 255
+    expected = nn.functional.cross_entropy(logits[1:], target[1:])
+    assert torch.allclose(pixel_cross_entropy(logits, target), expected)
+    all_ignored = pixel_cross_entropy(logits, torch.full_like(target, 255))
+    assert all_ignored.item() == 0.0 and all_ignored.requires_grad
+
+
+def test_total_loss_switches():
+    s, c, p = torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0)
+    assert total_loss(s, c, p, LossWeights(0.5, 0.25)).item() == 1 + 1 + 1
+    assert total_loss(s, c, p, LossWeights(0.5, 0.25, cr=False)).item() == 2
+    assert total_loss(s, c, p, LossWeights(0.5, 0.25, t2=False)).item() == 2
+
+
+def test_ema_decay_schedule_matches_the_authors_at_60k():
+    assert ema_decay(0, 60_000) == 0.99
+    assert ema_decay(19_999, 60_000) == 0.99
+    assert ema_decay(20_000, 60_000) == 0.995
+    assert ema_decay(45_000, 60_000) == 0.9975
+    assert ema_decay(59_999, 60_000) == 0.999
+    assert ema_decay(100, 300) == 0.995  # breakpoints scale with the number of steps
+
+
+def _net():
+    return nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+
+
+def test_ema_averages_parameters_and_batchnorm_buffers():
+    student = _net()
+    teacher = EMATeacher(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    student.train()(torch.randn(8, 3, 4, 4))  # moves running stats
+    before = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    teacher.update(student, 0.9)
+    after = teacher.module.state_dict()
+    s = student.state_dict()
+    for k, v in after.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.9 * before[k] + 0.1 * s[k], atol=1e-6), k
+        else:
+            assert torch.equal(v, s[k]), k
+    assert not any(p.requires_grad for p in teacher.module.parameters())
+
+
+def test_without_ema_the_student_is_the_teacher():
+    student = _net()
+    teacher = EMATeacher(student, use_ema=False)
+    assert teacher.network is student and list(teacher.parameters()) == []
+    x = torch.randn(2, 3, 4, 4)
+    student.eval()
+    assert torch.equal(teacher.predict(x), student(x).argmax(1))
+    assert student.training is False  # restores the mode it found

@@ -1,0 +1,227 @@
+"""The shipped synthetic datasets: shapes, determinism, class coverage, difficulty, caching."""
+import colorsys
+import os
+
+import numpy as np
+import pytest
+
+from selftrain_lib.data import synthetic as S
+
+NAMES = sorted(S.SPECS)
+
+
+@pytest.fixture(scope="module")
+def big():
+    """200 images of each dataset (shared by the coverage and difficulty tests)."""
+    return {name: S.generate(name, 200, 0) for name in NAMES}
+
+
+# --------------------------------------------------------------------------------------------
+# specs and arrays
+# --------------------------------------------------------------------------------------------
+
+def test_specs():
+    assert set(S.SPECS) == {"synth-street", "synth-objects"}
+    street, objects = S.SPECS["synth-street"], S.SPECS["synth-objects"]
+    assert street.image_size == (64, 128) and objects.image_size == (96, 96)
+    assert street.num_classes >= 9 and 10 <= objects.num_classes <= 12
+    for name in ("road", "sidewalk", "building", "vegetation", "sky", "pole", "traffic sign", "car", "person"):
+        assert name in street.class_names
+    assert objects.class_names[0] == "background"
+    for spec in S.SPECS.values():
+        assert spec.name in S.SPECS and S.SPECS[spec.name] is spec
+        assert (spec.default_pool_size, spec.default_val_size) == (3000, 500)
+        assert len(spec.palette) == spec.num_classes == len(set(spec.class_names))
+        assert all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in spec.palette)
+    assert isinstance(S.GENERATOR_VERSION, int) and S.IGNORE_INDEX == 255
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_dtypes_and_values(name):
+    spec = S.SPECS[name]
+    images, masks = S.generate(name, 5, 0)
+    h, w = spec.image_size
+    assert images.shape == (5, h, w, 3) and images.dtype == np.uint8
+    assert masks.shape == (5, h, w) and masks.dtype == np.uint8
+    values = np.unique(masks)
+    assert np.all((values < spec.num_classes) | (values == S.IGNORE_INDEX))
+    assert images.std() > 10  # not blank
+    empty_i, empty_m = S.generate(name, 0, 0)
+    assert empty_i.shape == (0, h, w, 3) and empty_m.shape == (0, h, w)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_and_independent_of_n(name):
+    a_img, a_msk = S.generate(name, 4, 7)
+    b_img, b_msk = S.generate(name, 4, 7)
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_msk, b_msk)
+    c_img, c_msk = S.generate(name, 4, 8)
+    assert not np.array_equal(a_img, c_img) and not np.array_equal(a_msk, c_msk)
+    d_img, d_msk = S.generate(name, 2, 7)  # image i does not depend on n
+    assert np.array_equal(d_img, a_img[:2]) and np.array_equal(d_msk, a_msk[:2])
+    e_img, _ = S.generate(name, 2, 7, stream=1)  # another stream is another set
+    assert not np.array_equal(e_img, a_img[:2])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_class_appears(big, name):
+    _, masks = big[name]
+    counts = np.bincount(masks.ravel(), minlength=256)
+    k = S.SPECS[name].num_classes
+    assert np.all(counts[:k] > 0), dict(zip(S.SPECS[name].class_names, counts[:k]))
+    # most classes appear in a good share of the images, not once by chance
+    present = np.stack([(masks == c).any(axis=(1, 2)) for c in range(k)], 1).mean(0)
+    assert np.all(present > 0.1), dict(zip(S.SPECS[name].class_names, present.round(2)))
+
+
+def test_street_poles_are_thin(big):
+    _, masks = big["synth-street"]
+    pole = S.SPECS["synth-street"].class_names.index("pole")
+    p = np.pad(masks == pole, ((0, 0), (0, 0), (2, 2)))
+    c, l1, l2, r1, r2 = p[..., 2:-2], p[..., 1:-3], p[..., :-4], p[..., 3:-1], p[..., 4:]
+    in_run_of_3 = c & ((l1 & r1) | (l1 & l2) | (r1 & r2))  # horizontal run length >= 3
+    assert c.sum() > 500
+    thin = (c & ~in_run_of_3).sum() / c.sum()
+    assert thin > 0.6, thin  # most pole pixels lie in horizontal runs of 1-2 px
+
+
+def test_objects_overlap_and_vary_in_count(big):
+    _, masks = big["synth-objects"]
+    per_image = np.array([len(np.unique(m)) - 1 for m in masks])
+    assert per_image.min() >= 0 and per_image.max() >= 3 and (per_image == 1).any()
+    fg = (masks > 0).mean()
+    assert 0.05 < fg < 0.5, fg
+
+
+# --------------------------------------------------------------------------------------------
+# colour alone does not give the class away
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_colour_does_not_give_class_away(big, name):
+    images, masks = big[name]
+    k = S.SPECS[name].num_classes
+    x = images.reshape(-1, 3).astype(np.float32)
+    y = masks.ravel()
+    n_fit = x.shape[0] // 2  # fit class-mean colours on the first half, evaluate on the second
+    means = np.stack([x[:n_fit][y[:n_fit] == c].mean(0) for c in range(k)])
+    xe, ye = x[n_fit:], y[n_fit:]
+    keep = ye != 0 if name == "synth-objects" else np.ones_like(ye, bool)  # objects: not background
+    xe, ye = xe[keep][::3], ye[keep][::3]
+    pred = ((xe[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    acc = (pred == ye).mean()
+    assert acc < 0.6, acc
+
+
+def test_car_colours_span_hues(big):
+    images, masks = big["synth-street"]
+    car = S.SPECS["synth-street"].class_names.index("car")
+    hues, sats = [], []
+    for img, m in zip(images, masks):
+        if (m == car).sum() >= 30:
+            r, g, b = img[m == car].astype(np.float64).mean(0) / 255
+            h, s, _ = colorsys.rgb_to_hsv(r, g, b)
+            hues.append(h)
+            sats.append(s)
+    hues = np.array(hues)
+    assert len(hues) > 50
+    sectors = np.bincount((hues * 6).astype(int) % 6, minlength=6)
+    assert (sectors > 0).sum() >= 5, sectors
+    assert np.std(sats) > 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# load_synthetic and its cache
+# --------------------------------------------------------------------------------------------
+
+def test_load_synthetic_caches_atomically(tmp_path, monkeypatch):
+    data = S.load_synthetic("synth-objects", pool_size=6, val_size=3, seed=2, cache_dir=tmp_path)
+    assert set(data) == {"train_images", "train_masks", "val_images", "val_masks"}
+    assert data["train_images"].shape == (6, 96, 96, 3) and data["val_masks"].shape == (3, 96, 96)
+    train, _ = S.generate("synth-objects", 6, 2)
+    assert np.array_equal(data["train_images"], train)
+    assert not np.array_equal(data["val_images"], train[:3])  # validation is another stream
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 1 and files[0].endswith(".npz") and f"v{S.GENERATOR_VERSION}" in files[0]
+    assert not any(f.endswith(".tmp") for f in files)
+    path = tmp_path / files[0]
+    mtime = path.stat().st_mtime_ns
+
+    def boom(*args, **kwargs):
+        raise AssertionError("generate called although the cache holds the data")
+
+    monkeypatch.setattr(S, "generate", boom)
+    again = S.load_synthetic("synth-objects", pool_size=6, val_size=3, seed=2, cache_dir=tmp_path)
+    for key in data:
+        assert np.array_equal(again[key], data[key]) and again[key].dtype == data[key].dtype
+    assert path.stat().st_mtime_ns == mtime
+    with pytest.raises(AssertionError, match="cache"):  # another key is another file
+        S.load_synthetic("synth-objects", pool_size=6, val_size=3, seed=3, cache_dir=tmp_path)
+
+
+def test_load_synthetic_regenerates_a_corrupt_file(tmp_path):
+    first = S.load_synthetic("synth-street", pool_size=2, val_size=1, seed=0, cache_dir=tmp_path)
+    (path,) = tmp_path.iterdir()
+    path.write_bytes(b"not a zip file")
+    second = S.load_synthetic("synth-street", pool_size=2, val_size=1, seed=0, cache_dir=tmp_path)
+    assert np.array_equal(first["train_images"], second["train_images"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    with np.load(path) as f:  # rewritten whole
+        assert np.array_equal(f["val_masks"], first["val_masks"])
+
+
+def test_default_cache_dir_follows_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFTRAIN_CACHE", str(tmp_path))
+    assert S.default_cache_dir() == tmp_path / "synthetic"
+    S.load_synthetic("synth-objects", pool_size=1, val_size=1, seed=0)
+    assert len(list((tmp_path / "synthetic").glob("*.npz"))) == 1
+
+
+def test_unknown_name_raises():
+    for call in (lambda: S.generate("cityscapes", 1, 0), lambda: S.load_synthetic("cityscapes"),
+                 lambda: S.get_spec("cityscapes")):
+        with pytest.raises(ValueError, match="cityscapes") as e:
+            call()
+        assert "synth-street" in str(e.value) and "synth-objects" in str(e.value)
+
+
+def test_bad_sizes_raise(tmp_path):
+    with pytest.raises(ValueError):
+        S.generate("synth-street", -1, 0)
+    with pytest.raises(ValueError):
+        S.load_synthetic("synth-street", pool_size=-3, cache_dir=tmp_path)
+
+
+def test_colorize():
+    rgb = S.colorize(np.array([[0, 1], [255, 2]], np.uint8), "synth-street")
+    pal = S.SPECS["synth-street"].palette
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 1]) == pal[1] and tuple(rgb[1, 0]) == (255, 255, 255)
+
+
+# --------------------------------------------------------------------------------------------
+# the pre-training classification task
+# --------------------------------------------------------------------------------------------
+
+def test_pretraining_images():
+    k = S.PRETRAIN_NUM_CLASSES
+    assert k == len(S.PRETRAIN_TEXTURES) * len(S.PRETRAIN_SHAPES) == 16
+    images, labels = S.generate_pretraining_images(4 * k, seed=0)
+    assert images.shape == (4 * k, 64, 64, 3) and images.dtype == np.uint8
+    assert labels.shape == (4 * k,) and labels.dtype == np.int64
+    assert np.array_equal(np.bincount(labels, minlength=k), np.full(k, 4))  # balanced
+    again, labels2 = S.generate_pretraining_images(4 * k, seed=0)
+    assert np.array_equal(images, again) and np.array_equal(labels, labels2)
+    other, labels3 = S.generate_pretraining_images(4 * k, seed=1)
+    assert not np.array_equal(images, other) and not np.array_equal(labels, labels3)
+    head, head_labels = S.generate_pretraining_images(5, seed=0)  # image i does not depend on n
+    assert np.array_equal(head, images[:5]) and np.array_equal(head_labels, labels[:5])
+    counts = np.bincount(S.generate_pretraining_images(40, seed=3)[1], minlength=k)
+    assert counts.max() - counts.min() <= 1
+    small, _ = S.generate_pretraining_images(3, seed=0, size=32)
+    assert small.shape == (3, 32, 32, 3)
+
+
+def test_pretraining_names_do_not_reuse_segmentation_classes():
+    seg = {c for spec in S.SPECS.values() for c in spec.class_names}
+    assert not seg & set(S.PRETRAIN_SHAPES) and not seg & set(S.PRETRAIN_TEXTURES)
