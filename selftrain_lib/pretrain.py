@@ -36,10 +36,11 @@ class _Classifier(nn.Module):
         return self.fc(self.backbone(x).mean((2, 3)))
 
 
-def synthetic_pretrain_key(widths, steps: int, seed: int = 0) -> dict:
+def synthetic_pretrain_key(widths, steps: int, seed: int, batch_size: int, num_images: int, lr: float) -> dict:
     from .data import synthetic
 
     return {"model": "deeplabv2-small", "widths": list(widths), "steps": steps, "seed": seed,
+            "batch_size": batch_size, "num_images": num_images, "lr": lr,
             "data": synthetic.GENERATOR_VERSION, "format": PRETRAIN_FORMAT_VERSION}
 
 
@@ -55,7 +56,8 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     from .evaluate import to_input
     from .models import build_segmenter
 
-    path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(synthetic_pretrain_key(widths, steps, seed))}.pt"
+    key = synthetic_pretrain_key(widths, steps, seed, batch_size, num_images, lr)
+    path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
     t0 = time.perf_counter()
@@ -86,7 +88,7 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
             correct += int((logits.argmax(1) == labels[idx]).sum())
             seen += batch_size
     state = {k: v.detach().clone() for k, v in net.backbone.state_dict().items()}
-    atomic_torch_save(path, {"backbone": state, "key": synthetic_pretrain_key(widths, steps, seed),
+    atomic_torch_save(path, {"backbone": state, "key": key,
                              "train_accuracy_last_100_steps": correct / max(seen, 1),
                              "seconds": time.perf_counter() - t0})
     return state

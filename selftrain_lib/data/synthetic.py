@@ -6,11 +6,14 @@ Two datasets stand in for the paper's benchmarks:
   buildings with window grids rising from the horizon, a road trapezoid with lane markings,
   sidewalks, fences, trees, thin poles (1-2 px) carrying traffic signs, cars on the road and
   persons on the sidewalks. Objects grow with their distance below the horizon and are drawn
-  far-to-near, so nearer ones occlude farther ones.
+  far-to-near, so nearer ones occlude farther ones. Cast shadows, fog and dusk vary the
+  appearance without touching the labels.
 * ``synth-objects`` (PASCAL-like, 96x96, background + 10 classes): 1-3 objects defined by their
   *shape* (disk, square, triangle, ring, cross, star, ellipse, diamond, hexagon, crescent) at
   random positions, scales and rotations, sometimes overlapping, on cluttered backgrounds
-  (textured noise, lines and irregular blobs that are background).
+  (textured noise, half-plane patches, lines and irregular blobs that are background; a thin
+  line sometimes crosses in front of the objects). Background textures are softer than the
+  objects' and half the objects carry an outline, so that a small CNN can learn the task.
 
 Colour never gives a class away on its own: colours are drawn per instance from overlapping
 distributions, every class has a texture family with random parameters, and every image gets a
@@ -429,7 +432,29 @@ def _street_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
             _pole(rng, cv, yb, xc, s, toward_road=-side)
         else:
             _person(rng, cv, yb, xc, s)
+    _street_weather(rng, cv, yh)
     return cv.finish(rng)
+
+
+def _street_weather(rng, cv, yh):
+    """Shadows, fog and dusk: appearance changes that leave the labels alone."""
+    img, Y, X = cv.img, cv.Y, cv.X
+    h, w = cv.h, cv.w
+    if rng.random() < 0.4:  # cast shadows: slanted bands across the lower image
+        a = rng.uniform(-1.2, 1.2)
+        for _ in range(rng.integers(1, 3)):
+            x0, bw = rng.uniform(-0.3, 1.0) * w, rng.uniform(0.1, 0.4) * w
+            u = X - np.float32(a) * (Y - np.float32(h))
+            m = (u >= x0) & (u < x0 + bw) & (Y > np.float32(yh - rng.uniform(0, 10)))
+            img *= np.where(m, np.float32(rng.uniform(0.45, 0.8)), np.float32(1.0))[..., None]
+    if rng.random() < 0.25:  # fog, densest at the horizon
+        fog = np.float32(rng.uniform(140, 230))
+        wgt = np.clip(1 - np.abs(Y - np.float32(yh)) / np.float32(rng.uniform(0.3, 0.9) * h), 0, 1)
+        wgt = (wgt * np.float32(rng.uniform(0.3, 0.8)))[..., None]
+        img += wgt * (fog - img)
+    if rng.random() < 0.2:  # dusk: darker, tinted
+        img *= np.float32(rng.uniform(0.35, 0.7))
+        img += _hsv(rng.uniform(), rng.uniform(0.3, 0.8), rng.uniform(0.05, 0.2))
 
 
 def _veg_colour(rng):
@@ -635,6 +660,7 @@ def _person(rng, cv, yb, xc, s):
 _OBJECT_TEXTURE = ("smooth", "checks", "stripes", "noise_hi", "smooth", "dots", "stripes", "checks", "noise",
                    "dots")
 _ANY_TEXTURE = ("smooth", "stripes", "checks", "noise", "noise_hi", "dots", "fine")
+_BACKGROUND_TEXTURE = ("smooth", "noise", "noise", "fine")
 
 
 def _shape_mask(cls: int, rng, Y, X, cy, cx, r) -> np.ndarray:
@@ -679,19 +705,19 @@ def _objects_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     cv = _Canvas(h, w)
     Y, X = cv.Y, cv.X
     full = (slice(None), slice(None))
-    allm = np.ones((h, w), bool)
-    # -- cluttered background (all class 0)
+    # -- cluttered background (all class 0): soft textures, flat lines, irregular blobs
     c1 = _any_colour(rng, v=(0.15, 0.9))
-    cv.paint(full, allm, _textured(rng, rng.choice(["noise", "noise", "smooth", "noise_hi"]), Y, X, c1,
-                                   contrast=(0.2, 0.7), grain=(0, 0.1)), 0)
+    cv.paint(full, np.ones((h, w), bool), _textured(rng, rng.choice(_BACKGROUND_TEXTURE), Y, X, c1,
+                                                    contrast=(0.1, 0.5), grain=(0, 0.1)), 0)
     for _ in range(rng.integers(0, 3)):  # half-plane patches of another texture
         u, _v = _rot(Y, X, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, 2 * np.pi))
-        cv.paint(full, u > 0, _textured(rng, rng.choice(_ANY_TEXTURE), Y, X, _any_colour(rng)), 0)
-    for _ in range(rng.integers(0, 5)):  # irregular blobs
-        _blob(rng, cv, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 22))
-    for _ in range(rng.integers(0, 6)):  # lines
+        cv.paint(full, u > 0, _textured(rng, rng.choice(_BACKGROUND_TEXTURE), Y, X, _any_colour(rng),
+                                        contrast=(0.1, 0.5)), 0)
+    for _ in range(rng.integers(0, 4)):  # irregular blobs
+        _blob(rng, cv, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 20))
+    for _ in range(rng.integers(0, 4)):  # lines
         _line(rng, cv)
-    # -- 1-3 objects
+    # -- 1-3 objects: any colour, any texture (half the time the class's own family)
     k = rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25])
     for _ in range(k):
         cls = int(rng.integers(1, len(_OBJECT_SHAPES) + 1))
@@ -703,7 +729,16 @@ def _objects_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         sl_, Yb, Xb = b
         m = _shape_mask(cls, rng, Yb, Xb, cy, cx, r)
         fam = _OBJECT_TEXTURE[cls - 1] if rng.random() < 0.5 else rng.choice(_ANY_TEXTURE)
-        col = _textured(rng, fam, Yb, Xb, _any_colour(rng), contrast=(0.15, 0.7), grain=(0, 0.08))
+        c = _any_colour(rng)
+        col = _textured(rng, fam, Yb, Xb, c, contrast=(0.3, 0.8), grain=(0, 0.08))
+        if rng.random() < 0.5:  # an outline (part of the object)
+            inner = m.copy()
+            inner[1:] &= m[:-1]
+            inner[:-1] &= m[1:]
+            inner[:, 1:] &= m[:, :-1]
+            inner[:, :-1] &= m[:, 1:]
+            edge = c * np.float32(rng.uniform(0.2, 0.6)) if rng.random() < 0.6 else np.clip(c + 120, 0, 255)
+            col = np.where((m & ~inner)[..., None], edge.astype(np.float32), col)
         cv.paint(sl_, m, col, cls)
     if rng.random() < 0.25:  # a thin background occluder in front
         _line(rng, cv, width=(1.0, 2.5))
@@ -711,17 +746,17 @@ def _objects_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _blob(rng, cv, cy, cx, r):
-    b = cv.box(cy - 1.7 * r, cy + 1.7 * r, cx - 1.7 * r, cx + 1.7 * r)
+    b = cv.box(cy - 1.8 * r, cy + 1.8 * r, cx - 1.8 * r, cx + 1.8 * r)
     if not b:
         return
     sl_, Y, X = b
     dy, dx = Y - np.float32(cy), X - np.float32(cx)
     th = np.arctan2(dy, dx)
     rad = np.ones(Y.shape, np.float32)
-    for k in (2, 3, 4):
-        rad += np.float32(rng.uniform(0.0, 0.22)) * np.sin(th * np.float32(k) + np.float32(rng.uniform(0, 6.3)))
+    for k in (2, 3, 4, 5):
+        rad += np.float32(rng.uniform(0.0, 0.2)) * np.sin(th * np.float32(k) + np.float32(rng.uniform(0, 6.3)))
     m = dy * dy + dx * dx <= (rad * np.float32(r)) ** 2
-    cv.paint(sl_, m, _textured(rng, rng.choice(_ANY_TEXTURE), Y, X, _any_colour(rng)), 0)
+    cv.paint(sl_, m, _textured(rng, rng.choice(_BACKGROUND_TEXTURE), Y, X, _any_colour(rng), contrast=(0.05, 0.3)), 0)
 
 
 def _line(rng, cv, width=(1.0, 4.5)):

@@ -1,0 +1,110 @@
+"""The pieces of a stage: sub-batch sampling, the losses of one step, pre-training."""
+import pytest
+import torch
+
+from selftrain_lib.augment import StrongAugment
+from selftrain_lib.config import load_config
+from selftrain_lib.data import TrainingView, make_split
+from selftrain_lib.ema import EMATeacher
+from selftrain_lib.losses import LossWeights, pixel_cross_entropy
+from selftrain_lib.models import MultiTaskDeepLab, build_segmenter
+from selftrain_lib.pretrain import load_pretrained, synthetic_backbone_state
+from selftrain_lib.stage import BatchSource, EpochSampler, StepBatch, compute_losses, derive_seed
+
+
+def test_epoch_sampler_visits_everything_once_per_epoch_and_is_pure():
+    s = EpochSampler(10, 4, 0, "x")
+    first = torch.cat([s.indices(k) for k in range(5)])  # 20 draws = 2 epochs
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
+    assert torch.equal(EpochSampler(10, 4, 0, "x").indices(3), s.indices(3))  # no hidden state
+    assert not torch.equal(EpochSampler(10, 4, 1, "x").indices(0), s.indices(0))
+
+
+def test_derive_seed_distinguishes_parts():
+    assert derive_seed(0, 2, "aug", 5) == derive_seed(0, 2, "aug", 5)
+    assert len({derive_seed(0, 2, "aug", 5), derive_seed(1, 2, "aug", 5), derive_seed(0, 3, "aug", 5),
+                derive_seed(0, 2, "aug", 6)}) == 4
+
+
+def _view(n=20, labelled=5, h=16, w=24):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=g)
+    masks = torch.randint(0, 3, (n, h, w), dtype=torch.uint8, generator=g)
+    split = make_split(n, labelled, 0)
+    return TrainingView(images, split.labelled, masks[split.labelled]), masks
+
+
+def test_batch_source_sub_batches():
+    view, masks = _view()
+    config = load_config("synth-street", "smoke", crop_size=[16, 16], batch_size=6, labelled_per_batch=2)
+    pseudo = torch.randint(0, 3, masks.shape, dtype=torch.uint8)
+    b = BatchSource(view, pseudo, config, 2, torch.device("cpu"))(0)
+    assert b.images.shape == (6, 3, 16, 16) and b.clean.shape == (6, 3, 16, 16)
+    assert b.labels.shape == (2, 16, 16) and b.pseudo.shape == (6, 16, 16)
+    # Sub-batch 2 (the last two) is not strongly augmented
+    assert torch.equal(b.images[4:], b.clean[4:])
+    s1 = BatchSource(view, None, config, 1, torch.device("cpu"))(0)
+    assert s1.images.shape[0] == 6 and s1.pseudo is None and s1.labels.shape[0] == 6
+
+
+def test_losses_follow_the_sub_batches():
+    """L_seg on Sub-batch 2 only; L_con and L_pl over both; the teacher's argmax is moved by B."""
+    torch.manual_seed(0)
+    f = build_segmenter("deeplabv2-small", 3, widths=(4, 4, 8, 8))
+    model = MultiTaskDeepLab(f, 2).eval()
+    teacher = EMATeacher(f)
+    strong = StrongAugment(num_ops=2, magnitude=30, cutout_size=4, ops=["rotate", "translate_x"])
+    g = torch.Generator().manual_seed(1)
+    clean = torch.rand(5, 3, 16, 16, generator=g)
+    params = strong.sample(3, 16, 16, g)
+    images = torch.cat([strong.apply_image(clean[:3], params), clean[3:]])
+    labels = torch.randint(0, 3, (2, 16, 16), generator=g)
+    pseudo = torch.randint(0, 3, (5, 16, 16), generator=g)
+    batch = StepBatch(images=images, labels=labels, pseudo=pseudo, clean=clean, aug=params)
+    weights = LossWeights(lambda1=0.5, lambda2=0.25)
+    losses = compute_losses(model, teacher, batch, strong, weights, 255)
+
+    out = model(images)
+    t = teacher.module(clean).argmax(1)
+    t = torch.cat([strong.apply_mask(t[:3], params), t[3:]])
+    seg = pixel_cross_entropy(out["f"][3:], labels)
+    con = pixel_cross_entropy(out["f"], t)
+    pl = pixel_cross_entropy(out["g"], pseudo)
+    assert torch.allclose(losses["loss_seg"], seg) and torch.allclose(losses["loss_con"], con)
+    assert torch.allclose(losses["loss_pl"], pl)
+    assert torch.allclose(losses["loss"], seg + 0.5 * con + 0.25 * pl)
+    assert (t[:3] == 255).any()  # B put the ignore value where the warp left the image
+
+    no_cr = compute_losses(model, teacher, batch, strong, LossWeights(0.5, 0.25, cr=False), 255)
+    assert "loss_con" not in no_cr and torch.allclose(no_cr["loss"], seg + 0.25 * pl)
+
+
+def test_synthetic_pretraining_is_deterministic_cached_and_loaded(tmp_path):
+    kw = dict(widths=(4, 4, 8, 8), steps=3, cache_dir=tmp_path, batch_size=8, num_images=32, progress=False)
+    a = synthetic_backbone_state(**kw)
+    files = list((tmp_path / "pretrain").glob("*.pt"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    b = synthetic_backbone_state(**kw)
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
+    c = synthetic_backbone_state(**{**kw, "cache_dir": tmp_path / "other"})  # rebuilt elsewhere: same numbers
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    fresh = build_segmenter("deeplabv2-small", 3, widths=(4, 4, 8, 8)).backbone.state_dict()
+    assert any(not torch.equal(a[k], fresh[k]) for k in a if a[k].is_floating_point())
+
+    config = load_config("synth-street", "smoke", pretrained="synthetic", widths=[4, 4, 8, 8], pretrain_steps=3,
+                         cache_dir=str(tmp_path))
+    # load_pretrained uses the config's own defaults for batch/images: build that cache entry too
+    net = build_segmenter("deeplabv2-small", 10, widths=(4, 4, 8, 8))
+    load_pretrained(net, config)
+    expected = synthetic_backbone_state((4, 4, 8, 8), 3, tmp_path, progress=False)
+    assert all(torch.equal(net.backbone.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_checkpoint_with_wrong_keys_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.pt"
+    torch.save({"model": {"not.a.key": torch.zeros(1)}}, path)
+    config = load_config("synth-street", "smoke", pretrained=str(path))
+    net = build_segmenter("deeplabv2-small", 10, widths=(8, 8, 16, 16))
+    with pytest.raises(ValueError, match=r"bad\.pt.*not\.a\.key"):
+        load_pretrained(net, config)
