@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(PY) -m selftrain_lib bench --out build/bench
 
 paper-figures: $(STAMP)
-	$(PY) -m selftrain_lib run --dataset synth-street --scale $(SCALE) --labels 100 --out runs
+	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures figures --build build/notebooks --out runs
 
 clean-runs:
 	rm -rf runs build

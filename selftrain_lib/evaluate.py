@@ -60,10 +60,16 @@ class EvalResult:
     pixel_accuracy: float
 
     def as_dict(self, class_names=None) -> dict:
-        d = {"miou": self.miou, "pixel_accuracy": self.pixel_accuracy, "per_class_iou": self.per_class_iou}
+        """JSON-ready: NaN (a class absent from prediction and target, or no pixels) becomes None."""
+        d = {"miou": _none_if_nan(self.miou), "pixel_accuracy": _none_if_nan(self.pixel_accuracy),
+             "per_class_iou": [_none_if_nan(v) for v in self.per_class_iou]}
         if class_names is not None:
-            d["per_class_iou"] = dict(zip(class_names, self.per_class_iou))
+            d["per_class_iou"] = dict(zip(class_names, d["per_class_iou"]))
         return d
+
+
+def _none_if_nan(v: float) -> float | None:
+    return None if v != v else v
 
 
 def scores(cm: ConfusionMatrix) -> EvalResult:

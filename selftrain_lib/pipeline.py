@@ -29,7 +29,8 @@ class PipelineResult:
         """One JSON-able object: per stage, validation mIoU, pseudo-mask mIoU on U and run folder."""
         return {"dataset": self.config.dataset, "labels": self.config.labels, "seed": self.config.seed,
                 "scale": self.config.scale, "wall_time_s": round(self.wall_time_s, 2),
-                "stages": {str(r.stage): {"val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
+                "stages": {str(r.stage): {"val_miou": r.val_miou,
+                                          "pseudo_miou": None if r.pseudo_miou != r.pseudo_miou else r.pseudo_miou,
                                           "run_dir": str(r.run_dir), "reused": r.reused} for r in self.stages}}
 
 

@@ -88,8 +88,9 @@ class StageResult:
 
     @property
     def pseudo_miou(self) -> float:
-        """mIoU of this stage's pseudo-masks on U against U's hidden ground truth."""
-        return self.metrics["pseudo_masks_unlabelled"]["miou"]
+        """mIoU of this stage's pseudo-masks on U against U's hidden ground truth (NaN when U is empty)."""
+        miou = self.metrics["pseudo_masks_unlabelled"]["miou"]
+        return float("nan") if miou is None else miou
 
     @property
     def pseudo_masks(self) -> PseudoMasks:

@@ -1,0 +1,213 @@
+"""Named experiment grids: for each table and figure of the paper, the runs it needs.
+
+A grid is a list of :class:`RunSpec` (dataset, *nominal* label count, overrides, stages, seed).
+Label counts are written as in the paper's tables, scaled to the embedded 3,000-image pools
+(synth-street 100 / 375 / 750 / 1500 for Cityscapes 100 / 372 / 744 / 1488; synth-objects
+30 / 60 / 150 / 375 for VOC 1/100 / 1/50 / 1/20 / 1/8). A scale whose pool is smaller (``smoke``:
+96 images) scales them down in proportion (:func:`scaled_labels`), so every grid runs at every
+scale. :func:`run_grid` runs a grid through :func:`selftrain_lib.run` and the run cache: runs
+shared between grids (Stage 1 of every ablation, the default three-stage run) train once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from tqdm.auto import tqdm
+
+DATASETS = ("synth-street", "synth-objects")
+
+# nominal label counts (of the 3,000-image pool) and the paper's name for the same cell
+LABEL_COUNTS = {"synth-street": (100, 375, 750, 1500), "synth-objects": (30, 60, 150, 375)}
+PAPER_LABELS = {
+    "synth-street": {100: "100", 375: "372", 750: "744", 1500: "1488", "full": "2975"},
+    "synth-objects": {30: "1/100", 60: "1/50", 150: "1/20", 375: "1/8", "full": "full"},
+}
+PAPER_DATASET = {"synth-street": "cityscapes", "synth-objects": "pascal_voc_aug"}
+PAPER_DATASET_NAME = {"synth-street": "Cityscapes", "synth-objects": "PASCAL VOC 2012"}
+# the setting of the ablations (Tables V, VI; Figs. 2, 3): Cityscapes 100 and VOC 1/50 (212 images)
+ABLATION_LABELS = {"synth-street": 100, "synth-objects": 60}
+# λ1 = λ2 per label count (METHOD.md): Cityscapes 1/2; VOC 1/4, 1/4, 5/4, 5/8
+PAPER_LAMBDA = {"synth-street": {100: 0.5, 375: 0.5, 750: 0.5, 1500: 0.5},
+                "synth-objects": {30: 0.25, 60: 0.25, 150: 1.25, 375: 0.625}}
+
+# the components an ablation can drop, as Config overrides (Table V, Table VI)
+DROPS: dict[str, dict[str, bool]] = {"none": {}, "CR": {"cr": False}, "T2": {"t2": False}, "SA": {"sa": False},
+                                     "N2": {"n2": False}, "EMA": {"ema": False}}
+
+
+def check_dataset(dataset: str) -> str:
+    if dataset not in LABEL_COUNTS:
+        raise ValueError(f"dataset: expected one of {list(LABEL_COUNTS)}, got {dataset!r}")
+    return dataset
+
+
+def paper_lambda(dataset: str, labels: int | str) -> float:
+    """The paper's λ1 = λ2 for ``dataset`` at a nominal label count (nearest listed count)."""
+    table = PAPER_LAMBDA[check_dataset(dataset)]
+    if labels == "full" or labels is None:
+        labels = max(table)
+    nearest = min(table, key=lambda n: abs(n - int(labels)))
+    return table[nearest]
+
+
+def scaled_labels(dataset: str, labels: int | str, scale: str) -> int | str:
+    """The label count to run at ``scale`` for a nominal count of the 3,000-image pool.
+
+    Scales whose pool is the default one run the nominal count; smaller pools (``smoke``) get the
+    same fraction, at least ``labelled_per_batch`` images. ``"full"`` stays ``"full"``."""
+    if labels == "full":
+        return labels
+    from .config import load_config
+    from .data import dataset_info
+
+    labels = int(labels)
+    cfg = load_config(dataset, scale)
+    default = dataset_info(dataset).default_pool_size
+    pool = cfg.pool_size or default
+    if pool >= default:
+        return labels
+    return max(cfg.labelled_per_batch, min(pool, round(labels * pool / default)))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One pipeline run of a grid. ``labels`` is nominal (see the module docstring)."""
+
+    dataset: str
+    labels: int | str
+    stages: int = 3
+    seed: int = 0
+    overrides: tuple[tuple[str, Any], ...] = ()
+    variant: str = "full method"          # the row label in tables (e.g. "without CR")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+    def run_kwargs(self, scale: str) -> dict[str, Any]:
+        """Keyword arguments of :func:`selftrain_lib.run` for this spec at ``scale``."""
+        return {"dataset": self.dataset, "labels": scaled_labels(self.dataset, self.labels, scale),
+                "stages": self.stages, "seed": self.seed, "scale": scale, **self.options}
+
+
+def spec(dataset: str, labels: int | str, seed: int = 0, stages: int = 3, variant: str = "full method",
+         **overrides: Any) -> RunSpec:
+    """A :class:`RunSpec` with the paper's λ1 = λ2 for the label count unless given."""
+    check_dataset(dataset)
+    if labels != "full" and stages > 1:
+        lam = paper_lambda(dataset, labels)
+        overrides.setdefault("lambda1", lam)
+        overrides.setdefault("lambda2", overrides["lambda1"])
+    return RunSpec(dataset, labels, stages, seed, tuple(sorted(overrides.items())), variant)
+
+
+def _seeds(seeds: Iterable[int]) -> list[int]:
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds: give at least one seed")
+    return seeds
+
+
+# ------------------------------------------------------------------------------------------
+# the grids, one per table / figure group
+# ------------------------------------------------------------------------------------------
+
+def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] | None = None,
+               full: bool = True) -> list[RunSpec]:
+    """Tables II (street) and III/IV (objects): the three-stage method at each label count, and
+    full supervision (Stage 1 on the whole pool) when ``full``."""
+    labels = list(labels) if labels is not None else list(LABEL_COUNTS[check_dataset(dataset)])
+    out = [spec(dataset, n, s) for n in labels for s in _seeds(seeds)]
+    if full:
+        out += [spec(dataset, "full", s, stages=1, variant="full supervision") for s in _seeds(seeds)]
+    return out
+
+
+def ablation_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,),
+                  drops: Sequence[str] = ("none", "CR", "T2", "SA", "N2")) -> list[RunSpec]:
+    """Table V: the full method and one run per dropped component, at the ablation label count."""
+    out = []
+    for d in datasets:
+        for drop in drops:
+            if drop not in DROPS:
+                raise ValueError(f"drop: expected one of {list(DROPS)}, got {drop!r}")
+            for s in _seeds(seeds):
+                out.append(spec(d, ABLATION_LABELS[check_dataset(d)], s,
+                                variant="full method" if drop == "none" else f"without {drop}", **DROPS[drop]))
+    return out
+
+
+def ema_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+    """Table VI: stages 2 and 3 with and without the EMA teacher."""
+    return ablation_grid(datasets, seeds, drops=("none", "EMA"))
+
+
+def fig2_grid(dataset: str = "synth-objects", seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+    """Figure 2: stage 3 with and without pseudo-masks (T2 on / off)."""
+    return ablation_grid([dataset], seeds, drops=("none", "T2"))
+
+
+def lambda_grid(datasets: Sequence[str] = DATASETS, lambdas: Sequence[float] = (0.125, 0.25, 0.5, 1.0),
+                seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+    """Figure 3: mIoU against λ1 (λ2 = λ1) at the ablation label count."""
+    return [spec(d, ABLATION_LABELS[check_dataset(d)], s, variant=f"lambda1={lam:g}", lambda1=float(lam),
+                 lambda2=float(lam))
+            for d in datasets for lam in lambdas for s in _seeds(seeds)]
+
+
+def stages_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,), stages: int = 4) -> list[RunSpec]:
+    """Pseudo-mask quality on U across stages 1..``stages`` (ablation label count)."""
+    return [spec(d, ABLATION_LABELS[check_dataset(d)], s, stages=stages) for d in datasets for s in _seeds(seeds)]
+
+
+GRIDS = {
+    "table2": lambda seeds=(0,), **kw: label_grid("synth-street", seeds, **kw),
+    "table3_4": lambda seeds=(0,), **kw: label_grid("synth-objects", seeds, **kw),
+    "table5": lambda seeds=(0,), **kw: ablation_grid(seeds=seeds, **kw),
+    "table6": lambda seeds=(0,), **kw: ema_grid(seeds=seeds, **kw),
+    "fig2": lambda seeds=(0,), **kw: fig2_grid(seeds=seeds, **kw),
+    "fig3": lambda seeds=(0,), **kw: lambda_grid(seeds=seeds, **kw),
+    "fig4_5": lambda seeds=(0,), **kw: stages_grid(seeds=seeds, stages=3, **kw),
+    "pseudo_stages": lambda seeds=(0,), **kw: stages_grid(seeds=seeds, **kw),
+    "per_class_gains": lambda seeds=(0,), **kw: stages_grid(seeds=seeds, stages=3, **kw),
+}
+
+
+def grid(name: str, seeds: Sequence[int] = (0,), **kwargs: Any) -> list[RunSpec]:
+    """The grid of the table or figure ``name`` (a key of :data:`GRIDS`)."""
+    if name not in GRIDS:
+        raise ValueError(f"grid: expected one of {sorted(GRIDS)}, got {name!r}")
+    return GRIDS[name](seeds, **kwargs)
+
+
+@dataclass
+class GridResult:
+    """The runs of a grid, in order: ``pairs[i] = (spec, PipelineResult)``."""
+
+    scale: str
+    pairs: list = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+    def __len__(self):
+        return len(self.pairs)
+
+
+def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str = "runs", progress: bool = True,
+             desc: str = "runs") -> GridResult:
+    """Run every spec through :func:`selftrain_lib.run` (the run cache reuses finished stages),
+    with one tqdm bar over the grid (a widget in JupyterLab, text in a terminal)."""
+    from .pipeline import run
+
+    result = GridResult(scale)
+    seen: dict[RunSpec, Any] = {}
+    bar = tqdm(list(specs), desc=desc, disable=not progress, dynamic_ncols=True)
+    for s in bar:
+        if s not in seen:
+            bar.set_postfix_str(f"{s.dataset} {s.labels} {s.variant} seed {s.seed}", refresh=False)
+            seen[s] = run(out=out, progress=False, **s.run_kwargs(scale))
+        result.pairs.append((s, seen[s]))
+    bar.close()
+    return result

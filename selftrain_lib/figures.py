@@ -1,0 +1,173 @@
+"""Figures in one style, sized for a paper column, saved as PDF and PNG.
+
+Every function takes plain data (pandas frames, numpy arrays) and returns a matplotlib Figure;
+:func:`save` writes it as ``<stem>.pdf`` and ``<stem>.png`` (each atomically).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Patch
+
+from .runs import atomic_write_bytes
+
+COLUMN_WIDTH = 3.5   # inches: one column of a two-column paper
+PAGE_WIDTH = 7.1     # inches: both columns
+STAGE_COLOURS = dict(zip(("Stage 1", "Stage 2", "Stage 3", "Stage 4"), sns.color_palette("colorblind", 4)))
+
+
+def use_style() -> None:
+    """The one style of every figure: seaborn ``ticks``, paper context, 8 pt text, colour-blind palette."""
+    sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=1.0,
+                  rc={"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
+                      "ytick.labelsize": 7, "legend.fontsize": 7, "legend.frameon": False, "lines.linewidth": 1.2,
+                      "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 200,
+                      "savefig.bbox": "tight", "pdf.fonttype": 42, "figure.dpi": 100})
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = COLUMN_WIDTH, height: float | None = None, **kw):
+    use_style()
+    height = height if height is not None else width * 0.62 * nrows / max(ncols, 1) * (1.4 if ncols > 1 else 1)
+    return plt.subplots(nrows, ncols, figsize=(width, height), **kw)
+
+
+def save(fig, stem: str | Path, close: bool = True) -> list[Path]:
+    """Write ``fig`` as ``<stem>.pdf`` and ``<stem>.png``; returns both paths."""
+    stem = Path(stem)
+    paths = []
+    for fmt in ("pdf", "png"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt)
+        paths.append(atomic_write_bytes(stem.with_suffix(f".{fmt}"), buf.getvalue()))
+    if close:
+        plt.close(fig)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------
+# curves
+# ------------------------------------------------------------------------------------------
+
+def plot_losses(curves: pd.DataFrame, title: str = "", ax=None):
+    """Training losses (total, L_seg, L_con, L_pl) against the step."""
+    fig, ax = (ax.figure, ax) if ax is not None else figure()
+    names = {"loss": "total", "loss_seg": r"$L_{seg}$", "loss_con": r"$L_{con}$", "loss_pl": r"$L_{pl}$"}
+    for col, label in names.items():
+        if col in curves and curves[col].notna().any():
+            ax.plot(curves["step"], curves[col], label=label)
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.legend()
+    return fig
+
+
+def plot_val_miou(curves_by_name: Mapping[str, pd.DataFrame], title: str = "", ax=None):
+    """Validation mIoU (%) over training, one line per named curve frame."""
+    fig, ax = (ax.figure, ax) if ax is not None else figure()
+    for name, c in curves_by_name.items():
+        v = c.dropna(subset=["val_miou"])
+        ax.plot(v["step"], 100 * v["val_miou"], marker="o", ms=3, label=name)
+    ax.set(xlabel="step", ylabel="val mIoU (%)", title=title)
+    ax.legend()
+    return fig
+
+
+def plot_fig2(with_pl: pd.DataFrame, without_pl: pd.DataFrame, title: str = ""):
+    """Figure 2: stage 3 with and without pseudo-masks (L_pl): L_con (left), val mIoU (right)."""
+    fig, (a, b) = figure(ncols=2, width=PAGE_WIDTH * 0.7)
+    for name, c in (("with $L_{pl}$", with_pl), ("without $L_{pl}$", without_pl)):
+        a.plot(c["step"], c["loss_con"], label=name)
+        v = c.dropna(subset=["val_miou"])
+        b.plot(v["step"], 100 * v["val_miou"], marker="o", ms=3, label=name)
+    a.set(xlabel="step", ylabel=r"$L_{con}$")
+    b.set(xlabel="step", ylabel="val mIoU (%)")
+    a.legend()
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lambda(table: pd.DataFrame, title: str = ""):
+    """Figure 3: mIoU (%) against λ1 (= λ2), one line per dataset, error bars = std over seeds.
+    ``table``: columns dataset, lambda1, miou, miou_std (see :func:`results.lambda_table`)."""
+    fig, ax = figure()
+    for name, d in table.groupby("dataset", sort=False):
+        d = d.sort_values("lambda1")
+        ax.errorbar(d["lambda1"], d["miou"], yerr=d["miou_std"].fillna(0), marker="o", ms=3, capsize=2, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel=r"$\lambda_1 = \lambda_2$", ylabel="val mIoU (%)", title=title)
+    ax.legend()
+    return fig
+
+
+def plot_pseudo_stages(runs: pd.DataFrame, title: str = ""):
+    """Pseudo-mask mIoU on U (%) per stage, one line per dataset (mean ± std over seeds)."""
+    fig, ax = figure()
+    df = runs.assign(pseudo=100 * runs["pseudo_miou"])
+    sns.lineplot(df, x="stage", y="pseudo", hue="dataset", marker="o", errorbar="sd", ax=ax)
+    ax.set_xticks(sorted(df["stage"].unique()))
+    ax.set(xlabel="stage", ylabel="pseudo-mask mIoU on U (%)", title=title)
+    return fig
+
+
+def plot_per_class_gains(gains: pd.DataFrame, title: str = ""):
+    """Per-class IoU gain (points) of stage 3 over stage 1, one panel per dataset."""
+    datasets = list(dict.fromkeys(gains["dataset"]))
+    fig, axes = figure(ncols=len(datasets), width=COLUMN_WIDTH * len(datasets), height=2.4, squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        g = gains[gains["dataset"] == d]
+        colours = ["tab:green" if v >= 0 else "tab:red" for v in g["gain"]]
+        ax.barh(g["class"], g["gain"], xerr=g["gain_std"].fillna(0), color=colours)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.invert_yaxis()
+        ax.set(xlabel="IoU gain (points)", title=d)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# image grids
+# ------------------------------------------------------------------------------------------
+
+def class_legend(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> list[Patch]:
+    return [Patch(facecolor=np.asarray(c) / 255, edgecolor="none", label=n) for n, c in zip(class_names, palette)]
+
+
+def prediction_grid(images: np.ndarray, columns: Mapping[str, np.ndarray], dataset: str,
+                    class_names: Sequence[str], palette: Sequence[Sequence[int]], width: float = PAGE_WIDTH):
+    """Rows: images; columns: the image, then one coloured mask per entry of ``columns`` (e.g.
+    Stage 1, Stage 2, Stage 3, ground truth). ``images`` uint8 (N, 3, H, W) or (N, H, W, 3);
+    each mask array uint8 (N, H, W). A class legend sits below."""
+    from .data.synthetic import colorize
+
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[1] == 3:
+        images = images.transpose(0, 2, 3, 1)
+    n, h, w = images.shape[:3]
+    ncols = 1 + len(columns)
+    cell = width / ncols
+    fig, axes = figure(ncols=ncols, nrows=n, width=width, height=cell * h / w * n + 0.45, squeeze=False)
+    for i in range(n):
+        panels = [images[i]] + [colorize(m[i], dataset) for m in columns.values()]
+        for j, (ax, p) in enumerate(zip(axes[i], panels)):
+            ax.imshow(p, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if i == 0:
+                ax.set_title((["image"] + list(columns))[j])
+    fig.legend(handles=class_legend(class_names, palette), loc="lower center", ncol=min(len(class_names), 6),
+               bbox_to_anchor=(0.5, 0.0), handlelength=1.0, columnspacing=0.8)
+    fig.subplots_adjust(wspace=0.03, hspace=0.03, bottom=0.45 / (cell * h / w * n + 0.45) + 0.02)
+    return fig

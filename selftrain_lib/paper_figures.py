@@ -1,0 +1,179 @@
+"""`make paper-figures`: execute every notebook with papermill, in dependency order.
+
+    python -m selftrain_lib.paper_figures --scale quick --seeds "0 1 2" --figures figures --build build/notebooks
+
+Executed notebooks go to ``--build`` (git-ignored), tables and figures to ``--figures``, stage runs
+to the run cache ``--out`` (shared by all notebooks, so each run trains once). A notebook whose
+source, parameters and library code are unchanged since its last successful execution, and whose
+output files are all still there, is skipped: a second invocation trains and executes nothing.
+A failing notebook stops the build with papermill's error and the path of the executed notebook.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+# dependency order: the stage notebooks fill the run cache that the tables and figures reuse
+NOTEBOOK_ORDER = ("stage1", "stage2", "stage3", "ablation", "lambda_curve", "table2", "table3_4", "table5",
+                  "table6", "fig2", "fig3", "fig4_5", "pseudo_stages", "per_class_gains", "explore")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised: carries papermill's error and the executed notebook's path."""
+
+    def __init__(self, name: str, executed: Path, error: BaseException):
+        self.name, self.executed, self.error = name, executed, error
+        super().__init__(f"notebook {name} failed; executed notebook (with the error): {executed}\n{error}")
+
+
+def kernel_name() -> str:
+    """The project's kernel ``selftrain`` when registered, else ``python3``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "selftrain" if "selftrain" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def declared_parameters(path: Path) -> dict[str, Any]:
+    import papermill as pm
+
+    return pm.inspect_notebook(str(path))
+
+
+def notebook_parameters(path: Path, scale: str, seeds: Sequence[int], out: str | Path, figures_dir: str | Path,
+                        extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The common parameters, restricted to those the notebook declares (``seed`` = first seed)."""
+    declared = declared_parameters(path)
+    values = {"scale": scale, "seeds": list(seeds), "seed": int(seeds[0]), "out": str(out),
+              "figures_dir": str(figures_dir), **(extra or {})}
+    return {k: v for k, v in values.items() if k in declared}
+
+
+def _source_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted([*(ROOT / "selftrain_lib").rglob("*.py"), *(ROOT / "selftrain_lib").glob("*.csv"),
+                     *(ROOT / "params").glob("*.yaml")]):
+        h.update(p.relative_to(ROOT).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+
+
+def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, notebook_dir: str | Path = NOTEBOOK_DIR,
+            force: bool = False, figures_dir: str | Path | None = None, source_digest: str | None = None,
+            progress: bool = False) -> tuple[Path, bool]:
+    """Execute ``notebook_dir/<name>.ipynb`` with ``parameters`` into ``build_dir/<name>.ipynb``.
+
+    Returns (executed notebook, whether it ran). Skips when the stamp of the last successful
+    execution matches and its outputs exist (unless ``force``). Raises :class:`NotebookFailed`."""
+    import papermill as pm
+
+    src = Path(notebook_dir) / f"{name}.ipynb"
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    executed = build_dir / f"{name}.ipynb"
+    stamp_path = build_dir / ".stamps" / f"{name}.json"
+    key = hashlib.sha256(json.dumps({"notebook": src.read_bytes().decode(), "parameters": dict(parameters),
+                                     "library": source_digest or _source_digest()},
+                                    sort_keys=True, default=str).encode()).hexdigest()
+    if not force and stamp_path.is_file() and executed.is_file():
+        stamp = json.loads(stamp_path.read_text())
+        if stamp.get("key") == key and all(Path(p).is_file() for p in stamp.get("outputs", [])):
+            return executed, False
+    fig_dir = Path(figures_dir) if figures_dir is not None else None
+    before = _files(fig_dir) if fig_dir else {}
+    env_path = os.environ.get("PYTHONPATH", "")
+    # the kernel imports this checkout, whatever its working directory
+    os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + env_path if env_path else "")
+    try:
+        pm.execute_notebook(str(src), str(executed), parameters=dict(parameters), kernel_name=kernel_name(),
+                            progress_bar=progress, cwd=str(ROOT), log_output=False)
+    except pm.PapermillExecutionError as err:
+        stamp_path.unlink(missing_ok=True)
+        raise NotebookFailed(name, executed, err) from err
+    finally:
+        if env_path:
+            os.environ["PYTHONPATH"] = env_path
+        else:
+            os.environ.pop("PYTHONPATH", None)
+    after = _files(fig_dir) if fig_dir else {}
+    outputs = sorted(p for p, t in after.items() if before.get(p) != t)
+    from .runs import atomic_write_json
+
+    atomic_write_json(stamp_path, {"key": key, "outputs": outputs, "time": time.time()})
+    return executed, True
+
+
+def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | Path = "figures",
+          build_dir: str | Path = "build/notebooks", out: str | Path = "runs", only: Sequence[str] | None = None,
+          extra: Mapping[str, Mapping[str, Any]] | None = None, force: bool = False,
+          notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True) -> list[tuple[str, Path, bool]]:
+    """Execute the notebooks (all, or ``only``) in :data:`NOTEBOOK_ORDER`. ``extra[name]`` adds
+    parameters for one notebook (``extra["*"]`` for all that declare them)."""
+    names = [n for n in NOTEBOOK_ORDER if only is None or n in only]
+    unknown = sorted(set(only or ()) - set(NOTEBOOK_ORDER))
+    if unknown:
+        raise ValueError(f"only: unknown notebooks {unknown} (known: {list(NOTEBOOK_ORDER)})")
+    digest = _source_digest()
+    done = []
+    bar = tqdm(names, desc="notebooks", disable=not progress, dynamic_ncols=True)
+    for name in bar:
+        bar.set_postfix_str(name)
+        path = Path(notebook_dir) / f"{name}.ipynb"
+        more = {**(extra or {}).get("*", {}), **(extra or {}).get(name, {})}
+        declared = declared_parameters(path)
+        params = notebook_parameters(path, scale, seeds, out, figures_dir, {k: v for k, v in more.items()
+                                                                             if k in declared})
+        executed, ran = execute(name, params, build_dir, notebook_dir, force, figures_dir, digest)
+        done.append((name, executed, ran))
+    return done
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m selftrain_lib.paper_figures", description=__doc__.split("\n")[0])
+    p.add_argument("--scale", default="quick", help="scale preset (smoke, quick, cpu, paper)")
+    p.add_argument("--seeds", default="0", help='seeds, separated by spaces or commas: "0 1 2"')
+    p.add_argument("--figures", default="figures", help="tables and figures folder")
+    p.add_argument("--build", default="build/notebooks", help="executed notebooks folder (git-ignored)")
+    p.add_argument("--out", default="runs", help="run cache folder")
+    p.add_argument("--only", nargs="*", help="execute only these notebooks (names without .ipynb)")
+    p.add_argument("--param", "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="extra parameter for every notebook that declares it; VALUE is JSON (e.g. '[0.5]')")
+    p.add_argument("--force", action="store_true", help="execute even notebooks whose inputs did not change")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
+    extra = {"*": {k: _value(v) for k, v in args.param}}
+    t0 = time.perf_counter()
+    try:
+        done = build(args.scale, seeds, args.figures, args.build, args.out, args.only, extra, args.force)
+    except NotebookFailed as err:
+        print(f"\nerror: {err.error}\n\nnotebook {err.name} failed; the executed notebook is {err.executed}",
+              file=sys.stderr)
+        return 1
+    ran = [n for n, _, r in done if r]
+    print(f"{len(done)} notebooks ({len(ran)} executed, {len(done) - len(ran)} unchanged) in "
+          f"{time.perf_counter() - t0:.1f} s; executed notebooks in {args.build}, figures in {args.figures}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

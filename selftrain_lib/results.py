@@ -1,0 +1,325 @@
+"""Runs → tidy pandas DataFrames → tables beside the paper's published numbers.
+
+* :func:`collect` turns ``(RunSpec, PipelineResult)`` pairs into one row per (run, stage).
+* :func:`mean_std` aggregates over seeds (mIoU in %, mean ± sample std, number of seeds).
+* :func:`published` / :func:`published_miou` read the paper's numbers (``paper_results.csv``,
+  shipped with the package); :func:`join_published` puts them beside ours.
+* :func:`write_table` writes a table as Markdown, LaTeX and CSV, each file atomically.
+
+mIoU values in the tidy frames are fractions (as in ``metrics.json``); tables show percent.
+"""
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import PROTOCOL
+from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS
+from .runs import atomic_write_text
+
+RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "seed", "scale",
+               "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
+               "train_time_s", "run_dir"]
+
+
+# ------------------------------------------------------------------------------------------
+# runs → tidy frames
+# ------------------------------------------------------------------------------------------
+
+def collect(pairs: Iterable, scale: str | None = None) -> pd.DataFrame:
+    """One row per (run, stage) of ``pairs`` (``(RunSpec, PipelineResult)``, e.g. a GridResult)."""
+    rows = []
+    for spec, result in pairs:
+        cfg = result.config
+        for r in result.stages:
+            rows.append({
+                "dataset": spec.dataset, "paper_dataset": PAPER_DATASET.get(spec.dataset, spec.dataset),
+                "labels": spec.labels, "paper_labels": PAPER_LABELS.get(spec.dataset, {}).get(spec.labels, ""),
+                "labels_used": cfg.labels, "variant": spec.variant, "seed": cfg.seed,
+                "scale": scale or cfg.scale, "stage": r.stage, "val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
+                "lambda1": cfg.lambda1, "lambda2": cfg.lambda2, "cr": cfg.cr, "t2": cfg.t2, "sa": cfg.sa,
+                "n2": cfg.n2, "ema": cfg.ema, "train_time_s": r.metrics.get("train_time_s", np.nan),
+                "run_dir": str(r.run_dir)})
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def per_class(pairs: Iterable, which: str = "val") -> pd.DataFrame:
+    """Per-class IoU, one row per (run, stage, class). ``which``: "val" or "pseudo" (on U)."""
+    key = {"val": "val", "pseudo": "pseudo_masks_unlabelled"}[which]
+    rows = []
+    for spec, result in pairs:
+        for r in result.stages:
+            for cls, iou in r.metrics[key]["per_class_iou"].items():
+                rows.append({"dataset": spec.dataset, "labels": spec.labels, "variant": spec.variant,
+                             "seed": result.config.seed, "stage": r.stage, "class": cls, "iou": iou})
+    return pd.DataFrame(rows, columns=["dataset", "labels", "variant", "seed", "stage", "class", "iou"])
+
+
+def per_class_gains(frame: pd.DataFrame, base_stage: int = 1, stage: int = 3) -> pd.DataFrame:
+    """IoU gain (in points) of ``stage`` over ``base_stage`` per class, mean ± std over seeds."""
+    keys = ["dataset", "labels", "variant", "seed", "class"]
+    wide = frame.pivot_table(index=keys, columns="stage", values="iou").reset_index()
+    wide["gain"] = 100 * (wide[stage] - wide[base_stage])
+    g = wide.groupby(["dataset", "labels", "variant", "class"], sort=False)["gain"]
+    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "gain", "std": "gain_std",
+                                                                        "count": "n_seeds"})
+    return out
+
+
+def mean_std(frame: pd.DataFrame, by: Sequence[str], value: str = "val_miou", percent: bool = True) -> pd.DataFrame:
+    """Mean, sample standard deviation (NaN for one seed) and count of ``value`` over the rows of
+    each group (the seeds), in percent when ``percent``; plus a formatted ``"54.85 ± 0.12"``."""
+    scale = 100.0 if percent else 1.0
+    g = frame.assign(_v=frame[value].astype(float) * scale).groupby(list(by), sort=False, dropna=False)["_v"]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    out["reproduced"] = [format_mean_std(m, s, n) for m, s, n in zip(out["mean"], out["std"], out["n"])]
+    return out
+
+
+def format_mean_std(mean: float, std: float, n: int = 1, digits: int = 2) -> str:
+    """``"54.85 ± 0.12"``; one seed (or no std) gives ``"54.85"``; missing gives ``"–"``."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if n <= 1 or std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------
+# the published numbers
+# ------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _published() -> pd.DataFrame:
+    text = resources.files("selftrain_lib").joinpath("paper_results.csv").read_text()
+    return pd.read_csv(io.StringIO(text), dtype={"labels": str, "table": str})
+
+
+def published(table: str | None = None) -> pd.DataFrame:
+    """The paper's published mIoU (%): columns table, dataset, pretraining, method, labels, miou."""
+    df = _published().copy()
+    return df if table is None else df[df["table"] == table].reset_index(drop=True)
+
+
+def published_miou(table: str, paper_dataset: str, method: str, labels: str,
+                   pretraining: str | None = None) -> float:
+    """One published number, NaN when the paper has no such cell."""
+    df = _published()
+    sel = (df["table"] == table) & (df["dataset"] == paper_dataset) & (df["method"] == method) \
+        & (df["labels"] == str(labels))
+    if pretraining is not None:
+        sel &= df["pretraining"] == pretraining
+    hits = df.loc[sel, "miou"]
+    return float(hits.iloc[0]) if len(hits) else float("nan")
+
+
+def join_published(summary: pd.DataFrame, table: str, method_col: str = "paper_method",
+                   column: str = "published", pretraining: str | None = None) -> pd.DataFrame:
+    """Add the published number of each row of ``summary`` (which needs ``dataset`` (ours),
+    ``labels`` (nominal) and ``method_col``, the paper's method name) as ``column``."""
+    out = summary.copy()
+    out[column] = [published_miou(table, PAPER_DATASET.get(d, d), m, PAPER_LABELS.get(d, {}).get(n, str(n)),
+                                  pretraining) if isinstance(m, str) else float("nan")
+                   for d, n, m in zip(out["dataset"], out["labels"], out[method_col])]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# writing tables
+# ------------------------------------------------------------------------------------------
+
+def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int]) -> str:
+    """A table caption naming the datasets (and the paper's counterpart), the scale, the seeds and
+    the evaluation protocol."""
+    names = ", ".join(f"{d} (stand-in for {PAPER_DATASET_NAME.get(d, d)})" for d in dict.fromkeys(datasets))
+    seeds = list(seeds)
+    return (f"{title}. Dataset: {names}; scale: {scale}; mIoU (%) on the validation set, mean ± std over "
+            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}; evaluation: {PROTOCOL}. "
+            f"'Published' is the paper's number for the same cell (its own dataset and scale).")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame, caption_text: str = "") -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    text = "\n".join([head, rule, *body]) + "\n"
+    return (f"{caption_text}\n\n{text}" if caption_text else text)
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "–": "--", "λ": r"$\lambda$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def to_latex(df: pd.DataFrame, caption_text: str = "", label: str = "") -> str:
+    cols = "l" * len(df.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+    if caption_text:
+        lines.append(r"\caption{" + latex_escape(caption_text) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines += [r"\begin{tabular}{" + cols + "}", r"\toprule",
+              " & ".join(latex_escape(c) for c in df.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(_cell(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, path: str | Path, caption_text: str = "") -> dict[str, Path]:
+    """Write ``df`` to ``<path>.md``, ``<path>.tex`` and ``<path>.csv`` (each atomically);
+    ``path`` is given without suffix. Returns the three paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = {"md": path.with_suffix(".md"), "tex": path.with_suffix(".tex"), "csv": path.with_suffix(".csv")}
+    atomic_write_text(out["md"], to_markdown(df, caption_text))
+    atomic_write_text(out["tex"], to_latex(df, caption_text, label=f"tab:{path.name}"))
+    atomic_write_text(out["csv"], df.to_csv(index=False))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the tables of the paper
+# ------------------------------------------------------------------------------------------
+
+def _side_by_side(summary: pd.DataFrame, first: Sequence[str], published_cols: Sequence[str]) -> pd.DataFrame:
+    cols = list(first) + ["labels", "labels_used", "paper_labels", "reproduced", "n"] + list(published_cols)
+    out = summary[cols].rename(columns={"labels": "labels (ours)", "labels_used": "labels used at this scale",
+                                        "paper_labels": "labels (paper)",
+                                        "reproduced": "reproduced mIoU (%)", "n": "seeds"})
+    return out.reset_index(drop=True)
+
+
+def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Tables II / III-IV: Stage 1 (supervised), Stages 2 and 3 at each label count, and full
+    supervision; reproduced beside the published numbers."""
+    df = runs[runs["dataset"] == dataset].copy()
+    df["method"] = np.where(df["variant"] == "full supervision", "full supervision (Stage 1 on the pool)",
+                            df["stage"].map({1: "Stage 1 (supervised)", 2: "Stage 2", 3: "Ours (three-stage)"}))
+    df["paper_method"] = df["method"].map({"Stage 1 (supervised)": "DeepLabV2 (supervised)",
+                                           "full supervision (Stage 1 on the pool)": "DeepLabV2 (supervised)",
+                                           "Ours (three-stage)": "Ours (three-stage)"})
+    df = df[df["stage"] <= 3]
+    s = mean_std(df, ["dataset", "method", "paper_method", "labels", "labels_used", "paper_labels"])
+    if dataset == "synth-street":
+        s = join_published(s, "II", column="published (Table II)", pretraining="imagenet")
+        pub = ["published (Table II)"]
+    else:
+        s = join_published(s, "III", column="published (Table III, ImageNet)")
+        s = join_published(s, "IV", column="published (Table IV, ImageNet+COCO)")
+        pub = ["published (Table III, ImageNet)", "published (Table IV, ImageNet+COCO)"]
+    order = {"Stage 1 (supervised)": 0, "Stage 2": 1, "Ours (three-stage)": 2,
+             "full supervision (Stage 1 on the pool)": 3}
+    s["_o"] = s["method"].map(order)
+    s["_l"] = s["labels"].map(lambda v: 10 ** 9 if v == "full" else int(v))
+    s = s.sort_values(["_o", "_l"]).drop(columns=["_o", "_l"])
+    return _side_by_side(s, ["method"], pub)
+
+
+ABLATION_ROWS = [  # (variant, stage, row label, the paper's method name in Table V)
+    ("full method", 1, "S1 only", "S1 only"),
+    ("full method", 2, "S1+S2 (CR, T2, SA)", "S1+S2 (CR,T2,SA)"),
+    ("without CR", 3, "S1+S2+S3 without CR", "S1+S2+S3 without CR"),
+    ("without T2", 3, "S1+S2+S3 without T2", "S1+S2+S3 without T2"),
+    ("without SA", 3, "S1+S2+S3 without SA", "S1+S2+S3 without SA"),
+    ("without N2", 3, "S1+S2+S3 without N2 (ĝ in stage 3)", "S1+S2+S3 without N2 (g-hat in stage 3)"),
+    ("full method", 3, "S1+S2+S3 full", "S1+S2+S3 full"),
+]
+
+
+def _rows_table(runs: pd.DataFrame, rows: Sequence[tuple], table: str) -> pd.DataFrame:
+    parts = []
+    for variant, stage, label, method in rows:
+        sel = runs[(runs["variant"] == variant) & (runs["stage"] == stage)]
+        if len(sel):
+            parts.append(sel.assign(row=label, paper_method=method))
+    if not parts:
+        return pd.DataFrame(columns=["dataset", "row", "labels (ours)", "labels used at this scale", "labels (paper)",
+                                     "reproduced mIoU (%)",
+                                     "seeds", f"published (Table {table})"])
+    df = pd.concat(parts, ignore_index=True)
+    s = mean_std(df, ["dataset", "row", "paper_method", "labels", "labels_used", "paper_labels"])
+    s = join_published(s, table, column=f"published (Table {table})")
+    return _side_by_side(s, ["dataset", "row"], [f"published (Table {table})"])
+
+
+def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table V (rows decoded in METHOD.md)."""
+    return _rows_table(runs, ABLATION_ROWS, "V")
+
+
+EMA_ROWS = [("full method", 2, "EMA, stage 2", "EMA stage 2"), ("full method", 3, "EMA, stage 3", "EMA stage 3"),
+            ("without EMA", 2, "no EMA, stage 2", "no EMA stage 2"),
+            ("without EMA", 3, "no EMA, stage 3", "no EMA stage 3")]
+
+
+def ema_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table VI: the EMA teacher against the student as its own teacher."""
+    return _rows_table(runs, EMA_ROWS, "VI")
+
+
+def pseudo_stage_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Pseudo-mask mIoU on U (and validation mIoU) per stage, mean ± std over seeds."""
+    p = mean_std(runs, ["dataset", "labels", "stage"], value="pseudo_miou")
+    v = mean_std(runs, ["dataset", "labels", "stage"], value="val_miou")
+    out = p[["dataset", "labels", "stage", "reproduced", "n"]].rename(
+        columns={"reproduced": "pseudo-mask mIoU on U (%)", "n": "seeds"})
+    out["val mIoU (%)"] = v["reproduced"].to_numpy()
+    return out
+
+
+def lambda_table(runs: pd.DataFrame, stage: int = 3) -> pd.DataFrame:
+    """Figure 3's numbers: validation mIoU of ``stage`` against λ1 (= λ2)."""
+    s = mean_std(runs[runs["stage"] == stage], ["dataset", "labels", "lambda1"])
+    return s.rename(columns={"mean": "miou", "std": "miou_std", "n": "seeds"})
+
+
+# ------------------------------------------------------------------------------------------
+# predictions kept by the runs (for figure grids) and the runs in a cache
+# ------------------------------------------------------------------------------------------
+
+def val_samples(stage_results: Sequence, data, max_images: int = 4) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The fixed validation sample every run keeps (``val_samples.npz``): images uint8 (N, 3, H, W),
+    ``{"Stage k": predictions}`` for each stage result, and the ground truth (N, H, W)."""
+    columns: dict[str, np.ndarray] = {}
+    indices = None
+    for r in stage_results:
+        z = np.load(Path(r.run_dir) / "val_samples.npz")
+        indices = z["indices"][:max_images] if indices is None else indices
+        columns[f"Stage {r.stage}"] = z["predictions"][:len(indices)]
+    if indices is None:
+        raise ValueError("no stage results given")
+    idx = np.asarray(indices, dtype=int)
+    return data.val_images.numpy()[idx], columns, data.val_masks.numpy()[idx]
+
+
+def list_runs(out: str | Path = "runs") -> pd.DataFrame:
+    """Every finished stage run in the run cache ``out``: one row per ``<hash>/metrics.json``."""
+    from .runs import read_json
+
+    rows = []
+    for m in sorted(Path(out).glob("*/metrics.json")):
+        metrics = read_json(m)
+        cfg = read_json(m.parent / "config.json").get("config", {})
+        rows.append({"run": m.parent.name, "dataset": metrics["dataset"], "stage": metrics["stage"],
+                     "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
+                     "val_miou": metrics["val"]["miou"], "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
+                     **{k: cfg.get(k) for k in ("lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema")},
+                     "parent": metrics.get("pseudo_masks_from"), "run_dir": str(m.parent)})
+    return pd.DataFrame(rows)

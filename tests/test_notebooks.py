@@ -1,0 +1,162 @@
+"""The notebooks: executed with papermill at smoke scale (into tmp_path), parameters documented in
+the README, committed without outputs."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from selftrain_lib import experiments as ex
+from selftrain_lib import paper_figures as pf
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+# reduced grids: one seed, mostly synth-objects (the faster dataset at smoke scale)
+SMOKE = {
+    "stage1": {"dataset": "synth-objects", "labels": 60},
+    "stage2": {"dataset": "synth-objects", "labels": 60},
+    "stage3": {"dataset": "synth-objects", "labels": 60},
+    "ablation": {"dataset": "synth-objects", "drop": "T2"},
+    "lambda_curve": {"dataset": "synth-objects", "lambdas": [0.25]},
+    "table2": {"labels": [100], "full": True},
+    "table3_4": {"labels": [60], "full": True},
+    "table5": {"datasets": ["synth-objects"]},
+    "table6": {"datasets": ["synth-objects"]},
+    "fig2": {"dataset": "synth-objects"},
+    "fig3": {"datasets": ["synth-objects"], "lambdas": [0.25, 0.5]},
+    "fig4_5": {"datasets": ["synth-objects"], "num_images": 2},
+    "pseudo_stages": {"datasets": ["synth-objects"], "stages": 4},
+    "per_class_gains": {"datasets": ["synth-objects"]},
+    "explore": {"dataset": "synth-objects", "labels": 60},
+}
+# what each notebook must leave in figures_dir: (stem, kinds)
+TABLE = ("md", "tex", "csv")
+FIGURE = ("pdf", "png")
+EXPECTED = {
+    "stage1": [("stage1_losses", FIGURE), ("stage1_predictions", FIGURE)],
+    "stage2": [("stage2_losses", FIGURE), ("stage2_val_miou", FIGURE), ("stage2_pseudo", FIGURE)],
+    "stage3": [("stage3_losses", FIGURE), ("stage3_predictions", FIGURE)],
+    "ablation": [("ablation_T2", FIGURE)],
+    "lambda_curve": [("lambda_curve_synth-objects", FIGURE)],
+    "table2": [("table2", TABLE)],
+    "table3_4": [("table3_4", TABLE)],
+    "table5": [("table5", TABLE)],
+    "table6": [("table6", TABLE)],
+    "fig2": [("fig2", FIGURE)],
+    "fig3": [("fig3", FIGURE), ("fig3", TABLE)],
+    "fig4_5": [("fig4_5_synth-objects", FIGURE)],
+    "pseudo_stages": [("pseudo_stages", FIGURE), ("pseudo_stages", TABLE)],
+    "per_class_gains": [("per_class_gains", FIGURE), ("per_class_gains", TABLE)],
+    "explore": [("explore_example", FIGURE)],
+}
+CSV_COLUMNS = {
+    "table2": {"method", "labels (ours)", "labels (paper)", "reproduced mIoU (%)", "seeds", "published (Table II)"},
+    "table3_4": {"method", "reproduced mIoU (%)", "published (Table III, ImageNet)",
+                 "published (Table IV, ImageNet+COCO)"},
+    "table5": {"dataset", "row", "reproduced mIoU (%)", "published (Table V)"},
+    "table6": {"dataset", "row", "reproduced mIoU (%)", "published (Table VI)"},
+    "fig3": {"dataset", "lambda1", "miou", "miou_std", "seeds"},
+    "pseudo_stages": {"dataset", "stage", "pseudo-mask mIoU on U (%)", "val mIoU (%)"},
+    "per_class_gains": {"dataset", "class", "gain", "gain_std"},
+}
+
+
+def test_every_notebook_has_smoke_parameters_and_expected_outputs():
+    assert sorted(SMOKE) == NOTEBOOKS == sorted(pf.NOTEBOOK_ORDER) == sorted(EXPECTED)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """One run cache for every notebook test, filled once in this process (the notebooks reuse it)."""
+    root = tmp_path_factory.mktemp("paper")
+    specs = (ex.label_grid("synth-street", [0], [100], full=True) + ex.label_grid("synth-objects", [0], [60])
+             + ex.ablation_grid(["synth-objects"], [0], drops=("none", "CR", "T2", "SA", "N2", "EMA"))
+             + ex.lambda_grid(["synth-objects"], [0.25, 0.5], [0]) + ex.stages_grid(["synth-objects"], [0], 4))
+    ex.run_grid(specs, "smoke", str(root / "runs"), progress=False)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", pf.NOTEBOOK_ORDER)
+def test_notebook_executes_at_smoke_scale(name, workspace):
+    figures_dir = workspace / "figures"
+    params = pf.notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb", "smoke", [0], workspace / "runs",
+                                    figures_dir, SMOKE[name])
+    executed, ran = pf.execute(name, params, workspace / "build", figures_dir=figures_dir)
+    assert ran and executed.is_file()
+    for stem, kinds in EXPECTED[name]:
+        for kind in kinds:
+            path = figures_dir / f"{stem}.{kind}"
+            assert path.is_file() and path.stat().st_size > 0, path
+            if kind == "png":
+                assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            if kind == "pdf":
+                assert path.read_bytes()[:5] == b"%PDF-"
+            if kind == "csv":
+                df = pd.read_csv(path)
+                assert len(df) > 0
+                assert CSV_COLUMNS.get(stem, set()) <= set(df.columns), (stem, list(df.columns))
+            if kind == "md" and stem.startswith("table"):
+                text = path.read_text()
+                assert "scale: smoke" in text and "last step" in text
+    # a second execution with nothing changed is skipped
+    _, ran_again = pf.execute(name, params, workspace / "build", figures_dir=figures_dir)
+    assert not ran_again
+
+
+def test_failing_notebook_stops_with_the_executed_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1  # a parameter", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "broken.ipynb")
+    with pytest.raises(pf.NotebookFailed) as err:
+        pf.execute("broken", {"x": 2}, tmp_path / "build", notebook_dir=tmp_path / "nb")
+    assert err.value.executed == tmp_path / "build" / "broken.ipynb" and err.value.executed.is_file()
+    assert "boom" in str(err.value) and str(err.value.executed) in str(err.value)
+
+
+def _readme_parameters() -> dict[str, set[str]]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Notebooks", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        m = re.match(r"\|\s*`(\w+)\.ipynb`\s*\|([^|]*)\|", line)
+        if m:
+            table[m.group(1)] = set(re.findall(r"`(\w+)`", m.group(2)))
+    return table
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_parameters_match_readme(name):
+    documented = _readme_parameters()
+    assert name in documented, f"README's Notebooks table has no row for {name}.ipynb"
+    declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    assert set(declared) == documented[name]
+    for p in declared.values():
+        assert p["help"], f"{name}: parameter {p['name']} has no comment"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_has_no_outputs(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    for c in code:
+        assert c.outputs == [] and c.execution_count is None, f"{name}: cell {c.get('id')} has outputs"
+    assert "papermill" not in nb.metadata
+
+
+def test_stage_notebooks_take_the_method_parameters():
+    for k in (1, 2, 3):
+        declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"stage{k}.ipynb"))
+        assert {"dataset", "labels", "seed", "scale", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
+                "out"} <= set(declared)
+    assert "drop" in pm.inspect_notebook(str(ROOT / "notebooks" / "ablation.ipynb"))

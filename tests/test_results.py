@@ -1,0 +1,124 @@
+"""results.py on constructed frames: mean ± std, the published numbers, the table writers; and the
+experiment grids."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from selftrain_lib import experiments as ex
+from selftrain_lib import results
+
+
+def _runs(rows):
+    base = {c: None for c in results.RUN_COLUMNS}
+    return pd.DataFrame([{**base, **r} for r in rows], columns=results.RUN_COLUMNS)
+
+
+def test_mean_std_over_seeds_in_percent():
+    df = pd.DataFrame({"dataset": ["a"] * 3 + ["b"], "val_miou": [0.50, 0.52, 0.54, 0.60]})
+    s = results.mean_std(df, ["dataset"]).set_index("dataset")
+    assert s.loc["a", "mean"] == pytest.approx(52.0)
+    assert s.loc["a", "std"] == pytest.approx(2.0)          # sample std (ddof 1)
+    assert s.loc["a", "n"] == 3 and s.loc["a", "reproduced"] == "52.00 ± 2.00"
+    assert math.isnan(s.loc["b", "std"]) and s.loc["b", "reproduced"] == "60.00"
+
+
+def test_format_mean_std():
+    assert results.format_mean_std(float("nan"), float("nan")) == "–"
+    assert results.format_mean_std(1.234, 0.5, 2, digits=1) == "1.2 ± 0.5"
+
+
+def test_published_numbers_are_shipped_and_looked_up():
+    assert len(results.published()) > 100
+    assert results.published_miou("II", "cityscapes", "Ours (three-stage)", "100") == pytest.approx(54.85)
+    assert results.published_miou("V", "pascal_voc_aug", "S1+S2+S3 full", "1/50") == pytest.approx(70.77)
+    assert math.isnan(results.published_miou("II", "cityscapes", "Ours (three-stage)", "12345"))
+
+
+def test_join_published_maps_our_datasets_and_label_counts():
+    s = pd.DataFrame({"dataset": ["synth-street", "synth-objects", "synth-street"], "labels": [375, 60, 100],
+                      "paper_method": ["Ours (three-stage)", "Ours (three-stage)", np.nan]})
+    out = results.join_published(s, "II", column="pub")
+    assert out["pub"].iloc[0] == pytest.approx(62.82)      # 375 ↔ Cityscapes 372
+    assert math.isnan(out["pub"].iloc[1]) and math.isnan(out["pub"].iloc[2])
+    out = results.join_published(s, "III", column="pub")
+    assert out["pub"].iloc[1] == pytest.approx(62.71)      # 60 ↔ VOC 1/50
+
+
+def test_label_table_reproduced_beside_published():
+    rows = []
+    for seed, (a, b, c) in enumerate([(0.40, 0.45, 0.50), (0.42, 0.47, 0.52)]):
+        for stage, v in ((1, a), (2, b), (3, c)):
+            rows.append({"dataset": "synth-street", "labels": 100, "paper_labels": "100", "variant": "full method",
+                         "seed": seed, "stage": stage, "val_miou": v})
+        rows.append({"dataset": "synth-street", "labels": "full", "paper_labels": "2975",
+                     "variant": "full supervision", "seed": seed, "stage": 1, "val_miou": 0.7})
+    t = results.label_table(_runs(rows), "synth-street")
+    assert list(t["method"]) == ["Stage 1 (supervised)", "Stage 2", "Ours (three-stage)",
+                                 "full supervision (Stage 1 on the pool)"]
+    ours = t[t["method"] == "Ours (three-stage)"].iloc[0]
+    assert ours["reproduced mIoU (%)"] == "51.00 ± 1.41" and ours["seeds"] == 2
+    assert ours["published (Table II)"] == pytest.approx(54.85)
+    full = t[t["method"].str.startswith("full")].iloc[0]
+    assert full["published (Table II)"] == pytest.approx(66.0)
+    assert math.isnan(t[t["method"] == "Stage 1 (supervised)"]["published (Table II)"].iloc[0])  # no 100 in II
+
+
+def test_ablation_and_ema_tables_pick_the_decoded_rows():
+    rows = []
+    for variant, stage in [("full method", 1), ("full method", 2), ("full method", 3), ("without CR", 2),
+                           ("without CR", 3), ("without EMA", 2), ("without EMA", 3)]:
+        rows.append({"dataset": "synth-objects", "labels": 60, "paper_labels": "1/50", "variant": variant,
+                     "seed": 0, "stage": stage, "val_miou": 0.5})
+    t5 = results.ablation_table(_runs(rows))
+    assert list(t5["row"]) == ["S1 only", "S1+S2 (CR, T2, SA)", "S1+S2+S3 without CR", "S1+S2+S3 full"]
+    assert list(t5["published (Table V)"]) == pytest.approx([55.2, 68.5, 59.82, 70.77])
+    t6 = results.ema_table(_runs(rows))
+    assert list(t6["published (Table VI)"]) == pytest.approx([68.5, 70.77, 64.88, 66.83])
+
+
+def test_write_table_markdown_latex_csv(tmp_path):
+    df = pd.DataFrame({"method": ["a_b", "c"], "reproduced mIoU (%)": ["50.00 ± 1.00", "–"],
+                       "published": [54.85, float("nan")]})
+    cap = results.caption("Table X", ["synth-street"], "smoke", [0, 1])
+    paths = results.write_table(df, tmp_path / "sub" / "tableX", cap)
+    md = paths["md"].read_text()
+    assert "scale: smoke" in md and "Cityscapes" in md and "last step" in md
+    assert "| a_b | 50.00 ± 1.00 | 54.85 |" in md and "| c | – | – |" in md
+    tex = paths["tex"].read_text()
+    assert r"\begin{tabular}{lll}" in tex and r"a\_b & 50.00 $\pm$ 1.00 & 54.85 \\" in tex
+    assert r"\caption{" in tex and "%" not in tex.replace(r"\%", "")
+    back = pd.read_csv(paths["csv"])
+    assert list(back.columns) == list(df.columns) and len(back) == 2
+    assert not list(tmp_path.joinpath("sub").glob("*.tmp"))
+
+
+def test_per_class_gains():
+    frame = pd.DataFrame([{"dataset": "d", "labels": 1, "variant": "v", "seed": s, "stage": st, "class": c, "iou": i}
+                          for s in (0, 1) for st, c, i in [(1, "road", 0.5), (3, "road", 0.6 + 0.02 * s),
+                                                           (1, "car", 0.3), (3, "car", 0.2)]])
+    g = results.per_class_gains(frame).set_index("class")
+    assert g.loc["road", "gain"] == pytest.approx(11.0) and g.loc["car", "gain"] == pytest.approx(-10.0)
+    assert g.loc["road", "n_seeds"] == 2
+
+
+def test_scaled_labels_and_grids():
+    assert ex.scaled_labels("synth-street", 100, "quick") == 100
+    assert ex.scaled_labels("synth-street", 1500, "smoke") == 48          # half of the 96-image pool
+    assert ex.scaled_labels("synth-objects", 30, "smoke") == 2            # at least labelled_per_batch
+    assert ex.scaled_labels("synth-street", "full", "smoke") == "full"
+    assert ex.paper_lambda("synth-objects", 150) == 1.25
+    t2 = ex.grid("table2", seeds=[0, 1])
+    assert len(t2) == 4 * 2 + 2 and {s.labels for s in t2} == {100, 375, 750, 1500, "full"}
+    t5 = ex.grid("table5")
+    assert {s.variant for s in t5} == {"full method", "without CR", "without T2", "without SA", "without N2"}
+    assert all(dict(s.overrides)["lambda1"] == (0.5 if s.dataset == "synth-street" else 0.25) for s in t5)
+    f3 = ex.grid("fig3", lambdas=[0.5], datasets=["synth-street"])
+    assert dict(f3[0].overrides)["lambda2"] == 0.5
+    with pytest.raises(ValueError, match="drop"):
+        ex.ablation_grid(drops=["XX"])
+    kw = ex.spec("synth-objects", 375, 3).run_kwargs("smoke")
+    assert kw["labels"] == 12 and kw["seed"] == 3 and kw["lambda1"] == 0.625

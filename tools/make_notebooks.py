@@ -1,0 +1,264 @@
+"""Generate notebooks/*.ipynb (committed without outputs). Run: python tools/make_notebooks.py
+
+Each notebook: a title, a ``parameters`` cell (plain literals, one per line, each with a trailing
+comment, read by papermill), a cell of derived values, then thin cells that call the library.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from selftrain_lib.paper_figures import NOTEBOOK_ORDER
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NB_DIR = ROOT / "notebooks"
+
+COMMON = [("scale", '"quick"', "scale preset: smoke (tests), quick, cpu, paper"),
+          ("out", '"runs"', "run cache folder (finished stage runs are reused)"),
+          ("figures_dir", '"figures"', "where tables and figures are written")]
+SEEDS = [("seeds", "[0]", "seeds to average over (mean ± std)")]
+METHOD = [("lambda1", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
+          ("lambda2", "None", "weight of L_pl; None: equal to lambda1"),
+          ("cr", "True", "consistency loss L_con"),
+          ("t2", "True", "Task 2: the auxiliary branch and L_pl"),
+          ("sa", "True", "strong augmentation A/B"),
+          ("n2", "True", "stage 3 and later use their own branch g~ (False: the structure of g^)"),
+          ("ema", "True", "EMA teacher (False: the student is its own teacher)")]
+
+SETUP = """\
+from pathlib import Path
+from IPython.display import display, Markdown
+from selftrain_lib import experiments as ex, results, figures
+from selftrain_lib.data import load_data
+figures.use_style()
+fig_dir = Path(figures_dir); fig_dir.mkdir(parents=True, exist_ok=True)"""
+
+
+def params_cell(params):
+    assert not any("=" in c for _, _, c in params), "papermill cannot parse '=' in a parameter comment"
+    width = max(len(f"{n} = {v}") for n, v, _ in params)
+    src = "\n".join(f"{n} = {v}".ljust(width) + f"  # {c}" for n, v, c in params)
+    return new_code_cell(src, metadata={"tags": ["parameters"]})
+
+
+def notebook(title: str, intro: str, params, derived: str, cells: list[str]):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "selftrain", "display_name": "selftrain (.venv)", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [new_markdown_cell(f"# {title}\n\n{intro}"), params_cell(params), new_code_cell(derived)]
+    for c in cells:
+        nb.cells.append(new_markdown_cell(c[3:].strip()) if c.startswith("md:") else new_code_cell(c.strip()))
+    return nb
+
+
+def stage_notebook(k: int):
+    params = [("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
+              ("labels", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+              ("seed", "0", "seed of the split, initialisation and training")] + METHOD + COMMON
+    derived = SETUP + f"""
+STAGE = {k}
+overrides = {{k: v for k, v in dict(lambda1=lambda1, lambda2=lambda2 if lambda2 is not None else lambda1,
+             cr=cr, t2=t2, sa=sa, n2=n2, ema=ema).items() if v is not None}}
+spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
+spec"""
+    cells = [
+        f"md:## Train (or reuse from the run cache) stages 1…{k}",
+        """grid = ex.run_grid([spec], scale, out, desc=f"stages 1..{STAGE}")
+result = grid.pairs[0][1]
+this = result.stages[-1]
+runs = results.collect(grid.pairs, scale)
+runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_dir"]]""",
+        f"md:## Loss curves and validation mIoU over training (Stage {k})\n\nValidation mIoU is measured on "
+        "whole images at each evaluation step; the reported number is the last step.",
+        """curves = this.curves()
+fig = figures.plot_losses(curves, title=f"Stage {STAGE}: {dataset}, {spec.labels} labels")
+figures.save(fig, fig_dir / f"stage{STAGE}_losses", close=False); display(fig)
+fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title="validation mIoU")
+figures.save(fig, fig_dir / f"stage{STAGE}_val_miou", close=False); display(fig)""",
+        "md:## Pseudo-mask quality on U before and after this stage",
+        """before = result.stages[-2].pseudo_miou if STAGE > 1 else float("nan")
+display(Markdown(f"Pseudo-masks on U: before Stage {STAGE} (its input) **{100 * before:.2f}**, "
+                 f"after (its output) **{100 * this.pseudo_miou:.2f}** mIoU (%)."))
+fig = figures.plot_pseudo_stages(runs, title="pseudo-mask mIoU on U")
+figures.save(fig, fig_dir / f"stage{STAGE}_pseudo", close=False); display(fig)""",
+        "md:## Example predictions (fixed validation sample)",
+        """data = load_data(this.config)
+images, columns, truth = results.val_samples(result.stages, data, max_images=4)
+fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
+figures.save(fig, fig_dir / f"stage{STAGE}_predictions", close=False); display(fig)""",
+    ]
+    intro = (f"Runs Stage {k} of the three-stage method, training (or reusing from the run cache) the earlier "
+             f"stages it needs. `papermill notebooks/stage{k}.ipynb out.ipynb -p labels 100`.")
+    return notebook(f"Stage {k}", intro, params, derived, cells)
+
+
+def collector(title, intro, params, derived, cells):
+    return notebook(title, intro, params + SEEDS + COMMON, SETUP + "\n" + derived, cells)
+
+
+NOTEBOOKS = {}
+for _k in (1, 2, 3):
+    NOTEBOOKS[f"stage{_k}"] = stage_notebook(_k)
+
+NOTEBOOKS["ablation"] = notebook(
+    "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
+    [("dataset", '"synth-street"', "synth-street or synth-objects"),
+     ("drop", '"CR"', "component to drop: none, CR, T2, SA, N2, EMA"),
+     ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
+    SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
+    ["""grid = ex.run_grid(specs, scale, out, desc="ablation")
+runs = results.collect(grid.pairs, scale)
+runs[["variant", "stage", "val_miou", "pseudo_miou"]]""",
+     """fig = figures.plot_val_miou({f"{s.variant}, stage {r.stage}": r.curves() for s, res in grid.pairs
+                               for r in res.stages[1:]}, title=f"{dataset}: drop {drop}")
+figures.save(fig, fig_dir / f"ablation_{drop}", close=False); display(fig)"""])
+
+NOTEBOOKS["lambda_curve"] = collector(
+    "λ1 curve", "Validation mIoU of Stage 3 against λ1 (λ2 = λ1) for one dataset.",
+    [("dataset", '"synth-street"', "synth-street or synth-objects"),
+     ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
+    "specs = ex.lambda_grid([dataset], lambdas, seeds)",
+    ["""grid = ex.run_grid(specs, scale, out, desc="lambda")
+table = results.lambda_table(results.collect(grid.pairs, scale))
+table""",
+     """fig = figures.plot_lambda(table, title=f"{dataset}, scale {scale}")
+figures.save(fig, fig_dir / f"lambda_curve_{dataset}", close=False); display(fig)"""])
+
+
+def table_cells(stem, make, title_expr, datasets_expr):
+    return [f"""grid = ex.run_grid(specs, scale, out, desc="{stem}")
+runs = results.collect(grid.pairs, scale)
+table = {make}
+cap = results.caption({title_expr}, {datasets_expr}, scale, seeds)
+paths = results.write_table(table, fig_dir / "{stem}", cap)
+display(Markdown(paths["md"].read_text()))"""]
+
+
+NOTEBOOKS["table2"] = collector(
+    "Table II: synth-street (Cityscapes) label counts",
+    "Stage 1, Stage 2 and the three-stage method at each label count, and full supervision, beside Table II.",
+    [("labels", "[100, 375, 750, 1500]", "nominal label counts (Cityscapes 100, 372, 744, 1488)"),
+     ("full", "True", "also run full supervision (Stage 1 on the whole pool)")],
+    'specs = ex.label_grid("synth-street", seeds, labels, full=full)',
+    table_cells("table2", 'results.label_table(runs, "synth-street")',
+                '"Table II: mIoU against the number of labelled images"', '["synth-street"]'))
+
+NOTEBOOKS["table3_4"] = collector(
+    "Tables III and IV: synth-objects (VOC) label fractions",
+    "Stage 1, Stage 2 and the three-stage method at each fraction (λ per fraction as in the paper), "
+    "beside Tables III (ImageNet) and IV (ImageNet+COCO).",
+    [("labels", "[30, 60, 150, 375]", "nominal label counts (VOC 1/100, 1/50, 1/20, 1/8)"),
+     ("full", "True", "also run full supervision (Stage 1 on the whole pool)")],
+    'specs = ex.label_grid("synth-objects", seeds, labels, full=full)',
+    table_cells("table3_4", 'results.label_table(runs, "synth-objects")',
+                '"Tables III and IV: mIoU against the labelled fraction"', '["synth-objects"]'))
+
+NOTEBOOKS["table5"] = collector(
+    "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in METHOD.md.",
+    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    "specs = ex.ablation_grid(datasets, seeds)",
+    table_cells("table5", "results.ablation_table(runs)", '"Table V: ablation study"', "datasets"))
+
+NOTEBOOKS["table6"] = collector(
+    "Table VI: EMA teacher", "Stages 2 and 3 with the EMA teacher and with the student as its own teacher.",
+    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    "specs = ex.ema_grid(datasets, seeds)",
+    table_cells("table6", "results.ema_table(runs)", '"Table VI: EMA"', "datasets"))
+
+NOTEBOOKS["fig2"] = collector(
+    "Figure 2: stage 3 with and without pseudo-masks",
+    "L_con (left) and validation mIoU (right) over Stage 3 training, with and without L_pl (T2 on / off).",
+    [("dataset", '"synth-objects"', "synth-objects (the paper: VOC 1/50) or synth-street")],
+    "specs = ex.fig2_grid(dataset, seeds)",
+    ["""grid = ex.run_grid(specs, scale, out, desc="fig2")
+by_variant = {s.variant: res.stages[2].curves() for s, res in grid.pairs if s.seed == seeds[0]}
+fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"], title=f"{dataset}, stage 3, seed {seeds[0]}")
+figures.save(fig, fig_dir / "fig2", close=False); display(fig)
+results.collect(grid.pairs, scale).query("stage == 3")[["variant", "seed", "val_miou"]]"""])
+
+NOTEBOOKS["fig3"] = collector(
+    "Figure 3: mIoU against λ1", "Stage 3 validation mIoU against λ1 (λ2 = λ1), both datasets.",
+    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
+     ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
+    "specs = ex.lambda_grid(datasets, lambdas, seeds)",
+    ["""grid = ex.run_grid(specs, scale, out, desc="fig3")
+table = results.lambda_table(results.collect(grid.pairs, scale))
+results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1", datasets, scale, seeds))
+fig = figures.plot_lambda(table, title=f"scale {scale}")
+figures.save(fig, fig_dir / "fig3", close=False); display(fig)"""])
+
+NOTEBOOKS["fig4_5"] = collector(
+    "Figures 4 and 5: example predictions",
+    "Image, Stage 1, Stage 2, Stage 3, ground truth on the fixed validation sample (first seed). "
+    "No CutMix baseline is implemented, so its column is left out.",
+    [("datasets", '["synth-street", "synth-objects"]', "one grid per dataset (ablation label counts)"),
+     ("num_images", "4", "rows of each grid")],
+    "specs = ex.stages_grid(datasets, seeds[:1], stages=3)",
+    ["""grid = ex.run_grid(specs, scale, out, desc="fig4_5")
+for s, res in grid.pairs:
+    data = load_data(res.config)
+    images, columns, truth = results.val_samples(res.stages, data, num_images)
+    fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, s.dataset,
+                                  data.info.class_names, data.info.palette)
+    figures.save(fig, fig_dir / f"fig4_5_{s.dataset}", close=False); display(fig)"""])
+
+NOTEBOOKS["pseudo_stages"] = collector(
+    "Pseudo-mask quality on U across stages",
+    "mIoU of each stage's pseudo-masks on the unlabelled set U (against its hidden ground truth).",
+    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
+     ("stages", "4", "number of stages (the paper reports a 4th)")],
+    "specs = ex.stages_grid(datasets, seeds, stages=stages)",
+    ["""grid = ex.run_grid(specs, scale, out, desc="pseudo_stages")
+runs = results.collect(grid.pairs, scale)
+table = results.pseudo_stage_table(runs)
+paths = results.write_table(table, fig_dir / "pseudo_stages",
+                            results.caption("Pseudo-mask mIoU on U across stages", datasets, scale, seeds))
+display(Markdown(paths["md"].read_text()))
+fig = figures.plot_pseudo_stages(runs, title=f"scale {scale}")
+figures.save(fig, fig_dir / "pseudo_stages", close=False); display(fig)"""])
+
+NOTEBOOKS["per_class_gains"] = collector(
+    "Per-class IoU gains of Stage 3 over Stage 1", "Validation IoU per class, mean ± std over seeds.",
+    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    "specs = ex.stages_grid(datasets, seeds, stages=3)",
+    ["""grid = ex.run_grid(specs, scale, out, desc="per_class_gains")
+gains = results.per_class_gains(results.per_class(grid.pairs))
+results.write_table(gains, fig_dir / "per_class_gains",
+                    results.caption("Per-class IoU gain (points) of Stage 3 over Stage 1", datasets, scale, seeds))
+fig = figures.plot_per_class_gains(gains)
+figures.save(fig, fig_dir / "per_class_gains", close=False); display(fig)
+gains"""])
+
+NOTEBOOKS["explore"] = notebook(
+    "Explore the run cache",
+    "Pick a dataset, a run, a stage and an image: image, prediction, pseudo-mask and ground truth side by side. "
+    "Needs a live kernel for the widgets; the static figure below shows the first choice.",
+    [("dataset", '"synth-street"', "dataset of the run trained if the cache is empty"),
+     ("labels", "100", "label count of that run (nominal)"),
+     ("seed", "0", "seed of that run")] + COMMON,
+    SETUP + "\nfrom selftrain_lib import explore",
+    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, desc="explore")
+results.list_runs(out)[["run", "dataset", "stage", "labels", "seed", "scale", "val_miou", "pseudo_miou"]]""",
+     """display(explore.explorer(out))""",
+     """res = grid.pairs[0][1]
+fig = explore.panels(res.stages[-1].run_dir, 0, load_data(res.config))
+figures.save(fig, fig_dir / "explore_example", close=False); display(fig)"""])
+
+ORDER = list(NOTEBOOK_ORDER)  # the execution order of `make paper-figures` (selftrain_lib.paper_figures)
+assert sorted(ORDER) == sorted(NOTEBOOKS)
+
+
+def main() -> None:
+    NB_DIR.mkdir(exist_ok=True)
+    for name in ORDER:
+        nb = NOTEBOOKS[name]
+        for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives no spurious diff
+            cell.id = f"{name}-{i}"
+        nbformat.write(nb, NB_DIR / f"{name}.ipynb")
+    print(f"wrote {len(ORDER)} notebooks to {NB_DIR}")
+
+
+if __name__ == "__main__":
+    main()
