@@ -41,7 +41,7 @@ def synthetic_pretrain_key(widths, steps: int, seed: int, batch_size: int, num_i
 
     return {"model": "deeplabv2-small", "widths": list(widths), "steps": steps, "seed": seed,
             "batch_size": batch_size, "num_images": num_images, "lr": lr,
-            "data": synthetic.GENERATOR_VERSION, "format": PRETRAIN_FORMAT_VERSION}
+            "data": synthetic.generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
 
 
 def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_dir=None, seed: int = 0,

@@ -305,8 +305,10 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
 
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None) -> dict[str, Any]:
     """What identifies a stage run: its configuration and the run its pseudo-masks came from."""
+    from .data.synthetic import generator_digest
+
     return {"stage": stage, "config": stage_key(config, stage), "format": RUN_FORMAT_VERSION,
-            "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
+            "data": generator_digest(), "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
 
 
 def select_split(config: Config, data: SegmentationData, out: Path):

@@ -225,3 +225,16 @@ def test_pretraining_images():
 def test_pretraining_names_do_not_reuse_segmentation_classes():
     seg = {c for spec in S.SPECS.values() for c in spec.class_names}
     assert not seg & set(S.PRETRAIN_SHAPES) and not seg & set(S.PRETRAIN_TEXTURES)
+
+
+def test_an_edit_of_the_generator_changes_every_cache_key(monkeypatch):
+    """Stale data (or runs trained on it) must never be reused after the generator changes."""
+    from selftrain_lib.config import load_config
+    from selftrain_lib.stage import stage_run_key
+
+    config = load_config("synth-street", "smoke")
+    before = (S.cache_path("synth-street", 10, 5, 0, "/c"), stage_run_key(config, 1, None))
+    assert S.generator_digest() in str(before[0])
+    monkeypatch.setattr(S, "generator_digest", lambda: "v1-edited")
+    after = (S.cache_path("synth-street", 10, 5, 0, "/c"), stage_run_key(config, 1, None))
+    assert after[0] != before[0] and after[1] != before[1]

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "IGNORE_INDEX", "GENERATOR_VERSION", "SyntheticSpec", "SPECS", "PRETRAIN_NUM_CLASSES",
+    "IGNORE_INDEX", "GENERATOR_VERSION", "generator_digest", "SyntheticSpec", "SPECS", "PRETRAIN_NUM_CLASSES",
     "PRETRAIN_TEXTURES", "PRETRAIN_SHAPES", "get_spec", "generate", "load_synthetic",
     "generate_pretraining_images", "default_cache_dir", "cache_path", "colorize",
 ]
@@ -49,6 +49,17 @@ IGNORE_INDEX = 255
 # Part of every cache key: bump whenever a generator's output changes.
 GENERATOR_VERSION = 1
 CACHE_ENV = "SELFTRAIN_CACHE"
+
+
+def generator_digest() -> str:
+    """Version and source hash of this generator: part of every cache key built on its output.
+
+    Hashing the source, not only ``GENERATOR_VERSION``, means an edit that changes the images
+    can never be served stale data (or stale runs) from an old cache.
+    """
+    import hashlib
+
+    return f"v{GENERATOR_VERSION}-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
@@ -806,7 +817,7 @@ def default_cache_dir() -> Path:
 
 def cache_path(name: str, pool_size: int, val_size: int, seed: int, cache_dir: str | os.PathLike) -> Path:
     """The cache file of one (dataset, sizes, seed, generator version)."""
-    return Path(cache_dir) / f"{name}_pool{pool_size}_val{val_size}_seed{seed}_v{GENERATOR_VERSION}.npz"
+    return Path(cache_dir) / f"{name}_pool{pool_size}_val{val_size}_seed{seed}_{generator_digest()}.npz"
 
 
 _KEYS = ("train_images", "train_masks", "val_images", "val_masks")
