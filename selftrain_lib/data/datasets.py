@@ -95,7 +95,10 @@ class SegmentationData:
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("SELFTRAIN_CACHE") or Path.home() / ".cache" / "selftrain_lib")
+    """``cache_dir`` when given, else the library's cache root (:func:`synthetic.cache_root`)."""
+    from .synthetic import cache_root
+
+    return Path(cache_dir) if cache_dir else cache_root()
 
 
 def load_data(config) -> SegmentationData:
@@ -105,7 +108,7 @@ def load_data(config) -> SegmentationData:
     info = dataset_info(config.dataset)
     arrays = load_synthetic(config.dataset, pool_size=config.pool_size or info.default_pool_size,
                             val_size=config.val_size or info.default_val_size, seed=config.data_seed,
-                            cache_dir=default_cache_dir(config.cache_dir) / "data")
+                            cache_dir=default_cache_dir(config.cache_dir) / "synthetic")
 
     def images(a):  # (N, H, W, 3) numpy → (N, 3, H, W) tensor
         return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()

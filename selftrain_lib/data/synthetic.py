@@ -809,10 +809,15 @@ def generate(name: str, n: int, seed: int, stream: int = 0) -> tuple[np.ndarray,
     return images, masks
 
 
-def default_cache_dir() -> Path:
-    """Where :func:`load_synthetic` caches: ``$SELFTRAIN_CACHE/synthetic`` or ``~/.cache/selftrain_lib/synthetic``."""
+def cache_root() -> Path:
+    """The library's cache: ``$SELFTRAIN_CACHE`` or ``~/.cache/selftrain_lib`` (data, pre-trained weights)."""
     root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else Path.home() / ".cache" / "selftrain_lib") / "synthetic"
+    return Path(root) if root else Path.home() / ".cache" / "selftrain_lib"
+
+
+def default_cache_dir() -> Path:
+    """Where :func:`load_synthetic` caches: ``<cache_root>/synthetic``."""
+    return cache_root() / "synthetic"
 
 
 def cache_path(name: str, pool_size: int, val_size: int, seed: int, cache_dir: str | os.PathLike) -> Path:
