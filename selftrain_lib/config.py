@@ -52,6 +52,7 @@ class Config:
     # --- model ----------------------------------------------------------------------------
     model: str = "deeplabv2-small"         # "deeplabv2-small" (CPU scales) or "deeplabv2-r101"
     widths: tuple[int, ...] = (16, 32, 64, 128)  # deeplabv2-small channel widths of conv2..conv5
+    output_stride: int = 8                 # deeplabv2-small: 8 (DeepLabv2's) or 4 (no max-pool; small images)
     pretrained: str = "synthetic"          # "synthetic" (built and cached), "imagenet", "none" or a checkpoint path
     pretrain_steps: int = 1500             # steps of the synthetic pre-training task
     freeze_bn: bool = False                # paper scale freezes batch norm; from-scratch CPU scales train it
@@ -122,7 +123,7 @@ def stage_key(config: Config, stage: int) -> dict[str, Any]:
         if stage == 2:
             drop.add("n2")
     if config.model != "deeplabv2-small":
-        drop.add("widths")
+        drop |= {"widths", "output_stride"}
     if config.pretrained != "synthetic":
         drop.add("pretrain_steps")
     return {k: v for k, v in config.to_dict().items() if k not in drop}
@@ -284,6 +285,9 @@ def validate(c: Config) -> None:
     _require(c.num_val_samples >= 0, "num_val_samples", f"must be >= 0, got {c.num_val_samples}")
     _require(c.model != "deeplabv2-small" or (len(c.widths) == 4 and min(c.widths) >= 2), "widths",
              f"needs four positive channel widths (conv2..conv5), got {list(c.widths)}")
+    _require(c.output_stride in (4, 8), "output_stride", f"must be 4 or 8, got {c.output_stride}")
+    _require(c.output_stride == 8 or c.model == "deeplabv2-small", "output_stride",
+             f"{c.model} has output stride 8 (4 exists for deeplabv2-small only)")
     _require(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
              f"must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
     p = c.pretrained

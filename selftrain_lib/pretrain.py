@@ -36,17 +36,19 @@ class _Classifier(nn.Module):
         return self.fc(self.backbone(x).mean((2, 3)))
 
 
-def synthetic_pretrain_key(widths, steps: int, seed: int, batch_size: int, num_images: int, lr: float) -> dict:
+def synthetic_pretrain_key(widths, steps: int, seed: int, batch_size: int, num_images: int, lr: float,
+                           output_stride: int = 8) -> dict:
     from .data import synthetic
 
-    return {"model": "deeplabv2-small", "widths": list(widths), "steps": steps, "seed": seed,
+    return {"model": "deeplabv2-small", "widths": list(widths), "output_stride": output_stride, "steps": steps,
+            "seed": seed,
             "batch_size": batch_size, "num_images": num_images, "lr": lr,
             "data": synthetic.generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
 
 
 def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_dir=None, seed: int = 0,
                              batch_size: int = 64, num_images: int = 8000, lr: float = 2e-3,
-                             progress: bool = True) -> dict[str, torch.Tensor]:
+                             progress: bool = True, output_stride: int = 8) -> dict[str, torch.Tensor]:
     """State dict of the small backbone after ``steps`` of synthetic texture/shape classification.
 
     Cached as ``<cache>/pretrain/<hash>.pt`` (written atomically) and reused; deterministic on
@@ -56,7 +58,7 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     from .evaluate import to_input
     from .models import build_segmenter
 
-    key = synthetic_pretrain_key(widths, steps, seed, batch_size, num_images, lr)
+    key = synthetic_pretrain_key(widths, steps, seed, batch_size, num_images, lr, output_stride)
     path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
@@ -66,7 +68,8 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     labels = torch.from_numpy(labels).long()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _Classifier(build_segmenter("deeplabv2-small", 2, widths=tuple(widths)).backbone, PRETRAIN_NUM_CLASSES)
+        net = _Classifier(build_segmenter("deeplabv2-small", 2, widths=tuple(widths),
+                                                output_stride=output_stride).backbone, PRETRAIN_NUM_CLASSES)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
@@ -114,7 +117,8 @@ def load_pretrained(segmenter: nn.Module, config) -> None:
     if p == "none":
         return
     if p == "synthetic":
-        state = synthetic_backbone_state(config.widths, config.pretrain_steps, config.cache_dir)
+        state = synthetic_backbone_state(config.widths, config.pretrain_steps, config.cache_dir,
+                                         output_stride=config.output_stride)
         segmenter.backbone.load_state_dict(state)
     elif p == "imagenet":
         from torchvision.models import ResNet101_Weights

@@ -128,7 +128,9 @@ class StageResult:
 # ------------------------------------------------------------------------------------------
 
 def _model_kwargs(config: Config) -> dict[str, Any]:
-    return {"widths": tuple(config.widths)} if config.model == "deeplabv2-small" else {}
+    if config.model == "deeplabv2-small":
+        return {"widths": tuple(config.widths), "output_stride": config.output_stride}
+    return {}
 
 
 def private_blocks(config: Config, stage: int) -> int | None:

@@ -33,6 +33,8 @@ def test_labels_full_is_the_pool():
     ({"labels": 10_000}, "labels"),                   # more labels than images
     ({"crop_size": [65, 96]}, "crop_size"),           # crop larger than the image
     ({"crop_size": [64]}, "crop_size"),
+    ({"output_stride": 16}, "output_stride"),
+    ({"model": "deeplabv2-r101", "pretrained": "none", "output_stride": 4}, "output_stride"),
     ({"labelled_per_batch": 8}, "labelled_per_batch"),
     ({"cr": "yes"}, "cr"),
     ({"steps": 0}, "steps"),

@@ -72,6 +72,22 @@ def test_small_backbone_layout():
         small_resnet_os8(widths=(8, 16, 32))
 
 
+def test_small_backbone_output_stride_4_drops_the_maxpool_only():
+    from selftrain_lib.models import small_resnet
+
+    b8, b4 = small_resnet((8, 8, 16, 16), output_stride=8), small_resnet((8, 8, 16, 16), output_stride=4)
+    assert b8.state_dict().keys() == b4.state_dict().keys()  # the same weights fit both
+    assert not any(isinstance(m, nn.MaxPool2d) for m in b4.modules())
+    x = torch.rand(2, 3, 30, 44)
+    assert b4(x).shape[-2:] == (math.ceil(30 / 4), math.ceil(44 / 4))
+    assert b8(x).shape[-2:] == (math.ceil(30 / 8), math.ceil(44 / 8))
+    assert b4.output_stride == 4 and "output_stride=4" in repr(b4)
+    f = build_segmenter("deeplabv2-small", 5, widths=(8, 8, 16, 16), output_stride=4)
+    assert f(x).shape == (2, 5, 30, 44)  # logits upsampled to the input
+    with pytest.raises(ValueError, match="output_stride"):
+        small_resnet((8, 8, 16, 16), output_stride=16)
+
+
 def test_r101_dilations_and_shapes(r101):
     b = r101.backbone
     assert [len(s) for s in (b.conv2, b.conv3, b.conv4, b.conv5)] == [3, 4, 23, 3]

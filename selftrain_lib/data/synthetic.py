@@ -47,7 +47,7 @@ __all__ = [
 
 IGNORE_INDEX = 255
 # Part of every cache key: bump whenever a generator's output changes.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CACHE_ENV = "SELFTRAIN_CACHE"
 
 
@@ -380,7 +380,7 @@ def _street_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
                 near_scale = abs(xv - 0.5 * (xa + xb)) / (0.5 * w)
                 cv.paint(sl_, m, _building_texture(rng, Yb, Xb, scale=near_scale), BUILDING)
         # a fence along the building line
-        if rng.random() < 0.4:
+        if rng.random() < 0.2:
             _fence(rng, cv, xv, yh, slope, side)
 
     # -- sidewalks and road
@@ -411,14 +411,16 @@ def _street_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     cv.paint(gsl, marks, mark_c, ROAD)
 
     # -- things standing on the ground, drawn far to near (occlusion by drawing order)
+    # A long tail, as in real street scenes: people, fences, poles and signs appear in a
+    # minority of images, so a few labelled images show few of them.
     things = []
     for _ in range(rng.integers(0, 5)):
         things.append(("tree", rng.uniform(yh + 1, h + 6)))
-    for _ in range(rng.integers(1, 5)):
+    for _ in range(rng.integers(1, 4) if rng.random() < 0.5 else 0):
         things.append(("pole", rng.uniform(yh + 2, h + 4)))
-    for _ in range(rng.integers(0, 6)):
+    for _ in range(rng.integers(1, 5) if rng.random() < 0.6 else 0):
         things.append(("car", rng.uniform(yh + 2, h + 6)))
-    for _ in range(rng.integers(0, 7)):
+    for _ in range(rng.integers(1, 5) if rng.random() < 0.25 else 0):
         things.append(("person", rng.uniform(yh + 2, h + 3)))
     things.sort(key=lambda t: t[1])
     for kind, yb in things:
@@ -501,7 +503,7 @@ def _building_texture(rng, Y, X, scale: float = 0.5, small: bool = False):
 def _fence(rng, cv, xv, yh, slope, side):
     w = cv.w
     xa, xb = sorted((xv + side * rng.uniform(0.2, 0.6) * w, xv + side * rng.uniform(0.8, 1.2) * w))
-    k = rng.uniform(0.2, 0.45)
+    k = rng.uniform(0.3, 0.6)
     near = xa if side < 0 else xb
     bot_near = yh + abs(xv - near) / slope
     b = cv.box(yh, bot_near, xa, xb)
@@ -514,9 +516,9 @@ def _fence(rng, cv, xv, yh, slope, side):
     region = (Y < base) & (Y >= base - fh) & (X >= xa) & (X < xb)
     colour = _hsv(rng.uniform(), rng.uniform(0, 0.5), rng.uniform(0.2, 0.8))
     if rng.random() < 0.6:  # rails and bars: thin, the background shows through
-        p = rng.uniform(2.5, 5.0)
-        rail = np.maximum(np.float32(1.0), fh * np.float32(0.15))
-        m = region & ((((X + np.float32(rng.uniform(0, p))) % np.float32(p)) < 1.0)
+        p = rng.uniform(4.0, 7.0)
+        rail = np.maximum(np.float32(2.0), fh * np.float32(0.18))
+        m = region & ((((X + np.float32(rng.uniform(0, p))) % np.float32(p)) < 2.0)
                       | (Y < base - fh + rail) | ((Y >= base - fh * np.float32(0.5)) & (Y < base - fh * np.float32(0.5) + rail)))
         cv.paint(sl_, m, _textured(rng, "smooth", Y, X, colour), FENCE)
     else:  # planks
@@ -553,8 +555,8 @@ def _tree(rng, cv, yb, xc, s):
 
 def _pole(rng, cv, yb, xc, s, toward_road):
     s = max(s, 0.05)
-    hp = s * rng.uniform(25, 45) + 3
-    pw = 2 if (s > 0.75 and rng.random() < 0.7) else 1
+    hp = s * rng.uniform(30, 50) + 4
+    pw = int(np.clip(round(s * rng.uniform(2.0, 4.5)), 2, 4))
     x0 = int(np.floor(xc))
     b = cv.box(yb - hp, yb, x0, x0 + pw - 1)
     colour = _hsv(rng.uniform(), rng.uniform(0, 0.4), rng.uniform(0.12, 0.65))
@@ -566,12 +568,12 @@ def _pole(rng, cv, yb, xc, s, toward_road):
     if rng.random() < 0.3:  # street lamp: a 1-px arm towards the road
         arm = s * rng.uniform(4, 10) + 2
         xa, xb = sorted((x0, x0 + toward_road * arm))
-        b = cv.box(top, top, xa, xb)
+        b = cv.box(top, top + 1, xa, xb)
         if b:
             sl_, Y, X = b
             cv.paint(sl_, np.ones(Y.shape, bool), colour, POLE)
     if rng.random() < 0.6:  # traffic sign
-        sz = max(1.5, s * rng.uniform(2.5, 5.0))
+        sz = max(3.0, s * rng.uniform(4.0, 7.5))
         cy = top + sz + rng.uniform(0, 0.25) * hp
         cx = x0 + pw / 2 + rng.uniform(-0.5, 0.5) * sz * 0.5
         b = cv.box(cy - sz, cy + sz, cx - sz, cx + sz)
@@ -637,7 +639,7 @@ def _car(rng, cv, yb, xc, s):
 
 def _person(rng, cv, yb, xc, s):
     s = max(s, 0.05)
-    hp = max(2.0, s * rng.uniform(15, 24))
+    hp = max(8.0, s * rng.uniform(22, 36))
     top = yb - hp
     b = cv.box(top, yb, xc - 0.3 * hp, xc + 0.3 * hp)
     if not b:
@@ -646,10 +648,10 @@ def _person(rng, cv, yb, xc, s):
     r = max(0.6, 0.085 * hp)
     head_c = (top + r, xc + rng.uniform(-0.03, 0.03) * hp)
     head = (Y - np.float32(head_c[0])) ** 2 + (X - np.float32(head_c[1])) ** 2 <= np.float32(r * r + 0.25)
-    tw = max(0.5, hp * rng.uniform(0.09, 0.14))
+    tw = max(1.5, hp * rng.uniform(0.12, 0.17))
     hip = top + hp * rng.uniform(0.5, 0.58)
     torso = (Y >= top + 1.8 * r) & (Y < hip) & (np.abs(X - np.float32(xc)) <= np.float32(tw))
-    lw = max(0.45, hp * 0.045)
+    lw = max(1.0, hp * 0.06)
     stride = rng.uniform(0, 0.12) * hp
     frac = np.clip((Y - np.float32(hip)) / np.float32(yb - hip), 0, 1)
     legs = (Y >= hip) & (Y < yb) & (
@@ -667,7 +669,10 @@ def _person(rng, cv, yb, xc, s):
 # synth-objects
 # ==========================================================================================
 
-# Texture an object of each class prefers (half the time; otherwise any): a weak, non-decisive cue.
+# Texture and hue an object of each class prefers (70% of the time each, independently;
+# otherwise any): appearance cues as real classes have them, never decisive alone: the hue bands
+# of neighbouring classes overlap and 30% of objects take any colour.
+_OBJECT_HUE_SPREAD = 0.07
 _OBJECT_TEXTURE = ("smooth", "checks", "stripes", "noise_hi", "smooth", "dots", "stripes", "checks", "noise",
                    "dots")
 _ANY_TEXTURE = ("smooth", "stripes", "checks", "noise", "noise_hi", "dots", "fine")
@@ -739,8 +744,12 @@ def _objects_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
             continue
         sl_, Yb, Xb = b
         m = _shape_mask(cls, rng, Yb, Xb, cy, cx, r)
-        fam = _OBJECT_TEXTURE[cls - 1] if rng.random() < 0.5 else rng.choice(_ANY_TEXTURE)
-        c = _any_colour(rng)
+        fam = _OBJECT_TEXTURE[cls - 1] if rng.random() < 0.7 else rng.choice(_ANY_TEXTURE)
+        if rng.random() < 0.7:
+            hue = (cls - 1) / len(_OBJECT_SHAPES) + rng.uniform(-_OBJECT_HUE_SPREAD, _OBJECT_HUE_SPREAD)
+            c = _hsv(hue % 1.0, rng.uniform(0.45, 1.0), rng.uniform(0.35, 0.95))
+        else:
+            c = _any_colour(rng)
         col = _textured(rng, fam, Yb, Xb, c, contrast=(0.3, 0.8), grain=(0, 0.08))
         if rng.random() < 0.5:  # an outline (part of the object)
             inner = m.copy()

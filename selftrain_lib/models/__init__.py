@@ -17,14 +17,14 @@ from typing import Callable
 from torch import nn
 
 from .backbones import (STAGES, DilatedBasicBlock, ResNetBackbone, ResNetStage, make_resnet_stage,
-                        resnet101_os8, small_resnet_os8)
+                        resnet101_os8, small_resnet, small_resnet_os8)
 from .deeplabv2 import ASPP, DeepLabV2, upsample_logits
 from .multitask import BLOCKS, AuxiliaryBranch, MultiTaskDeepLab
 
 __all__ = ["MODELS", "register_model", "build_segmenter", "build_model", "param_groups", "freeze_batchnorm",
            "set_batchnorm_eval", "unfreeze_batchnorm", "count_parameters",
            "ASPP", "DeepLabV2", "MultiTaskDeepLab", "AuxiliaryBranch", "ResNetBackbone", "ResNetStage",
-           "DilatedBasicBlock", "make_resnet_stage", "resnet101_os8", "small_resnet_os8", "upsample_logits",
+           "DilatedBasicBlock", "make_resnet_stage", "resnet101_os8", "small_resnet", "small_resnet_os8", "upsample_logits",
            "STAGES", "BLOCKS"]
 
 #: name -> factory ``(num_classes, **kwargs) -> DeepLabV2``.
@@ -50,16 +50,16 @@ def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24)) ->
 
 @register_model("deeplabv2-small")
 def deeplabv2_small(num_classes: int, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1),
-                    dilations=(6, 12, 18, 24)) -> DeepLabV2:
-    """CPU-scale f: DeepLabv2 layout on :func:`small_resnet_os8` (basic blocks), ASPP widths[3] -> C."""
-    return DeepLabV2(small_resnet_os8(widths=widths, blocks=blocks), num_classes, dilations)
+                    dilations=(6, 12, 18, 24), output_stride: int = 8) -> DeepLabV2:
+    """CPU-scale f: DeepLabv2 layout on :func:`small_resnet` (basic blocks), ASPP widths[3] -> C."""
+    return DeepLabV2(small_resnet(widths=widths, blocks=blocks, output_stride=output_stride), num_classes, dilations)
 
 
 def build_segmenter(name: str, num_classes: int, **kwargs) -> DeepLabV2:
     """Build the registered network ``name`` with ``num_classes`` outputs.
 
-    ``kwargs`` go to the factory (``weights`` for ``deeplabv2-r101``; ``widths`` / ``blocks`` for
-    ``deeplabv2-small``; ``dilations`` for both). Unknown name -> ``ValueError``.
+    ``kwargs`` go to the factory (``weights`` for ``deeplabv2-r101``; ``widths`` / ``blocks`` /
+    ``output_stride`` for ``deeplabv2-small``; ``dilations`` for both). Unknown name -> ``ValueError``.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (known: {sorted(MODELS)})")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
 __all__ = ["STAGES", "DilatedBasicBlock", "ResNetStage", "ResNetBackbone", "make_resnet_stage",
-           "init_resnet_weights", "resnet101_os8", "small_resnet_os8"]
+           "init_resnet_weights", "resnet101_os8", "small_resnet", "small_resnet_os8"]
 
 #: The backbone's stages, input to output.
 STAGES: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -126,8 +126,9 @@ class ResNetBackbone(nn.Module):
     """
 
     def __init__(self, conv1: nn.Module, conv2: nn.Module, conv3: nn.Module, conv4: nn.Module, conv5: nn.Module,
-                 stage_channels: dict[str, int], stage5_spec: dict) -> None:
+                 stage_channels: dict[str, int], stage5_spec: dict, output_stride: int = 8) -> None:
         super().__init__()
+        self.output_stride = output_stride
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = conv1, conv2, conv3, conv4, conv5
         missing = set(STAGES) - set(stage_channels)
         if missing:
@@ -183,7 +184,7 @@ class ResNetBackbone(nn.Module):
                                  blocks=s["blocks"], stride=1, dilation=s["dilation"], projection=s["projection"])
 
     def extra_repr(self) -> str:
-        return f"stage_channels={self.stage_channels}, output_stride=8"
+        return f"stage_channels={self.stage_channels}, output_stride={self.output_stride}"
 
 
 def _stage_index(name: str) -> int:
@@ -220,25 +221,34 @@ def resnet101_os8(weights=None, **kwargs) -> ResNetBackbone:
     return ResNetBackbone(stem, net.layer1, net.layer2, net.layer3, net.layer4, channels, spec)
 
 
-def small_resnet_os8(widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1),
-                     stem_channels: int | None = None) -> ResNetBackbone:
-    """A CPU-scale trunk with DeepLabv2's layout, output stride 8 (``widths[3]`` channels at ``ceil(H/8)``).
+def small_resnet(widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1),
+                 stem_channels: int | None = None, output_stride: int = 8) -> ResNetBackbone:
+    """A CPU-scale trunk with DeepLabv2's layout (``widths[3]`` channels at ``ceil(H/output_stride)``).
 
-    ``conv1``: 7x7 conv stride 2 (``stem_channels``, default ``widths[0]``), BN, ReLU, 3x3
-    max-pool stride 2; ``conv2``..``conv5``: ``blocks[i]`` :class:`DilatedBasicBlock` s of width
-    ``widths[i]`` with stride 1, 2, 1, 1 and dilation 1, 1, 2, 4. Kaiming initialisation.
-    ``widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)`` is a ResNet-18 with output stride 8.
+    ``conv1``: 7x7 conv stride 2 (``stem_channels``, default ``widths[0]``), BN, ReLU, and with
+    ``output_stride=8`` a 3x3 max-pool stride 2; ``conv2``..``conv5``: ``blocks[i]``
+    :class:`DilatedBasicBlock` s of width ``widths[i]`` with stride 1, 2, 1, 1 and dilation 1, 1,
+    2, 4. Kaiming initialisation. ``widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)`` is a
+    ResNet-18 with output stride 8.
+
+    ``output_stride=4`` drops the max-pool (no weights change): the embedded benchmark's images
+    are 8x smaller than Cityscapes' 512x1024, so at stride 8 a 2-pixel pole is a fraction of one
+    feature cell; stride 4 keeps thin classes learnable at the CPU scale.
     """
     widths, blocks = tuple(int(w) for w in widths), tuple(int(b) for b in blocks)
     if len(widths) != 4 or len(blocks) != 4 or min(widths) < 1 or min(blocks) < 1:
         raise ValueError(f"need four positive widths and block counts (conv2..conv5), got {widths}, {blocks}")
+    if output_stride not in (4, 8):
+        raise ValueError(f"output_stride: must be 4 or 8, got {output_stride}")
     stem_channels = stem_channels or widths[0]
-    stem = nn.Sequential(OrderedDict(
+    layers = OrderedDict(
         conv=nn.Conv2d(3, stem_channels, 7, stride=2, padding=3, bias=False),
         bn=nn.BatchNorm2d(stem_channels),
         relu=nn.ReLU(inplace=True),
-        maxpool=nn.MaxPool2d(3, stride=2, padding=1),
-    ))
+    )
+    if output_stride == 8:
+        layers["maxpool"] = nn.MaxPool2d(3, stride=2, padding=1)
+    stem = nn.Sequential(layers)
     init_resnet_weights(stem)
     stages, inplanes = [], stem_channels
     for width, n, stride, dilation in zip(widths, blocks, (1, 2, 1, 1), (1, 1, 2, 4)):
@@ -248,4 +258,10 @@ def small_resnet_os8(widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence
                 "conv5": widths[3]}
     spec = dict(block=DilatedBasicBlock, blocks=blocks[3], planes=widths[3], dilation=4,
                 projection=stages[3][0].downsample is not None)
-    return ResNetBackbone(stem, *stages, channels, spec)
+    return ResNetBackbone(stem, *stages, channels, spec, output_stride=output_stride)
+
+
+def small_resnet_os8(widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1),
+                     stem_channels: int | None = None) -> ResNetBackbone:
+    """:func:`small_resnet` with output stride 8, DeepLabv2's."""
+    return small_resnet(widths, blocks, stem_channels, output_stride=8)
