@@ -28,8 +28,6 @@ The baselines plug into :func:`selftrain_lib.stage.compute_losses` (``method=``)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -232,15 +230,5 @@ class MeanTeacherBaseline:
         return {"loss_seg": seg, "loss_con": con, "conf_rate": rate, "loss": seg + self.cons_weight * con}
 
 
-def describe(config: Config) -> dict[str, Any]:
-    """The settings a method's run reads, for tables and the README (plain data)."""
-    if config.method not in MEAN_TEACHER_METHODS:
-        return {"method": config.method}
-    area = config.cutout_area if config.method == "mt-cutout" else config.cutmix_area
-    return {"method": config.method, "cons_weight": config.cons_weight, "conf_threshold": config.conf_threshold,
-            "conf_per_pixel": config.conf_per_pixel, "box_area": list(area), "teacher_decay": config.teacher_decay,
-            "steps": config.stage1_steps}
-
-
 __all__ = ["sample_boxes", "box_mask", "CutoutMask", "CutMixMask", "perturbation", "confidence_mask",
-           "squared_prob_distance", "consistency_loss", "MeanTeacherBaseline", "describe"]
+           "squared_prob_distance", "consistency_loss", "MeanTeacherBaseline"]

@@ -289,10 +289,7 @@ def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: t
                batch: StepBatch, strong: StrongAugment, weights: LossWeights, ignore_index: int,
                ema_decay_now: float, method: MeanTeacherBaseline | None = None) -> dict[str, Tensor]:
     """One optimiser step and the teacher's EMA update; returns the (undetached) losses."""
-    if method is None:
-        losses = compute_losses(model, teacher, batch, strong, weights, ignore_index)
-    else:
-        losses = compute_losses(model, teacher, batch, strong, weights, ignore_index, method)
+    losses = compute_losses(model, teacher, batch, strong, weights, ignore_index, method)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     optimizer.step()
