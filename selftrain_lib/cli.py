@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--params", default=None, help="an explicit parameter YAML (for your own data)")
     r.add_argument("--labels", default=None, help="number of labelled images, or 'full' (default: the dataset's smallest count)")
     r.add_argument("--scale", default="quick", help="preset: smoke, quick, cpu or paper")
-    r.add_argument("--stages", type=int, default=3, help="number of stages (default 3)")
+    r.add_argument("--method", default=None, choices=("three-stage", "supervised", "mt-cutout", "mt-cutmix"),
+                   help="the three-stage method (default) or a baseline trained by the same code: supervised "
+                        "(= Stage 1), mt-cutout, mt-cutmix (mean teacher, French et al.); baselines are one stage")
+    r.add_argument("--stages", type=int, default=None, help="number of stages (default 3; 1 for a baseline)")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--lambda1", type=float, default=None, help="weight of L_con")
     r.add_argument("--lambda2", type=float, default=None, help="weight of L_pl")
@@ -74,9 +77,10 @@ def _run(args) -> int:
             overrides[key] = getattr(args, key)
     labels = args.labels if args.labels in (None, "full") else _int(args.labels, "--labels")
     result = run(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, out=args.out,
-                 progress=not args.no_progress, params=args.params, **overrides)
+                 progress=not args.no_progress, params=args.params, method=args.method, **overrides)
+    name = "" if result.config.method == "three-stage" else f"{result.config.method} "
     for r in result.stages:
-        print(f"stage {r.stage}: val mIoU {100 * r.val_miou:.2f}  pseudo-mask mIoU (U) {100 * r.pseudo_miou:.2f}  "
+        print(f"{name}stage {r.stage}: val mIoU {100 * r.val_miou:.2f}  pseudo-mask mIoU (U) {100 * r.pseudo_miou:.2f}  "
               f"{'(reused) ' if r.reused else ''}{r.run_dir}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.summary()))

@@ -77,6 +77,15 @@ class Config:
     ema_decays: tuple[float, ...] = (0.99, 0.995, 0.9975, 0.999)
     ema_milestones: tuple[float, ...] = (1 / 3, 2 / 3, 5 / 6)  # fractions of the stage's steps
 
+    # --- which method (baselines: selftrain_lib/baselines.py) -----------------------------
+    method: str = "three-stage"            # "three-stage", "supervised", "mt-cutout" or "mt-cutmix"
+    cons_weight: float = 1.0               # mean teacher baselines: weight of the consistency loss (French et al.: 1)
+    conf_threshold: float = 0.97           # teacher confidence threshold (French et al.: 0.97; 0 switches it off)
+    conf_per_pixel: bool = False           # False: scale the loss by the confident fraction (French et al.'s default)
+    cutout_area: tuple[float, float] = (0.0, 1.0)  # mt-cutout: range of the box's area / image area
+    cutmix_area: tuple[float, float] = (0.5, 0.5)  # mt-cutmix: range of the box's area / image area
+    teacher_decay: float = 0.99            # mean teacher baselines: constant EMA decay (French et al.: 0.99)
+
     # --- augmentation ---------------------------------------------------------------------
     crop_size: tuple[int, int] = (64, 64)  # (H, W) of training crops
     scale_range: tuple[float, float] = (1.0, 1.0)
@@ -111,17 +120,37 @@ EXECUTION_KEYS = frozenset({"device", "num_threads", "eval_batch_size", "checkpo
 STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",
                                 "n2", "ema", "ema_decays", "ema_milestones", "randaug_ops",
                                 "randaug_magnitude", "cutout_size"})
+METHODS = ("three-stage", "supervised", "mt-cutout", "mt-cutmix")
+# The mean teacher baselines (single-stage runs with an unlabelled sub-batch and an EMA teacher).
+MEAN_TEACHER_METHODS = ("mt-cutout", "mt-cutmix")
+# Keys only the mean teacher baselines read. The three-stage method and `supervised` leave them
+# (and `method` itself) out of the run hash: their runs keep the hashes they had before the
+# baselines existed, and `supervised` *is* Stage 1 (one run, one hash).
+BASELINE_KEYS = frozenset({"method", "cons_weight", "conf_threshold", "conf_per_pixel", "cutout_area",
+                           "cutmix_area", "teacher_decay"})
 
 
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
     drop = set(EXECUTION_KEYS)
+    if config.method in MEAN_TEACHER_METHODS:
+        # a single-stage run: Stage 1's step budget, the sub-batch sizes, no strong augmentation A/B,
+        # no λ, no branch; the area key of the other baseline is not read
+        other = {"mt-cutout": "cutmix_area", "mt-cutmix": "cutout_area"}[config.method]
+        drop |= (STAGE1_UNUSED_KEYS - {"labelled_per_batch"}) | {other}
+        return _key(config, drop)
+    drop |= BASELINE_KEYS
     if stage == 1:
         drop |= STAGE1_UNUSED_KEYS
     else:
         drop.add("stage1_steps")
         if stage == 2:
             drop.add("n2")
+    return _key(config, drop)
+
+
+def _key(config: Config, drop: set[str]) -> dict[str, Any]:
+    drop = set(drop)
     if config.model != "deeplabv2-small":
         drop |= {"widths", "output_stride"}
     if config.pretrained != "synthetic":
@@ -296,6 +325,16 @@ def validate(c: Config) -> None:
     _require(p != "synthetic" or c.model == "deeplabv2-small", "pretrained",
              "'synthetic' pre-training exists for deeplabv2-small only (use 'imagenet' or a checkpoint)")
     _require(c.num_threads is None or c.num_threads >= 1, "num_threads", f"must be >= 1, got {c.num_threads}")
+    _require(c.method in METHODS, "method", f"must be one of {list(METHODS)}, got {c.method!r}")
+    _require(c.cons_weight >= 0, "cons_weight", f"must be >= 0, got {c.cons_weight}")
+    _require(0 <= c.conf_threshold <= 1, "conf_threshold", f"must be in [0, 1], got {c.conf_threshold}")
+    _require(0 <= c.teacher_decay < 1, "teacher_decay", f"must be in [0, 1), got {c.teacher_decay}")
+    for key in ("cutout_area", "cutmix_area"):
+        a, b = getattr(c, key)
+        _require(0 <= a <= b <= 1, key, f"must satisfy 0 <= low <= high <= 1, got {list(getattr(c, key))}")
+    _require(c.method != "mt-cutmix" or c.batch_size - c.labelled_per_batch >= 2, "labelled_per_batch",
+             f"mt-cutmix mixes pairs of the unlabelled sub-batch: batch_size - labelled_per_batch must be >= 2, "
+             f"got {c.batch_size} - {c.labelled_per_batch}")
 
 
 def resolved_dict(config: Config) -> dict[str, Any]:

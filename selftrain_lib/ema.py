@@ -70,6 +70,17 @@ class EMATeacher(nn.Module):
         finally:
             net.train(was_training)
 
+    @torch.no_grad()
+    def logits(self, images: Tensor) -> Tensor:
+        """The teacher's logits ``f_θ'(x)``: (B, 3, H, W) → (B, C, H, W), no gradient (eval mode)."""
+        net = self.network
+        was_training = net.training
+        net.eval()
+        try:
+            return net(images)
+        finally:
+            net.train(was_training)
+
     def train(self, mode: bool = True):  # the teacher stays in eval mode
         return self
 

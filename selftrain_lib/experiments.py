@@ -31,6 +31,10 @@ ABLATION_LABELS = {"synth-street": 100, "synth-objects": 60}
 PAPER_LAMBDA = {"synth-street": {100: 0.5, 375: 0.5, 750: 0.5, 1500: 0.5},
                 "synth-objects": {30: 0.25, 60: 0.25, 150: 1.25, 375: 0.625}}
 
+# the baselines trained by the same code (selftrain_lib/baselines.py): method -> row label. `supervised`
+# is Stage 1 of every three-stage run (same run), so a label grid needs no extra run for it.
+BASELINES = {"mt-cutout": "Cutout (mean teacher)", "mt-cutmix": "CutMix (mean teacher)"}
+
 # the components an ablation can drop, as Config overrides (Table V, Table VI)
 DROPS: dict[str, dict[str, bool]] = {"none": {}, "CR": {"cr": False}, "T2": {"t2": False}, "SA": {"sa": False},
                                      "N2": {"n2": False}, "EMA": {"ema": False}}
@@ -113,12 +117,34 @@ def _seeds(seeds: Iterable[int]) -> list[int]:
 # the grids, one per table / figure group
 # ------------------------------------------------------------------------------------------
 
+def baseline_spec(dataset: str, labels: int | str, method: str, seed: int = 0, **overrides: Any) -> RunSpec:
+    """One baseline run (a single stage): ``method`` is ``"supervised"``, ``"mt-cutout"`` or ``"mt-cutmix"``."""
+    if method == "supervised":
+        return spec(dataset, labels, seed, stages=1, variant="supervised", **overrides)
+    if method not in BASELINES:
+        raise ValueError(f"method: expected supervised or one of {list(BASELINES)}, got {method!r}")
+    return spec(dataset, labels, seed, stages=1, variant=BASELINES[method], method=method, **overrides)
+
+
+def baseline_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,),
+                  methods: Sequence[str] = tuple(BASELINES), labels: Sequence[int] | None = None) -> list[RunSpec]:
+    """The mean teacher baselines at each label count (default: the ablation label count)."""
+    out = []
+    for d in datasets:
+        for n in (list(labels) if labels is not None else [ABLATION_LABELS[check_dataset(d)]]):
+            out += [baseline_spec(d, n, m, s) for m in methods for s in _seeds(seeds)]
+    return out
+
+
 def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] | None = None,
-               full: bool = True) -> list[RunSpec]:
-    """Tables II (street) and III/IV (objects): the three-stage method at each label count, and
-    full supervision (Stage 1 on the whole pool) when ``full``."""
+               full: bool = True, baselines: Sequence[str] = tuple(BASELINES)) -> list[RunSpec]:
+    """Tables II (street) and III/IV (objects): the three-stage method at each label count (its
+    Stage 1 is the supervised baseline), the mean teacher ``baselines`` (Cutout, CutMix) at each
+    label count, and full supervision (Stage 1 on the whole pool) when ``full``."""
     labels = list(labels) if labels is not None else list(LABEL_COUNTS[check_dataset(dataset)])
     out = [spec(dataset, n, s) for n in labels for s in _seeds(seeds)]
+    out += [baseline_spec(dataset, n, m, s) for m in baselines if m != "supervised" for n in labels
+            for s in _seeds(seeds)]
     if full:
         out += [spec(dataset, "full", s, stages=1, variant="full supervision") for s in _seeds(seeds)]
     return out
@@ -161,6 +187,12 @@ def stages_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,),
     return [spec(d, ABLATION_LABELS[check_dataset(d)], s, stages=stages) for d in datasets for s in _seeds(seeds)]
 
 
+def prediction_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+    """Figures 4 and 5: CutMix and stages 1-3 at the ablation label count (the same runs as the
+    tables' cells: nothing extra trains when the tables ran first)."""
+    return stages_grid(datasets, seeds, stages=3) + baseline_grid(datasets, seeds, ("mt-cutmix",))
+
+
 GRIDS = {
     "table2": lambda seeds=(0,), **kw: label_grid("synth-street", seeds, **kw),
     "table3_4": lambda seeds=(0,), **kw: label_grid("synth-objects", seeds, **kw),
@@ -168,7 +200,8 @@ GRIDS = {
     "table6": lambda seeds=(0,), **kw: ema_grid(seeds=seeds, **kw),
     "fig2": lambda seeds=(0,), **kw: fig2_grid(seeds=seeds, **kw),
     "fig3": lambda seeds=(0,), **kw: lambda_grid(seeds=seeds, **kw),
-    "fig4_5": lambda seeds=(0,), **kw: stages_grid(seeds=seeds, stages=3, **kw),
+    "fig4_5": lambda seeds=(0,), **kw: prediction_grid(seeds=seeds, **kw),
+    "baselines": lambda seeds=(0,), **kw: baseline_grid(seeds=seeds, **kw),
     "pseudo_stages": lambda seeds=(0,), **kw: stages_grid(seeds=seeds, **kw),
     "per_class_gains": lambda seeds=(0,), **kw: stages_grid(seeds=seeds, stages=3, **kw),
 }

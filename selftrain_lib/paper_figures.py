@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 # dependency order: the stage notebooks fill the run cache that the tables and figures reuse
-NOTEBOOK_ORDER = ("stage1", "stage2", "stage3", "ablation", "lambda_curve", "table2", "table3_4", "table5",
+NOTEBOOK_ORDER = ("stage1", "stage2", "stage3", "baselines", "ablation", "lambda_curve", "table2", "table3_4", "table5",
                   "table6", "fig2", "fig3", "fig4_5", "pseudo_stages", "per_class_gains", "explore")
 
 

@@ -2,6 +2,8 @@
 
 ``run(dataset="synth-street", labels=100, scale="quick")`` is the one call; each stage's run
 is reused when finished and resumed when interrupted (see :func:`selftrain_lib.stage.run_stage`).
+``run(..., method="mt-cutmix")`` trains a baseline instead (one single-stage run, see
+:mod:`selftrain_lib.baselines`); ``method="supervised"`` is Stage 1 (the same run).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ class PipelineResult:
 
     def summary(self) -> dict[str, Any]:
         """One JSON-able object: per stage, validation mIoU, pseudo-mask mIoU on U and run folder."""
-        return {"dataset": self.config.dataset, "labels": self.config.labels, "seed": self.config.seed,
+        return {"dataset": self.config.dataset, "method": self.config.method, "labels": self.config.labels,
+                "seed": self.config.seed,
                 "scale": self.config.scale, "wall_time_s": round(self.wall_time_s, 2),
                 "stages": {str(r.stage): {"val_miou": r.val_miou,
                                           "pseudo_miou": None if r.pseudo_miou != r.pseudo_miou else r.pseudo_miou,
@@ -38,6 +41,8 @@ def run_stages(config: Config, stages: int = 3, out: str | Path = "runs", progre
     """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks."""
     if stages < 1:
         raise ValueError(f"stages: must be >= 1, got {stages}")
+    if stages > 1 and config.method != "three-stage":
+        raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
     t0 = time.perf_counter()
     data = None
     results: list[StageResult] = []
@@ -56,13 +61,19 @@ def _finished(config, stage, previous, out) -> bool:
     return (Path(out) / config_hash(stage_run_key(config, stage, previous)) / "metrics.json").is_file()
 
 
-def run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick", stages: int = 3,
-        out: str | Path = "runs", progress: bool = True, params: str | Path | None = None,
-        **overrides: Any) -> PipelineResult:
+def run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",
+        stages: int | None = None, out: str | Path = "runs", progress: bool = True,
+        params: str | Path | None = None, method: str | None = None, **overrides: Any) -> PipelineResult:
     """Load the configuration (``params/<dataset>.yaml`` at ``scale`` plus ``overrides``) and run
     ``stages`` stages. ``labels``: None keeps the YAML's (the smallest label count); ``"full"``
-    trains on the whole pool (full supervision: use ``stages=1``)."""
+    trains on the whole pool (full supervision: use ``stages=1``). ``method``: ``"three-stage"``
+    (default, ``stages`` defaults to 3), or a baseline: ``"supervised"``, ``"mt-cutout"``,
+    ``"mt-cutmix"`` (single-stage runs: ``stages`` defaults to, and must be, 1)."""
     if labels is not None:
         overrides["labels"] = labels
+    if method is not None:
+        overrides["method"] = method
     config = load_config(dataset, scale, params=params, **overrides)
+    if stages is None:
+        stages = 3 if config.method == "three-stage" else 1
     return run_stages(config, stages, out, progress)

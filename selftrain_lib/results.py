@@ -24,7 +24,7 @@ from .evaluate import PROTOCOL
 from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS
 from .runs import atomic_write_text
 
-RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "seed", "scale",
+RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "method", "seed", "scale",
                "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
                "train_time_s", "run_dir"]
 
@@ -42,7 +42,7 @@ def collect(pairs: Iterable, scale: str | None = None) -> pd.DataFrame:
             rows.append({
                 "dataset": spec.dataset, "paper_dataset": PAPER_DATASET.get(spec.dataset, spec.dataset),
                 "labels": spec.labels, "paper_labels": PAPER_LABELS.get(spec.dataset, {}).get(spec.labels, ""),
-                "labels_used": cfg.labels, "variant": spec.variant, "seed": cfg.seed,
+                "labels_used": cfg.labels, "variant": spec.variant, "method": cfg.method, "seed": cfg.seed,
                 "scale": scale or cfg.scale, "stage": r.stage, "val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
                 "lambda1": cfg.lambda1, "lambda2": cfg.lambda2, "cr": cfg.cr, "t2": cfg.t2, "sa": cfg.sa,
                 "n2": cfg.n2, "ema": cfg.ema, "train_time_s": r.metrics.get("train_time_s", np.nan),
@@ -206,26 +206,50 @@ def _side_by_side(summary: pd.DataFrame, first: Sequence[str], published_cols: S
     return out.reset_index(drop=True)
 
 
+SUPERVISED_ROW = "Supervised (= Stage 1)"
+# our row label -> (the paper's method name in Tables II and III, in Table IV)
+LABEL_ROWS = {
+    SUPERVISED_ROW: ("DeepLabV2 (supervised)", "DeepLabV2 (supervised)"),
+    "Cutout (mean teacher)": ("French et al. (Cutout)", None),
+    "CutMix (mean teacher)": ("French et al. (CutMix)", "French et al. (CutMix, reproduced by the paper's authors)"),
+    "Stage 2": (None, None),
+    "Ours (three-stage)": ("Ours (three-stage)", "Ours (three-stage)"),
+    "full supervision (Stage 1 on the pool)": ("DeepLabV2 (supervised)", "DeepLabV2 (supervised)"),
+}
+
+
+def _label_row(variant: str, method: str, stage: int) -> str:
+    if variant == "full supervision":
+        return "full supervision (Stage 1 on the pool)"
+    if method in ("mt-cutout", "mt-cutmix"):
+        return {"mt-cutout": "Cutout (mean teacher)", "mt-cutmix": "CutMix (mean teacher)"}[method]
+    return {1: SUPERVISED_ROW, 2: "Stage 2", 3: "Ours (three-stage)"}.get(stage, f"Stage {stage}")
+
+
 def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Tables II / III-IV: Stage 1 (supervised), Stages 2 and 3 at each label count, and full
-    supervision; reproduced beside the published numbers."""
+    """Tables II / III-IV: reproduced rows for Supervised (= Stage 1 of the three-stage runs),
+    the mean teacher baselines Cutout and CutMix, Stage 2 and the three-stage method at each label
+    count, and full supervision; each beside the published number of the same method and cell
+    (French et al.'s rows for Cutout and CutMix)."""
     df = runs[runs["dataset"] == dataset].copy()
-    df["method"] = np.where(df["variant"] == "full supervision", "full supervision (Stage 1 on the pool)",
-                            df["stage"].map({1: "Stage 1 (supervised)", 2: "Stage 2", 3: "Ours (three-stage)"}))
-    df["paper_method"] = df["method"].map({"Stage 1 (supervised)": "DeepLabV2 (supervised)",
-                                           "full supervision (Stage 1 on the pool)": "DeepLabV2 (supervised)",
-                                           "Ours (three-stage)": "Ours (three-stage)"})
+    if "method" not in df:
+        df["method"] = "three-stage"
+    df["method"] = [_label_row(v, m, st) for v, m, st in zip(df["variant"], df["method"].fillna("three-stage"),
+                                                             df["stage"])]
+    df["paper_method"] = df["method"].map(lambda r: LABEL_ROWS.get(r, (None, None))[0])
+    df["paper_method_iv"] = df["method"].map(lambda r: LABEL_ROWS.get(r, (None, None))[1])
     df = df[df["stage"] <= 3]
-    s = mean_std(df, ["dataset", "method", "paper_method", "labels", "labels_used", "paper_labels"])
+    s = mean_std(df, ["dataset", "method", "paper_method", "paper_method_iv", "labels", "labels_used",
+                      "paper_labels"])
     if dataset == "synth-street":
         s = join_published(s, "II", column="published (Table II)", pretraining="imagenet")
         pub = ["published (Table II)"]
     else:
         s = join_published(s, "III", column="published (Table III, ImageNet)")
-        s = join_published(s, "IV", column="published (Table IV, ImageNet+COCO)")
+        s = join_published(s, "IV", method_col="paper_method_iv", column="published (Table IV, ImageNet+COCO)")
         pub = ["published (Table III, ImageNet)", "published (Table IV, ImageNet+COCO)"]
-    order = {"Stage 1 (supervised)": 0, "Stage 2": 1, "Ours (three-stage)": 2,
-             "full supervision (Stage 1 on the pool)": 3}
+    order = {SUPERVISED_ROW: 0, "Cutout (mean teacher)": 1, "CutMix (mean teacher)": 2, "Stage 2": 3,
+             "Ours (three-stage)": 4, "full supervision (Stage 1 on the pool)": 5}
     s["_o"] = s["method"].map(order)
     s["_l"] = s["labels"].map(lambda v: 10 ** 9 if v == "full" else int(v))
     s = s.sort_values(["_o", "_l"]).drop(columns=["_o", "_l"])
@@ -294,15 +318,20 @@ def lambda_table(runs: pd.DataFrame, stage: int = 3) -> pd.DataFrame:
 # predictions kept by the runs (for figure grids) and the runs in a cache
 # ------------------------------------------------------------------------------------------
 
-def val_samples(stage_results: Sequence, data, max_images: int = 4) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+def val_samples(stage_results: Sequence, data, max_images: int = 4,
+                before: dict | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """The fixed validation sample every run keeps (``val_samples.npz``): images uint8 (N, 3, H, W),
-    ``{"Stage k": predictions}`` for each stage result, and the ground truth (N, H, W)."""
+    ``{"Stage k": predictions}`` for each stage result, and the ground truth (N, H, W).
+    ``before``: ``{"CutMix": StageResult}``, columns placed before the stages (Figs. 4 and 5)."""
     columns: dict[str, np.ndarray] = {}
     indices = None
-    for r in stage_results:
+    named = [(name, r) for name, r in (before or {}).items()] + [(f"Stage {r.stage}", r) for r in stage_results]
+    for name, r in named:
         z = np.load(Path(r.run_dir) / "val_samples.npz")
+        if indices is not None and not np.array_equal(z["indices"][:len(indices)], indices):
+            raise ValueError(f"{r.run_dir} kept another validation sample than the other runs")
         indices = z["indices"][:max_images] if indices is None else indices
-        columns[f"Stage {r.stage}"] = z["predictions"][:len(indices)]
+        columns[name] = z["predictions"][:len(indices)]
     if indices is None:
         raise ValueError("no stage results given")
     idx = np.asarray(indices, dtype=int)
@@ -319,6 +348,7 @@ def list_runs(out: str | Path = "runs") -> pd.DataFrame:
         cfg = read_json(m.parent / "config.json").get("config", {})
         rows.append({"run": m.parent.name, "dataset": metrics["dataset"], "stage": metrics["stage"],
                      "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
+                     "method": cfg.get("method", "three-stage"),
                      "val_miou": metrics["val"]["miou"], "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
                      **{k: cfg.get(k) for k in ("lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema")},
                      "parent": metrics.get("pseudo_masks_from"), "run_dir": str(m.parent)})

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .augment import StrongAugment, WeakAugment
+from .baselines import MeanTeacherBaseline, perturbation
 from .config import Config, make_config, resolved_dict, stage_key
 from .data import SegmentationData, TrainingView, hidden_truth, load_data, make_split, read_split, training_view, write_split
 from .ema import EMATeacher, ema_decay
@@ -36,7 +37,7 @@ from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, config_ha
 # Bump when a change to the training code changes what a run computes: old cached runs are then
 # not reused.
 RUN_FORMAT_VERSION = 1
-CURVE_COLUMNS = ("step", "loss", "loss_seg", "loss_con", "loss_pl", "ema_decay", "val_miou")
+CURVE_COLUMNS = ("step", "loss", "loss_seg", "loss_con", "loss_pl", "ema_decay", "val_miou", "conf_rate")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -190,6 +191,7 @@ class StepBatch:
     labels: (B2, h, w) int64, ground truth of Sub-batch 2.
     pseudo: (B, h, w) int64 pseudo-masks moved by B, or None in stage 1.
     clean: (B, 3, h, w) images before strong augmentation (the teacher's input), or None.
+    valid, boxes: only for the mean teacher baselines (see ``BatchSource._baseline_batch``).
     """
 
     images: Tensor
@@ -197,6 +199,8 @@ class StepBatch:
     pseudo: Tensor | None = None
     clean: Tensor | None = None
     aug: Any = None  # StrongAugment params of Sub-batch 1, to move the teacher's targets
+    valid: Tensor | None = None  # (B1, h, w) bool: pixels of Sub-batch 1 inside the source image
+    boxes: Tensor | None = None  # (B1, 4) int64: the baseline's Cutout / CutMix boxes
 
 
 class BatchSource:
@@ -204,8 +208,10 @@ class BatchSource:
 
     def __init__(self, view: TrainingView, pseudo: Tensor | None, config: Config, stage: int, device: torch.device):
         self.view, self.pseudo, self.config, self.stage, self.device = view, pseudo, config, stage, device
-        n_lab = config.batch_size if stage == 1 else config.labelled_per_batch
-        self.n_pool = 0 if stage == 1 else config.batch_size - config.labelled_per_batch
+        self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
+        single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
+        n_lab = config.batch_size if single else config.labelled_per_batch
+        self.n_pool = 0 if single else config.batch_size - config.labelled_per_batch
         self.labelled = EpochSampler(len(view.labelled), n_lab, config.seed, stage, "L")
         self.pool = EpochSampler(view.images.shape[0], max(self.n_pool, 1), config.seed, stage, "LuU")
         self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
@@ -225,6 +231,8 @@ class BatchSource:
             masks2.append(self._masks(self.pseudo[self.view.labelled[pos]]))
         x2, masks2 = self.weak(x2, masks2, g)
         if self.stage == 1:
+            if self.box_masks is not None:
+                return self._baseline_batch(step, g, x2, masks2[0])
             return StepBatch(images=x2, labels=masks2[0])
         idx = self.pool.indices(step)[: self.n_pool]
         x1 = to_input(self.view.images[idx], self.device)
@@ -235,19 +243,35 @@ class BatchSource:
         return StepBatch(images=torch.cat([x1_aug, x2]), labels=masks2[0], pseudo=torch.cat([p1, masks2[1]]),
                          clean=torch.cat([x1, x2]), aug=params)
 
+    # --- the hook of the mean teacher baselines (selftrain_lib/baselines.py) ---------------
+    def _baseline_batch(self, step: int, g: torch.Generator, x2: Tensor, y2: Tensor) -> StepBatch:
+        """Sub-batch 1 from L∪U with weak augmentation only (no A/B, no pseudo-masks), the mask of
+        its pixels that come from inside the image, and the baseline's boxes, drawn from ``g``."""
+        idx = self.pool.indices(step)[: self.n_pool]
+        x1 = to_input(self.view.images[idx], self.device)
+        inside = torch.zeros(x1.shape[0], x1.shape[2], x1.shape[3], dtype=torch.long, device=self.device)
+        x1, (inside,) = self.weak(x1, [inside], g)  # padding becomes the ignore value
+        boxes = self.box_masks.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
+        return StepBatch(images=torch.cat([x1, x2]), labels=y2, valid=inside != self.view.ignore_index,
+                         boxes=boxes.to(self.device))
+
 
 # ------------------------------------------------------------------------------------------
 # the step
 # ------------------------------------------------------------------------------------------
 
 def compute_losses(model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
-                   strong: StrongAugment, weights: LossWeights, ignore_index: int) -> dict[str, Tensor]:
+                   strong: StrongAugment, weights: LossWeights, ignore_index: int,
+                   method: MeanTeacherBaseline | None = None) -> dict[str, Tensor]:
     """Forward pass and losses of one step (METHOD.md eqs. 1-5).
 
     L_seg is averaged over Sub-batch 2 only (the last ``labels.shape[0]`` images); L_con and
     L_pl over both sub-batches. The teacher sees the images before strong augmentation and its
-    argmax is moved by B, exactly like the stored pseudo-masks.
+    argmax is moved by B, exactly like the stored pseudo-masks. A mean teacher baseline
+    (``method``) computes its own losses (:meth:`MeanTeacherBaseline.losses`).
     """
+    if method is not None:
+        return method.losses(model, teacher, batch, ignore_index)
     out = model(batch.images)
     n2 = batch.labels.shape[0]
     losses = {"loss_seg": pixel_cross_entropy(out["f"][-n2:], batch.labels, ignore_index)}
@@ -265,9 +289,9 @@ def compute_losses(model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: S
 
 def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
                batch: StepBatch, strong: StrongAugment, weights: LossWeights, ignore_index: int,
-               ema_decay_now: float) -> dict[str, Tensor]:
+               ema_decay_now: float, method: MeanTeacherBaseline | None = None) -> dict[str, Tensor]:
     """One optimiser step and the teacher's EMA update; returns the (undetached) losses."""
-    losses = compute_losses(model, teacher, batch, strong, weights, ignore_index)
+    losses = compute_losses(model, teacher, batch, strong, weights, ignore_index, method)
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     optimizer.step()
@@ -290,19 +314,28 @@ class StageParts:
     batches: BatchSource
     weights: LossWeights
     steps: int
+    method: MeanTeacherBaseline | None = None  # a mean teacher baseline's losses (None: the three-stage method)
+    decays: tuple[tuple[float, ...], tuple[float, ...]] = ((0.99,), ())  # EMA schedule (decays, milestones)
+
+    def ema_decay(self, step: int) -> float:
+        """The teacher's EMA decay at ``step``, a pure function of the step."""
+        return ema_decay(step, self.steps, *self.decays)
 
 
 def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Tensor | None, num_classes: int,
                       device: torch.device) -> StageParts:
     model = build_stage_model(config, stage, num_classes).to(device)
-    needs_teacher = stage >= 2 and config.cr
-    teacher = EMATeacher(model.segmenter, use_ema=config.ema).to(device) if needs_teacher else None
+    method = MeanTeacherBaseline.from_config(config)
+    needs_teacher = (stage >= 2 and config.cr) or method is not None
+    teacher = EMATeacher(model.segmenter, use_ema=config.ema or method is not None).to(device) if needs_teacher else None
+    decays = (((config.teacher_decay,), ()) if method is not None
+              else (tuple(config.ema_decays), tuple(config.ema_milestones)))
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
                                  weight_decay=config.weight_decay)
     return StageParts(model=model, teacher=teacher, optimizer=optimizer,
                       batches=BatchSource(view, pseudo, config, stage, device),
                       weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
-                      steps=config.stage1_steps if stage == 1 else config.steps)
+                      steps=config.stage1_steps if stage == 1 else config.steps, method=method, decays=decays)
 
 
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None) -> dict[str, Any]:
@@ -337,6 +370,8 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     """
     if stage < 1:
         raise ValueError(f"stage: must be >= 1, got {stage}")
+    if stage >= 2 and config.method != "three-stage":
+        raise ValueError(f"method {config.method!r} is a single-stage run: stage must be 1, got {stage}")
     if stage >= 2 and pseudo_masks is None:
         raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
     out = Path(out)
@@ -382,8 +417,9 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=not progress, dynamic_ncols=True)
     for step in range(start, steps):
-        decay = ema_decay(step, steps, config.ema_decays, config.ema_milestones)
-        losses = train_step(model, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index, decay)
+        decay = parts.ema_decay(step)
+        losses = train_step(model, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index, decay,
+                            parts.method)
         for k, v in losses.items():  # stays on the device: no host sync inside the step
             sums[k] = sums.get(k, 0) + v.detach()
         done = step + 1

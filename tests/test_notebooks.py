@@ -22,6 +22,7 @@ SMOKE = {
     "stage1": {"dataset": "synth-objects", "labels": 60},
     "stage2": {"dataset": "synth-objects", "labels": 60},
     "stage3": {"dataset": "synth-objects", "labels": 60},
+    "baselines": {"dataset": "synth-objects", "labels": 60, "method": "mt-cutmix"},
     "ablation": {"dataset": "synth-objects", "drop": "T2"},
     "lambda_curve": {"dataset": "synth-objects", "lambdas": [0.25]},
     "table2": {"labels": [100], "full": True},
@@ -42,6 +43,7 @@ EXPECTED = {
     "stage1": [("stage1_losses", FIGURE), ("stage1_predictions", FIGURE)],
     "stage2": [("stage2_losses", FIGURE), ("stage2_val_miou", FIGURE), ("stage2_pseudo", FIGURE)],
     "stage3": [("stage3_losses", FIGURE), ("stage3_predictions", FIGURE)],
+    "baselines": [("baselines_mt-cutmix_losses", FIGURE), ("baselines_mt-cutmix_predictions", FIGURE)],
     "ablation": [("ablation_T2", FIGURE)],
     "lambda_curve": [("lambda_curve_synth-objects", FIGURE)],
     "table2": [("table2", TABLE)],
@@ -102,6 +104,9 @@ def test_notebook_executes_at_smoke_scale(name, workspace):
                 df = pd.read_csv(path)
                 assert len(df) > 0
                 assert CSV_COLUMNS.get(stem, set()) <= set(df.columns), (stem, list(df.columns))
+            if kind == "csv" and stem in ("table2", "table3_4"):   # reproduced baseline rows
+                assert {"Supervised (= Stage 1)", "Cutout (mean teacher)", "CutMix (mean teacher)",
+                        "Ours (three-stage)"} <= set(df["method"])
             if kind == "md" and stem.startswith("table"):
                 text = path.read_text()
                 assert "scale: smoke" in text and "last step" in text
@@ -160,3 +165,5 @@ def test_stage_notebooks_take_the_method_parameters():
         assert {"dataset", "labels", "seed", "scale", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
                 "out"} <= set(declared)
     assert "drop" in pm.inspect_notebook(str(ROOT / "notebooks" / "ablation.ipynb"))
+    assert {"method", "dataset", "labels", "seed", "scale"} <= set(pm.inspect_notebook(
+        str(ROOT / "notebooks" / "baselines.ipynb")))

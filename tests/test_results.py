@@ -57,14 +57,48 @@ def test_label_table_reproduced_beside_published():
         rows.append({"dataset": "synth-street", "labels": "full", "paper_labels": "2975",
                      "variant": "full supervision", "seed": seed, "stage": 1, "val_miou": 0.7})
     t = results.label_table(_runs(rows), "synth-street")
-    assert list(t["method"]) == ["Stage 1 (supervised)", "Stage 2", "Ours (three-stage)",
+    assert list(t["method"]) == ["Supervised (= Stage 1)", "Stage 2", "Ours (three-stage)",
                                  "full supervision (Stage 1 on the pool)"]
     ours = t[t["method"] == "Ours (three-stage)"].iloc[0]
     assert ours["reproduced mIoU (%)"] == "51.00 ± 1.41" and ours["seeds"] == 2
     assert ours["published (Table II)"] == pytest.approx(54.85)
     full = t[t["method"].str.startswith("full")].iloc[0]
     assert full["published (Table II)"] == pytest.approx(66.0)
-    assert math.isnan(t[t["method"] == "Stage 1 (supervised)"]["published (Table II)"].iloc[0])  # no 100 in II
+    assert math.isnan(t[t["method"] == "Supervised (= Stage 1)"]["published (Table II)"].iloc[0])  # no 100 in II
+
+
+def test_label_table_has_reproduced_baseline_rows_beside_french_et_al():
+    rows = []
+    for n, paper in ((30, "1/100"), (60, "1/50")):
+        for stage in (1, 2, 3):
+            rows.append({"dataset": "synth-objects", "labels": n, "paper_labels": paper, "variant": "full method",
+                         "method": "three-stage", "seed": 0, "stage": stage, "val_miou": 0.3 + 0.01 * stage})
+        for method, variant in ex.BASELINES.items():
+            rows.append({"dataset": "synth-objects", "labels": n, "paper_labels": paper, "variant": variant,
+                         "method": method, "seed": 0, "stage": 1, "val_miou": 0.35})
+    t = results.label_table(_runs(rows), "synth-objects")
+    assert list(dict.fromkeys(t["method"])) == ["Supervised (= Stage 1)", "Cutout (mean teacher)",
+                                                "CutMix (mean teacher)", "Stage 2", "Ours (three-stage)"]
+    assert len(t) == 10 and set(t["labels (ours)"]) == {30, 60}
+    cutmix = t[(t["method"] == "CutMix (mean teacher)") & (t["labels (ours)"] == 60)].iloc[0]
+    assert cutmix["reproduced mIoU (%)"] == "35.00"
+    assert cutmix["published (Table III, ImageNet)"] == pytest.approx(64.81)
+    assert cutmix["published (Table IV, ImageNet+COCO)"] == pytest.approx(67.3)   # the paper's own reproduction
+    cutout = t[(t["method"] == "Cutout (mean teacher)") & (t["labels (ours)"] == 30)].iloc[0]
+    assert cutout["published (Table III, ImageNet)"] == pytest.approx(48.73)
+    assert math.isnan(cutout["published (Table IV, ImageNet+COCO)"])
+
+
+def test_label_grid_adds_the_baselines_at_every_label_count():
+    g = ex.label_grid("synth-street", [0])
+    methods = [dict(s.overrides).get("method", "three-stage") for s in g]
+    assert methods.count("mt-cutout") == methods.count("mt-cutmix") == 4
+    assert all(s.stages == 1 and "lambda1" not in dict(s.overrides) for s in g if dict(s.overrides).get("method"))
+    assert len(ex.label_grid("synth-street", [0], baselines=())) == 5
+    fig = ex.grid("fig4_5")
+    assert {dict(s.overrides).get("method") for s in fig if s.stages == 1} == {"mt-cutmix"}
+    assert set(fig) <= set(ex.label_grid("synth-street") + ex.label_grid("synth-objects")
+                           + ex.stages_grid(stages=3))               # figures 4, 5 add no run
 
 
 def test_ablation_and_ema_tables_pick_the_decoded_rows():
@@ -111,7 +145,7 @@ def test_scaled_labels_and_grids():
     assert ex.scaled_labels("synth-objects", 30, "smoke") == 2            # at least labelled_per_batch
     assert ex.scaled_labels("synth-street", "full", "smoke") == "full"
     assert ex.paper_lambda("synth-objects", 150) == 1.25
-    t2 = ex.grid("table2", seeds=[0, 1])
+    t2 = ex.grid("table2", seeds=[0, 1], baselines=())
     assert len(t2) == 4 * 2 + 2 and {s.labels for s in t2} == {100, 375, 750, 1500, "full"}
     t5 = ex.grid("table5")
     assert {s.variant for s in t5} == {"full method", "without CR", "without T2", "without SA", "without N2"}

@@ -102,6 +102,37 @@ NOTEBOOKS = {}
 for _k in (1, 2, 3):
     NOTEBOOKS[f"stage{_k}"] = stage_notebook(_k)
 
+NOTEBOOKS["baselines"] = notebook(
+    "Baselines trained by the same code",
+    "One baseline run on the same data, split, backbone, pre-training, optimiser, step budget (Stage 1's) and "
+    "seed as the three-stage method: `supervised` (L_seg on L: the Stage-1 run itself), `mt-cutout` or "
+    "`mt-cutmix` (mean teacher with Cutout / CutMix, French et al., BMVC 2020; settings in the README). "
+    "`papermill notebooks/baselines.ipynb out.ipynb -p method mt-cutout`.",
+    [("method", '"mt-cutmix"', "supervised, mt-cutout or mt-cutmix"),
+     ("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
+     ("labels", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+     ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
+    SETUP + """
+spec = ex.baseline_spec(dataset, labels, method, seed)
+name = ex.BASELINES.get(method, "Supervised (= Stage 1)")
+spec""",
+    ["md:## Train (or reuse from the run cache) the baseline",
+     """grid = ex.run_grid([spec], scale, out, desc=method)
+this = grid.pairs[0][1].stages[0]
+runs = results.collect(grid.pairs, scale)
+runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou", "train_time_s", "run_dir"]]""",
+     "md:## Losses over training\n\n`loss_con` is the masked consistency loss; `conf_rate` the fraction of "
+     "pixels where the teacher is confident enough (`conf_threshold`).",
+     """curves = this.curves()
+fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels")
+figures.save(fig, fig_dir / f"baselines_{method}_losses", close=False); display(fig)
+curves.dropna(axis=1, how="all").tail()""",
+     "md:## Example predictions (fixed validation sample)",
+     """data = load_data(this.config)
+images, columns, truth = results.val_samples([], data, max_images=4, before={name: this})
+fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
+figures.save(fig, fig_dir / f"baselines_{method}_predictions", close=False); display(fig)"""])
+
 NOTEBOOKS["ablation"] = notebook(
     "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
     [("dataset", '"synth-street"', "synth-street or synth-objects"),
@@ -136,22 +167,26 @@ paths = results.write_table(table, fig_dir / "{stem}", cap)
 display(Markdown(paths["md"].read_text()))"""]
 
 
+BASELINE_PARAM = ("baselines", '["mt-cutout", "mt-cutmix"]',
+                  "mean teacher baselines run at each label count (supervised is Stage 1: always shown)")
+
 NOTEBOOKS["table2"] = collector(
     "Table II: synth-street (Cityscapes) label counts",
-    "Stage 1, Stage 2 and the three-stage method at each label count, and full supervision, beside Table II.",
+    "Supervised (= Stage 1), the mean teacher baselines Cutout and CutMix, Stage 2 and the three-stage method at "
+    "each label count, and full supervision, beside Table II (French et al.'s published rows for the baselines).",
     [("labels", "[100, 375, 750, 1500]", "nominal label counts (Cityscapes 100, 372, 744, 1488)"),
-     ("full", "True", "also run full supervision (Stage 1 on the whole pool)")],
-    'specs = ex.label_grid("synth-street", seeds, labels, full=full)',
+     ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
+    'specs = ex.label_grid("synth-street", seeds, labels, full=full, baselines=baselines)',
     table_cells("table2", 'results.label_table(runs, "synth-street")',
                 '"Table II: mIoU against the number of labelled images"', '["synth-street"]'))
 
 NOTEBOOKS["table3_4"] = collector(
     "Tables III and IV: synth-objects (VOC) label fractions",
-    "Stage 1, Stage 2 and the three-stage method at each fraction (λ per fraction as in the paper), "
-    "beside Tables III (ImageNet) and IV (ImageNet+COCO).",
+    "Supervised (= Stage 1), Cutout and CutMix (mean teacher), Stage 2 and the three-stage method at each "
+    "fraction (λ per fraction as in the paper), beside Tables III (ImageNet) and IV (ImageNet+COCO).",
     [("labels", "[30, 60, 150, 375]", "nominal label counts (VOC 1/100, 1/50, 1/20, 1/8)"),
-     ("full", "True", "also run full supervision (Stage 1 on the whole pool)")],
-    'specs = ex.label_grid("synth-objects", seeds, labels, full=full)',
+     ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
+    'specs = ex.label_grid("synth-objects", seeds, labels, full=full, baselines=baselines)',
     table_cells("table3_4", 'results.label_table(runs, "synth-objects")',
                 '"Tables III and IV: mIoU against the labelled fraction"', '["synth-objects"]'))
 
@@ -191,15 +226,18 @@ figures.save(fig, fig_dir / "fig3", close=False); display(fig)"""])
 
 NOTEBOOKS["fig4_5"] = collector(
     "Figures 4 and 5: example predictions",
-    "Image, Stage 1, Stage 2, Stage 3, ground truth on the fixed validation sample (first seed). "
-    "No CutMix baseline is implemented, so its column is left out.",
+    "Image, CutMix (mean teacher baseline), Stage 1, Stage 2, Stage 3, ground truth on the fixed validation "
+    "sample (first seed), as in the paper. The runs are the tables' cells at the ablation label count.",
     [("datasets", '["synth-street", "synth-objects"]', "one grid per dataset (ablation label counts)"),
      ("num_images", "4", "rows of each grid")],
-    "specs = ex.stages_grid(datasets, seeds[:1], stages=3)",
+    "specs = ex.prediction_grid(datasets, seeds[:1])",
     ["""grid = ex.run_grid(specs, scale, out, desc="fig4_5")
+cutmix = {s.dataset: res.stages[0] for s, res in grid.pairs if s.options.get("method") == "mt-cutmix"}
 for s, res in grid.pairs:
+    if s.stages != 3:
+        continue
     data = load_data(res.config)
-    images, columns, truth = results.val_samples(res.stages, data, num_images)
+    images, columns, truth = results.val_samples(res.stages, data, num_images, before={"CutMix": cutmix[s.dataset]})
     fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, s.dataset,
                                   data.info.class_names, data.info.palette)
     figures.save(fig, fig_dir / f"fig4_5_{s.dataset}", close=False); display(fig)"""])
