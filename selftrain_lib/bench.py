@@ -37,7 +37,7 @@ def time_stage_steps(config, view: TrainingView, pseudo, num_classes: int, devic
     def one(step):
         decay = ema_decay(step, parts.steps, config.ema_decays, config.ema_milestones)
         return train_step(parts.model, parts.teacher, parts.optimizer, parts.batches(step), parts.batches.strong,
-                          parts.weights, view.ignore_index, decay)
+                          parts.weights, view.ignore_index, decay, parts.method, parts.precision, parts.scaler)
 
     for s in range(warmup):
         one(s)
@@ -52,7 +52,7 @@ def time_stage_steps(config, view: TrainingView, pseudo, num_classes: int, devic
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     out = {"steps": steps, "batch_size": config.batch_size, "labelled_per_batch": config.labelled_per_batch,
-           "crop_size": list(config.crop_size), "seconds_per_step": dt / steps,
+           "crop_size": list(config.crop_size), "precision": parts.precision.name, "seconds_per_step": dt / steps,
            "images_per_second": steps * config.batch_size / dt}
     if device.type == "cuda":
         out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30

@@ -101,6 +101,7 @@ class Config:
     num_val_samples: int = 8               # fixed validation images whose predictions are kept for figures
     eval_batch_size: int = 64
     device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1"...
+    precision: str = "auto"                # "auto" (bf16/fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16"
     num_threads: int | None = None         # torch CPU threads (None: torch's default)
     data_root: str | None = None           # real datasets: where they live
     cache_dir: str | None = None           # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
@@ -133,6 +134,10 @@ BASELINE_KEYS = frozenset({"method", "cons_weight", "conf_threshold", "conf_per_
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
     drop = set(EXECUTION_KEYS)
+    if config.precision == "auto":
+        # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
+        # an explicit precision is
+        drop.add("precision")
     if config.method in MEAN_TEACHER_METHODS:
         # a single-stage run: Stage 1's step budget, the sub-batch sizes, no strong augmentation A/B,
         # no λ, no branch; the area key of the other baseline is not read
@@ -317,6 +322,8 @@ def validate(c: Config) -> None:
     _require(c.output_stride in (4, 8), "output_stride", f"must be 4 or 8, got {c.output_stride}")
     _require(c.output_stride == 8 or c.model == "deeplabv2-small", "output_stride",
              f"{c.model} has output stride 8 (4 exists for deeplabv2-small only)")
+    _require(c.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
+             f"must be 'auto', 'fp32', 'bf16' or 'fp16', got {c.precision!r}")
     _require(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
              f"must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
     p = c.pretrained

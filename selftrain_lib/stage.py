@@ -30,6 +30,7 @@ from .data import SegmentationData, TrainingView, hidden_truth, load_data, make_
 from .ema import EMATeacher, ema_decay
 from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
 from .losses import LossWeights, pixel_cross_entropy, total_loss
+from .precision import Precision, resolve_precision
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
 from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, config_hash, read_json, read_mask_pngs,
                    write_csv, write_mask_pngs)
@@ -289,12 +290,23 @@ def compute_losses(model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: S
 
 def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
                batch: StepBatch, strong: StrongAugment, weights: LossWeights, ignore_index: int,
-               ema_decay_now: float, method: MeanTeacherBaseline | None = None) -> dict[str, Tensor]:
-    """One optimiser step and the teacher's EMA update; returns the (undetached) losses."""
-    losses = compute_losses(model, teacher, batch, strong, weights, ignore_index, method)
+               ema_decay_now: float, method: MeanTeacherBaseline | None = None,
+               precision: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
+    """One optimiser step and the teacher's EMA update; returns the (undetached) losses.
+
+    ``precision``: the forward pass runs under its autocast (None: fp32); ``scaler`` scales the
+    loss for fp16 (see :mod:`selftrain_lib.precision`).
+    """
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        losses = compute_losses(model, teacher, batch, strong, weights, ignore_index, method)
     optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    optimizer.step()
+    if scaler is not None:
+        scaler.scale(losses["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        losses["loss"].backward()
+        optimizer.step()
     if teacher is not None:
         teacher.update(model.segmenter, ema_decay_now)
     return losses
@@ -316,6 +328,8 @@ class StageParts:
     steps: int
     method: MeanTeacherBaseline | None = None  # a mean teacher baseline's losses (None: the three-stage method)
     decays: tuple[tuple[float, ...], tuple[float, ...]] = ((0.99,), ())  # EMA schedule (decays, milestones)
+    precision: Precision | None = None  # autocast of the forward pass (None: fp32)
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
 
     def ema_decay(self, step: int) -> float:
         """The teacher's EMA decay at ``step``, a pure function of the step."""
@@ -324,7 +338,10 @@ class StageParts:
 
 def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Tensor | None, num_classes: int,
                       device: torch.device) -> StageParts:
+    precision = resolve_precision(config.precision, device)
     model = build_stage_model(config, stage, num_classes).to(device)
+    if device.type == "cuda":  # NHWC convolutions are the fast path of cuDNN's tensor cores
+        model = model.to(memory_format=torch.channels_last)
     method = MeanTeacherBaseline.from_config(config)
     needs_teacher = (stage >= 2 and config.cr) or method is not None
     teacher = EMATeacher(model.segmenter, use_ema=config.ema or method is not None).to(device) if needs_teacher else None
@@ -335,7 +352,8 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
     return StageParts(model=model, teacher=teacher, optimizer=optimizer,
                       batches=BatchSource(view, pseudo, config, stage, device),
                       weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
-                      steps=config.stage1_steps if stage == 1 else config.steps, method=method, decays=decays)
+                      steps=config.stage1_steps if stage == 1 else config.steps, method=method, decays=decays,
+                      precision=precision, scaler=precision.grad_scaler())
 
 
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None) -> dict[str, Any]:
@@ -386,6 +404,8 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
     split = select_split(config, data, out)
     view = training_view(data, split)
@@ -404,6 +424,8 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None:
             teacher.load_state_dict(ckpt["teacher"])
+        if parts.scaler is not None and ckpt.get("scaler"):
+            parts.scaler.load_state_dict(ckpt["scaler"])
         start, rows, elapsed = ckpt["step"], ckpt["rows"], ckpt["elapsed"]
         sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
 
@@ -419,7 +441,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     for step in range(start, steps):
         decay = parts.ema_decay(step)
         losses = train_step(model, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index, decay,
-                            parts.method)
+                            parts.method, parts.precision, parts.scaler)
         for k, v in losses.items():  # stays on the device: no host sync inside the step
             sums[k] = sums.get(k, 0) + v.detach()
         done = step + 1
@@ -436,6 +458,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         if done % config.checkpoint_every == 0 and done < steps:
             atomic_torch_save(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "teacher": teacher.state_dict() if teacher is not None else None,
+                                          "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
                                           "rows": rows, "sums": sums, "elapsed": elapsed + time.perf_counter() - t0})
     bar.close()
     train_time = elapsed + time.perf_counter() - t0
@@ -472,7 +495,7 @@ def _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, tr
         "val": val.as_dict(info.class_names),
         "pseudo_masks_unlabelled": pseudo_u.as_dict(info.class_names),
         "train_time_s": train_time, "eval_and_pseudo_time_s": pseudo_time,
-        "protocol": PROTOCOL, "device": str(device),
+        "protocol": PROTOCOL, "device": str(device), "precision": resolve_precision(config.precision, device).name,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
