@@ -1,0 +1,288 @@
+"""Datasets read from files: Cityscapes, PASCAL VOC aug and folder layouts, built tiny in tmp_path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selftrain_lib.config import ConfigError, load_config, stage_key
+from selftrain_lib.data import (DATASETS, PAPER_LABEL_COUNTS, dataset_info, make_split, open_files, paper_splits,
+                                read_split)
+from selftrain_lib.data.cityscapes import cityscapes, label_map, train_classes
+from selftrain_lib.data.files import read_id_list
+from selftrain_lib.data.folder import folder
+from selftrain_lib.data.voc import CLASS_NAMES, PALETTE, voc
+
+
+def _png(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8), mode).save(path)
+
+
+def _rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def make_cityscapes(root, h=8, w=16, cities=("aachen", "bremen"), per_city=2, split="train", label=None):
+    for c in cities:
+        for k in range(per_city):
+            stem = f"{c}_{k:06d}_000019"
+            _png(root / "leftImg8bit" / split / c / f"{stem}_leftImg8bit.png", _rgb(h, w, k))
+            lab = np.full((h, w), 7, np.uint8) if label is None else label
+            _png(root / "gtFine" / split / c / f"{stem}_gtFine_labelIds.png", lab)
+    return root
+
+
+def make_voc(root, ids=("2007_000032", "2007_000039", "2008_000002"), sizes=((10, 12), (7, 9), (12, 10))):
+    for i, (h, w) in zip(ids, sizes):
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_rgb(h, w)).save(root / "JPEGImages" / f"{i}.jpg")
+        m = np.zeros((h, w), np.uint8)
+        m[: h // 2] = 15
+        m[0, 0] = 255
+        _png(root / "SegmentationClassAug" / f"{i}.png", m)
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "train_aug.txt").write_text("".join(f"{i}\n" for i in ids[:2]))
+    (lists / "val.txt").write_text(f"{ids[2]}\n")
+    return root
+
+
+# ------------------------------------------------------------------------------------------
+# Cityscapes
+# ------------------------------------------------------------------------------------------
+
+def test_cityscapes_label_ids_map_to_train_ids_with_ignore():
+    lut = label_map()
+    names, palette = train_classes()
+    assert len(names) == len(palette) == 19 and names[0] == "road" and names[-1] == "bicycle"
+    assert palette[0] == (128, 64, 128)
+    expected = {7: 0, 8: 1, 11: 2, 21: 8, 23: 10, 24: 11, 26: 13, 31: 16, 33: 18,
+                0: 255, 1: 255, 4: 255, 6: 255, 9: 255, 14: 255, 29: 255, 30: 255, 255: 255}
+    for label_id, train_id in expected.items():
+        assert int(lut[label_id]) == train_id, label_id
+    assert int(lut[40]) == -1  # not an id of the table
+
+
+def test_cityscapes_layout_resize_and_mapping(tmp_path):
+    h, w = 16, 32
+    lab = np.zeros((h, w), np.uint8)
+    lab[:, :8] = 7      # road -> 0
+    lab[:, 8:16] = 26   # car -> 13
+    lab[:, 16:24] = 4   # static -> ignore
+    lab[:, 24:] = 33    # bicycle -> 18
+    root = make_cityscapes(tmp_path / "cs", h, w, label=lab)
+    ds = cityscapes(root, "train", resize=(8, 16))
+    assert ds.ids == ["aachen/aachen_000000_000019", "aachen/aachen_000001_000019",
+                      "bremen/bremen_000000_000019", "bremen/bremen_000001_000019"]
+    img, mask = ds.image(0), ds.mask(0)
+    assert img.dtype == torch.uint8 and img.shape == (3, 8, 16)
+    assert mask.dtype == torch.uint8 and mask.shape == (8, 16)
+    assert mask[:, :4].unique().tolist() == [0] and mask[:, 4:8].unique().tolist() == [13]
+    assert mask[:, 8:12].unique().tolist() == [255] and mask[:, 12:].unique().tolist() == [18]
+    assert ds.size(0) == (8, 16)
+    native = cityscapes(root, "train", resize=None)
+    assert native.image(0).shape == (3, h, w) and native.mask(0)[0, 0] == 0
+    ds.check()
+
+
+def test_cityscapes_errors_name_the_file(tmp_path):
+    root = make_cityscapes(tmp_path / "cs")
+    missing = root / "gtFine" / "train" / "bremen" / "bremen_000001_000019_gtFine_labelIds.png"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match="bremen_000001_000019_gtFine_labelIds.png"):
+        cityscapes(root, "train")
+    with pytest.raises(FileNotFoundError, match=r"leftImg8bit/val"):
+        cityscapes(root, "val")
+    bad = make_cityscapes(tmp_path / "bad", label=np.full((8, 16), 40, np.uint8), cities=("ulm",), per_city=1)
+    with pytest.raises(ValueError, match=r"ulm_000000_000019_gtFine_labelIds\.png.*\[40\]"):
+        cityscapes(bad, "train").mask(0)
+    empty = tmp_path / "empty" / "leftImg8bit" / "train"
+    empty.mkdir(parents=True)
+    with pytest.raises(ValueError, match="no .*leftImg8bit.png"):
+        cityscapes(tmp_path / "empty", "train")
+
+
+# ------------------------------------------------------------------------------------------
+# VOC
+# ------------------------------------------------------------------------------------------
+
+def test_voc_layout_lists_and_values(tmp_path):
+    root = make_voc(tmp_path / "voc")
+    train, val = voc(root, "train"), voc(root, "val")
+    assert train.ids == ["2007_000032", "2007_000039"] and val.ids == ["2008_000002"]
+    assert train.image(0).shape == (3, 10, 12) and train.image(1).shape == (3, 7, 9)  # own sizes
+    m = train.mask(0)
+    assert m.shape == (10, 12) and set(m.unique().tolist()) == {0, 15, 255}
+    assert len(CLASS_NAMES) == len(PALETTE) == 21 and PALETTE[1] == (128, 0, 0) and PALETTE[15] == (192, 128, 128)
+    # DeepLab-style pair lines and a configurable list path
+    (tmp_path / "pairs.txt").write_text("/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n")
+    assert voc(root, list_file=tmp_path / "pairs.txt").ids == ["2007_000039"]
+
+
+def test_voc_errors_name_the_file(tmp_path):
+    root = make_voc(tmp_path / "voc")
+    _png(root / "SegmentationClassAug" / "2007_000039.png", np.full((7, 9), 21, np.uint8))
+    with pytest.raises(ValueError, match=r"2007_000039\.png.*\[21\].*\[0, 21\)"):
+        voc(root, "train").mask(1)
+    _png(root / "SegmentationClassAug" / "2007_000039.png", np.zeros((8, 9), np.uint8))
+    with pytest.raises(ValueError, match=r"2007_000039\.png: mask size 8x9 differs.*2007_000039\.jpg"):
+        voc(root, "train").mask(1)
+    (root / "JPEGImages" / "2007_000032.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"image file .*2007_000032\.jpg"):
+        voc(root, "train")
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    with pytest.raises(ValueError, match=r"empty\.txt: the list names no images"):
+        voc(root, list_file=tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match=r"missing list file .*nope\.txt"):
+        voc(root, list_file="nope.txt")
+    (tmp_path / "twice.txt").write_text("a\na\n")
+    with pytest.raises(ValueError, match="listed twice"):
+        read_id_list(tmp_path / "twice.txt")
+
+
+# ------------------------------------------------------------------------------------------
+# folder datasets
+# ------------------------------------------------------------------------------------------
+
+def make_folder(root, layout="lists", n=4, h=6, w=8):
+    for k in range(n):
+        part = "train" if k < n - 1 else "val"
+        sub = "" if layout == "lists" else part
+        Image.fromarray(_rgb(h, w, k)).save(_mk(root / "images" / sub) / f"img{k}.png")
+        m = np.full((h, w), k % 3, np.uint8)
+        m[0] = 250
+        _png(root / "masks" / sub / f"img{k}.png", m)
+    if layout == "lists":
+        (root / "train.txt").write_text("".join(f"img{k}\n" for k in range(n - 1)))
+        (root / "val.txt").write_text(f"img{n - 1}\n")
+    return root
+
+
+def _mk(p):
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@pytest.mark.parametrize("layout", ["lists", "subfolders"])
+def test_folder_layouts(tmp_path, layout):
+    root = make_folder(tmp_path / "mine", layout)
+    train = folder(root, "train", num_classes=3, ignore_index=250)
+    val = folder(root, "val", num_classes=3, ignore_index=250)
+    assert train.ids == ["img0", "img1", "img2"] and val.ids == ["img3"]
+    assert train.image(2).shape == (3, 6, 8)
+    assert train.mask(2)[1:].unique().tolist() == [2] and train.mask(2)[0].unique().tolist() == [250]
+    small = folder(root, "train", num_classes=3, ignore_index=250, resize=(3, 4))
+    assert small.image(0).shape == (3, 3, 4) and small.mask(1).shape == (3, 4)
+    with pytest.raises(ValueError, match=r"img1\.png.*\[1, 2\]|img2\.png.*\[2\]"):
+        folder(root, "train", num_classes=2, ignore_index=250).check()
+    with pytest.raises(ValueError, match=r"img0\.png.*\[250\]"):  # 250 is not the ignore value here
+        folder(root, "train", num_classes=3).mask(0)
+
+
+def test_folder_rgb_mask_and_missing_mask(tmp_path):
+    root = make_folder(tmp_path / "mine")
+    Image.fromarray(_rgb(6, 8)).save(root / "masks" / "img1.png")
+    with pytest.raises(ValueError, match=r"img1\.png: a mask must be a single-channel"):
+        folder(root, "train", num_classes=3, ignore_index=250).mask(1)
+    (root / "masks" / "img0.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"mask file .*img0\.png"):
+        folder(root, "train", num_classes=3, ignore_index=250)
+    with pytest.raises(FileNotFoundError, match="neither a list file"):
+        folder(tmp_path / "nothing", "train")
+
+
+# ------------------------------------------------------------------------------------------
+# configuration, registry and splits
+# ------------------------------------------------------------------------------------------
+
+def test_registered_infos():
+    cs, v = dataset_info("cityscapes"), dataset_info("voc")
+    assert cs.num_classes == 19 and cs.image_size == (512, 1024) and cs.default_pool_size == 2975
+    assert v.num_classes == 21 and v.default_pool_size == 10582 and v.default_val_size == 1449
+    assert cs.palette[13] == (0, 0, 142) and v.class_names[0] == "background"
+
+
+def test_paper_params_resolve(tmp_path):
+    c = load_config("cityscapes", "paper", data_root=str(tmp_path))
+    assert (c.model, c.pretrained, c.freeze_bn, c.lr, c.steps, c.stage1_steps) == \
+        ("deeplabv2-r101", "imagenet", True, 3e-5, 60000, 60000)
+    assert (c.batch_size, c.labelled_per_batch, c.crop_size, c.resize, c.lambda1, c.lambda2) == \
+        (5, 1, (256, 512), (512, 1024), 0.5, 0.5)
+    assert c.ema_decays == (0.99, 0.995, 0.9975, 0.999)
+    assert [round(m * 60000) for m in c.ema_milestones] == [20000, 40000, 50000]
+    assert load_config("cityscapes", "paper", labels=1488).labelled_per_batch == 3
+    root = make_voc(tmp_path / "voc")
+    expected = {106: (0.25, 1), 212: (0.25, 1), 529: (1.25, 1), 1323: (0.625, 2)}
+    for labels, (lam, per_batch) in expected.items():
+        v = load_config("voc", "paper", data_root=str(root), labels=labels)
+        assert (v.lambda1, v.lambda2, v.labelled_per_batch, v.batch_size, v.crop_size) == \
+            (lam, lam, per_batch, 10, (321, 321))
+    assert load_config("voc", "paper", labels=1323, lambda1=1.0).lambda1 == 1.0  # overrides win
+    assert PAPER_LABEL_COUNTS == {"cityscapes": (100, 372, 744, 1488), "voc": (106, 212, 529, 1323)}
+    # the synthetic run ids do not depend on the new (default) keys
+    assert "resize" not in stage_key(load_config("synth-street", "smoke"), 1)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="data_root"):
+        load_config("voc", "paper", data_root=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="train_list"):
+        load_config("voc", "paper", data_root=str(tmp_path))  # no ImageSets there
+    with pytest.raises(ConfigError, match="resize"):
+        load_config("synth-street", "smoke", resize=[8, 8])
+    with pytest.raises(ConfigError, match="num_classes"):
+        load_config("voc", "smoke", num_classes=3)
+    with pytest.raises(ConfigError, match="crop_size"):
+        load_config("cityscapes", "paper", resize=[128, 256])
+
+
+FOLDER_YAML = """
+dataset: leaves
+num_classes: 3
+ignore_index: 250
+class_names: [background, leaf, spot]
+palette: [[0, 0, 0], [0, 160, 0], [160, 80, 0]]
+labels: 2
+crop_size: [4, 4]
+resize: [6, 8]
+scales:
+  smoke: {model: deeplabv2-small, widths: [4, 4, 8, 8], pretrained: none, stage1_steps: 1, steps: 1,
+          batch_size: 2, labelled_per_batch: 1, cutout_size: 2}
+"""
+
+
+def test_folder_dataset_from_params_yaml(tmp_path):
+    root = make_folder(tmp_path / "mine")
+    p = tmp_path / "leaves.yaml"
+    p.write_text(FOLDER_YAML)
+    c = load_config("leaves", "smoke", params=p, data_root=str(root))
+    info = DATASETS["leaves"]
+    assert info.format == "folder" and info.num_classes == 3 and info.class_names[1] == "leaf"
+    assert info.palette[1] == (0, 160, 0) and info.ignore_index == 250
+    train, val = open_files(c, "train"), open_files(c, "val")
+    assert train.ids == ["img0", "img1", "img2"] and val.ids == ["img3"] and train.image(0).shape == (3, 6, 8)
+    split = make_split(len(train), c.labels, c.seed)
+    assert read_split(paper_splits("voc", [f"x{i}" for i in range(1400)], tmp_path / "splits")[1323],
+                      [f"x{i}" for i in range(1400)]).labelled.numel() == 1323
+    assert split.labelled.numel() == 2
+    p.write_text(FOLDER_YAML.replace("class_names: [background, leaf, spot]", "class_names: [a, b]"))
+    with pytest.raises(ConfigError, match="class_names"):
+        load_config("leaves", "smoke", params=p)
+    p.write_text(FOLDER_YAML.replace("ignore_index: 250", "ignore_index: 2"))
+    with pytest.raises(ConfigError, match="ignore_index"):
+        load_config("leaves", "smoke", params=p)
+    p.write_text(FOLDER_YAML.replace("dataset: leaves", "dataset: voc"))
+    with pytest.raises(ConfigError, match="num_classes.*built-in"):
+        load_config("voc", "smoke", params=p)
+
+
+def test_paper_splits_have_the_paper_counts(tmp_path):
+    ids = [f"c/{i}" for i in range(2975)]
+    files = paper_splits("cityscapes", ids, tmp_path, seed=3)
+    assert sorted(files) == [100, 372, 744, 1488]
+    for labels, f in files.items():
+        assert read_split(f, ids).labelled.numel() == labels
+    with pytest.raises(ValueError, match="dataset"):
+        paper_splits("synth-street", ids, tmp_path)
