@@ -286,3 +286,85 @@ def test_paper_splits_have_the_paper_counts(tmp_path):
         assert read_split(f, ids).labelled.numel() == labels
     with pytest.raises(ValueError, match="dataset"):
         paper_splits("synth-street", ids, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------
+# training on datasets read from files
+# ------------------------------------------------------------------------------------------
+
+def _street_label(h, w, k):
+    lab = np.full((h, w), 7, np.uint8)   # road
+    lab[: h // 3] = 23                   # sky
+    lab[h // 3: h // 2, k % 3:] = 26     # car
+    lab[-1] = 1                          # ego vehicle -> ignore
+    return lab
+
+
+def test_three_stages_on_fake_cityscapes_resume_exactly(tmp_path):
+    from selftrain_lib.stage import run_stage
+
+    root = tmp_path / "cs"
+    for k in range(6):
+        make_cityscapes(root, 24, 48, cities=(f"c{k}",), per_city=1, label=_street_label(24, 48, k))
+    for k in range(2):
+        make_cityscapes(root, 24, 48, cities=(f"v{k}",), per_city=1, split="val", label=_street_label(24, 48, k))
+    config = load_config("cityscapes", "smoke", data_root=str(root), resize=[16, 32], crop_size=[16, 16],
+                         device="cpu", checkpoint_every=1, stage1_steps=2, steps=2)
+    r1 = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    pm = r1.pseudo_masks
+    assert (pm.directory / "c3" / "c3_000000_000019.png").is_file()
+    assert Image.open(pm.directory / "c3" / "c3_000000_000019.png").size == (32, 16)
+    assert 0 <= r1.val_miou <= 1 and r1.metrics["labels"] == 2
+    r2 = run_stage(config, 2, pm, out=tmp_path / "runs", progress=False)
+    r3 = run_stage(config, 3, r2.pseudo_masks, out=tmp_path / "runs", progress=False)
+    assert r3.metrics["steps"] == 2 and np.load(r3.run_dir / "val_samples.npz")["prediction_0"].shape == (16, 32)
+
+    # resume: a stage interrupted after its checkpoint at step 1 ends bit-identical
+    import selftrain_lib.stage as stage_mod
+
+    real, calls = stage_mod.compute_losses, {"n": 0}
+
+    def crash_on_second_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    stage_mod.compute_losses = crash_on_second_step
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(config, 2, pm, out=tmp_path / "again", progress=False)
+    finally:
+        stage_mod.compute_losses = real
+    assert (tmp_path / "again" / r2.run_hash / "checkpoint.pt").is_file()
+    resumed = run_stage(config, 2, pm, out=tmp_path / "again", progress=False)
+    w1, w2 = (torch.load(r.run_dir / "model.pt", weights_only=True) for r in (r2, resumed))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+    from selftrain_lib.data import load_data, training_view
+    from selftrain_lib.stage import build_stage_parts
+
+    data = load_data(config)
+    view = training_view(data, make_split(data.pool_size, config.labels, config.seed))
+    with pytest.raises(PermissionError):
+        view.mask(int(make_split(data.pool_size, config.labels, config.seed).unlabelled[0]))
+    batches = build_stage_parts(config, 2, view, pm.directory, 19, torch.device("cpu")).batches
+    a, b = batches(1), batches(1)
+    assert torch.equal(a.images, b.images) and torch.equal(a.pseudo, b.pseudo) and torch.equal(a.labels, b.labels)
+    assert a.images.shape == (3, 3, 16, 16) and a.labels.shape == (1, 16, 16)
+    assert not torch.equal(batches(0).images, a.images)
+
+
+def test_voc_variable_sizes_train_and_evaluate(tmp_path):
+    from selftrain_lib.stage import run_stage
+
+    root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
+                    sizes=((20, 24), (18, 30), (26, 20), (24, 24), (22, 28), (30, 22)))
+    (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("im0\nim1\nim2\nim3\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("im4\nim5\n")
+    config = load_config("voc", "smoke", data_root=str(root), device="cpu", crop_size=[24, 24], stage1_steps=1,
+                         steps=1, scale_range=[0.5, 1.5])
+    r1 = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    assert Image.open(r1.pseudo_masks.directory / "im1.png").size == (30, 18)
+    r2 = run_stage(config, 2, r1.pseudo_masks, out=tmp_path / "runs", progress=False)
+    assert r2.metrics["num_classes"] == 21

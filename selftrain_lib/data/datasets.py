@@ -133,10 +133,18 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def load_data(config) -> SegmentationData:
-    """Load (generating and caching on first use) the dataset named by ``config.dataset``."""
+    """Load (generating and caching on first use) the dataset named by ``config.dataset``.
+
+    Datasets read from files (Cityscapes, VOC, folders) come back as a
+    :class:`~selftrain_lib.data.lazy.FileSegmentationData` that reads each file when it is used.
+    """
     from .synthetic import load_synthetic
 
     info = dataset_info(config.dataset)
+    if info.format != "synthetic":
+        from .lazy import FileSegmentationData
+
+        return FileSegmentationData(info=info, train=open_files(config, "train"), val=open_files(config, "val"))
     arrays = load_synthetic(config.dataset, pool_size=config.pool_size or info.default_pool_size,
                             val_size=config.val_size or info.default_val_size, seed=config.data_seed,
                             cache_dir=default_cache_dir(config.cache_dir) / "synthetic")
@@ -264,6 +272,10 @@ class TrainingView:
 
 
 def training_view(data: SegmentationData, split: Split) -> TrainingView:
+    if not isinstance(data, SegmentationData):  # read from files: a view that refuses U's masks
+        from .lazy import FileTrainingView
+
+        return FileTrainingView(data, split)
     return TrainingView(images=data.train_images, labelled=split.labelled,
                         labelled_masks=data.train_masks[split.labelled].clone(), ignore_index=data.info.ignore_index)
 
