@@ -49,6 +49,15 @@ class Config:
     split_file: str | None = None          # a file listing the labelled image ids (overrides labels/seed choice)
     seed: int = 0                          # split, initialisation and training randomness
 
+    # --- datasets read from files under data_root (README, "Datasets") --------------------
+    train_list: str | None = None          # list of training ids (VOC: ImageSets/Segmentation/train_aug.txt; folder: train.txt)
+    val_list: str | None = None            # list of validation ids (VOC: ImageSets/Segmentation/val.txt; folder: val.txt)
+    resize: tuple[int, int] | None = None  # (H, W) every image is resized to on reading (Cityscapes default 512x1024)
+    num_classes: int | None = None         # folder datasets only: declares one (masks hold 0..num_classes-1)
+    class_names: tuple[str, ...] | None = None            # folder datasets: one name per class
+    palette: tuple[tuple[int, int, int], ...] | None = None  # folder datasets: one RGB colour per class
+    ignore_index: int = 255                # mask value of void pixels (folder datasets may choose another)
+
     # --- model ----------------------------------------------------------------------------
     model: str = "deeplabv2-small"         # "deeplabv2-small" (CPU scales) or "deeplabv2-r101"
     widths: tuple[int, ...] = (16, 32, 64, 128)  # deeplabv2-small channel widths of conv2..conv5
@@ -131,9 +140,16 @@ BASELINE_KEYS = frozenset({"method", "cons_weight", "conf_threshold", "conf_per_
                            "cutmix_area", "teacher_decay"})
 
 
+# Keys added for datasets read from files: left out of the run hash while at their defaults, so
+# the run ids of the synthetic benchmarks did not change when they were added.
+FILE_DATA_KEYS = frozenset({"train_list", "val_list", "resize", "num_classes", "class_names", "palette",
+                            "ignore_index"})
+
+
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
     drop = set(EXECUTION_KEYS)
+    drop |= {k for k in FILE_DATA_KEYS if getattr(config, k) == _DEFAULTS[k]}
     if config.precision == "auto":
         # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
         # an explicit precision is
@@ -194,11 +210,19 @@ def load_config(dataset: str = "synth-street", scale: str = "quick", params: str
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
     presets = raw.pop("scales", {}) or {}
+    by_labels = raw.pop("by_labels", {}) or {}
     if scale not in presets:
         raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
+    if not isinstance(by_labels, dict):
+        raise ConfigError(f"{path}: by_labels: expected a mapping from label counts to keys")
+    layers = [(str(path), raw), (f"{path}: scales.{scale}", presets[scale] or {}), ("overrides", overrides)]
+    # by_labels: {|L|: {key: value}}, settings that depend on the label count (e.g. λ, the labelled
+    # share of a batch); applied over the scale preset, under the overrides.
+    labels = next((m["labels"] for _, m in reversed(layers) if "labels" in m), Config.labels)
+    if labels in by_labels:
+        layers.insert(2, (f"{path}: by_labels.{labels}", by_labels[labels] or {}))
     values: dict[str, Any] = {"dataset": dataset}
-    for source, mapping in ((str(path), raw), (f"{path}: scales.{scale}", presets[scale] or {}),
-                            ("overrides", overrides)):
+    for source, mapping in layers:
         unknown = sorted(set(mapping) - _FIELD_TYPES.keys())
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r}"
@@ -217,6 +241,8 @@ def make_config(values: Mapping[str, Any]) -> Config:
         raise ConfigError(f"unknown key {unknown[0]!r}")
     coerced = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in values.items()}
     config = Config(**coerced)
+    if config.num_classes is not None:
+        _register_folder_dataset(config)
     validate(config)
     return config
 
@@ -226,6 +252,30 @@ def make_config(values: Mapping[str, Any]) -> Config:
 # ------------------------------------------------------------------------------------------
 
 _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
+
+
+def _register_folder_dataset(c: Config) -> None:
+    """A config with ``num_classes`` declares a folder dataset named ``c.dataset``: register it."""
+    from .data import DATASETS, DatasetInfo, register_dataset
+    from .data.voc import voc_palette
+
+    n = c.num_classes
+    _require(n >= 1, "num_classes", f"must be >= 1, got {n}")
+    _require(c.dataset not in DATASETS or DATASETS[c.dataset].format == "folder", "num_classes",
+             f"declares a folder dataset, but {c.dataset!r} is a built-in dataset; give yours another name")
+    _require(0 <= c.ignore_index <= 255 and c.ignore_index >= n, "ignore_index",
+             f"must be in [num_classes, 255] = [{n}, 255] (masks are 8-bit), got {c.ignore_index}")
+    _require(c.class_names is None or len(c.class_names) == n, "class_names",
+             f"needs num_classes={n} names, got {len(c.class_names or ())}")
+    _require(c.palette is None or len(c.palette) == n, "palette",
+             f"needs num_classes={n} colours, got {len(c.palette or ())}")
+    _require(c.palette is None or all(0 <= v <= 255 for rgb in c.palette for v in rgb), "palette",
+             "colours are RGB triples of 0..255")
+    register_dataset(DatasetInfo(
+        name=c.dataset, class_names=c.class_names or tuple(f"class_{i}" for i in range(n)),
+        palette=c.palette or voc_palette(n), image_size=tuple(c.resize) if c.resize else (0, 0),
+        default_pool_size=0, default_val_size=0, ignore_index=c.ignore_index, format="folder"))
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -287,8 +337,25 @@ def validate(c: Config) -> None:
     for key in ("pool_size", "val_size"):
         v = getattr(c, key)
         _require(v is None or v >= 1, key, f"must be >= 1, got {v}")
-    pool = c.pool_size or info.default_pool_size
-    _require(1 <= c.labels <= pool, "labels", f"must be between 1 and the pool size {pool}, got {c.labels}")
+    pool = c.pool_size or info.default_pool_size  # 0: a folder dataset, counted when it is read
+    _require(1 <= c.labels and (not pool or c.labels <= pool), "labels",
+             f"must be between 1 and the pool size {pool}, got {c.labels}")
+    if info.format != "folder":
+        for key in ("num_classes", "class_names", "palette"):
+            _require(getattr(c, key) is None, key, f"declares a folder dataset; {c.dataset!r} defines its own")
+        _require(c.ignore_index == info.ignore_index, "ignore_index",
+                 f"{c.dataset!r} uses {info.ignore_index}, got {c.ignore_index}")
+    if info.format == "synthetic":
+        for key in ("train_list", "val_list", "resize"):
+            _require(getattr(c, key) is None, key, f"is for datasets read from files, not the generated {c.dataset!r}")
+    _require(c.data_root is None or Path(c.data_root).expanduser().is_dir(), "data_root",
+             f"no such folder {c.data_root}")
+    for key in ("train_list", "val_list"):
+        v = getattr(c, key)
+        if v is not None and c.data_root is not None:
+            p = Path(v) if Path(v).is_absolute() else Path(c.data_root).expanduser() / v
+            _require(p.is_file(), key, f"no such list file {p}")
+    _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
     if c.split_file is not None:
         _require(Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
     for key in ("stage1_steps", "steps", "batch_size", "eval_every", "log_every", "checkpoint_every",
@@ -307,9 +374,11 @@ def validate(c: Config) -> None:
     _require(all(0 <= d < 1 for d in c.ema_decays), "ema_decays", f"each must be in [0, 1), got {c.ema_decays}")
     _require(all(0 < m < 1 for m in c.ema_milestones) and list(c.ema_milestones) == sorted(c.ema_milestones),
              "ema_milestones", f"must be increasing fractions in (0, 1), got {c.ema_milestones}")
-    h, w = info.image_size
+    h, w = tuple(c.resize) if c.resize else info.image_size
     ch, cw = c.crop_size
-    _require(1 <= ch <= h and 1 <= cw <= w, "crop_size",
+    _require(1 <= ch and 1 <= cw, "crop_size", f"must be positive, got {list(c.crop_size)}")
+    # files of varying size (VOC, folders without resize): crops larger than an image are padded with ignore
+    _require(not h or (ch <= h and cw <= w), "crop_size",
              f"{list(c.crop_size)} does not fit in the {c.dataset} images of size {[h, w]}")
     lo, hi = c.scale_range
     _require(0 < lo <= hi, "scale_range", f"must satisfy 0 < low <= high, got {list(c.scale_range)}")

@@ -4,13 +4,15 @@
   synthetic textures and shapes (as ImageNet is to Cityscapes: it does not give the segmentation
   labels away). Built once, deterministically, and cached under ``<cache>/pretrain/``.
 - ``imagenet``: torchvision's ImageNet weights for ResNet-101 (downloads when online).
-- a path: a checkpoint loaded with ``torch.load(weights_only=True)``; missing and unexpected
-  keys are listed.
+- a path: a checkpoint loaded with ``torch.load(weights_only=True)``: ``module.`` prefixes
+  stripped, torchvision and DeepLab-v2 layouts mapped onto ours; missing, unexpected and
+  mismatched keys are listed.
 - ``none``: random initialisation (training from scratch).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -97,18 +99,147 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     return state
 
 
-def load_checkpoint_into(module: nn.Module, path: str | Path) -> None:
-    """Load a local checkpoint (a state dict, or a dict holding one under 'model'/'state_dict')."""
-    path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
+IMAGENET_FILE = "resnet101-63fe2227.pth"  # torchvision's ResNet101_Weights.IMAGENET1K_V1
+
+# Prefixes wrappers add: DataParallel / DistributedDataParallel ("module."), the MS-COCO
+# initialisation of DeepLab-v2 ("Scale."), wrappers that hold the network as "model." / "net.".
+_WRAPPER_PREFIXES = ("module.", "Scale.", "model.", "net.")
+# Classifier heads of other tasks (ImageNet's fc, torchvision segmentation heads): dropped, reported.
+_FOREIGN_HEADS = ("fc.", "classifier.", "aux_classifier.")
+_TV_STAGES = {"layer1.": "conv2.", "layer2.": "conv3.", "layer3.": "conv4.", "layer4.": "conv5."}
+
+
+@dataclass
+class CheckpointReport:
+    """What :func:`load_checkpoint_into` did: keys loaded, head kept random, keys dropped."""
+
+    path: str
+    loaded: list[str]
+    dropped: list[str]          # foreign classifier heads (fc., classifier., aux_classifier.)
+    head_initialised: bool      # False: the checkpoint had no usable ASPP (a backbone checkpoint)
+    notes: list[str]
+
+
+def _strip_wrappers(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def map_checkpoint_key(key: str) -> str | None:
+    """A checkpoint key in one of the common layouts -> this library's key (``None``: a foreign head).
+
+    Layouts: this library's (``backbone.conv1.conv``, ``backbone.conv2..5``, ``aspp.convs.i``);
+    torchvision ResNet (``conv1``, ``bn1``, ``layer1..4``, ``fc``); DeepLab-v2 ``Res_Deeplab``
+    as in the authors' and AdvSemiSeg's code and its MS-COCO initialisation (the same plus
+    ``layer5.conv2d_list.i``); torchvision segmentation models (``backbone.layer1``...).
+    """
+    key = _strip_wrappers(key)
+    if key.startswith(("backbone.conv", "aspp.")):
+        return key
+    if key.startswith("backbone."):  # torchvision segmentation models: backbone.<resnet key>
+        key = key[len("backbone."):]
+    if key.startswith(_FOREIGN_HEADS):
+        return None
+    if key.startswith("conv1."):
+        return "backbone.conv1.conv." + key[len("conv1."):]
+    if key.startswith("bn1."):
+        return "backbone.conv1.bn." + key[len("bn1."):]
+    for old, new in _TV_STAGES.items():
+        if key.startswith(old):
+            return "backbone." + new + key[len(old):]
+    if key.startswith("layer5.conv2d_list."):
+        return "aspp.convs." + key[len("layer5.conv2d_list."):]
+    return key  # unknown: reported as unexpected
+
+
+def _unwrap_state(state, path) -> dict:
+    for key in ("model", "state_dict", "model_state_dict", "state"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path}: checkpoint does not match the model; missing keys: {result.missing_keys[:10]}"
-                         f"{' ...' if len(result.missing_keys) > 10 else ''}; unexpected keys: "
-                         f"{result.unexpected_keys[:10]}{' ...' if len(result.unexpected_keys) > 10 else ''}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict (or a dict holding one under 'model' or 'state_dict')")
+    return state
+
+
+def _list(keys: list[str], n: int = 10) -> str:
+    return f"{keys[:n]}{f' (and {len(keys) - n} more)' if len(keys) > n else ''}"
+
+
+def load_state_into(module: nn.Module, state: dict, path: str = "checkpoint") -> CheckpointReport:
+    """Load ``state`` (any layout :func:`map_checkpoint_key` knows) into a DeepLabV2 ``module``.
+
+    The backbone must match exactly (every key present, same shapes; ``num_batches_tracked``
+    may be absent, as in checkpoints converted from Caffe). The ASPP head is loaded when the
+    checkpoint has all of it with our shapes, else it keeps its random initialisation (a backbone
+    checkpoint, or another number of classes) and the report says so. Anything else is an error
+    listing the missing, unexpected and mismatched keys.
+    """
+    own = module.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    dropped, unexpected, mismatched = [], [], []
+    for key, value in state.items():
+        new = map_checkpoint_key(key)
+        if new is None:
+            dropped.append(key)
+        elif new not in own:
+            unexpected.append(key)
+        elif own[new].shape != value.shape and not new.startswith("aspp."):
+            mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(own[new].shape)}")
+        else:
+            mapped[new] = value
+    missing = [k for k in own if not k.startswith("aspp.") and k not in mapped
+               and not k.endswith("num_batches_tracked")]
+    if missing or unexpected or mismatched:
+        raise ValueError(f"{path}: checkpoint does not match the model; unexpected keys: {_list(unexpected)}; "
+                         f"missing keys: {_list(missing)}; shape mismatches: {_list(mismatched, 5)}")
+    notes = []
+    head = [k for k in own if k.startswith("aspp.")]
+    head_ok = all(k in mapped and mapped[k].shape == own[k].shape for k in head)
+    if not head_ok:
+        present = [k for k in head if k in mapped]
+        notes.append("the ASPP head keeps its random initialisation: "
+                     + ("the checkpoint has none" if not present else
+                        f"the checkpoint's head does not fit ({_list([f'{k}: {tuple(mapped[k].shape)}' for k in present], 2)})"))
+        mapped = {k: v for k, v in mapped.items() if not k.startswith("aspp.")}
+    if dropped:
+        notes.append(f"dropped the checkpoint's classifier keys {_list(dropped, 4)}")
+    module.load_state_dict(mapped, strict=False)
+    return CheckpointReport(path=str(path), loaded=sorted(mapped), dropped=dropped, head_initialised=head_ok,
+                            notes=notes)
+
+
+def load_checkpoint_into(module: nn.Module, path: str | Path) -> CheckpointReport:
+    """Load a local checkpoint (``torch.load(weights_only=True)``) into a DeepLabV2 ``module``.
+
+    Accepts a state dict or a dict holding one under ``model`` / ``state_dict``; strips
+    ``module.`` (DataParallel) and ``Scale.`` (DeepLab-v2 MS-COCO init) prefixes and maps the
+    torchvision ResNet and DeepLab-v2 layouts onto ours (see :func:`map_checkpoint_key`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained: no checkpoint file {path}")
+    state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True), path)
+    return load_state_into(module, state, str(path))
+
+
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ResNet-101 weights (downloaded once, then read from torch's cache)."""
+    from torchvision.models import ResNet101_Weights
+
+    try:
+        return ResNet101_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+    except Exception as err:  # offline, a proxy, a truncated file: say how to supply the file
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        raise RuntimeError(
+            f"pretrained: could not load torchvision's ImageNet ResNet-101 weights ({type(err).__name__}: {err}). "
+            f"Without a network, download {ResNet101_Weights.IMAGENET1K_V1.url} elsewhere and put it at "
+            f"{hub / IMAGENET_FILE} (the folder follows $TORCH_HOME), or pass pretrained=<path to a checkpoint> "
+            f"(a torchvision or DeepLab-v2 ResNet-101 state dict).") from err
 
 
 def load_pretrained(segmenter: nn.Module, config) -> None:
@@ -121,18 +252,8 @@ def load_pretrained(segmenter: nn.Module, config) -> None:
                                          output_stride=config.output_stride)
         segmenter.backbone.load_state_dict(state)
     elif p == "imagenet":
-        from torchvision.models import ResNet101_Weights
-
         if config.model != "deeplabv2-r101":
             raise ValueError(f"pretrained: 'imagenet' weights exist for deeplabv2-r101, not {config.model}")
-        from .models.backbones import resnet101_os8
-
-        try:
-            source = resnet101_os8(weights=ResNet101_Weights.IMAGENET1K_V1)
-        except Exception as err:  # offline: say how to supply the file
-            raise RuntimeError("pretrained: could not load torchvision's ImageNet ResNet-101 weights "
-                               f"({err}). Put resnet101-63fe2227.pth in $TORCH_HOME/hub/checkpoints/ "
-                               "or pass pretrained=<path to a checkpoint>.") from err
-        segmenter.backbone.load_state_dict(source.state_dict())
+        load_state_into(segmenter, imagenet_state_dict(), "torchvision ImageNet ResNet-101")
     else:
         load_checkpoint_into(segmenter, p)

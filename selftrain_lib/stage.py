@@ -349,8 +349,13 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
               else (tuple(config.ema_decays), tuple(config.ema_milestones)))
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    return StageParts(model=model, teacher=teacher, optimizer=optimizer,
-                      batches=BatchSource(view, pseudo, config, stage, device),
+    if isinstance(view, TrainingView):
+        batches = BatchSource(view, pseudo, config, stage, device)
+    else:  # a dataset read from files: per-sample crops (stage_files.py); ``pseudo`` is the PNG folder
+        from .stage_files import FileBatchSource
+
+        batches = FileBatchSource(view, pseudo, config, stage, device)
+    return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches,
                       weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
                       steps=config.stage1_steps if stage == 1 else config.steps, method=method, decays=decays,
                       precision=precision, scaler=precision.grad_scaler())
@@ -409,7 +414,11 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     data = data if data is not None else load_data(config)
     split = select_split(config, data, out)
     view = training_view(data, split)
-    pseudo = pseudo_masks.load(data.train_ids) if stage >= 2 else None
+    in_memory = isinstance(data, SegmentationData)  # else read from files, image by image (stage_files.py)
+    if stage < 2:
+        pseudo = None
+    else:
+        pseudo = pseudo_masks.load(data.train_ids) if in_memory else pseudo_masks.directory
 
     parts = build_stage_parts(config, stage, view, pseudo, data.info.num_classes, device)
     model, teacher, optimizer, batches = parts.model, parts.teacher, parts.optimizer, parts.batches
@@ -430,6 +439,10 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
 
     def validate() -> float:
+        if not in_memory:
+            from .stage_files import evaluate_files
+
+            return evaluate_files(model.segmenter, data.val, info.num_classes, info.ignore_index, device).miou
         return evaluate(model.segmenter, data.val_images, data.val_masks, info.num_classes, info.ignore_index,
                         config.eval_batch_size, device).miou
 
@@ -462,6 +475,11 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
                                           "rows": rows, "sums": sums, "elapsed": elapsed + time.perf_counter() - t0})
     bar.close()
     train_time = elapsed + time.perf_counter() - t0
+    if not in_memory:
+        from .stage_files import finish_file_stage
+
+        return finish_file_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device,
+                                 progress, pseudo_masks)
     return _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
                          pseudo_masks)
 

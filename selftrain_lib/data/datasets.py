@@ -26,6 +26,7 @@ class DatasetInfo:
     default_pool_size: int
     default_val_size: int
     ignore_index: int = IGNORE_INDEX
+    format: str = "synthetic"  # "synthetic" (generated, in memory), "cityscapes", "voc" or "folder" (files)
 
     @property
     def num_classes(self) -> int:
@@ -41,12 +42,35 @@ def _synthetic_infos() -> dict[str, DatasetInfo]:
             for name, s in SPECS.items()}
 
 
+def _file_infos() -> dict[str, DatasetInfo]:
+    from . import cityscapes, voc
+
+    names, palette = cityscapes.train_classes()
+    return {
+        "cityscapes": DatasetInfo(name="cityscapes", class_names=names, palette=palette,
+                                  image_size=cityscapes.RESIZE, default_pool_size=2975, default_val_size=500,
+                                  format="cityscapes"),
+        # VOC images vary in size (at most 500x500); crops larger than an image are padded with ignore
+        "voc": DatasetInfo(name="voc", class_names=voc.CLASS_NAMES, palette=voc.PALETTE, image_size=(500, 500),
+                           default_pool_size=voc.TRAIN_SIZE, default_val_size=voc.VAL_SIZE, format="voc"),
+    }
+
+
+# The paper's label counts |L|: Cityscapes 100, 372, 744, 1488 of 2,975; VOC 1/100, 1/50, 1/20,
+# 1/8 of the 10,582 augmented training images (rounded).
+PAPER_LABEL_COUNTS: dict[str, tuple[int, ...]] = {
+    "cityscapes": (100, 372, 744, 1488),
+    "voc": tuple(round(10582 * f) for f in (1 / 100, 1 / 50, 1 / 20, 1 / 8)),  # 106, 212, 529, 1323
+}
+
+
 class _Registry(dict):
     """Name → :class:`DatasetInfo`, filled on first use (the generators import numpy only)."""
 
     def _fill(self):
         if not super().__len__():
             self.update(_synthetic_infos())
+            self.update(_file_infos())
 
     def __contains__(self, key):
         self._fill()
@@ -70,6 +94,13 @@ class _Registry(dict):
 
 
 DATASETS: dict[str, DatasetInfo] = _Registry()
+
+
+def register_dataset(info: DatasetInfo) -> None:
+    """Add (or replace) a folder dataset; the built-in names cannot be replaced."""
+    if info.name in DATASETS and DATASETS[info.name].format != "folder":
+        raise ValueError(f"dataset: {info.name!r} is a built-in dataset; give your folder dataset another name")
+    dict.__setitem__(DATASETS, info.name, info)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -102,10 +133,18 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def load_data(config) -> SegmentationData:
-    """Load (generating and caching on first use) the dataset named by ``config.dataset``."""
+    """Load (generating and caching on first use) the dataset named by ``config.dataset``.
+
+    Datasets read from files (Cityscapes, VOC, folders) come back as a
+    :class:`~selftrain_lib.data.lazy.FileSegmentationData` that reads each file when it is used.
+    """
     from .synthetic import load_synthetic
 
     info = dataset_info(config.dataset)
+    if info.format != "synthetic":
+        from .lazy import FileSegmentationData
+
+        return FileSegmentationData(info=info, train=open_files(config, "train"), val=open_files(config, "val"))
     arrays = load_synthetic(config.dataset, pool_size=config.pool_size or info.default_pool_size,
                             val_size=config.val_size or info.default_val_size, seed=config.data_seed,
                             cache_dir=default_cache_dir(config.cache_dir) / "synthetic")
@@ -118,6 +157,45 @@ def load_data(config) -> SegmentationData:
                             train_masks=torch.from_numpy(arrays["train_masks"]),
                             val_images=images(arrays["val_images"]), val_masks=torch.from_numpy(arrays["val_masks"]),
                             train_ids=[f"train_{i:05d}" for i in range(n)])
+
+
+def open_files(config, part: str = "train"):
+    """The :class:`~selftrain_lib.data.files.FileDataset` of ``part`` (``train``/``val``) of a file dataset.
+
+    Reads ``config.data_root``, ``config.train_list`` / ``config.val_list`` and ``config.resize``.
+    """
+    from .cityscapes import RESIZE, cityscapes
+    from .folder import folder
+    from .voc import voc
+
+    info = dataset_info(config.dataset)
+    if info.format == "synthetic":
+        raise ValueError(f"dataset: {config.dataset!r} is generated in memory; use load_data")
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    if not config.data_root:
+        raise ValueError(f"data_root: dataset {config.dataset!r} is read from files; set data_root to its folder")
+    root = Path(config.data_root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root: no such folder {root}")
+    list_file = config.train_list if part == "train" else config.val_list
+    if info.format == "cityscapes":
+        return cityscapes(root, part, resize=config.resize or RESIZE)
+    if info.format == "voc":
+        return voc(root, part, list_file=list_file, resize=config.resize)
+    return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,
+                  resize=config.resize, name=info.name)
+
+
+def paper_splits(dataset: str, ids: list[str], out_dir: str | os.PathLike, seed: int = 0) -> dict[int, Path]:
+    """Write one split file per paper label count (``<out_dir>/<dataset>_<labels>_seed<seed>.txt``)."""
+    if dataset not in PAPER_LABEL_COUNTS:
+        raise ValueError(f"dataset: no paper label counts for {dataset!r} (known: {sorted(PAPER_LABEL_COUNTS)})")
+    out = {}
+    for labels in PAPER_LABEL_COUNTS[dataset]:
+        split = make_split(len(ids), labels, seed)
+        out[labels] = write_split(Path(out_dir) / f"{dataset}_{labels}_seed{seed}.txt", split, ids)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -194,6 +272,10 @@ class TrainingView:
 
 
 def training_view(data: SegmentationData, split: Split) -> TrainingView:
+    if not isinstance(data, SegmentationData):  # read from files: a view that refuses U's masks
+        from .lazy import FileTrainingView
+
+        return FileTrainingView(data, split)
     return TrainingView(images=data.train_images, labelled=split.labelled,
                         labelled_masks=data.train_masks[split.labelled].clone(), ignore_index=data.info.ignore_index)
 

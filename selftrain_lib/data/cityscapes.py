@@ -1,0 +1,79 @@
+"""Cityscapes in its official layout, 19 train ids, images resized to 512x1024 (masks nearest).
+
+Layout (``data_root``)::
+
+    leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+
+Ids are ``<city>/<city>_<seq>_<frame>``. Label ids become the 19 train ids with the official
+table of ``cityscapesscripts.helpers.labels``; every other id (void, and the classes Cityscapes
+does not evaluate) becomes the ignore value 255.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .files import FileDataset
+
+RESIZE = (512, 1024)  # (H, W): the working resolution of the paper and the work it compares with
+IGNORE = 255
+
+
+def _label_table() -> list[tuple[str, int, int, tuple[int, int, int]]]:
+    """(name, id, trainId, colour) of every Cityscapes label."""
+    try:
+        from cityscapesscripts.helpers.labels import labels
+        return [(l.name, l.id, l.trainId, tuple(l.color)) for l in labels]
+    except ImportError:  # pragma: no cover - the package is a dependency; this is the same table
+        rows = [("unlabeled", 0, 255), ("ego vehicle", 1, 255), ("rectification border", 2, 255),
+                ("out of roi", 3, 255), ("static", 4, 255), ("dynamic", 5, 255), ("ground", 6, 255),
+                ("road", 7, 0), ("sidewalk", 8, 1), ("parking", 9, 255), ("rail track", 10, 255),
+                ("building", 11, 2), ("wall", 12, 3), ("fence", 13, 4), ("guard rail", 14, 255),
+                ("bridge", 15, 255), ("tunnel", 16, 255), ("pole", 17, 5), ("polegroup", 18, 255),
+                ("traffic light", 19, 6), ("traffic sign", 20, 7), ("vegetation", 21, 8), ("terrain", 22, 9),
+                ("sky", 23, 10), ("person", 24, 11), ("rider", 25, 12), ("car", 26, 13), ("truck", 27, 14),
+                ("bus", 28, 15), ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16),
+                ("motorcycle", 32, 17), ("bicycle", 33, 18)]
+        colours = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+                   (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+                   (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+                   (0, 80, 100), (0, 0, 230), (119, 11, 32)]
+        return [(n, i, t, colours[t] if t != 255 else (0, 0, 0)) for n, i, t in rows]
+
+
+def train_classes() -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """(names, palette) of the 19 train ids, in train-id order."""
+    rows = sorted((t, n, c) for n, i, t, c in _label_table() if 0 <= t < 255)
+    assert [t for t, _, _ in rows] == list(range(19)), "the Cityscapes table must define train ids 0..18"
+    return tuple(n for _, n, _ in rows), tuple(c for _, _, c in rows)
+
+
+def label_map() -> torch.Tensor:
+    """``int16 (256,)``: label id -> train id (255 for ignored ids, -1 for values that are no id)."""
+    lut = torch.full((256,), -1, dtype=torch.int16)
+    for _, i, t, _ in _label_table():
+        if 0 <= i < 256:
+            lut[i] = t if 0 <= t < 255 else IGNORE
+    lut[IGNORE] = IGNORE  # masks already holding the ignore value keep it
+    return lut
+
+
+def cityscapes(root: str | os.PathLike, split: str = "train", resize: tuple[int, int] | None = RESIZE) -> FileDataset:
+    """The ``split`` (``train`` or ``val``) of the Cityscapes copy under ``root``."""
+    root = Path(root)
+    image_dir = root / "leftImg8bit" / split
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"cityscapes: missing folder {image_dir} (expected leftImg8bit/{split}/<city>/)")
+    images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
+    if not images:
+        raise ValueError(f"cityscapes: no *_leftImg8bit.png images under {image_dir}/<city>/")
+    ids, masks = [], []
+    for p in images:
+        stem = p.name[: -len("_leftImg8bit.png")]
+        ids.append(f"{p.parent.name}/{stem}")
+        masks.append(root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_labelIds.png")
+    return FileDataset(name="cityscapes", ids=ids, image_paths=images, mask_paths=masks, num_classes=19,
+                       ignore_index=IGNORE, resize=tuple(resize) if resize else None, label_map=label_map())

@@ -1,0 +1,38 @@
+"""Your own data: a folder of images and integer PNG masks.
+
+Either of two layouts under ``data_root``::
+
+    images/<id>.jpg|png   masks/<id>.png   train.txt   val.txt      (lists of ids)
+    images/train/<id>.*   masks/train/<id>.png   images/val/...   masks/val/...
+
+A mask ``masks/<id>.png`` (``L`` or ``P`` mode) holds class indices ``0..num_classes-1`` and
+``ignore_index`` for void pixels. ``num_classes``, ``ignore_index``, ``class_names`` and
+``palette`` come from the dataset's params YAML (see the README, "Datasets").
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .files import IMAGE_EXTENSIONS, FileDataset, find_image, read_id_list, resolve
+
+
+def folder(root: str | os.PathLike, split: str = "train", num_classes: int = 2, ignore_index: int = 255,
+           list_file: str | os.PathLike | None = None, resize: tuple[int, int] | None = None,
+           name: str = "folder") -> FileDataset:
+    """The ``split`` of a folder dataset: ``list_file`` (default ``<split>.txt``) if it exists, else ``images/<split>/``."""
+    root = Path(root)
+    lst = resolve(root, list_file) if list_file is not None else root / f"{split}.txt"
+    if list_file is not None or lst.is_file():
+        ids = read_id_list(lst)
+        image_dir, mask_dir = root / "images", root / "masks"
+    else:
+        image_dir, mask_dir = root / "images" / split, root / "masks" / split
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"{name}: neither a list file {lst} nor a folder {image_dir}")
+        ids = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not ids:
+            raise ValueError(f"{name}: no images in {image_dir}")
+    return FileDataset(name=name, ids=ids, image_paths=[find_image(image_dir, i) for i in ids],
+                       mask_paths=[mask_dir / f"{i}.png" for i in ids], num_classes=num_classes,
+                       ignore_index=ignore_index, resize=tuple(resize) if resize else None)

@@ -1,0 +1,141 @@
+"""The parts of a stage that differ for datasets read from files (Cityscapes, VOC, folders).
+
+Batches are assembled from per-sample crops (:class:`~selftrain_lib.data.lazy.CropDataset`);
+evaluation and the pseudo-mask pass run image by image, since images may differ in size; the
+pseudo-masks are one PNG per pool image at that image's size. The training step itself is the
+same code as for the in-memory datasets (``stage.train_step``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .augment import StrongAugment, WeakAugment
+from .data.lazy import CropDataset, FileSegmentationData, FileTrainingView
+from .evaluate import PROTOCOL, ConfusionMatrix, scores, to_input
+from .runs import atomic_savez, atomic_torch_save, atomic_write_json, write_csv
+
+
+class FileBatchSource:
+    """:class:`~selftrain_lib.stage.BatchSource` for a :class:`FileTrainingView`: same samplers,
+    same sub-batch order (Sub-batch 1 from L∪U, then Sub-batch 2 from L), same strong augmentation."""
+
+    def __init__(self, view: FileTrainingView, pseudo_dir, config, stage: int, device: torch.device):
+        from .stage import EpochSampler
+
+        self.view, self.config, self.stage, self.device = view, config, stage, device
+        n_lab = config.batch_size if stage == 1 else config.labelled_per_batch
+        self.n_pool = 0 if stage == 1 else config.batch_size - config.labelled_per_batch
+        self.labelled = EpochSampler(len(view.labelled), n_lab, config.seed, stage, "L")
+        self.pool = EpochSampler(len(view), max(self.n_pool, 1), config.seed, stage, "LuU")
+        self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
+                                ignore_index=view.ignore_index)
+        self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
+                                    ignore_index=view.ignore_index, enabled=config.sa)
+        self.crops = CropDataset(view, self.weak, config.seed, stage, pseudo_dir if stage >= 2 else None)
+
+    def _stack(self, items, key):
+        return torch.stack([it[key] for it in items]).to(self.device)
+
+    def __call__(self, step: int):
+        from .stage import StepBatch, generator
+
+        lab = [self.crops[(int(self.view.labelled[p]), True, step, self.n_pool + j)]
+               for j, p in enumerate(self.labelled.indices(step).tolist())]
+        x2, y2 = self._stack(lab, "image"), self._stack(lab, "label")
+        if self.stage == 1:
+            return StepBatch(images=x2, labels=y2)
+        pool = [self.crops[(i, False, step, j)] for j, i in enumerate(self.pool.indices(step)[: self.n_pool].tolist())]
+        x1, p1 = self._stack(pool, "image"), self._stack(pool, "pseudo")
+        g = generator(self.config.seed, self.stage, "aug", step)
+        params = self.strong.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
+        x1_aug = self.strong.apply_image(x1, params)
+        p1 = self.strong.apply_mask(p1, params)
+        return StepBatch(images=torch.cat([x1_aug, x2]), labels=y2, pseudo=torch.cat([p1, self._stack(lab, "pseudo")]),
+                         clean=torch.cat([x1, x2]), aug=params)
+
+
+@torch.no_grad()
+def predict_one(model, image: torch.Tensor, device) -> torch.Tensor:
+    """argmax of ``model`` on one whole uint8 image (3, H, W) → uint8 (H, W) on the CPU."""
+    return model(to_input(image[None], device)).argmax(1)[0].to(torch.uint8).cpu()
+
+
+@torch.no_grad()
+def evaluate_files(model, files, num_classes: int, ignore_index: int, device, progress: bool = False):
+    """mIoU of ``model`` on every image of ``files``, each evaluated whole at its own size."""
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for i in tqdm(range(len(files)), desc="evaluate", disable=not progress, leave=False):
+            cm.update(predict_one(model, files.image(i), device).to(device), files.mask(i).to(device))
+    finally:
+        model.train(was_training)
+    return scores(cm)
+
+
+def finish_file_stage(model, config, stage, run_dir, run_hash, data: FileSegmentationData, split, rows, train_time,
+                      device, progress, parent):
+    """As ``stage._finish_stage``, image by image: final mIoU, pseudo-masks of L∪U (one PNG each,
+    written into a temporary folder renamed at the end), their quality on U, the files of the run."""
+    from .stage import StageResult
+
+    info, f = data.info, model.segmenter
+    t0 = time.perf_counter()
+    val = evaluate_files(f, data.val, info.num_classes, info.ignore_index, device, progress)
+    unlabelled = set(split.unlabelled.tolist())
+    cm_u = ConfusionMatrix(info.num_classes, info.ignore_index)
+    directory = Path(run_dir) / "pseudo_masks"
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".pseudo_masks."))
+    was_training = f.training
+    f.eval()
+    try:
+        for i in tqdm(range(len(data.train)), desc="pseudo-masks", disable=not progress, leave=False):
+            pred = predict_one(f, data.train.image(i), device)
+            path = tmp / f"{data.train.ids[i]}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pred.numpy(), mode="L").save(path)
+            if i in unlabelled:  # U's ground truth: read here, to score the pseudo-masks only
+                cm_u.update(pred, data.train.mask(i))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        f.train(was_training)
+    pseudo_time = time.perf_counter() - t0
+    n_val = len(data.val)
+    sample = np.unique(np.linspace(0, n_val - 1, config.num_val_samples).round().astype(int)) \
+        if config.num_val_samples else np.zeros(0, dtype=int)
+    f.eval()
+    preds = {f"prediction_{k}": predict_one(f, data.val.image(int(i)), device).numpy() for k, i in enumerate(sample)}
+    f.train(was_training)
+    atomic_savez(Path(run_dir) / "val_samples.npz", indices=sample, **preds)  # images differ in size: one array each
+    atomic_torch_save(Path(run_dir) / "model.pt", {k: v.cpu() for k, v in f.state_dict().items()})
+    from .stage import CURVE_COLUMNS
+
+    write_csv(Path(run_dir) / "curves.csv", rows, CURVE_COLUMNS)
+    metrics = {
+        "stage": stage, "run_hash": run_hash, "pseudo_masks_from": parent.source_hash if parent else None,
+        "dataset": config.dataset, "labels": int(split.labelled.numel()), "seed": config.seed,
+        "num_classes": info.num_classes, "class_names": list(info.class_names),
+        "steps": config.stage1_steps if stage == 1 else config.steps,
+        "val": val.as_dict(info.class_names),
+        "pseudo_masks_unlabelled": scores(cm_u).as_dict(info.class_names),
+        "train_time_s": train_time, "eval_and_pseudo_time_s": pseudo_time,
+        "protocol": PROTOCOL, "device": str(device),
+    }
+    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
+    (Path(run_dir) / "checkpoint.pt").unlink(missing_ok=True)
+    return StageResult(stage=stage, run_dir=Path(run_dir), run_hash=run_hash, metrics=metrics, reused=False)
