@@ -368,3 +368,40 @@ def test_voc_variable_sizes_train_and_evaluate(tmp_path):
     assert Image.open(r1.pseudo_masks.directory / "im1.png").size == (30, 18)
     r2 = run_stage(config, 2, r1.pseudo_masks, out=tmp_path / "runs", progress=False)
     assert r2.metrics["num_classes"] == 21
+
+
+@pytest.mark.parametrize("dataset", ["cityscapes", "voc"])
+def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset):
+    """A smoke test, not a benchmark: one Stage-2 step of DeepLabv2-R101 with the paper's
+    settings (Cityscapes: 1024x2048 images at 512x1024, crops 256x512, batch 5 = 1 + 4; VOC:
+    ~500x375 images, crops 321x321, batch 10 = 1 + 9), teacher and auxiliary branch included."""
+    from selftrain_lib.data import load_data, training_view
+    from selftrain_lib.stage import build_stage_parts, train_step
+
+    if dataset == "cityscapes":
+        root = tmp_path / "cs"
+        for k in range(3):
+            make_cityscapes(root, 1024, 2048, cities=(f"c{k}",), per_city=2)
+        make_cityscapes(root, 1024, 2048, cities=("v",), per_city=1, split="val")
+    else:
+        ids = tuple(f"2007_{k:06d}" for k in range(12))
+        root = make_voc(tmp_path / "voc", ids=ids, sizes=[(375, 500), (500, 375), (333, 500)] * 4)
+        (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("".join(f"{i}\n" for i in ids[:11]))
+    config = load_config(dataset, "paper", data_root=str(root), pretrained="none", device="cpu", labels=2)
+    data = load_data(config)
+    split = make_split(data.pool_size, config.labels, config.seed)
+    view = training_view(data, split)
+    pseudo_dir = tmp_path / "pseudo"
+    for i in range(len(view.ids)):  # stage-1 pseudo-masks: one PNG per pool image at its own size
+        h, w = data.train.image(i).shape[-2:]
+        path = pseudo_dir / f"{view.ids[i]}.png"
+        _png(path, np.zeros((h, w), np.uint8))
+    parts = build_stage_parts(config, 2, view, pseudo_dir, data.info.num_classes, torch.device("cpu"))
+    batch = parts.batches(0)
+    crop = (256, 512) if dataset == "cityscapes" else (321, 321)
+    assert batch.images.shape == (config.batch_size, 3, *crop) and config.batch_size == (5 if dataset == "cityscapes" else 10)
+    assert batch.labels.shape == (config.labelled_per_batch, *crop) and config.labelled_per_batch == 1
+    losses = train_step(parts.model, parts.teacher, parts.optimizer, batch, parts.batches.strong, parts.weights,
+                        data.info.ignore_index, parts.ema_decay(0), parts.method, parts.precision, parts.scaler)
+    assert {"loss_seg", "loss_con", "loss_pl"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
