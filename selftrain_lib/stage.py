@@ -504,6 +504,15 @@ def _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, tr
     val_pred = predict(f, data.val_images[sample_t], config.eval_batch_size, device)
     atomic_savez(run_dir / "val_samples.npz", indices=sample, predictions=val_pred.numpy())
     atomic_torch_save(run_dir / "model.pt", {k: v.cpu() for k, v in f.state_dict().items()})
+    return write_stage_results(config, stage, run_dir, run_hash, parent, split, info, rows, val, pseudo_u,
+                               train_time, pseudo_time, device)
+
+
+def write_stage_results(config, stage, run_dir, run_hash, parent: PseudoMasks | None, split, info, rows, val,
+                        pseudo_u, train_time, pseudo_time, device) -> StageResult:
+    """The curves and ``metrics.json`` of a finished run (written last: its presence marks the run
+    finished), then the checkpoint goes. Shared by in-memory and file datasets."""
+    run_dir = Path(run_dir)
     write_csv(run_dir / "curves.csv", rows, CURVE_COLUMNS)
     metrics = {
         "stage": stage, "run_hash": run_hash, "pseudo_masks_from": parent.source_hash if parent else None,

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from .augment import StrongAugment, WeakAugment
 from .data.lazy import CropDataset, FileSegmentationData, FileTrainingView
-from .evaluate import PROTOCOL, ConfusionMatrix, scores, to_input
-from .runs import atomic_savez, atomic_torch_save, atomic_write_json, write_csv
+from .evaluate import ConfusionMatrix, scores, to_input
+from .runs import atomic_savez, atomic_torch_save
 
 
 class FileBatchSource:
@@ -87,8 +87,6 @@ def finish_file_stage(model, config, stage, run_dir, run_hash, data: FileSegment
                       device, progress, parent):
     """As ``stage._finish_stage``, image by image: final mIoU, pseudo-masks of L∪U (one PNG each,
     written into a temporary folder renamed at the end), their quality on U, the files of the run."""
-    from .stage import StageResult
-
     info, f = data.info, model.segmenter
     t0 = time.perf_counter()
     val = evaluate_files(f, data.val, info.num_classes, info.ignore_index, device, progress)
@@ -123,19 +121,7 @@ def finish_file_stage(model, config, stage, run_dir, run_hash, data: FileSegment
     f.train(was_training)
     atomic_savez(Path(run_dir) / "val_samples.npz", indices=sample, **preds)  # images differ in size: one array each
     atomic_torch_save(Path(run_dir) / "model.pt", {k: v.cpu() for k, v in f.state_dict().items()})
-    from .stage import CURVE_COLUMNS
+    from .stage import write_stage_results
 
-    write_csv(Path(run_dir) / "curves.csv", rows, CURVE_COLUMNS)
-    metrics = {
-        "stage": stage, "run_hash": run_hash, "pseudo_masks_from": parent.source_hash if parent else None,
-        "dataset": config.dataset, "labels": int(split.labelled.numel()), "seed": config.seed,
-        "num_classes": info.num_classes, "class_names": list(info.class_names),
-        "steps": config.stage1_steps if stage == 1 else config.steps,
-        "val": val.as_dict(info.class_names),
-        "pseudo_masks_unlabelled": scores(cm_u).as_dict(info.class_names),
-        "train_time_s": train_time, "eval_and_pseudo_time_s": pseudo_time,
-        "protocol": PROTOCOL, "device": str(device),
-    }
-    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
-    (Path(run_dir) / "checkpoint.pt").unlink(missing_ok=True)
-    return StageResult(stage=stage, run_dir=Path(run_dir), run_hash=run_hash, metrics=metrics, reused=False)
+    return write_stage_results(config, stage, run_dir, run_hash, parent, split, info, rows, val, scores(cm_u),
+                               train_time, pseudo_time, device)

@@ -315,6 +315,7 @@ def test_three_stages_on_fake_cityscapes_resume_exactly(tmp_path):
     assert (pm.directory / "c3" / "c3_000000_000019.png").is_file()
     assert Image.open(pm.directory / "c3" / "c3_000000_000019.png").size == (32, 16)
     assert 0 <= r1.val_miou <= 1 and r1.metrics["labels"] == 2
+    assert r1.metrics["precision"] == "fp32" and r1.metrics["protocol"]  # the same metrics as in-memory runs
     r2 = run_stage(config, 2, pm, out=tmp_path / "runs", progress=False)
     r3 = run_stage(config, 3, r2.pseudo_masks, out=tmp_path / "runs", progress=False)
     assert r3.metrics["steps"] == 2 and np.load(r3.run_dir / "val_samples.npz")["prediction_0"].shape == (16, 32)
