@@ -62,13 +62,7 @@ class EMATeacher(nn.Module):
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
         """Hard targets ``argmax f_θ'(x)``: (B, 3, H, W) → int64 (B, H, W)."""
-        net = self.network
-        was_training = net.training
-        net.eval()
-        try:
-            return net(images).argmax(1)
-        finally:
-            net.train(was_training)
+        return self.logits(images).argmax(1)
 
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ written to a temporary name and renamed, so an interrupted write never leaves a 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -16,7 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -83,22 +84,30 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: Iter
 # masks as PNG files
 # ------------------------------------------------------------------------------------------
 
-def write_mask_pngs(directory: str | os.PathLike, ids: list[str], masks: torch.Tensor) -> Path:
-    """Write ``masks`` (uint8 (N, H, W)) as ``<id>.png``, all or nothing: into a temporary folder
-    that is renamed to ``directory`` at the end."""
+@contextlib.contextmanager
+def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
+    """Fill a folder all or nothing: yields a temporary sibling folder that replaces ``directory``
+    when the block ends normally, and is removed when it raises."""
     directory = Path(directory)
-    if masks.dtype != torch.uint8 or masks.dim() != 3 or masks.shape[0] != len(ids):
-        raise ValueError(f"masks must be uint8 (N, H, W) with N={len(ids)}, got {tuple(masks.shape)} {masks.dtype}")
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        for name, mask in zip(ids, masks.numpy()):
-            Image.fromarray(mask, mode="L").save(tmp / f"{name}.png")
+        yield tmp
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_mask_pngs(directory: str | os.PathLike, ids: list[str], masks: torch.Tensor) -> Path:
+    """Write ``masks`` (uint8 (N, H, W)) as ``<id>.png``, all or nothing (:func:`atomic_directory`)."""
+    directory = Path(directory)
+    if masks.dtype != torch.uint8 or masks.dim() != 3 or masks.shape[0] != len(ids):
+        raise ValueError(f"masks must be uint8 (N, H, W) with N={len(ids)}, got {tuple(masks.shape)} {masks.dtype}")
+    with atomic_directory(directory) as tmp:
+        for name, mask in zip(ids, masks.numpy()):
+            Image.fromarray(mask, mode="L").save(tmp / f"{name}.png")
     return directory
 
 

@@ -7,9 +7,6 @@ same code as for the in-memory datasets (``stage.train_step``).
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from tqdm.auto import tqdm
 from .augment import StrongAugment, WeakAugment
 from .data.lazy import CropDataset, FileSegmentationData, FileTrainingView
 from .evaluate import ConfusionMatrix, scores, to_input
-from .runs import atomic_savez, atomic_torch_save
+from .runs import atomic_directory, atomic_savez, atomic_torch_save
 
 
 class FileBatchSource:
@@ -92,24 +89,17 @@ def finish_file_stage(model, config, stage, run_dir, run_hash, data: FileSegment
     val = evaluate_files(f, data.val, info.num_classes, info.ignore_index, device, progress)
     unlabelled = set(split.unlabelled.tolist())
     cm_u = ConfusionMatrix(info.num_classes, info.ignore_index)
-    directory = Path(run_dir) / "pseudo_masks"
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".pseudo_masks."))
     was_training = f.training
     f.eval()
     try:
-        for i in tqdm(range(len(data.train)), desc="pseudo-masks", disable=not progress, leave=False):
-            pred = predict_one(f, data.train.image(i), device)
-            path = tmp / f"{data.train.ids[i]}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pred.numpy(), mode="L").save(path)
-            if i in unlabelled:  # U's ground truth: read here, to score the pseudo-masks only
-                cm_u.update(pred, data.train.mask(i))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(Path(run_dir) / "pseudo_masks") as tmp:
+            for i in tqdm(range(len(data.train)), desc="pseudo-masks", disable=not progress, leave=False):
+                pred = predict_one(f, data.train.image(i), device)
+                path = tmp / f"{data.train.ids[i]}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pred.numpy(), mode="L").save(path)
+                if i in unlabelled:  # U's ground truth: read here, to score the pseudo-masks only
+                    cm_u.update(pred, data.train.mask(i))
     finally:
         f.train(was_training)
     pseudo_time = time.perf_counter() - t0
