@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= quick
 SEEDS ?= 0
+JOBS ?= auto
 
 .PHONY: venv test bench paper-figures clean-runs
 
@@ -24,7 +25,7 @@ bench: $(STAMP)
 	$(PY) -m selftrain_lib bench --out build/bench
 
 paper-figures: $(STAMP)
-	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures figures --build build/notebooks --out runs
+	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures figures --build build/notebooks --out runs --jobs $(JOBS)
 
 clean-runs:
 	rm -rf runs build

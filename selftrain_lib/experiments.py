@@ -229,11 +229,20 @@ class GridResult:
 
 
 def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str = "runs", progress: bool = True,
-             desc: str = "runs") -> GridResult:
+             desc: str = "runs", jobs: int | str = 1) -> GridResult:
     """Run every spec through :func:`selftrain_lib.run` (the run cache reuses finished stages),
-    with one tqdm bar over the grid (a widget in JupyterLab, text in a terminal)."""
+    with one tqdm bar over the grid (a widget in JupyterLab, text in a terminal).
+
+    ``jobs`` > 1 (or ``"auto"``: one per CPU core) first trains the missing stage runs in that many
+    worker processes with one thread each (:func:`selftrain_lib.sweep.run_parallel`); then every
+    spec is read back from the cache."""
     from .pipeline import run
 
+    unique = list(dict.fromkeys(specs))
+    if jobs != 1:
+        from .sweep import run_parallel
+
+        run_parallel([s.run_kwargs(scale) for s in unique], out=out, jobs=jobs, progress=progress, desc=desc)
     result = GridResult(scale)
     seen: dict[RunSpec, Any] = {}
     bar = tqdm(list(specs), desc=desc, disable=not progress, dynamic_ncols=True)

@@ -50,11 +50,11 @@ def declared_parameters(path: Path) -> dict[str, Any]:
 
 
 def notebook_parameters(path: Path, scale: str, seeds: Sequence[int], out: str | Path, figures_dir: str | Path,
-                        extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                        extra: Mapping[str, Any] | None = None, jobs: int | str = 1) -> dict[str, Any]:
     """The common parameters, restricted to those the notebook declares (``seed`` = first seed)."""
     declared = declared_parameters(path)
     values = {"scale": scale, "seeds": list(seeds), "seed": int(seeds[0]), "out": str(out),
-              "figures_dir": str(figures_dir), **(extra or {})}
+              "figures_dir": str(figures_dir), "jobs": jobs, **(extra or {})}
     return {k: v for k, v in values.items() if k in declared}
 
 
@@ -119,9 +119,11 @@ def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, not
 def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | Path = "figures",
           build_dir: str | Path = "build/notebooks", out: str | Path = "runs", only: Sequence[str] | None = None,
           extra: Mapping[str, Mapping[str, Any]] | None = None, force: bool = False,
-          notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True) -> list[tuple[str, Path, bool]]:
+          notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True,
+          jobs: int | str = 1) -> list[tuple[str, Path, bool]]:
     """Execute the notebooks (all, or ``only``) in :data:`NOTEBOOK_ORDER`. ``extra[name]`` adds
-    parameters for one notebook (``extra["*"]`` for all that declare them)."""
+    parameters for one notebook (``extra["*"]`` for all that declare them). ``jobs``: stage runs
+    trained at once by each notebook's grid (:func:`selftrain_lib.sweep.run_parallel`)."""
     names = [n for n in NOTEBOOK_ORDER if only is None or n in only]
     unknown = sorted(set(only or ()) - set(NOTEBOOK_ORDER))
     if unknown:
@@ -134,8 +136,8 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
         path = Path(notebook_dir) / f"{name}.ipynb"
         more = {**(extra or {}).get("*", {}), **(extra or {}).get(name, {})}
         declared = declared_parameters(path)
-        params = notebook_parameters(path, scale, seeds, out, figures_dir, {k: v for k, v in more.items()
-                                                                             if k in declared})
+        params = notebook_parameters(path, scale, seeds, out, figures_dir,
+                                     {k: v for k, v in more.items() if k in declared}, jobs)
         executed, ran = execute(name, params, build_dir, notebook_dir, force, figures_dir, digest)
         done.append((name, executed, ran))
     return done
@@ -158,13 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="execute only these notebooks (names without .ipynb)")
     p.add_argument("--param", "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="extra parameter for every notebook that declares it; VALUE is JSON (e.g. '[0.5]')")
+    p.add_argument("--jobs", default="auto",
+                   help="stage runs trained at once, one thread each (default auto: one per CPU core, 1 on a GPU)")
     p.add_argument("--force", action="store_true", help="execute even notebooks whose inputs did not change")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
     extra = {"*": {k: _value(v) for k, v in args.param}}
     t0 = time.perf_counter()
     try:
-        done = build(args.scale, seeds, args.figures, args.build, args.out, args.only, extra, args.force)
+        from .sweep import resolve_jobs
+
+        jobs = resolve_jobs(args.jobs)
+        done = build(args.scale, seeds, args.figures, args.build, args.out, args.only, extra, args.force, jobs=jobs)
     except NotebookFailed as err:
         print(f"\nerror: {err.error}\n\nnotebook {err.name} failed; the executed notebook is {err.executed}",
               file=sys.stderr)

@@ -26,7 +26,7 @@ SMOKE = {
     "ablation": {"dataset": "synth-objects", "drop": "T2"},
     "lambda_curve": {"dataset": "synth-objects", "lambdas": [0.25]},
     "table2": {"labels": [100], "full": True},
-    "table3_4": {"labels": [60], "full": True},
+    "table3_4": {"labels": [60], "full": True, "jobs": 2},
     "table5": {"datasets": ["synth-objects"]},
     "table6": {"datasets": ["synth-objects"]},
     "fig2": {"dataset": "synth-objects"},
@@ -80,7 +80,7 @@ def workspace(tmp_path_factory):
     specs = (ex.label_grid("synth-street", [0], [100], full=True) + ex.label_grid("synth-objects", [0], [60])
              + ex.ablation_grid(["synth-objects"], [0], drops=("none", "CR", "T2", "SA", "N2", "EMA"))
              + ex.lambda_grid(["synth-objects"], [0.25, 0.5], [0]) + ex.stages_grid(["synth-objects"], [0], 4))
-    ex.run_grid(specs, "smoke", str(root / "runs"), progress=False)
+    ex.run_grid(specs, "smoke", str(root / "runs"), progress=False, jobs=2)  # in parallel, as make paper-figures
     return root
 
 

@@ -17,7 +17,8 @@ NB_DIR = ROOT / "notebooks"
 
 COMMON = [("scale", '"quick"', "scale preset: smoke (tests), quick, cpu, paper"),
           ("out", '"runs"', "run cache folder (finished stage runs are reused)"),
-          ("figures_dir", '"figures"', "where tables and figures are written")]
+          ("figures_dir", '"figures"', "where tables and figures are written"),
+          ("jobs", "1", 'stage runs trained at once, each in a process with one thread ("auto": one per core)')]
 SEEDS = [("seeds", "[0]", "seeds to average over (mean ± std)")]
 METHOD = [("lambda1", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
           ("lambda2", "None", "weight of L_pl; None: equal to lambda1"),
@@ -65,7 +66,7 @@ spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
 spec"""
     cells = [
         f"md:## Train (or reuse from the run cache) stages 1…{k}",
-        """grid = ex.run_grid([spec], scale, out, desc=f"stages 1..{STAGE}")
+        """grid = ex.run_grid([spec], scale, out, jobs=jobs, desc=f"stages 1..{STAGE}")
 result = grid.pairs[0][1]
 this = result.stages[-1]
 runs = results.collect(grid.pairs, scale)
@@ -117,7 +118,7 @@ spec = ex.baseline_spec(dataset, labels, method, seed)
 name = ex.BASELINES.get(method, "Supervised (= Stage 1)")
 spec""",
     ["md:## Train (or reuse from the run cache) the baseline",
-     """grid = ex.run_grid([spec], scale, out, desc=method)
+     """grid = ex.run_grid([spec], scale, out, jobs=jobs, desc=method)
 this = grid.pairs[0][1].stages[0]
 runs = results.collect(grid.pairs, scale)
 runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou", "train_time_s", "run_dir"]]""",
@@ -139,7 +140,7 @@ NOTEBOOKS["ablation"] = notebook(
      ("drop", '"CR"', "component to drop: none, CR, T2, SA, N2, EMA"),
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
-    ["""grid = ex.run_grid(specs, scale, out, desc="ablation")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="ablation")
 runs = results.collect(grid.pairs, scale)
 runs[["variant", "stage", "val_miou", "pseudo_miou"]]""",
      """fig = figures.plot_val_miou({f"{s.variant}, stage {r.stage}": r.curves() for s, res in grid.pairs
@@ -151,7 +152,7 @@ NOTEBOOKS["lambda_curve"] = collector(
     [("dataset", '"synth-street"', "synth-street or synth-objects"),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid([dataset], lambdas, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, desc="lambda")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="lambda")
 table = results.lambda_table(results.collect(grid.pairs, scale))
 table""",
      """fig = figures.plot_lambda(table, title=f"{dataset}, scale {scale}")
@@ -159,7 +160,7 @@ figures.save(fig, fig_dir / f"lambda_curve_{dataset}", close=False); display(fig
 
 
 def table_cells(stem, make, title_expr, datasets_expr):
-    return [f"""grid = ex.run_grid(specs, scale, out, desc="{stem}")
+    return [f"""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="{stem}")
 runs = results.collect(grid.pairs, scale)
 table = {make}
 cap = results.caption({title_expr}, {datasets_expr}, scale, seeds)
@@ -207,7 +208,7 @@ NOTEBOOKS["fig2"] = collector(
     "L_con (left) and validation mIoU (right) over Stage 3 training, with and without L_pl (T2 on / off).",
     [("dataset", '"synth-objects"', "synth-objects (the paper: VOC 1/50) or synth-street")],
     "specs = ex.fig2_grid(dataset, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, desc="fig2")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="fig2")
 by_variant = {s.variant: res.stages[2].curves() for s, res in grid.pairs if s.seed == seeds[0]}
 fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"], title=f"{dataset}, stage 3, seed {seeds[0]}")
 figures.save(fig, fig_dir / "fig2", close=False); display(fig)
@@ -218,7 +219,7 @@ NOTEBOOKS["fig3"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid(datasets, lambdas, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, desc="fig3")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="fig3")
 table = results.lambda_table(results.collect(grid.pairs, scale))
 results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1", datasets, scale, seeds))
 fig = figures.plot_lambda(table, title=f"scale {scale}")
@@ -231,7 +232,7 @@ NOTEBOOKS["fig4_5"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "one grid per dataset (ablation label counts)"),
      ("num_images", "4", "rows of each grid")],
     "specs = ex.prediction_grid(datasets, seeds[:1])",
-    ["""grid = ex.run_grid(specs, scale, out, desc="fig4_5")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="fig4_5")
 cutmix = {s.dataset: res.stages[0] for s, res in grid.pairs if s.options.get("method") == "mt-cutmix"}
 for s, res in grid.pairs:
     if s.stages != 3:
@@ -248,7 +249,7 @@ NOTEBOOKS["pseudo_stages"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
      ("stages", "4", "number of stages (the paper reports a 4th)")],
     "specs = ex.stages_grid(datasets, seeds, stages=stages)",
-    ["""grid = ex.run_grid(specs, scale, out, desc="pseudo_stages")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="pseudo_stages")
 runs = results.collect(grid.pairs, scale)
 table = results.pseudo_stage_table(runs)
 paths = results.write_table(table, fig_dir / "pseudo_stages",
@@ -261,7 +262,7 @@ NOTEBOOKS["per_class_gains"] = collector(
     "Per-class IoU gains of Stage 3 over Stage 1", "Validation IoU per class, mean ± std over seeds.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.stages_grid(datasets, seeds, stages=3)",
-    ["""grid = ex.run_grid(specs, scale, out, desc="per_class_gains")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="per_class_gains")
 gains = results.per_class_gains(results.per_class(grid.pairs))
 results.write_table(gains, fig_dir / "per_class_gains",
                     results.caption("Per-class IoU gain (points) of Stage 3 over Stage 1", datasets, scale, seeds))
@@ -277,7 +278,7 @@ NOTEBOOKS["explore"] = notebook(
      ("labels", "100", "label count of that run (nominal)"),
      ("seed", "0", "seed of that run")] + COMMON,
     SETUP + "\nfrom selftrain_lib import explore",
-    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, desc="explore")
+    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, desc="explore")
 results.list_runs(out)[["run", "dataset", "stage", "labels", "seed", "scale", "val_miou", "pseudo_miou"]]""",
      """display(explore.explorer(out))""",
      """res = grid.pairs[0][1]

@@ -1,0 +1,190 @@
+"""Many pipeline runs at once: independent stage runs in parallel worker processes.
+
+A sweep (the grid behind a table) is a set of pipeline runs whose stages form a forest: stage k
+of a run needs stage k-1's pseudo-masks, and runs share stages (every ablation shares Stage 1).
+:func:`run_parallel` plans that forest from the run hashes alone (:func:`stage_hashes`, nothing
+trains), trains each missing stage exactly once in a pool of ``jobs`` processes, starting a stage
+as soon as the stage it needs has finished, and leaves everything in the run cache, where
+:func:`selftrain_lib.run` then finds it.
+
+Why processes with one thread each: on a CPU, the small model's layers are too small for torch's
+intra-op threads to pay off; two 1-thread runs on 2 cores train 1.7x as many steps per second as
+one 2-thread run. One thread per run also makes the numbers independent of the machine's core
+count (torch's reduction order, hence the last digits of a run, depends on the thread count).
+
+On a GPU ``jobs="auto"`` is 1: several processes on one device would compete for it. To spread a
+sweep over a cluster, submit one :func:`train_stage_run` call per :class:`StageJob` in
+:func:`plan` order with your scheduler (README: "Running sweeps in parallel").
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from .config import Config, load_config
+
+
+@dataclass(frozen=True)
+class StageJob:
+    """Train stages 1..``stages`` of one run (the earlier ones are in the cache when it starts)."""
+
+    run_kwargs: tuple[tuple[str, Any], ...]   # keyword arguments of selftrain_lib.run, without stages
+    stages: int
+    run_hash: str                             # the hash of stage ``stages``
+    after: str | None                         # the hash of the stage it needs (None for stage 1)
+
+    def describe(self) -> str:
+        kw = dict(self.run_kwargs)
+        extra = {k: v for k, v in kw.items() if k not in ("dataset", "labels", "seed", "scale")}
+        return (f"{kw.get('dataset')} labels={kw.get('labels')} seed={kw.get('seed', 0)} stage {self.stages}"
+                + (f" {extra}" if extra else ""))
+
+
+def stage_hashes(config: Config, stages: int) -> list[str]:
+    """The run hashes of stages 1..``stages`` of ``config``, computed without training: stage k's
+    hash includes stage k-1's, as its pseudo-masks come from there."""
+    from .runs import config_hash
+    from .stage import PseudoMasks, stage_run_key
+
+    hashes: list[str] = []
+    for k in range(1, stages + 1):
+        previous = PseudoMasks(Path(), hashes[-1], k - 1) if hashes else None
+        hashes.append(config_hash(stage_run_key(config, k, previous)))
+    return hashes
+
+
+def _config(run_kwargs: Mapping[str, Any]) -> tuple[Config, int]:
+    kw = dict(run_kwargs)
+    kw.pop("out", None)
+    kw.pop("progress", None)
+    stages = kw.pop("stages", None)
+    dataset = kw.pop("dataset", "synth-street")
+    scale = kw.pop("scale", "quick")
+    params = kw.pop("params", None)
+    config = load_config(dataset, scale, params=params, **kw)
+    if stages is None:
+        stages = 3 if config.method == "three-stage" else 1
+    return config, int(stages)
+
+
+def plan(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs") -> list[StageJob]:
+    """The stage runs that ``runs`` (keyword arguments of :func:`selftrain_lib.run`) still need,
+    each once, in an order where every job comes after the one it needs."""
+    out = Path(out)
+    jobs: dict[str, StageJob] = {}
+    for kwargs in runs:
+        config, stages = _config(kwargs)
+        base = tuple(sorted((k, v) for k, v in kwargs.items() if k not in ("stages", "out", "progress")))
+        hashes = stage_hashes(config, stages)
+        for k, h in enumerate(hashes, start=1):
+            if h not in jobs and not (out / h / "metrics.json").is_file():
+                jobs[h] = StageJob(base, k, h, hashes[k - 2] if k > 1 else None)
+    return list(jobs.values())
+
+
+def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
+    """``"auto"``: one per CPU core this process may use, or 1 when the runs go to a GPU."""
+    if jobs == "auto":
+        import torch
+
+        on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        return 1 if on_gpu else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                    else (os.cpu_count() or 1))
+    jobs = int(jobs)
+    if jobs < 1:
+        raise ValueError(f"jobs: must be >= 1 or 'auto', got {jobs}")
+    return jobs
+
+
+def train_stage_run(job: StageJob, out: str | Path, num_threads: int | None = 1) -> str:
+    """Train (or reuse) ``job`` in this process; returns its run hash. A worker's entry point."""
+    import torch
+
+    from .pipeline import run
+
+    kwargs = dict(job.run_kwargs)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+        kwargs["num_threads"] = num_threads   # an execution key: not part of the run hash
+    result = run(out=out, progress=False, stages=job.stages, **kwargs)
+    if result.final.run_hash != job.run_hash:
+        raise RuntimeError(f"{job.describe()}: trained run {result.final.run_hash}, planned {job.run_hash} "
+                           "(the library changed while the sweep ran?)")
+    return job.run_hash
+
+
+def _warm_caches(jobs: Sequence[StageJob]) -> None:
+    """Generate the data and pre-train the backbone once, here, before workers would race to."""
+    from .data import load_data
+    from .pretrain import synthetic_backbone_state
+
+    seen = set()
+    for job in jobs:
+        if job.after is not None:
+            continue
+        c, _ = _config(dict(job.run_kwargs))
+        key = (c.dataset, c.data_root, c.pool_size, c.val_size, c.cache_dir, c.pretrained, c.widths,
+               c.pretrain_steps, c.output_stride)
+        if key in seen:
+            continue
+        seen.add(key)
+        load_data(c)
+        if c.pretrained == "synthetic":
+            synthetic_backbone_state(c.widths, c.pretrain_steps, c.cache_dir, output_stride=c.output_stride)
+
+
+def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs", jobs: int | str = "auto",
+                 progress: bool = True, desc: str = "stage runs") -> list[str]:
+    """Train every stage that ``runs`` need and the cache lacks, ``jobs`` at a time (one thread
+    each), each as soon as the stage it needs is done. Returns the hashes trained, in finishing
+    order. A failing run stops the sweep (runs already finished stay in the cache) and raises
+    with that run named."""
+    todo = plan(runs, out)
+    if not todo:
+        return []
+    jobs = resolve_jobs(jobs, _config(dict(todo[0].run_kwargs))[0].device)
+    if jobs == 1:  # in this process, with torch's threads, as selftrain_lib.run would
+        return [train_stage_run(job, out, num_threads=None)
+                for job in tqdm(todo, desc=desc, disable=not progress, dynamic_ncols=True)]
+    # jobs > 1: every run in a worker with one thread, however many are pending, so that a run's
+    # numbers do not depend on which sweep trained it
+    jobs = min(jobs, len(todo))
+    _warm_caches(todo)
+    waiting = list(todo)
+    finished: list[str] = []
+    running: dict[Future, StageJob] = {}
+    bar = tqdm(total=len(todo), desc=f"{desc} ({jobs} at a time)", disable=not progress, dynamic_ncols=True)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited torch threads or locks
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        try:
+            while waiting or running:
+                ready = [j for j in waiting if j.after is None or j.after in finished
+                         or (Path(out) / j.after / "metrics.json").is_file()]
+                for job in ready[:max(0, jobs - len(running))]:
+                    waiting.remove(job)
+                    running[pool.submit(train_stage_run, job, str(out), 1)] = job
+                if not running:
+                    raise RuntimeError("sweep: jobs wait for stages no job trains: "
+                                       + "; ".join(j.describe() for j in waiting))
+                complete, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in complete:
+                    job = running.pop(future)
+                    try:
+                        finished.append(future.result())
+                    except BaseException as err:
+                        raise RuntimeError(f"sweep: {job.describe()} failed: {err}") from err
+                    bar.update()
+                    bar.set_postfix_str(job.describe(), refresh=False)
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
+    return finished
