@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 SCALE ?= quick
 SEEDS ?= 0
 JOBS ?= auto
+OUT ?= runs
 
 .PHONY: venv test bench paper-figures clean-runs
 
@@ -25,7 +26,7 @@ bench: $(STAMP)
 	$(PY) -m selftrain_lib bench --out build/bench
 
 paper-figures: $(STAMP)
-	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures figures --build build/notebooks --out runs --jobs $(JOBS)
+	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures figures --build build/notebooks --out $(OUT) --jobs $(JOBS)
 
 clean-runs:
 	rm -rf runs build
