@@ -7,6 +7,9 @@ SCALE ?= quick
 SEEDS ?= 0
 JOBS ?= auto
 OUT ?= runs
+CITYSCAPES ?=
+VOC ?=
+FIGURES ?= figures
 
 .PHONY: venv test bench paper-figures clean-runs
 
@@ -26,7 +29,8 @@ bench: $(STAMP)
 	$(PY) -m selftrain_lib bench --out build/bench
 
 paper-figures: $(STAMP)
-	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures figures --build build/notebooks --out $(OUT) --jobs $(JOBS)
+	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures $(FIGURES) --build build/notebooks --out $(OUT) --jobs $(JOBS) \
+		--data $(if $(CITYSCAPES),cityscapes=$(CITYSCAPES)) $(if $(VOC),voc=$(VOC))
 
 clean-runs:
 	rm -rf runs build

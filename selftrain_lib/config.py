@@ -315,9 +315,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 
 
 def _pool_size(values: Mapping[str, Any]) -> int:
-    from .data import dataset_info  # local import: data imports nothing from here at module level
+    """The number of training images: counted from the train list of a dataset read from files
+    (a subset, or your own folder dataset), else the synthetic pool's size."""
+    from .data import dataset_info, open_files  # local import: data imports nothing from here at module level
 
     info = dataset_info(values.get("dataset", Config.dataset))
+    if info.format != "synthetic" and values.get("data_root"):
+        return len(open_files(make_config({**values, "labels": 1}), "train"))
     return values.get("pool_size") or info.default_pool_size
 
 

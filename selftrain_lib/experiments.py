@@ -5,31 +5,46 @@ Label counts are written as in the paper's tables, scaled to the embedded 3,000-
 (synth-street 100 / 375 / 750 / 1500 for Cityscapes 100 / 372 / 744 / 1488; synth-objects
 30 / 60 / 150 / 375 for VOC 1/100 / 1/50 / 1/20 / 1/8). A scale whose pool is smaller (``smoke``:
 96 images) scales them down in proportion (:func:`scaled_labels`), so every grid runs at every
-scale. :func:`run_grid` runs a grid through :func:`selftrain_lib.run` and the run cache: runs
+scale. The same grids run on the paper's datasets read from files (``cityscapes``, ``voc``) at
+the paper's label counts, given ``data_roots``. :func:`run_grid` runs a grid through :func:`selftrain_lib.run` and the run cache: runs
 shared between grids (Stage 1 of every ablation, the default three-stage run) train once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-DATASETS = ("synth-street", "synth-objects")
+from .data.datasets import PAPER_LABEL_COUNTS
 
-# nominal label counts (of the 3,000-image pool) and the paper's name for the same cell
-LABEL_COUNTS = {"synth-street": (100, 375, 750, 1500), "synth-objects": (30, 60, 150, 375)}
+DATASETS = ("synth-street", "synth-objects")
+# the paper's datasets (read from files, README "Datasets"), and the embedded data standing in for each
+REAL_DATASETS = ("cityscapes", "voc")
+STAND_INS = {"synth-street": "cityscapes", "synth-objects": "voc"}
+
+# nominal label counts (of the 3,000-image pool; the paper's own for the real datasets) and the
+# paper's name for the same cell
+LABEL_COUNTS = {"synth-street": (100, 375, 750, 1500), "synth-objects": (30, 60, 150, 375),
+                **{d: PAPER_LABEL_COUNTS[d] for d in REAL_DATASETS}}
+_VOC_FRACTIONS = ("1/100", "1/50", "1/20", "1/8")
 PAPER_LABELS = {
     "synth-street": {100: "100", 375: "372", 750: "744", 1500: "1488", "full": "2975"},
     "synth-objects": {30: "1/100", 60: "1/50", 150: "1/20", 375: "1/8", "full": "full"},
+    "cityscapes": {**{n: str(n) for n in PAPER_LABEL_COUNTS["cityscapes"]}, "full": "2975"},
+    "voc": {**dict(zip(PAPER_LABEL_COUNTS["voc"], _VOC_FRACTIONS)), "full": "full"},
 }
-PAPER_DATASET = {"synth-street": "cityscapes", "synth-objects": "pascal_voc_aug"}
-PAPER_DATASET_NAME = {"synth-street": "Cityscapes", "synth-objects": "PASCAL VOC 2012"}
+PAPER_DATASET = {"synth-street": "cityscapes", "synth-objects": "pascal_voc_aug", "cityscapes": "cityscapes",
+                 "voc": "pascal_voc_aug"}
+PAPER_DATASET_NAME = {"synth-street": "Cityscapes", "synth-objects": "PASCAL VOC 2012", "cityscapes": "Cityscapes",
+                      "voc": "PASCAL VOC 2012"}
 # the setting of the ablations (Tables V, VI; Figs. 2, 3): Cityscapes 100 and VOC 1/50 (212 images)
-ABLATION_LABELS = {"synth-street": 100, "synth-objects": 60}
+ABLATION_LABELS = {"synth-street": 100, "synth-objects": 60, "cityscapes": 100, "voc": 212}
 # λ1 = λ2 per label count (METHOD.md): Cityscapes 1/2; VOC 1/4, 1/4, 5/4, 5/8
 PAPER_LAMBDA = {"synth-street": {100: 0.5, 375: 0.5, 750: 0.5, 1500: 0.5},
-                "synth-objects": {30: 0.25, 60: 0.25, 150: 1.25, 375: 0.625}}
+                "synth-objects": {30: 0.25, 60: 0.25, 150: 1.25, 375: 0.625},
+                "cityscapes": {n: 0.5 for n in PAPER_LABEL_COUNTS["cityscapes"]},
+                "voc": dict(zip(PAPER_LABEL_COUNTS["voc"], (0.25, 0.25, 1.25, 0.625)))}
 
 # the baselines trained by the same code (selftrain_lib/baselines.py): method -> row label. `supervised`
 # is Stage 1 of every three-stage run (same run), so a label grid needs no extra run for it.
@@ -55,23 +70,31 @@ def paper_lambda(dataset: str, labels: int | str) -> float:
     return table[nearest]
 
 
-def scaled_labels(dataset: str, labels: int | str, scale: str) -> int | str:
-    """The label count to run at ``scale`` for a nominal count of the 3,000-image pool.
+def scaled_labels(dataset: str, labels: int | str, scale: str, data_root: str | None = None) -> int | str:
+    """The label count to run at ``scale`` for a nominal count.
 
-    Scales whose pool is the default one run the nominal count; smaller pools (``smoke``) get the
-    same fraction, at least ``labelled_per_batch`` images. ``"full"`` stays ``"full"``."""
+    Pools of the dataset's default size (3,000 embedded images; 2,975 Cityscapes, 10,582 VOC
+    images) run the nominal count; smaller pools (``smoke``, or a subset of a real dataset under
+    ``data_root``) get the same fraction, at least ``labelled_per_batch`` images. ``"full"`` stays
+    ``"full"``."""
     if labels == "full":
         return labels
     from .config import load_config
-    from .data import dataset_info
+    from .data import dataset_info, load_data
 
     labels = int(labels)
-    cfg = load_config(dataset, scale)
-    default = dataset_info(dataset).default_pool_size
-    pool = cfg.pool_size or default
-    if pool >= default:
+    info = dataset_info(dataset)
+    if info.format == "synthetic":
+        cfg = load_config(dataset, scale)
+        pool = cfg.pool_size or info.default_pool_size
+    else:   # read from files: the pool is what the train list holds
+        if data_root is None:
+            return labels
+        cfg = load_config(dataset, scale, data_root=data_root)
+        pool = load_data(cfg).pool_size
+    if pool >= info.default_pool_size:
         return labels
-    return max(cfg.labelled_per_batch, min(pool, round(labels * pool / default)))
+    return max(cfg.labelled_per_batch, min(pool, round(labels * pool / info.default_pool_size)))
 
 
 @dataclass(frozen=True)
@@ -89,10 +112,12 @@ class RunSpec:
     def options(self) -> dict[str, Any]:
         return dict(self.overrides)
 
-    def run_kwargs(self, scale: str) -> dict[str, Any]:
-        """Keyword arguments of :func:`selftrain_lib.run` for this spec at ``scale``."""
-        return {"dataset": self.dataset, "labels": scaled_labels(self.dataset, self.labels, scale),
-                "stages": self.stages, "seed": self.seed, "scale": scale, **self.options}
+    def run_kwargs(self, scale: str, data_root: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of :func:`selftrain_lib.run` for this spec at ``scale`` (datasets read
+        from files: under ``data_root``, which is where the data is, not part of the run)."""
+        where = {"data_root": str(data_root)} if data_root is not None else {}
+        return {"dataset": self.dataset, "labels": scaled_labels(self.dataset, self.labels, scale, data_root),
+                "stages": self.stages, "seed": self.seed, "scale": scale, **where, **self.options}
 
 
 def spec(dataset: str, labels: int | str, seed: int = 0, stages: int = 3, variant: str = "full method",
@@ -229,27 +254,29 @@ class GridResult:
 
 
 def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str = "runs", progress: bool = True,
-             desc: str = "runs", jobs: int | str = 1) -> GridResult:
+             desc: str = "runs", jobs: int | str = 1, data_roots: Mapping[str, str] | None = None) -> GridResult:
     """Run every spec through :func:`selftrain_lib.run` (the run cache reuses finished stages),
     with one tqdm bar over the grid (a widget in JupyterLab, text in a terminal).
 
     ``jobs`` > 1 (or ``"auto"``: one per CPU core) first trains the missing stage runs in that many
     worker processes with one thread each (:func:`selftrain_lib.sweep.run_parallel`); then every
-    spec is read back from the cache."""
+    spec is read back from the cache. ``data_roots``: ``{dataset: folder}`` for datasets read from
+    files (``{"cityscapes": "/data/cityscapes", "voc": "/data/VOCdevkit/VOC2012"}``)."""
     from .pipeline import run
 
-    unique = list(dict.fromkeys(specs))
+    roots = dict(data_roots or {})
+    kwargs = {s: s.run_kwargs(scale, roots.get(s.dataset)) for s in dict.fromkeys(specs)}
     if jobs != 1:
         from .sweep import run_parallel
 
-        run_parallel([s.run_kwargs(scale) for s in unique], out=out, jobs=jobs, progress=progress, desc=desc)
+        run_parallel(list(kwargs.values()), out=out, jobs=jobs, progress=progress, desc=desc)
     result = GridResult(scale)
     seen: dict[RunSpec, Any] = {}
     bar = tqdm(list(specs), desc=desc, disable=not progress, dynamic_ncols=True)
     for s in bar:
         if s not in seen:
             bar.set_postfix_str(f"{s.dataset} {s.labels} {s.variant} seed {s.seed}", refresh=False)
-            seen[s] = run(out=out, progress=False, **s.run_kwargs(scale))
+            seen[s] = run(out=out, progress=False, **kwargs[s])
         result.pairs.append((s, seen[s]))
     bar.close()
     return result

@@ -143,22 +143,24 @@ def class_legend(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -
     return [Patch(facecolor=np.asarray(c) / 255, edgecolor="none", label=n) for n, c in zip(class_names, palette)]
 
 
-def prediction_grid(images: np.ndarray, columns: Mapping[str, np.ndarray], dataset: str,
+def prediction_grid(images: Sequence[np.ndarray], columns: Mapping[str, Sequence[np.ndarray]], dataset: str,
                     class_names: Sequence[str], palette: Sequence[Sequence[int]], width: float = PAGE_WIDTH):
     """Rows: images; columns: the image, then one coloured mask per entry of ``columns`` (e.g.
-    Stage 1, Stage 2, Stage 3, ground truth). ``images`` uint8 (N, 3, H, W) or (N, H, W, 3);
-    each mask array uint8 (N, H, W). A class legend sits below."""
-    from .data.synthetic import colorize
-
-    images = np.asarray(images)
-    if images.ndim == 4 and images.shape[1] == 3:
-        images = images.transpose(0, 2, 3, 1)
-    n, h, w = images.shape[:3]
+    Stage 1, Stage 2, Stage 3, ground truth). ``images``: uint8 (N, 3, H, W) or (N, H, W, 3), or a
+    list of (3, H, W) / (H, W, 3) images of different sizes; each column: masks (H, W) to match.
+    ``palette`` colours the classes (``ignore`` and unknown values: white); ``dataset`` is unused
+    (kept for callers). A class legend sits below; rows take the first image's aspect ratio."""
+    rows = [np.asarray(im) for im in images]
+    rows = [im.transpose(1, 2, 0) if im.ndim == 3 and im.shape[0] == 3 and im.shape[-1] != 3 else im for im in rows]
+    n = len(rows)
+    h, w = rows[0].shape[:2]
+    lut = np.full((256, 3), 255, np.uint8)
+    lut[:len(palette)] = np.asarray(palette, np.uint8)
     ncols = 1 + len(columns)
     cell = width / ncols
     fig, axes = figure(ncols=ncols, nrows=n, width=width, height=cell * h / w * n + 0.45, squeeze=False)
     for i in range(n):
-        panels = [images[i]] + [colorize(m[i], dataset) for m in columns.values()]
+        panels = [rows[i]] + [lut[np.asarray(m[i], np.uint8)] for m in columns.values()]
         for j, (ax, p) in enumerate(zip(axes[i], panels)):
             ax.imshow(p, interpolation="nearest")
             ax.set_xticks([])

@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
-# dependency order: the stage notebooks fill the run cache that the tables and figures reuse
-NOTEBOOK_ORDER = ("stage1", "stage2", "stage3", "baselines", "ablation", "lambda_curve", "table2", "table3_4", "table5",
-                  "table6", "fig2", "fig3", "fig4_5", "pseudo_stages", "per_class_gains", "explore")
+# execution order: the tables' large grids first (their runs train `jobs` at a time), then the
+# notebooks of one run or a few, which find theirs in the run cache
+NOTEBOOK_ORDER = ("table2", "table3_4", "table5", "table6", "fig2", "fig3", "fig4_5", "pseudo_stages", "per_class_gains",
+                  "stage1", "stage2", "stage3", "baselines", "ablation", "lambda_curve", "explore")
 
 
 class NotebookFailed(RuntimeError):
@@ -56,6 +57,36 @@ def notebook_parameters(path: Path, scale: str, seeds: Sequence[int], out: str |
     values = {"scale": scale, "seeds": list(seeds), "seed": int(seeds[0]), "out": str(out),
               "figures_dir": str(figures_dir), "jobs": jobs, **(extra or {})}
     return {k: v for k, v in values.items() if k in declared}
+
+
+def real_data_parameters(declared: Mapping[str, Any], data: Mapping[str, str]) -> dict[str, Any] | None:
+    """The parameters that run a notebook on the real datasets in ``data`` (``{"cityscapes": folder,
+    "voc": folder}``) in place of the embedded stand-ins: ``dataset`` / ``datasets`` swapped (stand-ins
+    without a real dataset given are dropped from ``datasets``), and ``data_roots``. ``None``: the
+    notebook's only dataset has no real counterpart in ``data`` (skip it). ``{}`` when ``data`` is empty."""
+    import ast
+
+    from .experiments import STAND_INS
+
+    if not data:
+        return {}
+    unknown = sorted(set(data) - set(STAND_INS.values()))
+    if unknown:
+        raise ValueError(f"data: unknown datasets {unknown} (known: {sorted(STAND_INS.values())})")
+    swap = {stand_in: real for stand_in, real in STAND_INS.items() if real in data}
+    values: dict[str, Any] = {}
+    if "dataset" in declared:
+        default = ast.literal_eval(declared["dataset"]["default"])
+        if default not in swap:
+            return None
+        values["dataset"] = swap[default]
+    if "datasets" in declared:
+        values["datasets"] = [swap[d] for d in ast.literal_eval(declared["datasets"]["default"]) if d in swap]
+        if not values["datasets"]:
+            return None
+    if "data_roots" in declared:
+        values["data_roots"] = {k: str(v) for k, v in data.items()}
+    return values
 
 
 def _source_digest() -> str:
@@ -120,10 +151,12 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
           build_dir: str | Path = "build/notebooks", out: str | Path = "runs", only: Sequence[str] | None = None,
           extra: Mapping[str, Mapping[str, Any]] | None = None, force: bool = False,
           notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True,
-          jobs: int | str = 1) -> list[tuple[str, Path, bool]]:
+          jobs: int | str = 1, data: Mapping[str, str] | None = None) -> list[tuple[str, Path, bool]]:
     """Execute the notebooks (all, or ``only``) in :data:`NOTEBOOK_ORDER`. ``extra[name]`` adds
     parameters for one notebook (``extra["*"]`` for all that declare them). ``jobs``: stage runs
-    trained at once by each notebook's grid (:func:`selftrain_lib.sweep.run_parallel`)."""
+    trained at once by each notebook's grid (:func:`selftrain_lib.sweep.run_parallel`). ``data``:
+    ``{"cityscapes": folder, "voc": folder}`` runs the notebooks on those datasets in place of their
+    embedded stand-ins (:func:`real_data_parameters`); notebooks of a stand-in not given are skipped."""
     names = [n for n in NOTEBOOK_ORDER if only is None or n in only]
     unknown = sorted(set(only or ()) - set(NOTEBOOK_ORDER))
     if unknown:
@@ -136,8 +169,13 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
         path = Path(notebook_dir) / f"{name}.ipynb"
         more = {**(extra or {}).get("*", {}), **(extra or {}).get(name, {})}
         declared = declared_parameters(path)
+        real = real_data_parameters(declared, data or {})
+        if real is None:
+            done.append((name, build_dir / f"{name}.ipynb", False))
+            bar.write(f"{name}: skipped (its dataset's real counterpart was not given)")
+            continue
         params = notebook_parameters(path, scale, seeds, out, figures_dir,
-                                     {k: v for k, v in more.items() if k in declared}, jobs)
+                                     {k: v for k, v in {**real, **more}.items() if k in declared}, jobs)
         executed, ran = execute(name, params, build_dir, notebook_dir, force, figures_dir, digest)
         done.append((name, executed, ran))
     return done
@@ -148,6 +186,13 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _name_value(item: str, option: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name or not value:
+        raise SystemExit(f"{option}: expected NAME=FOLDER, got {item!r}")
+    return name, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="extra parameter for every notebook that declares it; VALUE is JSON (e.g. '[0.5]')")
     p.add_argument("--jobs", default="auto",
                    help="stage runs trained at once, one thread each (default auto: one per CPU core, 1 on a GPU)")
+    p.add_argument("--data", nargs="*", default=[], metavar="NAME=FOLDER",
+                   help="run on real datasets in place of their stand-ins: cityscapes=FOLDER voc=FOLDER")
     p.add_argument("--force", action="store_true", help="execute even notebooks whose inputs did not change")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
@@ -171,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sweep import resolve_jobs
 
         jobs = resolve_jobs(args.jobs)
-        done = build(args.scale, seeds, args.figures, args.build, args.out, args.only, extra, args.force, jobs=jobs)
+        data = dict(_name_value(item, "--data") for item in args.data)
+        done = build(args.scale, seeds, args.figures, args.build, args.out, args.only, extra, args.force, jobs=jobs,
+                     data=data)
     except NotebookFailed as err:
         print(f"\nerror: {err.error}\n\nnotebook {err.name} failed; the executed notebook is {err.executed}",
               file=sys.stderr)

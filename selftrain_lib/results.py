@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import PROTOCOL
-from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS
+from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
 from .runs import atomic_write_text
 
 RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "method", "seed", "scale",
@@ -138,7 +138,8 @@ def join_published(summary: pd.DataFrame, table: str, method_col: str = "paper_m
 def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int]) -> str:
     """A table caption naming the datasets (and the paper's counterpart), the scale, the seeds and
     the evaluation protocol."""
-    names = ", ".join(f"{d} (stand-in for {PAPER_DATASET_NAME.get(d, d)})" for d in dict.fromkeys(datasets))
+    names = ", ".join(f"{d} (stand-in for {PAPER_DATASET_NAME.get(d, d)})" if d in STAND_INS else d
+                      for d in dict.fromkeys(datasets))
     seeds = list(seeds)
     return (f"{title}. Dataset: {names}; scale: {scale}; mIoU (%) on the validation set, mean ± std over "
             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}; evaluation: {PROTOCOL}. "
@@ -241,7 +242,7 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     df = df[df["stage"] <= 3]
     s = mean_std(df, ["dataset", "method", "paper_method", "paper_method_iv", "labels", "labels_used",
                       "paper_labels"])
-    if dataset == "synth-street":
+    if PAPER_DATASET.get(dataset) == "cityscapes":
         s = join_published(s, "II", column="published (Table II)", pretraining="imagenet")
         pub = ["published (Table II)"]
     else:
@@ -319,11 +320,12 @@ def lambda_table(runs: pd.DataFrame, stage: int = 3) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------
 
 def val_samples(stage_results: Sequence, data, max_images: int = 4,
-                before: dict | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """The fixed validation sample every run keeps (``val_samples.npz``): images uint8 (N, 3, H, W),
-    ``{"Stage k": predictions}`` for each stage result, and the ground truth (N, H, W).
+                before: dict | None = None) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], list[np.ndarray]]:
+    """The fixed validation sample every run keeps (``val_samples.npz``): images uint8 (3, H, W),
+    ``{"Stage k": predictions}`` (H, W) for each stage result, and the ground truths (H, W), one
+    list entry per image (images of a dataset read from files differ in size).
     ``before``: ``{"CutMix": StageResult}``, columns placed before the stages (Figs. 4 and 5)."""
-    columns: dict[str, np.ndarray] = {}
+    columns: dict[str, list[np.ndarray]] = {}
     indices = None
     named = [(name, r) for name, r in (before or {}).items()] + [(f"Stage {r.stage}", r) for r in stage_results]
     for name, r in named:
@@ -331,11 +333,16 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
         if indices is not None and not np.array_equal(z["indices"][:len(indices)], indices):
             raise ValueError(f"{r.run_dir} kept another validation sample than the other runs")
         indices = z["indices"][:max_images] if indices is None else indices
-        columns[name] = z["predictions"][:len(indices)]
+        if "predictions" in z:      # in-memory datasets: one (N, H, W) array
+            columns[name] = list(z["predictions"][:len(indices)])
+        else:                       # datasets read from files: prediction_<k>, one array per image
+            columns[name] = [z[f"prediction_{k}"] for k in range(len(indices))]
     if indices is None:
         raise ValueError("no stage results given")
-    idx = np.asarray(indices, dtype=int)
-    return data.val_images.numpy()[idx], columns, data.val_masks.numpy()[idx]
+    idx = [int(i) for i in indices]
+    if hasattr(data, "val_images"):
+        return list(data.val_images.numpy()[idx]), columns, list(data.val_masks.numpy()[idx])
+    return [data.val.image(i).numpy() for i in idx], columns, [data.val.mask(i).numpy() for i in idx]
 
 
 def list_runs(out: str | Path = "runs") -> pd.DataFrame:

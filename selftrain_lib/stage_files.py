@@ -26,11 +26,14 @@ class FileBatchSource:
     same sub-batch order (Sub-batch 1 from L∪U, then Sub-batch 2 from L), same strong augmentation."""
 
     def __init__(self, view: FileTrainingView, pseudo_dir, config, stage: int, device: torch.device):
+        from .baselines import perturbation
         from .stage import EpochSampler
 
         self.view, self.config, self.stage, self.device = view, config, stage, device
-        n_lab = config.batch_size if stage == 1 else config.labelled_per_batch
-        self.n_pool = 0 if stage == 1 else config.batch_size - config.labelled_per_batch
+        self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
+        single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
+        n_lab = config.batch_size if single else config.labelled_per_batch
+        self.n_pool = 0 if single else config.batch_size - config.labelled_per_batch
         self.labelled = EpochSampler(len(view.labelled), n_lab, config.seed, stage, "L")
         self.pool = EpochSampler(len(view), max(self.n_pool, 1), config.seed, stage, "LuU")
         self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
@@ -48,11 +51,16 @@ class FileBatchSource:
         lab = [self.crops[(int(self.view.labelled[p]), True, step, self.n_pool + j)]
                for j, p in enumerate(self.labelled.indices(step).tolist())]
         x2, y2 = self._stack(lab, "image"), self._stack(lab, "label")
-        if self.stage == 1:
+        if self.stage == 1 and self.box_masks is None:
             return StepBatch(images=x2, labels=y2)
         pool = [self.crops[(i, False, step, j)] for j, i in enumerate(self.pool.indices(step)[: self.n_pool].tolist())]
-        x1, p1 = self._stack(pool, "image"), self._stack(pool, "pseudo")
         g = generator(self.config.seed, self.stage, "aug", step)
+        if self.box_masks is not None:  # a mean teacher baseline: Sub-batch 1 weakly augmented, its boxes
+            x1 = self._stack(pool, "image")
+            boxes = self.box_masks.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
+            return StepBatch(images=torch.cat([x1, x2]), labels=y2, valid=self._stack(pool, "inside"),
+                             boxes=boxes.to(self.device))
+        x1, p1 = self._stack(pool, "image"), self._stack(pool, "pseudo")
         params = self.strong.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
         x1_aug = self.strong.apply_image(x1, params)
         p1 = self.strong.apply_mask(p1, params)

@@ -267,6 +267,8 @@ def test_folder_dataset_from_params_yaml(tmp_path):
     assert read_split(paper_splits("voc", [f"x{i}" for i in range(1400)], tmp_path / "splits")[1323],
                       [f"x{i}" for i in range(1400)]).labelled.numel() == 1323
     assert split.labelled.numel() == 2
+    # "full": the whole pool, counted from the train list (3 images here)
+    assert load_config("leaves", "smoke", params=p, data_root=str(root), labels="full").labels == 3
     p.write_text(FOLDER_YAML.replace("class_names: [background, leaf, spot]", "class_names: [a, b]"))
     with pytest.raises(ConfigError, match="class_names"):
         load_config("leaves", "smoke", params=p)
@@ -406,3 +408,71 @@ def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset
                         data.info.ignore_index, parts.ema_decay(0), parts.method, parts.precision, parts.scaler)
     assert {"loss_seg", "loss_con", "loss_pl"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_paper_figures_on_real_dataset_layouts(tmp_path):
+    """`make paper-figures CITYSCAPES=… VOC=…`: the notebooks run on the real datasets in place of
+    their stand-ins (tiny fake layouts here), write the tables with the paper's cells, and skip a
+    notebook whose dataset was not given."""
+    import pandas as pd
+
+    from selftrain_lib import paper_figures as pf
+
+    cs = tmp_path / "cs"
+    for k in range(6):
+        make_cityscapes(cs, 24, 48, cities=(f"c{k}",), per_city=1, label=_street_label(24, 48, k))
+    for k in range(2):
+        make_cityscapes(cs, 24, 48, cities=(f"v{k}",), per_city=1, split="val", label=_street_label(24, 48, k))
+    voc_root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
+                        sizes=((20, 24), (18, 30), (26, 20), (24, 24), (22, 28), (30, 22)))
+    (voc_root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("im0\nim1\nim2\nim3\n")
+    (voc_root / "ImageSets" / "Segmentation" / "val.txt").write_text("im4\nim5\n")
+    figures = tmp_path / "figures"
+    done = pf.build("smoke", [0], figures, tmp_path / "build", tmp_path / "runs", only=["table2", "table3_4", "fig4_5"],
+                    extra={"table2": {"labels": [100]}, "table3_4": {"labels": [212]},
+                           "*": {"baselines": ["mt-cutmix"]}},
+                    progress=False, jobs=2, data={"cityscapes": str(cs), "voc": str(voc_root)})
+    assert [ran for _, _, ran in done] == [True, True, True]
+    t2 = pd.read_csv(figures / "table2.csv")
+    assert set(t2["labels (paper)"].astype(str)) >= {"100", "2975"}
+    assert {"Supervised (= Stage 1)", "CutMix (mean teacher)", "Ours (three-stage)"} <= set(t2["method"])
+    assert t2["published (Table II)"].notna().any()
+    assert "cityscapes;" in (figures / "table2.md").read_text() and "stand-in" not in (figures / "table2.md").read_text()
+    t34 = pd.read_csv(figures / "table3_4.csv")
+    assert "1/50" in set(t34["labels (paper)"].astype(str))
+    for d in ("cityscapes", "voc"):
+        assert (figures / f"fig4_5_{d}.png").stat().st_size > 0
+    # only VOC given: the Cityscapes notebook is skipped, not run on its stand-in
+    done = pf.build("smoke", [0], figures, tmp_path / "build2", tmp_path / "runs", only=["table2"], progress=False,
+                    data={"voc": str(voc_root)})
+    assert done[0][2] is False and not (tmp_path / "build2" / "table2.ipynb").exists()
+    with pytest.raises(ValueError, match="unknown datasets.*kitti"):
+        pf.build("smoke", [0], figures, tmp_path / "build3", tmp_path / "runs", only=["table2"], progress=False,
+                 data={"kitti": str(cs)})
+
+
+@pytest.mark.parametrize("method", ["mt-cutout", "mt-cutmix"])
+def test_mean_teacher_baselines_on_a_file_dataset(tmp_path, method):
+    """The baselines' batches from files: Sub-batch 1 from L∪U with the map of pixels inside the
+    image (crop padding is outside) and one box per image; then one run trains and evaluates."""
+    from selftrain_lib.data import load_data, training_view
+    from selftrain_lib.pipeline import run
+    from selftrain_lib.stage_files import FileBatchSource
+
+    root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
+                    sizes=((20, 24), (18, 30), (26, 20), (24, 24), (22, 28), (30, 22)))
+    (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("im0\nim1\nim2\nim3\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("im4\nim5\n")
+    config = load_config("voc", "smoke", data_root=str(root), device="cpu", crop_size=[32, 32], stage1_steps=1,
+                         scale_range=[1.0, 1.0], method=method, batch_size=4, labelled_per_batch=1)
+    data = load_data(config)
+    view = training_view(data, make_split(data.pool_size, 1, 0))
+    batch = FileBatchSource(view, None, config, 1, torch.device("cpu"))(0)
+    assert batch.images.shape == (4, 3, 32, 32) and batch.labels.shape == (1, 32, 32)
+    assert batch.valid.dtype == torch.bool and batch.valid.shape == (3, 32, 32)
+    # images are at most 30 px on a side and not rescaled: every 32x32 crop holds padding, and image pixels
+    assert (~batch.valid).any(dim=(1, 2)).all() and batch.valid.any(dim=(1, 2)).all()
+    assert batch.boxes.shape == (3, 4)
+    result = run(dataset="voc", scale="smoke", data_root=str(root), method=method, out=tmp_path / "runs",
+                 progress=False, crop_size=[24, 24])
+    assert len(result.stages) == 1 and 0.0 <= result.final.val_miou <= 1.0

@@ -18,7 +18,8 @@ NB_DIR = ROOT / "notebooks"
 COMMON = [("scale", '"quick"', "scale preset: smoke (tests), quick, cpu, paper"),
           ("out", '"runs"', "run cache folder (finished stage runs are reused)"),
           ("figures_dir", '"figures"', "where tables and figures are written"),
-          ("jobs", "1", 'stage runs trained at once, each in a process with one thread ("auto": one per core)')]
+          ("jobs", "1", 'stage runs trained at once, each in a process with one thread ("auto": one per core)'),
+          ("data_roots", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none")]
 SEEDS = [("seeds", "[0]", "seeds to average over (mean ± std)")]
 METHOD = [("lambda1", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
           ("lambda2", "None", "weight of L_pl; None: equal to lambda1"),
@@ -66,7 +67,7 @@ spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
 spec"""
     cells = [
         f"md:## Train (or reuse from the run cache) stages 1…{k}",
-        """grid = ex.run_grid([spec], scale, out, jobs=jobs, desc=f"stages 1..{STAGE}")
+        """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, desc=f"stages 1..{STAGE}")
 result = grid.pairs[0][1]
 this = result.stages[-1]
 runs = results.collect(grid.pairs, scale)
@@ -118,7 +119,7 @@ spec = ex.baseline_spec(dataset, labels, method, seed)
 name = ex.BASELINES.get(method, "Supervised (= Stage 1)")
 spec""",
     ["md:## Train (or reuse from the run cache) the baseline",
-     """grid = ex.run_grid([spec], scale, out, jobs=jobs, desc=method)
+     """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, desc=method)
 this = grid.pairs[0][1].stages[0]
 runs = results.collect(grid.pairs, scale)
 runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou", "train_time_s", "run_dir"]]""",
@@ -140,7 +141,7 @@ NOTEBOOKS["ablation"] = notebook(
      ("drop", '"CR"', "component to drop: none, CR, T2, SA, N2, EMA"),
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="ablation")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="ablation")
 runs = results.collect(grid.pairs, scale)
 runs[["variant", "stage", "val_miou", "pseudo_miou"]]""",
      """fig = figures.plot_val_miou({f"{s.variant}, stage {r.stage}": r.curves() for s, res in grid.pairs
@@ -152,7 +153,7 @@ NOTEBOOKS["lambda_curve"] = collector(
     [("dataset", '"synth-street"', "synth-street or synth-objects"),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid([dataset], lambdas, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="lambda")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="lambda")
 table = results.lambda_table(results.collect(grid.pairs, scale))
 table""",
      """fig = figures.plot_lambda(table, title=f"{dataset}, scale {scale}")
@@ -160,7 +161,7 @@ figures.save(fig, fig_dir / f"lambda_curve_{dataset}", close=False); display(fig
 
 
 def table_cells(stem, make, title_expr, datasets_expr):
-    return [f"""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="{stem}")
+    return [f"""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="{stem}")
 runs = results.collect(grid.pairs, scale)
 table = {make}
 cap = results.caption({title_expr}, {datasets_expr}, scale, seeds)
@@ -175,21 +176,23 @@ NOTEBOOKS["table2"] = collector(
     "Table II: synth-street (Cityscapes) label counts",
     "Supervised (= Stage 1), the mean teacher baselines Cutout and CutMix, Stage 2 and the three-stage method at "
     "each label count, and full supervision, beside Table II (French et al.'s published rows for the baselines).",
-    [("labels", "[100, 375, 750, 1500]", "nominal label counts (Cityscapes 100, 372, 744, 1488)"),
+    [("dataset", '"synth-street"', "synth-street or cityscapes (read from files: give data_roots)"),
+     ("labels", "None", "label counts; None: the dataset's (100, 375, 750, 1500 for synth-street; the paper's for cityscapes)"),
      ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
-    'specs = ex.label_grid("synth-street", seeds, labels, full=full, baselines=baselines)',
-    table_cells("table2", 'results.label_table(runs, "synth-street")',
-                '"Table II: mIoU against the number of labelled images"', '["synth-street"]'))
+    'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
+    table_cells("table2", 'results.label_table(runs, dataset)',
+                '"Table II: mIoU against the number of labelled images"', '[dataset]'))
 
 NOTEBOOKS["table3_4"] = collector(
     "Tables III and IV: synth-objects (VOC) label fractions",
     "Supervised (= Stage 1), Cutout and CutMix (mean teacher), Stage 2 and the three-stage method at each "
     "fraction (λ per fraction as in the paper), beside Tables III (ImageNet) and IV (ImageNet+COCO).",
-    [("labels", "[30, 60, 150, 375]", "nominal label counts (VOC 1/100, 1/50, 1/20, 1/8)"),
+    [("dataset", '"synth-objects"', "synth-objects or voc (read from files: give data_roots)"),
+     ("labels", "None", "label counts; None: the dataset's (30, 60, 150, 375 for synth-objects; the paper's for voc)"),
      ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
-    'specs = ex.label_grid("synth-objects", seeds, labels, full=full, baselines=baselines)',
-    table_cells("table3_4", 'results.label_table(runs, "synth-objects")',
-                '"Tables III and IV: mIoU against the labelled fraction"', '["synth-objects"]'))
+    'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
+    table_cells("table3_4", 'results.label_table(runs, dataset)',
+                '"Tables III and IV: mIoU against the labelled fraction"', '[dataset]'))
 
 NOTEBOOKS["table5"] = collector(
     "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in METHOD.md.",
@@ -208,7 +211,7 @@ NOTEBOOKS["fig2"] = collector(
     "L_con (left) and validation mIoU (right) over Stage 3 training, with and without L_pl (T2 on / off).",
     [("dataset", '"synth-objects"', "synth-objects (the paper: VOC 1/50) or synth-street")],
     "specs = ex.fig2_grid(dataset, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="fig2")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="fig2")
 by_variant = {s.variant: res.stages[2].curves() for s, res in grid.pairs if s.seed == seeds[0]}
 fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"], title=f"{dataset}, stage 3, seed {seeds[0]}")
 figures.save(fig, fig_dir / "fig2", close=False); display(fig)
@@ -219,7 +222,7 @@ NOTEBOOKS["fig3"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid(datasets, lambdas, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="fig3")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="fig3")
 table = results.lambda_table(results.collect(grid.pairs, scale))
 results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1", datasets, scale, seeds))
 fig = figures.plot_lambda(table, title=f"scale {scale}")
@@ -232,7 +235,7 @@ NOTEBOOKS["fig4_5"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "one grid per dataset (ablation label counts)"),
      ("num_images", "4", "rows of each grid")],
     "specs = ex.prediction_grid(datasets, seeds[:1])",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="fig4_5")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="fig4_5")
 cutmix = {s.dataset: res.stages[0] for s, res in grid.pairs if s.options.get("method") == "mt-cutmix"}
 for s, res in grid.pairs:
     if s.stages != 3:
@@ -249,7 +252,7 @@ NOTEBOOKS["pseudo_stages"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
      ("stages", "4", "number of stages (the paper reports a 4th)")],
     "specs = ex.stages_grid(datasets, seeds, stages=stages)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="pseudo_stages")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="pseudo_stages")
 runs = results.collect(grid.pairs, scale)
 table = results.pseudo_stage_table(runs)
 paths = results.write_table(table, fig_dir / "pseudo_stages",
@@ -262,7 +265,7 @@ NOTEBOOKS["per_class_gains"] = collector(
     "Per-class IoU gains of Stage 3 over Stage 1", "Validation IoU per class, mean ± std over seeds.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.stages_grid(datasets, seeds, stages=3)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, desc="per_class_gains")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="per_class_gains")
 gains = results.per_class_gains(results.per_class(grid.pairs))
 results.write_table(gains, fig_dir / "per_class_gains",
                     results.caption("Per-class IoU gain (points) of Stage 3 over Stage 1", datasets, scale, seeds))
@@ -278,7 +281,7 @@ NOTEBOOKS["explore"] = notebook(
      ("labels", "100", "label count of that run (nominal)"),
      ("seed", "0", "seed of that run")] + COMMON,
     SETUP + "\nfrom selftrain_lib import explore",
-    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, desc="explore")
+    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, desc="explore")
 results.list_runs(out)[["run", "dataset", "stage", "labels", "seed", "scale", "val_miou", "pseudo_miou"]]""",
      """display(explore.explorer(out))""",
      """res = grid.pairs[0][1]

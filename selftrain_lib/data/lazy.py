@@ -80,10 +80,10 @@ class CropDataset(Dataset):
     """Item ``(index, labelled, step, position)`` → one weakly augmented fixed-size crop.
 
     Returns ``{"image": float (3, ch, cw) in [0, 1], "label": int64 (ch, cw) or None,
-    "pseudo": int64 (ch, cw) or None}``: random scale, crop (pixels from outside the image are
+    "pseudo": int64 (ch, cw) or None, "inside": bool (ch, cw)}``: random scale, crop (pixels from outside the image are
     the fill colour in the image and the ignore value in the masks) and flip, the same for the
     image, its ground truth (labelled items only) and its pseudo-mask (when ``pseudo_dir`` is
-    given). The random draws come from ``generator(seed, stage, "weak", step, position)``.
+    given); ``inside`` marks the crop's pixels that come from the image. The random draws come from ``generator(seed, stage, "weak", step, position)``.
     """
 
     def __init__(self, view: FileTrainingView, weak, seed: int, stage: int, pseudo_dir: str | Path | None = None):
@@ -105,9 +105,9 @@ class CropDataset(Dataset):
             masks.append(self.view.mask(index).long()[None])
         if self.pseudo_dir is not None:
             masks.append(read_pseudo_mask(self.pseudo_dir, self.view.ids[index], size).long()[None])
+        masks.append(torch.zeros((1,) + size, dtype=torch.long))  # becomes the map of pixels inside the image
         g = generator(self.seed, self.stage, "weak", int(step), int(position))
-        x, out = self.weak(image[None].float().div_(255), masks, g) if masks else \
-            (self.weak(image[None].float().div_(255), [torch.zeros((1,) + size, dtype=torch.long)], g)[0], [])
+        x, out = self.weak(image[None].float().div_(255), masks, g)
         label = out.pop(0)[0] if labelled else None
         pseudo = out.pop(0)[0] if self.pseudo_dir is not None else None
-        return {"image": x[0], "label": label, "pseudo": pseudo}
+        return {"image": x[0], "label": label, "pseudo": pseudo, "inside": out.pop(0)[0] != self.view.ignore_index}
