@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure training throughput, memory and pseudo-mask time")
     b.add_argument("--out", default="build/bench", help="folder for bench.json")
     b.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    b.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the GPU ladder")
     return parser
 
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from .bench import main as bench_main
 
-            return bench_main(args.out, args.steps)
+            return bench_main(args.out, args.steps, compile_model=not args.no_compile)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -78,6 +79,10 @@ def _run(args) -> int:
     labels = args.labels if args.labels in (None, "full") else _int(args.labels, "--labels")
     result = run(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, out=args.out,
                  progress=not args.no_progress, params=args.params, method=args.method, **overrides)
+    from .distributed import current
+
+    if not current().is_main:  # under torchrun: rank 0 reports
+        return 0
     name = "" if result.config.method == "three-stage" else f"{result.config.method} "
     for r in result.stages:
         print(f"{name}stage {r.stage}: val mIoU {100 * r.val_miou:.2f}  pseudo-mask mIoU (U) {100 * r.pseudo_miou:.2f}  "

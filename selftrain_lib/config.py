@@ -112,6 +112,8 @@ class Config:
     device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1"...
     precision: str = "auto"                # "auto" (bf16/fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16"
     num_threads: int | None = None         # torch CPU threads (None: torch's default)
+    num_workers: int = 0                   # datasets read from files: loader processes reading ahead (0: none)
+    sync_bn: bool = False                  # torchrun with several GPUs: synchronise batch-norm across ranks
     data_root: str | None = None           # real datasets: where they live
     cache_dir: str | None = None           # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
 
@@ -124,7 +126,7 @@ class Config:
 
 
 # Keys that change how a run executes but not what it computes: left out of the run hash.
-EXECUTION_KEYS = frozenset({"device", "num_threads", "eval_batch_size", "checkpoint_every",
+EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "eval_batch_size", "checkpoint_every",
                             "data_root", "cache_dir", "scale"})
 # Keys Stage 1 (supervised) does not read, so that ablations share one Stage 1 run.
 STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",
@@ -146,10 +148,14 @@ FILE_DATA_KEYS = frozenset({"train_list", "val_list", "resize", "num_classes", "
                             "ignore_index"})
 
 
+# Keys of multi-process training, also left out while at their defaults (selftrain_lib.distributed).
+DISTRIBUTED_KEYS = frozenset({"sync_bn"})
+
+
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
     drop = set(EXECUTION_KEYS)
-    drop |= {k for k in FILE_DATA_KEYS if getattr(config, k) == _DEFAULTS[k]}
+    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS if getattr(config, k) == _DEFAULTS[k]}
     if config.precision == "auto":
         # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
         # an explicit precision is
@@ -405,6 +411,7 @@ def validate(c: Config) -> None:
     _require(p != "synthetic" or c.model == "deeplabv2-small", "pretrained",
              "'synthetic' pre-training exists for deeplabv2-small only (use 'imagenet' or a checkpoint)")
     _require(c.num_threads is None or c.num_threads >= 1, "num_threads", f"must be >= 1, got {c.num_threads}")
+    _require(c.num_workers >= 0, "num_workers", f"must be >= 0, got {c.num_workers}")
     _require(c.method in METHODS, "method", f"must be one of {list(METHODS)}, got {c.method!r}")
     _require(c.cons_weight >= 0, "cons_weight", f"must be >= 0, got {c.cons_weight}")
     _require(0 <= c.conf_threshold <= 1, "conf_threshold", f"must be in [0, 1], got {c.conf_threshold}")

@@ -43,6 +43,9 @@ def run_stages(config: Config, stages: int = 3, out: str | Path = "runs", progre
         raise ValueError(f"stages: must be >= 1, got {stages}")
     if stages > 1 and config.method != "three-stage":
         raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
+    from .distributed import init_from_env
+
+    init_from_env(config.device)  # under torchrun: join the process group (else one process)
     t0 = time.perf_counter()
     data = None
     results: list[StageResult] = []
@@ -55,10 +58,11 @@ def run_stages(config: Config, stages: int = 3, out: str | Path = "runs", progre
 
 
 def _finished(config, stage, previous, out) -> bool:
+    from .distributed import current
     from .runs import config_hash
     from .stage import stage_run_key
 
-    return (Path(out) / config_hash(stage_run_key(config, stage, previous)) / "metrics.json").is_file()
+    return (Path(out) / config_hash(stage_run_key(config, stage, previous, current().size)) / "metrics.json").is_file()
 
 
 def run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",

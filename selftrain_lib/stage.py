@@ -27,6 +27,7 @@ from .augment import StrongAugment, WeakAugment
 from .baselines import MeanTeacherBaseline, perturbation
 from .config import Config, make_config, resolved_dict, stage_key
 from .data import SegmentationData, TrainingView, hidden_truth, load_data, make_split, read_split, training_view, write_split
+from .distributed import SINGLE, World, average_buffers, current, unwrap
 from .ema import EMATeacher, ema_decay
 from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
 from .losses import LossWeights, pixel_cross_entropy, total_loss
@@ -207,8 +208,10 @@ class StepBatch:
 class BatchSource:
     """Draws the sub-batches of each step from a :class:`TrainingView` (never U's ground truth)."""
 
-    def __init__(self, view: TrainingView, pseudo: Tensor | None, config: Config, stage: int, device: torch.device):
+    def __init__(self, view: TrainingView, pseudo: Tensor | None, config: Config, stage: int, device: torch.device,
+                 world: World = SINGLE):
         self.view, self.pseudo, self.config, self.stage, self.device = view, pseudo, config, stage, device
+        self.world = world  # rank r of N draws what one process would draw at global step step * N + r
         self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
         single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
         n_lab = config.batch_size if single else config.labelled_per_batch
@@ -224,6 +227,7 @@ class BatchSource:
         return m.to(self.device).long()
 
     def __call__(self, step: int) -> StepBatch:
+        step = step * self.world.size + self.world.rank
         g = generator(self.config.seed, self.stage, "aug", step)
         pos = self.labelled.indices(step)
         x2 = to_input(self.view.images[self.view.labelled[pos]], self.device)
@@ -293,6 +297,7 @@ def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: t
                ema_decay_now: float, method: MeanTeacherBaseline | None = None,
                precision: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
     """One optimiser step and the teacher's EMA update; returns the (undetached) losses.
+    ``model`` may be wrapped in ``DistributedDataParallel`` (the gradients are then averaged over ranks).
 
     ``precision``: the forward pass runs under its autocast (None: fp32); ``scaler`` scales the
     loss for fp16 (see :mod:`selftrain_lib.precision`).
@@ -307,8 +312,9 @@ def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: t
     else:
         losses["loss"].backward()
         optimizer.step()
+    average_buffers(model)  # several ranks: the same batch-norm statistics everywhere (else a no-op)
     if teacher is not None:
-        teacher.update(model.segmenter, ema_decay_now)
+        teacher.update(unwrap(model).segmenter, ema_decay_now)
     return losses
 
 
@@ -330,6 +336,8 @@ class StageParts:
     decays: tuple[tuple[float, ...], tuple[float, ...]] = ((0.99,), ())  # EMA schedule (decays, milestones)
     precision: Precision | None = None  # autocast of the forward pass (None: fp32)
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
+    world: World = SINGLE  # the training processes (selftrain_lib.distributed)
+    trained: nn.Module | None = None  # what the step calls: ``model``, or it wrapped in DistributedDataParallel
 
     def ema_decay(self, step: int) -> float:
         """The teacher's EMA decay at ``step``, a pure function of the step."""
@@ -337,9 +345,14 @@ class StageParts:
 
 
 def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Tensor | None, num_classes: int,
-                      device: torch.device) -> StageParts:
+                      device: torch.device, world: World = SINGLE) -> StageParts:
     precision = resolve_precision(config.precision, device)
-    model = build_stage_model(config, stage, num_classes).to(device)
+    model = build_stage_model(config, stage, num_classes)
+    if config.sync_bn and world.enabled:
+        if device.type != "cuda":
+            raise ValueError("sync_bn: synchronised batch-norm needs CUDA (NCCL); on the CPU it stays per rank")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     if device.type == "cuda":  # NHWC convolutions are the fast path of cuDNN's tensor cores
         model = model.to(memory_format=torch.channels_last)
     method = MeanTeacherBaseline.from_config(config)
@@ -350,23 +363,32 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
                                  weight_decay=config.weight_decay)
     if isinstance(view, TrainingView):
-        batches = BatchSource(view, pseudo, config, stage, device)
+        batches = BatchSource(view, pseudo, config, stage, device, world)
     else:  # a dataset read from files: per-sample crops (stage_files.py); ``pseudo`` is the PNG folder
         from .stage_files import FileBatchSource
 
-        batches = FileBatchSource(view, pseudo, config, stage, device)
+        batches = FileBatchSource(view, pseudo, config, stage, device, world)
+    trained = model
+    if world.enabled:  # same initial weights on every rank (seeded by (seed, stage)): DDP checks it
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                      broadcast_buffers=False)  # train_step averages them instead
     return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches,
                       weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
                       steps=config.stage1_steps if stage == 1 else config.steps, method=method, decays=decays,
-                      precision=precision, scaler=precision.grad_scaler())
+                      precision=precision, scaler=precision.grad_scaler(), world=world, trained=trained)
 
 
-def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None) -> dict[str, Any]:
-    """What identifies a stage run: its configuration and the run its pseudo-masks came from."""
+def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
+                  world_size: int = 1) -> dict[str, Any]:
+    """What identifies a stage run: its configuration, the run its pseudo-masks came from, and the
+    number of data-parallel processes when more than one (they multiply the batch)."""
     from .data.synthetic import generator_digest
 
-    return {"stage": stage, "config": stage_key(config, stage), "format": RUN_FORMAT_VERSION,
-            "data": generator_digest(), "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
+    key = {"stage": stage, "config": stage_key(config, stage), "format": RUN_FORMAT_VERSION,
+           "data": generator_digest(), "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
+    if world_size > 1:
+        key["world_size"] = world_size
+    return key
 
 
 def select_split(config: Config, data: SegmentationData, out: Path):
@@ -398,17 +420,23 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     if stage >= 2 and pseudo_masks is None:
         raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
     out = Path(out)
-    key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None)
+    world = current()  # one process, or this rank of a torchrun job (selftrain_lib.distributed)
+    key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None, world.size)
     run_hash = config_hash(key)
     run_dir = out / run_hash
     if (run_dir / "metrics.json").is_file():
         return StageResult.load(run_dir, reused=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
-                                                "config": resolved_dict(config)})
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
+                                                    "config": resolved_dict(config)})
+    world.barrier()
+    progress = progress and world.is_main
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
+    if world.enabled and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
@@ -420,7 +448,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     else:
         pseudo = pseudo_masks.load(data.train_ids) if in_memory else pseudo_masks.directory
 
-    parts = build_stage_parts(config, stage, view, pseudo, data.info.num_classes, device)
+    parts = build_stage_parts(config, stage, view, pseudo, data.info.num_classes, device, world)
     model, teacher, optimizer, batches = parts.model, parts.teacher, parts.optimizer, parts.batches
     steps, weights, info = parts.steps, parts.weights, data.info
 
@@ -453,22 +481,22 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=not progress, dynamic_ncols=True)
     for step in range(start, steps):
         decay = parts.ema_decay(step)
-        losses = train_step(model, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index, decay,
-                            parts.method, parts.precision, parts.scaler)
+        losses = train_step(parts.trained, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index,
+                            decay, parts.method, parts.precision, parts.scaler)
         for k, v in losses.items():  # stays on the device: no host sync inside the step
             sums[k] = sums.get(k, 0) + v.detach()
         done = step + 1
         if done % config.log_every == 0 or done == steps:
             n = (done - 1) % config.log_every + 1
             row = {"step": done, "ema_decay": decay if teacher is not None else ""}
-            row.update({k: float(v) / n for k, v in sums.items()})
-            if done % config.eval_every == 0 or done == steps:
+            row.update({k: float(v) / n for k, v in world.mean(sums).items()})  # mean over ranks
+            if (done % config.eval_every == 0 or done == steps) and world.is_main:  # rank 0 writes the curves
                 row["val_miou"] = validate()
             rows.append(row)
             sums = {}
             bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "val_miou") if k in row})
         bar.update(1)
-        if done % config.checkpoint_every == 0 and done < steps:
+        if done % config.checkpoint_every == 0 and done < steps and world.is_main:
             atomic_torch_save(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "teacher": teacher.state_dict() if teacher is not None else None,
                                           "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
@@ -478,21 +506,32 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     if not in_memory:
         from .stage_files import finish_file_stage
 
-        return finish_file_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device,
-                                 progress, pseudo_masks)
-    return _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
-                         pseudo_masks)
+        result = finish_file_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device,
+                                   progress, pseudo_masks, world)
+    else:
+        result = _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
+                               pseudo_masks, world)
+    world.barrier()  # rank 0 has written the run: the others read it back
+    return result if world.is_main else StageResult.load(run_dir, reused=False)
 
 
 def _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
-                  parent: PseudoMasks | None) -> StageResult:
-    """Final evaluation, pseudo-masks of L∪U, and the files of a finished run (metrics.json last)."""
+                  parent: PseudoMasks | None, world: World = SINGLE) -> StageResult | None:
+    """Final evaluation, pseudo-masks of L∪U, and the files of a finished run (metrics.json last).
+    With several ranks, each predicts its share of the pool and rank 0 does the rest (others: None)."""
     info = data.info
     f = model.segmenter
     t0 = time.perf_counter()
+    shard = torch.tensor(list(world.shard(data.train_images.shape[0])), dtype=torch.long)
+    part = predict(f, data.train_images[shard], config.eval_batch_size, device, desc="pseudo-masks", progress=progress)
+    parts = world.gather_to_main((shard, part))
+    if not world.is_main:
+        return None
+    pool_pred = torch.empty((data.train_images.shape[0],) + tuple(part.shape[1:]), dtype=torch.uint8)
+    for idx, pred in parts:
+        pool_pred[idx] = pred
     val = evaluate(f, data.val_images, data.val_masks, info.num_classes, info.ignore_index, config.eval_batch_size,
                    device, progress=progress)
-    pool_pred = predict(f, data.train_images, config.eval_batch_size, device, desc="pseudo-masks", progress=progress)
     pseudo_time = time.perf_counter() - t0
     u_idx, u_truth = hidden_truth(data, split)
     pseudo_u = evaluate_masks(pool_pred[u_idx], u_truth, info.num_classes, info.ignore_index)

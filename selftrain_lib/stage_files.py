@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .augment import StrongAugment, WeakAugment
+from .distributed import SINGLE, World
 from .data.lazy import CropDataset, FileSegmentationData, FileTrainingView
 from .evaluate import ConfusionMatrix, scores, to_input
 from .runs import atomic_directory, atomic_savez, atomic_torch_save
@@ -23,13 +24,19 @@ from .runs import atomic_directory, atomic_savez, atomic_torch_save
 
 class FileBatchSource:
     """:class:`~selftrain_lib.stage.BatchSource` for a :class:`FileTrainingView`: same samplers,
-    same sub-batch order (Sub-batch 1 from L∪U, then Sub-batch 2 from L), same strong augmentation."""
+    same sub-batch order (Sub-batch 1 from L∪U, then Sub-batch 2 from L), same strong augmentation.
 
-    def __init__(self, view: FileTrainingView, pseudo_dir, config, stage: int, device: torch.device):
+    Reading and weak augmentation (:meth:`step_crops`) can run ahead in ``config.num_workers``
+    loader processes (pinned memory on CUDA); every draw is a function of the step, so the batches
+    are the same with or without workers. Strong augmentation runs batched on the device."""
+
+    def __init__(self, view: FileTrainingView, pseudo_dir, config, stage: int, device: torch.device,
+                 world: World = SINGLE):
         from .baselines import perturbation
         from .stage import EpochSampler
 
         self.view, self.config, self.stage, self.device = view, config, stage, device
+        self.world = world  # rank r of N draws what one process would draw at global step step * N + r
         self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
         single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
         n_lab = config.batch_size if single else config.labelled_per_batch
@@ -41,31 +48,67 @@ class FileBatchSource:
         self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
                                     ignore_index=view.ignore_index, enabled=config.sa)
         self.crops = CropDataset(view, self.weak, config.seed, stage, pseudo_dir if stage >= 2 else None)
+        self._loader, self._next_step = None, 0  # background workers (config.num_workers), made on first use
 
-    def _stack(self, items, key):
-        return torch.stack([it[key] for it in items]).to(self.device)
+    def step_crops(self, step: int) -> dict[str, torch.Tensor | None]:
+        """The CPU half of a step (files read, weak augmentation), for the local ``step``: stacked
+        crops of Sub-batch 2 (``lab_*``) and Sub-batch 1 (``pool_*``). Runs in loader workers."""
+        step = step * self.world.size + self.world.rank
+        lab = [self.crops[(int(self.view.labelled[p]), True, step, self.n_pool + j)]
+               for j, p in enumerate(self.labelled.indices(step).tolist())]
+        pool = [self.crops[(i, False, step, j)] for j, i in enumerate(self.pool.indices(step)[: self.n_pool].tolist())]
+
+        def stack(items, key):
+            return torch.stack([it[key] for it in items]) if items and items[0][key] is not None else None
+
+        return {"lab_image": stack(lab, "image"), "lab_label": stack(lab, "label"), "lab_pseudo": stack(lab, "pseudo"),
+                "pool_image": stack(pool, "image"), "pool_pseudo": stack(pool, "pseudo"),
+                "pool_inside": stack(pool, "inside")}
+
+    def _crops(self, step: int) -> dict[str, torch.Tensor | None]:
+        """``step_crops(step)``, from ``num_workers`` background workers that read ahead in step order
+        (restarted when the loop jumps, e.g. on resume), or in this process."""
+        if not self.config.num_workers:
+            return self.step_crops(step)
+        if self._loader is None or step != self._next_step:
+            from itertools import count
+
+            from torch.utils.data import DataLoader
+
+            self._loader = iter(DataLoader(_StepCrops(self), batch_size=None, sampler=count(step),
+                                           num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+                                           prefetch_factor=2))
+            self._next_step = step
+        self._next_step += 1
+        return next(self._loader)
 
     def __call__(self, step: int):
         from .stage import StepBatch, generator
 
-        lab = [self.crops[(int(self.view.labelled[p]), True, step, self.n_pool + j)]
-               for j, p in enumerate(self.labelled.indices(step).tolist())]
-        x2, y2 = self._stack(lab, "image"), self._stack(lab, "label")
+        c = {k: v.to(self.device, non_blocking=True) if v is not None else None for k, v in self._crops(step).items()}
+        x2, y2 = c["lab_image"], c["lab_label"]
         if self.stage == 1 and self.box_masks is None:
             return StepBatch(images=x2, labels=y2)
-        pool = [self.crops[(i, False, step, j)] for j, i in enumerate(self.pool.indices(step)[: self.n_pool].tolist())]
-        g = generator(self.config.seed, self.stage, "aug", step)
+        g = generator(self.config.seed, self.stage, "aug", step * self.world.size + self.world.rank)
+        x1 = c["pool_image"]
         if self.box_masks is not None:  # a mean teacher baseline: Sub-batch 1 weakly augmented, its boxes
-            x1 = self._stack(pool, "image")
             boxes = self.box_masks.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
-            return StepBatch(images=torch.cat([x1, x2]), labels=y2, valid=self._stack(pool, "inside"),
-                             boxes=boxes.to(self.device))
-        x1, p1 = self._stack(pool, "image"), self._stack(pool, "pseudo")
+            return StepBatch(images=torch.cat([x1, x2]), labels=y2, valid=c["pool_inside"], boxes=boxes.to(self.device))
         params = self.strong.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
         x1_aug = self.strong.apply_image(x1, params)
-        p1 = self.strong.apply_mask(p1, params)
-        return StepBatch(images=torch.cat([x1_aug, x2]), labels=y2, pseudo=torch.cat([p1, self._stack(lab, "pseudo")]),
+        p1 = self.strong.apply_mask(c["pool_pseudo"], params)
+        return StepBatch(images=torch.cat([x1_aug, x2]), labels=y2, pseudo=torch.cat([p1, c["lab_pseudo"]]),
                          clean=torch.cat([x1, x2]), aug=params)
+
+
+class _StepCrops(torch.utils.data.Dataset):
+    """Item ``step`` → :meth:`FileBatchSource.step_crops`: what a loader worker computes."""
+
+    def __init__(self, source: FileBatchSource):
+        self.source = source
+
+    def __getitem__(self, step: int):
+        return self.source.step_crops(int(step))
 
 
 @torch.no_grad()
@@ -89,27 +132,37 @@ def evaluate_files(model, files, num_classes: int, ignore_index: int, device, pr
 
 
 def finish_file_stage(model, config, stage, run_dir, run_hash, data: FileSegmentationData, split, rows, train_time,
-                      device, progress, parent):
+                      device, progress, parent, world: World = SINGLE):
     """As ``stage._finish_stage``, image by image: final mIoU, pseudo-masks of L∪U (one PNG each,
-    written into a temporary folder renamed at the end), their quality on U, the files of the run."""
+    written into a temporary folder renamed at the end), their quality on U, the files of the run.
+    With several ranks, each writes its share of the pseudo-masks into rank 0's temporary folder,
+    and rank 0 does the rest (the others return None)."""
+    import contextlib
+
     info, f = data.info, model.segmenter
     t0 = time.perf_counter()
-    val = evaluate_files(f, data.val, info.num_classes, info.ignore_index, device, progress)
     unlabelled = set(split.unlabelled.tolist())
     cm_u = ConfusionMatrix(info.num_classes, info.ignore_index)
     was_training = f.training
     f.eval()
     try:
-        with atomic_directory(Path(run_dir) / "pseudo_masks") as tmp:
-            for i in tqdm(range(len(data.train)), desc="pseudo-masks", disable=not progress, leave=False):
+        folder = atomic_directory(Path(run_dir) / "pseudo_masks") if world.is_main else contextlib.nullcontext()
+        with folder as tmp:
+            tmp = world.broadcast_from_main(tmp)
+            for i in tqdm(world.shard(len(data.train)), desc="pseudo-masks", disable=not progress, leave=False):
                 pred = predict_one(f, data.train.image(i), device)
                 path = tmp / f"{data.train.ids[i]}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pred.numpy(), mode="L").save(path)
                 if i in unlabelled:  # U's ground truth: read here, to score the pseudo-masks only
                     cm_u.update(pred, data.train.mask(i))
+            matrices = world.gather_to_main(cm_u.mat)  # also: every shard is written before the rename
     finally:
         f.train(was_training)
+    if not world.is_main:
+        return None
+    cm_u.mat = torch.stack(matrices).sum(0)
+    val = evaluate_files(f, data.val, info.num_classes, info.ignore_index, device, progress)
     pseudo_time = time.perf_counter() - t0
     n_val = len(data.val)
     sample = np.unique(np.linspace(0, n_val - 1, config.num_val_samples).round().astype(int)) \

@@ -390,7 +390,9 @@ def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset
         ids = tuple(f"2007_{k:06d}" for k in range(12))
         root = make_voc(tmp_path / "voc", ids=ids, sizes=[(375, 500), (500, 375), (333, 500)] * 4)
         (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("".join(f"{i}\n" for i in ids[:11]))
-    config = load_config(dataset, "paper", data_root=str(root), pretrained="none", device="cpu", labels=2)
+    # one loader worker (the paper scale has 8): the background path, without 8 forks on 2 cores
+    config = load_config(dataset, "paper", data_root=str(root), pretrained="none", device="cpu", labels=2,
+                         num_workers=1)
     data = load_data(config)
     split = make_split(data.pool_size, config.labels, config.seed)
     view = training_view(data, split)
@@ -476,3 +478,32 @@ def test_mean_teacher_baselines_on_a_file_dataset(tmp_path, method):
     result = run(dataset="voc", scale="smoke", data_root=str(root), method=method, out=tmp_path / "runs",
                  progress=False, crop_size=[24, 24])
     assert len(result.stages) == 1 and 0.0 <= result.final.val_miou <= 1.0
+
+
+def test_loader_workers_give_the_batches_of_the_main_process(tmp_path):
+    """Reading ahead in worker processes changes nothing: the same batches at every step, also
+    after the loop jumps (resume)."""
+    from selftrain_lib.data import load_data, training_view
+    import dataclasses
+
+    from selftrain_lib.stage_files import FileBatchSource
+
+    root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
+                    sizes=((20, 24), (18, 30), (26, 20), (24, 24), (22, 28), (30, 22)))
+    (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("im0\nim1\nim2\nim3\n")
+    pseudo_dir = tmp_path / "pseudo"
+    for k, (h, w) in enumerate(((20, 24), (18, 30), (26, 20), (24, 24))):
+        _png(pseudo_dir / f"im{k}.png", np.full((h, w), k % 2, np.uint8))
+    for stage, method in ((2, "three-stage"), (1, "mt-cutmix"), (1, "three-stage")):
+        base = load_config("voc", "smoke", data_root=str(root), device="cpu", crop_size=[16, 16], method=method,
+                           batch_size=3, labelled_per_batch=1)
+        data = load_data(base)
+        view = training_view(data, make_split(data.pool_size, 2, 0))
+        pseudo = pseudo_dir if stage == 2 else None
+        plain = FileBatchSource(view, pseudo, base, stage, torch.device("cpu"))
+        ahead = FileBatchSource(view, pseudo, dataclasses.replace(base, num_workers=2), stage, torch.device("cpu"))
+        for step in (0, 1, 2, 7, 8, 3):
+            a, b = plain(step), ahead(step)
+            for key in ("images", "labels", "pseudo", "valid", "boxes"):
+                x, y = getattr(a, key), getattr(b, key)
+                assert (x is None and y is None) or torch.equal(x, y), (stage, method, step, key)
