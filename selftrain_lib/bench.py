@@ -114,7 +114,8 @@ def time_steps(config: Config, view, pseudo, num_classes: int, device, steps: in
         t_draw, t_step = t_draw + t1 - t0, t_step + time.perf_counter() - t1
     out = {"stage": stage, "steps": steps, "batch_size": config.batch_size,
            "labelled_per_batch": config.labelled_per_batch if stage >= 2 else config.batch_size,
-           "crop_size": list(config.crop_size), "precision": parts.precision.name, "channels_last": channels_last,
+           "crop_size": list(config.crop_size), "precision": parts.precision.name,
+           "channels_last": channels_last and device.type == "cuda",
            "compiled": compile_model, "seconds_per_step": seconds, "images_per_second": config.batch_size / seconds,
            "draw_share": t_draw / (t_draw + t_step)}
     if device.type == "cuda":

@@ -112,6 +112,7 @@ class Config:
     device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1"...
     precision: str = "auto"                # "auto" (bf16/fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16"
     num_threads: int | None = None         # torch CPU threads (None: torch's default)
+    compile: bool = False                  # train through torch.compile (GPU; an execution setting)
     num_workers: int = 0                   # datasets read from files: loader processes reading ahead (0: none)
     sync_bn: bool = False                  # torchrun with several GPUs: synchronise batch-norm across ranks
     data_root: str | None = None           # real datasets: where they live
@@ -126,7 +127,7 @@ class Config:
 
 
 # Keys that change how a run executes but not what it computes: left out of the run hash.
-EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "eval_batch_size", "checkpoint_every",
+EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "eval_batch_size", "checkpoint_every",
                             "data_root", "cache_dir", "scale"})
 # Keys Stage 1 (supervised) does not read, so that ablations share one Stage 1 run.
 STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",

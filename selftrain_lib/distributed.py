@@ -106,9 +106,10 @@ def init_from_env(device: str = "auto") -> World:
 
 def average_buffers(model: torch.nn.Module) -> None:
     """Average the floating-point buffers (batch-norm running statistics) of a
-    ``DistributedDataParallel`` model over ranks, in one collective; a no-op otherwise. Each rank
-    updates them from its own batch, so without this the ranks' models, and their EMA teachers,
-    would drift apart in the statistics they use in eval mode."""
+    ``DistributedDataParallel`` model (compiled or not) over ranks, in one collective; a no-op
+    otherwise. Each rank updates them from its own batch, so without this the ranks' models, and
+    their EMA teachers, would drift apart in the statistics they use in eval mode."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
     if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return
     buffers = [b for b in model.module.buffers() if b.is_floating_point()]
@@ -124,5 +125,11 @@ def average_buffers(model: torch.nn.Module) -> None:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a ``DistributedDataParallel`` wrapper (or ``model`` itself)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The module inside ``DistributedDataParallel`` and ``torch.compile`` wrappers (or ``model``)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model

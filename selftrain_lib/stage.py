@@ -205,29 +205,42 @@ class StepBatch:
     boxes: Tensor | None = None  # (B1, 4) int64: the baseline's Cutout / CutMix boxes
 
 
-class BatchSource:
-    """Draws the sub-batches of each step from a :class:`TrainingView` (never U's ground truth)."""
+class SubBatchDraws:
+    """What every batch source shares: the sub-batch sizes of a stage, the samplers of L and of
+    L∪U, weak and strong augmentation, and the rank's place among the training processes."""
 
-    def __init__(self, view: TrainingView, pseudo: Tensor | None, config: Config, stage: int, device: torch.device,
-                 world: World = SINGLE):
-        self.view, self.pseudo, self.config, self.stage, self.device = view, pseudo, config, stage, device
+    def __init__(self, config: Config, stage: int, device: torch.device, world: World, pool_size: int,
+                 num_labelled: int, ignore_index: int):
+        self.config, self.stage, self.device = config, stage, device
         self.world = world  # rank r of N draws what one process would draw at global step step * N + r
         self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
         single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
         n_lab = config.batch_size if single else config.labelled_per_batch
         self.n_pool = 0 if single else config.batch_size - config.labelled_per_batch
-        self.labelled = EpochSampler(len(view.labelled), n_lab, config.seed, stage, "L")
-        self.pool = EpochSampler(view.images.shape[0], max(self.n_pool, 1), config.seed, stage, "LuU")
+        self.labelled = EpochSampler(num_labelled, n_lab, config.seed, stage, "L")
+        self.pool = EpochSampler(pool_size, max(self.n_pool, 1), config.seed, stage, "LuU")
         self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
-                                ignore_index=view.ignore_index)
+                                ignore_index=ignore_index)
         self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
-                                    ignore_index=view.ignore_index, enabled=config.sa)
+                                    ignore_index=ignore_index, enabled=config.sa)
+
+    def global_step(self, step: int) -> int:
+        return step * self.world.size + self.world.rank
+
+
+class BatchSource(SubBatchDraws):
+    """Draws the sub-batches of each step from a :class:`TrainingView` (never U's ground truth)."""
+
+    def __init__(self, view: TrainingView, pseudo: Tensor | None, config: Config, stage: int, device: torch.device,
+                 world: World = SINGLE):
+        super().__init__(config, stage, device, world, view.images.shape[0], len(view.labelled), view.ignore_index)
+        self.view, self.pseudo = view, pseudo
 
     def _masks(self, m: Tensor) -> Tensor:
         return m.to(self.device).long()
 
     def __call__(self, step: int) -> StepBatch:
-        step = step * self.world.size + self.world.rank
+        step = self.global_step(step)
         g = generator(self.config.seed, self.stage, "aug", step)
         pos = self.labelled.indices(step)
         x2 = to_input(self.view.images[self.view.labelled[pos]], self.device)
@@ -337,7 +350,7 @@ class StageParts:
     precision: Precision | None = None  # autocast of the forward pass (None: fp32)
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
     world: World = SINGLE  # the training processes (selftrain_lib.distributed)
-    trained: nn.Module | None = None  # what the step calls: ``model``, or it wrapped in DistributedDataParallel
+    trained: nn.Module | None = None  # what the step calls: ``model``, wrapped in DDP and/or torch.compile
 
     def ema_decay(self, step: int) -> float:
         """The teacher's EMA decay at ``step``, a pure function of the step."""
@@ -372,6 +385,8 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
     if world.enabled:  # same initial weights on every rank (seeded by (seed, stage)): DDP checks it
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                       broadcast_buffers=False)  # train_step averages them instead
+    if config.compile:
+        trained = torch.compile(trained)
     return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches,
                       weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
                       steps=config.stage1_steps if stage == 1 else config.steps, method=method, decays=decays,

@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .augment import StrongAugment, WeakAugment
-from .distributed import SINGLE, World
 from .data.lazy import CropDataset, FileSegmentationData, FileTrainingView
+from .distributed import SINGLE, World
 from .evaluate import ConfusionMatrix, scores, to_input
 from .runs import atomic_directory, atomic_savez, atomic_torch_save
+from .stage import SubBatchDraws
 
 
-class FileBatchSource:
+class FileBatchSource(SubBatchDraws):
     """:class:`~selftrain_lib.stage.BatchSource` for a :class:`FileTrainingView`: same samplers,
     same sub-batch order (Sub-batch 1 from L∪U, then Sub-batch 2 from L), same strong augmentation.
 
@@ -32,28 +32,15 @@ class FileBatchSource:
 
     def __init__(self, view: FileTrainingView, pseudo_dir, config, stage: int, device: torch.device,
                  world: World = SINGLE):
-        from .baselines import perturbation
-        from .stage import EpochSampler
-
-        self.view, self.config, self.stage, self.device = view, config, stage, device
-        self.world = world  # rank r of N draws what one process would draw at global step step * N + r
-        self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
-        single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
-        n_lab = config.batch_size if single else config.labelled_per_batch
-        self.n_pool = 0 if single else config.batch_size - config.labelled_per_batch
-        self.labelled = EpochSampler(len(view.labelled), n_lab, config.seed, stage, "L")
-        self.pool = EpochSampler(len(view), max(self.n_pool, 1), config.seed, stage, "LuU")
-        self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
-                                ignore_index=view.ignore_index)
-        self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
-                                    ignore_index=view.ignore_index, enabled=config.sa)
+        super().__init__(config, stage, device, world, len(view), len(view.labelled), view.ignore_index)
+        self.view = view
         self.crops = CropDataset(view, self.weak, config.seed, stage, pseudo_dir if stage >= 2 else None)
         self._loader, self._next_step = None, 0  # background workers (config.num_workers), made on first use
 
     def step_crops(self, step: int) -> dict[str, torch.Tensor | None]:
         """The CPU half of a step (files read, weak augmentation), for the local ``step``: stacked
         crops of Sub-batch 2 (``lab_*``) and Sub-batch 1 (``pool_*``). Runs in loader workers."""
-        step = step * self.world.size + self.world.rank
+        step = self.global_step(step)
         lab = [self.crops[(int(self.view.labelled[p]), True, step, self.n_pool + j)]
                for j, p in enumerate(self.labelled.indices(step).tolist())]
         pool = [self.crops[(i, False, step, j)] for j, i in enumerate(self.pool.indices(step)[: self.n_pool].tolist())]
@@ -89,7 +76,7 @@ class FileBatchSource:
         x2, y2 = c["lab_image"], c["lab_label"]
         if self.stage == 1 and self.box_masks is None:
             return StepBatch(images=x2, labels=y2)
-        g = generator(self.config.seed, self.stage, "aug", step * self.world.size + self.world.rank)
+        g = generator(self.config.seed, self.stage, "aug", self.global_step(step))
         x1 = c["pool_image"]
         if self.box_masks is not None:  # a mean teacher baseline: Sub-batch 1 weakly augmented, its boxes
             boxes = self.box_masks.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)

@@ -2,6 +2,7 @@
 method, recording on each rank what it trained, drew and wrote. Not a test module itself."""
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,11 @@ def main(out: str, stages: int, method: str, dataset: str = "synth-street", data
     record = {"weights": [], "batches": [], "losses": [], "writes": []}
     real_step = stage_mod.train_step
 
+    crash_at = int(os.environ.get("CRASH_AT_CALL", "0"))  # every rank stops there: an interrupted job
+
     def recording_step(model, teacher, optimizer, batch, *args, **kwargs):
+        if len(record["weights"]) + 1 == crash_at:
+            raise SystemExit(3)
         losses = real_step(model, teacher, optimizer, batch, *args, **kwargs)
         net = unwrap(model)
         teacher_state = list(teacher.state_dict().values()) if teacher is not None else []

@@ -20,11 +20,14 @@ from selftrain_lib.stage import BatchSource
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _torchrun(out: Path, stages: int, method: str = "three-stage", *more: str) -> list[dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def _torchrun(out: Path, stages: int, method: str = "three-stage", *more: str, crash_at: int = 0) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CRASH_AT_CALL": str(crash_at)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(ROOT / "tests" / "ddp_worker.py"), str(out), str(stages), method, *more]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if crash_at:
+        assert proc.returncode != 0
+        return []
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -98,3 +101,29 @@ def test_a_file_dataset_on_two_ranks_writes_every_pseudo_mask_once(tmp_path):
         masks = sorted(p.relative_to(tmp_path / "runs" / h / "pseudo_masks").as_posix()
                        for p in (tmp_path / "runs" / h / "pseudo_masks").rglob("*.png"))
         assert masks == [f"c{k}/c{k}_000000_000019.png" for k in range(5)]   # both shards (ranks 0 and 1)
+
+
+def test_unwrap_sees_through_compile_and_averaging_is_a_no_op_in_one_process():
+    from selftrain_lib.distributed import average_buffers, unwrap
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    compiled = torch.compile(net)          # lazy: nothing compiles until it is called
+    assert unwrap(compiled) is net and unwrap(net) is net
+    before = [b.clone() for b in net.buffers()]
+    average_buffers(compiled)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.buffers()))
+
+
+def test_an_interrupted_job_resumes_from_rank_zeros_checkpoint_bit_for_bit(ddp_runs, tmp_path):
+    out, (r0, _) = ddp_runs
+    # smoke: 6 steps per stage, a checkpoint every 3; stop both ranks before stage 2's 5th step
+    _torchrun(tmp_path, 2, crash_at=6 + 5)
+    stage2 = tmp_path / r0["hashes"][1]
+    assert (tmp_path / r0["hashes"][0] / "metrics.json").is_file() and (stage2 / "checkpoint.pt").is_file()
+    assert not (stage2 / "metrics.json").exists()
+    resumed = _torchrun(tmp_path, 2)
+    assert len(resumed[0]["weights"]) == 3          # stage 1 reused, stage 2 steps 4-6 trained again
+    assert resumed[0]["weights"] == resumed[1]["weights"]
+    a = torch.load(stage2 / "model.pt", weights_only=True)
+    b = torch.load(out / r0["hashes"][1] / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
