@@ -65,6 +65,20 @@ def _finished(config, stage, previous, out) -> bool:
     return (Path(out) / config_hash(stage_run_key(config, stage, previous, current().size)) / "metrics.json").is_file()
 
 
+def resolve_run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",
+                stages: int | None = None, params: str | Path | None = None, method: str | None = None,
+                **overrides: Any) -> tuple[Config, int]:
+    """The configuration and the number of stages that :func:`run` with these arguments trains."""
+    if labels is not None:
+        overrides["labels"] = labels
+    if method is not None:
+        overrides["method"] = method
+    config = load_config(dataset, scale, params=params, **overrides)
+    if stages is None:
+        stages = 3 if config.method == "three-stage" else 1
+    return config, int(stages)
+
+
 def run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",
         stages: int | None = None, out: str | Path = "runs", progress: bool = True,
         params: str | Path | None = None, method: str | None = None, **overrides: Any) -> PipelineResult:
@@ -73,11 +87,5 @@ def run(dataset: str = "synth-street", labels: int | str | None = None, scale: s
     trains on the whole pool (full supervision: use ``stages=1``). ``method``: ``"three-stage"``
     (default, ``stages`` defaults to 3), or a baseline: ``"supervised"``, ``"mt-cutout"``,
     ``"mt-cutmix"`` (single-stage runs: ``stages`` defaults to, and must be, 1)."""
-    if labels is not None:
-        overrides["labels"] = labels
-    if method is not None:
-        overrides["method"] = method
-    config = load_config(dataset, scale, params=params, **overrides)
-    if stages is None:
-        stages = 3 if config.method == "three-stage" else 1
+    config, stages = resolve_run(dataset, labels, scale, stages, params, method, **overrides)
     return run_stages(config, stages, out, progress)

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from .config import Config, load_config
+from .config import Config
 
 
 @dataclass(frozen=True)
@@ -60,17 +60,9 @@ def stage_hashes(config: Config, stages: int) -> list[str]:
 
 
 def _config(run_kwargs: Mapping[str, Any]) -> tuple[Config, int]:
-    kw = dict(run_kwargs)
-    kw.pop("out", None)
-    kw.pop("progress", None)
-    stages = kw.pop("stages", None)
-    dataset = kw.pop("dataset", "synth-street")
-    scale = kw.pop("scale", "quick")
-    params = kw.pop("params", None)
-    config = load_config(dataset, scale, params=params, **kw)
-    if stages is None:
-        stages = 3 if config.method == "three-stage" else 1
-    return config, int(stages)
+    from .pipeline import resolve_run
+
+    return resolve_run(**{k: v for k, v in run_kwargs.items() if k not in ("out", "progress")})
 
 
 def plan(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs") -> list[StageJob]:
