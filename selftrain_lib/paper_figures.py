@@ -1,4 +1,4 @@
-"""`make paper-figures`: execute every notebook with papermill, in dependency order.
+"""`make paper-figures`: every notebook through papermill, the tables' large grids first.
 
     python -m selftrain_lib.paper_figures --scale quick --seeds "0 1 2" --figures figures --build build/notebooks
 
