@@ -242,15 +242,19 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
             f"(a torchvision or DeepLab-v2 ResNet-101 state dict).") from err
 
 
+def synthetic_state(config) -> dict[str, torch.Tensor]:
+    """The small backbone pre-trained as ``config`` asks (built once, then read from the cache)."""
+    return synthetic_backbone_state(config.widths, config.pretrain_steps, config.cache_dir,
+                                    output_stride=config.output_stride)
+
+
 def load_pretrained(segmenter: nn.Module, config) -> None:
     """Initialise ``segmenter``'s backbone as ``config.pretrained`` says (in place)."""
     p = config.pretrained
     if p == "none":
         return
     if p == "synthetic":
-        state = synthetic_backbone_state(config.widths, config.pretrain_steps, config.cache_dir,
-                                         output_stride=config.output_stride)
-        segmenter.backbone.load_state_dict(state)
+        segmenter.backbone.load_state_dict(synthetic_state(config))
     elif p == "imagenet":
         if config.model != "deeplabv2-r101":
             raise ValueError(f"pretrained: 'imagenet' weights exist for deeplabv2-r101, not {config.model}")

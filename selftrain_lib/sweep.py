@@ -114,7 +114,7 @@ def train_stage_run(job: StageJob, out: str | Path, num_threads: int | None = 1)
 def _warm_caches(jobs: Sequence[StageJob]) -> None:
     """Generate the data and pre-train the backbone once, here, before workers would race to."""
     from .data import load_data
-    from .pretrain import synthetic_backbone_state
+    from .pretrain import synthetic_state
 
     seen = set()
     for job in jobs:
@@ -128,7 +128,7 @@ def _warm_caches(jobs: Sequence[StageJob]) -> None:
         seen.add(key)
         load_data(c)
         if c.pretrained == "synthetic":
-            synthetic_backbone_state(c.widths, c.pretrain_steps, c.cache_dir, output_stride=c.output_stride)
+            synthetic_state(c)
 
 
 def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs", jobs: int | str = "auto",
