@@ -12,6 +12,7 @@ shared between grids (Stage 1 of every ablation, the default three-stage run) tr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
@@ -80,7 +81,7 @@ def scaled_labels(dataset: str, labels: int | str, scale: str, data_root: str | 
     if labels == "full":
         return labels
     from .config import load_config
-    from .data import dataset_info, load_data
+    from .data import dataset_info
 
     labels = int(labels)
     info = dataset_info(dataset)
@@ -91,10 +92,19 @@ def scaled_labels(dataset: str, labels: int | str, scale: str, data_root: str | 
         if data_root is None:
             return labels
         cfg = load_config(dataset, scale, data_root=data_root)
-        pool = load_data(cfg).pool_size
+        pool = _file_pool_size(dataset, scale, str(data_root))
     if pool >= info.default_pool_size:
         return labels
     return max(cfg.labelled_per_batch, min(pool, round(labels * pool / info.default_pool_size)))
+
+
+@lru_cache(maxsize=16)
+def _file_pool_size(dataset: str, scale: str, data_root: str) -> int:
+    """The number of training images under ``data_root``: listed once per grid, not once per spec."""
+    from .config import load_config
+    from .data import load_data
+
+    return load_data(load_config(dataset, scale, data_root=data_root)).pool_size
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 import selftrain_lib

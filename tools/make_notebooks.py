@@ -172,27 +172,28 @@ display(Markdown(paths["md"].read_text()))"""]
 BASELINE_PARAM = ("baselines", '["mt-cutout", "mt-cutmix"]',
                   "mean teacher baselines run at each label count (supervised is Stage 1: always shown)")
 
-NOTEBOOKS["table2"] = collector(
-    "Table II: synth-street (Cityscapes) label counts",
+def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
+    """Table II (street) or Tables III/IV (objects): the same notebook on a stand-in or its real dataset."""
+    return collector(
+        title, intro,
+        [("dataset", f'"{stand_in}"', f"{stand_in} or {real} (read from files: give data_roots)"),
+         ("labels", "None", f"label counts; None: the dataset's ({counts} for {stand_in}; the paper's for {real})"),
+         ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
+        'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
+        table_cells(stem, 'results.label_table(runs, dataset)', f'"{caption}"', '[dataset]'))
+
+
+NOTEBOOKS["table2"] = label_table_notebook(
+    "table2", "Table II: synth-street (Cityscapes) label counts",
     "Supervised (= Stage 1), the mean teacher baselines Cutout and CutMix, Stage 2 and the three-stage method at "
     "each label count, and full supervision, beside Table II (French et al.'s published rows for the baselines).",
-    [("dataset", '"synth-street"', "synth-street or cityscapes (read from files: give data_roots)"),
-     ("labels", "None", "label counts; None: the dataset's (100, 375, 750, 1500 for synth-street; the paper's for cityscapes)"),
-     ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
-    'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
-    table_cells("table2", 'results.label_table(runs, dataset)',
-                '"Table II: mIoU against the number of labelled images"', '[dataset]'))
+    "synth-street", "cityscapes", "100, 375, 750, 1500", "Table II: mIoU against the number of labelled images")
 
-NOTEBOOKS["table3_4"] = collector(
-    "Tables III and IV: synth-objects (VOC) label fractions",
+NOTEBOOKS["table3_4"] = label_table_notebook(
+    "table3_4", "Tables III and IV: synth-objects (VOC) label fractions",
     "Supervised (= Stage 1), Cutout and CutMix (mean teacher), Stage 2 and the three-stage method at each "
     "fraction (λ per fraction as in the paper), beside Tables III (ImageNet) and IV (ImageNet+COCO).",
-    [("dataset", '"synth-objects"', "synth-objects or voc (read from files: give data_roots)"),
-     ("labels", "None", "label counts; None: the dataset's (30, 60, 150, 375 for synth-objects; the paper's for voc)"),
-     ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
-    'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
-    table_cells("table3_4", 'results.label_table(runs, dataset)',
-                '"Tables III and IV: mIoU against the labelled fraction"', '[dataset]'))
+    "synth-objects", "voc", "30, 60, 150, 375", "Tables III and IV: mIoU against the labelled fraction")
 
 NOTEBOOKS["table5"] = collector(
     "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in METHOD.md.",
