@@ -69,23 +69,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(args) -> int:
-    from .pipeline import run
-
+def run_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`selftrain_lib.run` that a ``run`` command line asks for."""
     overrides = _parse_set(args.set)
     for key in ("seed", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     labels = args.labels if args.labels in (None, "full") else _int(args.labels, "--labels")
-    result = run(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, out=args.out,
-                 progress=not args.no_progress, params=args.params, method=args.method, **overrides)
+    return dict(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, params=args.params,
+                method=args.method, **overrides)
+
+
+def _run(args) -> int:
+    from .pipeline import run
+
+    result = run(out=args.out, progress=not args.no_progress, **run_kwargs(args))
     from .distributed import current
 
     if not current().is_main:  # under torchrun: rank 0 reports
         return 0
     name = "" if result.config.method == "three-stage" else f"{result.config.method} "
     for r in result.stages:
-        print(f"{name}stage {r.stage}: val mIoU {100 * r.val_miou:.2f}  pseudo-mask mIoU (U) {100 * r.pseudo_miou:.2f}  "
+        teacher = "" if r.val_miou_teacher is None else (
+            f" (student {100 * r.val_miou_student:.2f}, teacher {100 * r.val_miou_teacher:.2f}; {r.eval_model} reported)")
+        print(f"{name}stage {r.stage}: val mIoU {100 * r.val_miou:.2f}{teacher}  pseudo-mask mIoU (U) {100 * r.pseudo_miou:.2f}  "
               f"{'(reused) ' if r.reused else ''}{r.run_dir}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.summary()))

@@ -85,6 +85,10 @@ class Config:
     ema: bool = True                       # EMA teacher (off: the student is its own teacher)
     ema_decays: tuple[float, ...] = (0.99, 0.995, 0.9975, 0.999)
     ema_milestones: tuple[float, ...] = (1 / 3, 2 / 3, 5 / 6)  # fractions of the stage's steps
+    # which network is evaluated, reported and writes the next stage's pseudo-masks in stages >= 2
+    # (and the mean teacher baselines): "student" (f_θ, the paper's Algorithm 1) or "teacher" (the EMA
+    # teacher f_θ', as the authors' code: eval_net = teacher_net). Both are evaluated and recorded.
+    eval_model: str = "student"
 
     # --- which method (baselines: selftrain_lib/baselines.py) -----------------------------
     method: str = "three-stage"            # "three-stage", "supervised", "mt-cutout" or "mt-cutmix"
@@ -132,7 +136,8 @@ EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "
 # Keys Stage 1 (supervised) does not read, so that ablations share one Stage 1 run.
 STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",
                                 "n2", "ema", "ema_decays", "ema_milestones", "randaug_ops",
-                                "randaug_magnitude", "cutout_size"})
+                                "randaug_magnitude", "cutout_size", "eval_model"})
+EVAL_MODELS = ("student", "teacher")
 METHODS = ("three-stage", "supervised", "mt-cutout", "mt-cutmix")
 # The mean teacher baselines (single-stage runs with an unlabelled sub-batch and an EMA teacher).
 MEAN_TEACHER_METHODS = ("mt-cutout", "mt-cutmix")
@@ -151,12 +156,15 @@ FILE_DATA_KEYS = frozenset({"train_list", "val_list", "resize", "num_classes", "
 
 # Keys of multi-process training, also left out while at their defaults (selftrain_lib.distributed).
 DISTRIBUTED_KEYS = frozenset({"sync_bn"})
+# Keys added for fidelity to the authors' code (docs/paper_vs_code.md), left out while at their
+# defaults for the same reason.
+FIDELITY_KEYS = frozenset({"eval_model"})
 
 
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
     drop = set(EXECUTION_KEYS)
-    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS if getattr(config, k) == _DEFAULTS[k]}
+    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS | FIDELITY_KEYS if getattr(config, k) == _DEFAULTS[k]}
     if config.precision == "auto":
         # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
         # an explicit precision is
@@ -165,7 +173,7 @@ def stage_key(config: Config, stage: int) -> dict[str, Any]:
         # a single-stage run: Stage 1's step budget, the sub-batch sizes, no strong augmentation A/B,
         # no λ, no branch; the area key of the other baseline is not read
         other = {"mt-cutout": "cutmix_area", "mt-cutmix": "cutout_area"}[config.method]
-        drop |= (STAGE1_UNUSED_KEYS - {"labelled_per_batch"}) | {other}
+        drop |= (STAGE1_UNUSED_KEYS - {"labelled_per_batch", "eval_model"}) | {other}
         return _key(config, drop)
     drop |= BASELINE_KEYS
     if stage == 1:
@@ -196,20 +204,16 @@ def params_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "params"
 
 
-def load_config(dataset: str = "synth-street", scale: str = "quick", params: str | os.PathLike | None = None,
-                **overrides: Any) -> Config:
-    """Resolve a configuration: dataclass defaults < YAML < YAML's ``scales[scale]`` < ``overrides``.
-
-    Args:
-        dataset: dataset name; its YAML is ``params/<dataset>.yaml`` unless ``params`` is given.
-        scale: one of the YAML's scale presets (``smoke``, ``quick``, ``paper``...).
-        params: an explicit YAML file (for your own dataset).
-        **overrides: any :class:`Config` key. ``labels="full"`` means the whole pool.
-    """
+def _params_path(dataset: str, params: str | os.PathLike | None) -> Path:
     path = Path(params) if params is not None else params_dir() / f"{dataset}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in params_dir().glob("*.yaml"))
         raise ConfigError(f"dataset: no parameter file {path} for dataset {dataset!r} (known: {known})")
+    return path
+
+
+def _read_params(path: Path) -> tuple[dict, dict, dict]:
+    """A params YAML split into (top-level keys, ``scales``, ``by_labels``)."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -218,10 +222,34 @@ def load_config(dataset: str = "synth-street", scale: str = "quick", params: str
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
     presets = raw.pop("scales", {}) or {}
     by_labels = raw.pop("by_labels", {}) or {}
-    if scale not in presets:
-        raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
     if not isinstance(by_labels, dict):
         raise ConfigError(f"{path}: by_labels: expected a mapping from label counts to keys")
+    return raw, presets, by_labels
+
+
+def label_settings(dataset: str, labels: int, params: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The keys a params file sets for ``labels`` labelled images, whatever the scale: its top level
+    under its ``by_labels[labels]``. This is the one table of the paper's λ per label count
+    (``lambda1``, ``lambda2``), read by :func:`load_config` (the CLI) and by the experiment grids."""
+    top, _, by_labels = _read_params(_params_path(dataset, params))
+    return {**top, **(by_labels.get(labels) or {})}
+
+
+def load_config(dataset: str = "synth-street", scale: str = "quick", params: str | os.PathLike | None = None,
+                **overrides: Any) -> Config:
+    """Resolve a configuration: dataclass defaults < YAML < YAML's ``scales[scale]`` <
+    ``by_labels[labels]`` < ``overrides``.
+
+    Args:
+        dataset: dataset name; its YAML is ``params/<dataset>.yaml`` unless ``params`` is given.
+        scale: one of the YAML's scale presets (``smoke``, ``quick``, ``paper``...).
+        params: an explicit YAML file (for your own dataset).
+        **overrides: any :class:`Config` key. ``labels="full"`` means the whole pool.
+    """
+    path = _params_path(dataset, params)
+    raw, presets, by_labels = _read_params(path)
+    if scale not in presets:
+        raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
     layers = [(str(path), raw), (f"{path}: scales.{scale}", presets[scale] or {}), ("overrides", overrides)]
     # by_labels: {|L|: {key: value}}, settings that depend on the label count (e.g. λ, the labelled
     # share of a batch); applied over the scale preset, under the overrides.
@@ -380,6 +408,7 @@ def validate(c: Config) -> None:
     _require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
     for key in ("lambda1", "lambda2"):
         _require(getattr(c, key) >= 0, key, f"must be >= 0, got {getattr(c, key)}")
+    _require(c.eval_model in EVAL_MODELS, "eval_model", f"must be one of {list(EVAL_MODELS)}, got {c.eval_model!r}")
     _require(len(c.ema_decays) == len(c.ema_milestones) + 1, "ema_decays",
              f"needs one more value than ema_milestones ({len(c.ema_milestones)}), got {len(c.ema_decays)}")
     _require(all(0 <= d < 1 for d in c.ema_decays), "ema_decays", f"each must be in [0, 1), got {c.ema_decays}")

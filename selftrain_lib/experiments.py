@@ -41,12 +41,6 @@ PAPER_DATASET_NAME = {"synth-street": "Cityscapes", "synth-objects": "PASCAL VOC
                       "voc": "PASCAL VOC 2012"}
 # the setting of the ablations (Tables V, VI; Figs. 2, 3): Cityscapes 100 and VOC 1/50 (212 images)
 ABLATION_LABELS = {"synth-street": 100, "synth-objects": 60, "cityscapes": 100, "voc": 212}
-# λ1 = λ2 per label count (METHOD.md): Cityscapes 1/2; VOC 1/4, 1/4, 5/4, 5/8
-PAPER_LAMBDA = {"synth-street": {100: 0.5, 375: 0.5, 750: 0.5, 1500: 0.5},
-                "synth-objects": {30: 0.25, 60: 0.25, 150: 1.25, 375: 0.625},
-                "cityscapes": {n: 0.5 for n in PAPER_LABEL_COUNTS["cityscapes"]},
-                "voc": dict(zip(PAPER_LABEL_COUNTS["voc"], (0.25, 0.25, 1.25, 0.625)))}
-
 # the baselines trained by the same code (selftrain_lib/baselines.py): method -> row label. `supervised`
 # is Stage 1 of every three-stage run (same run), so a label grid needs no extra run for it.
 BASELINES = {"mt-cutout": "Cutout (mean teacher)", "mt-cutmix": "CutMix (mean teacher)"}
@@ -63,12 +57,15 @@ def check_dataset(dataset: str) -> str:
 
 
 def paper_lambda(dataset: str, labels: int | str) -> float:
-    """The paper's λ1 = λ2 for ``dataset`` at a nominal label count (nearest listed count)."""
-    table = PAPER_LAMBDA[check_dataset(dataset)]
+    """The paper's λ1 (= λ2) for ``dataset`` at a nominal label count, from the one table of λ per
+    label count: the dataset's params file (``lambda1`` under ``by_labels``, METHOD.md: Cityscapes
+    1/2; VOC 1/4, 1/4, 5/4, 5/8). The CLI resolves the same value (:func:`config.label_settings`)."""
+    from .config import label_settings
+
+    check_dataset(dataset)
     if labels == "full" or labels is None:
-        labels = max(table)
-    nearest = min(table, key=lambda n: abs(n - int(labels)))
-    return table[nearest]
+        labels = max(LABEL_COUNTS[dataset])
+    return float(label_settings(dataset, int(labels))["lambda1"])
 
 
 def scaled_labels(dataset: str, labels: int | str, scale: str, data_root: str | None = None) -> int | str:
@@ -228,7 +225,30 @@ def prediction_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (
     return stages_grid(datasets, seeds, stages=3) + baseline_grid(datasets, seeds, ("mt-cutmix",))
 
 
+# Why Stage 2 falls below Stage 1 at CPU scale (README "Stage 2's drop, decomposed"): each variant
+# removes one difference between Stage 2's step and Stage 1's, Stage 1 shared.
+STAGE2_VARIANTS: dict[str, dict[str, Any]] = {
+    "batch design only (no CR, no T2)": {"cr": False, "t2": False},
+    "batch design, no strong augmentation (no CR, T2, SA)": {"cr": False, "t2": False, "sa": False},
+    "full Stage 2": {},
+    "full Stage 2, 6 labelled per batch": {"labelled_per_batch": 6},
+}
+
+
+def stage2_grid(datasets: Sequence[str] = ("synth-street",), seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
+    """Stage 2 in the variants of :data:`STAGE2_VARIANTS` (stages 1-2), and full supervision, at the
+    ablation label count. Every variant records the student's and the EMA teacher's mIoU."""
+    out = []
+    for d in datasets:
+        n = ABLATION_LABELS[check_dataset(d)]
+        out += [spec(d, n, s, stages=2, variant=name, **options)
+                for name, options in STAGE2_VARIANTS.items() for s in _seeds(seeds)]
+        out += [spec(d, "full", s, stages=1, variant="full supervision") for s in _seeds(seeds)]
+    return out
+
+
 GRIDS = {
+    "stage2": lambda seeds=(0, 1, 2), **kw: stage2_grid(seeds=seeds, **kw),
     "table2": lambda seeds=(0,), **kw: label_grid("synth-street", seeds, **kw),
     "table3_4": lambda seeds=(0,), **kw: label_grid("synth-objects", seeds, **kw),
     "table5": lambda seeds=(0,), **kw: ablation_grid(seeds=seeds, **kw),

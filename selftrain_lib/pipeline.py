@@ -32,9 +32,8 @@ class PipelineResult:
         return {"dataset": self.config.dataset, "method": self.config.method, "labels": self.config.labels,
                 "seed": self.config.seed,
                 "scale": self.config.scale, "wall_time_s": round(self.wall_time_s, 2),
-                "stages": {str(r.stage): {"val_miou": r.val_miou,
-                                          "pseudo_miou": None if r.pseudo_miou != r.pseudo_miou else r.pseudo_miou,
-                                          "run_dir": str(r.run_dir), "reused": r.reused} for r in self.stages}}
+                "stages": {str(r.stage): {k: None if v != v else v for k, v in r.summary().items() if k != "stage"}
+                           for r in self.stages}}
 
 
 def run_stages(config: Config, stages: int = 3, out: str | Path = "runs", progress: bool = True) -> PipelineResult:

@@ -39,7 +39,8 @@ from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, config_ha
 # Bump when a change to the training code changes what a run computes: old cached runs are then
 # not reused.
 RUN_FORMAT_VERSION = 1
-CURVE_COLUMNS = ("step", "loss", "loss_seg", "loss_con", "loss_pl", "ema_decay", "val_miou", "conf_rate")
+CURVE_COLUMNS = ("step", "loss", "loss_seg", "loss_con", "loss_pl", "ema_decay", "val_miou", "val_miou_student",
+                 "val_miou_teacher", "conf_rate")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -90,6 +91,22 @@ class StageResult:
         return self.metrics["val"]["miou"]
 
     @property
+    def eval_model(self) -> str:
+        """The network behind :attr:`val_miou` and the pseudo-masks: ``"student"`` or ``"teacher"``."""
+        return self.metrics.get("eval_model", "student")
+
+    @property
+    def val_miou_student(self) -> float:
+        """Validation mIoU of the student f_θ (runs cached before it was recorded: :attr:`val_miou`)."""
+        return (self.metrics.get("val_student") or self.metrics["val"])["miou"]
+
+    @property
+    def val_miou_teacher(self) -> float | None:
+        """Validation mIoU of the EMA teacher f_θ' (None where the stage has none: Stage 1, no EMA)."""
+        teacher = self.metrics.get("val_teacher")
+        return None if teacher is None else teacher["miou"]
+
+    @property
     def pseudo_miou(self) -> float:
         """mIoU of this stage's pseudo-masks on U against U's hidden ground truth (NaN when U is empty)."""
         miou = self.metrics["pseudo_masks_unlabelled"]["miou"]
@@ -117,8 +134,9 @@ class StageResult:
         return net.to(device).eval()
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "val_miou": self.val_miou, "pseudo_miou": self.pseudo_miou,
-                "run_dir": str(self.run_dir), "reused": self.reused}
+        return {"stage": self.stage, "val_miou": self.val_miou, "eval_model": self.eval_model,
+                "val_miou_student": self.val_miou_student, "val_miou_teacher": self.val_miou_teacher,
+                "pseudo_miou": self.pseudo_miou, "run_dir": str(self.run_dir), "reused": self.reused}
 
     @classmethod
     def load(cls, run_dir: Path, reused: bool = True) -> "StageResult":
@@ -369,7 +387,9 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
     if device.type == "cuda":  # NHWC convolutions are the fast path of cuDNN's tensor cores
         model = model.to(memory_format=torch.channels_last)
     method = MeanTeacherBaseline.from_config(config)
-    needs_teacher = (stage >= 2 and config.cr) or method is not None
+    # Stages >= 2 keep an EMA teacher even without L_con: a passive copy that changes nothing the
+    # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
+    needs_teacher = (stage >= 2 and (config.cr or config.ema)) or method is not None
     teacher = EMATeacher(model.segmenter, use_ema=config.ema or method is not None).to(device) if needs_teacher else None
     decays = (((config.teacher_decay,), ()) if method is not None
               else (tuple(config.ema_decays), tuple(config.ema_milestones)))
@@ -481,13 +501,17 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         start, rows, elapsed = ckpt["step"], ckpt["rows"], ckpt["elapsed"]
         sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
 
-    def validate() -> float:
+    def validate(net: nn.Module, progress: bool = False):
+        """Scores of ``net`` (a segmenter) on the validation set."""
         if not in_memory:
             from .stage_files import evaluate_files
 
-            return evaluate_files(model.segmenter, data.val, info.num_classes, info.ignore_index, device).miou
-        return evaluate(model.segmenter, data.val_images, data.val_masks, info.num_classes, info.ignore_index,
-                        config.eval_batch_size, device).miou
+            return evaluate_files(net, data.val, info.num_classes, info.ignore_index, device, progress)
+        return evaluate(net, data.val_images, data.val_masks, info.num_classes, info.ignore_index,
+                        config.eval_batch_size, device, progress=progress)
+
+    nets = evaluated_networks(model, teacher)
+    evaluated = config.eval_model if config.eval_model in nets else "student"
 
     model.train()
     if config.freeze_bn:
@@ -506,7 +530,9 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
             row = {"step": done, "ema_decay": decay if teacher is not None else ""}
             row.update({k: float(v) / n for k, v in world.mean(sums).items()})  # mean over ranks
             if (done % config.eval_every == 0 or done == steps) and world.is_main:  # rank 0 writes the curves
-                row["val_miou"] = validate()
+                for name, net in nets.items():
+                    row[f"val_miou_{name}"] = validate(net).miou
+                row["val_miou"] = row[f"val_miou_{evaluated}"]
             rows.append(row)
             sums = {}
             bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "val_miou") if k in row})
@@ -518,24 +544,36 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
                                           "rows": rows, "sums": sums, "elapsed": elapsed + time.perf_counter() - t0})
     bar.close()
     train_time = elapsed + time.perf_counter() - t0
+    # the network not evaluated is scored too (rank 0), so every metrics.json has both
+    other_vals = {name: validate(net) for name, net in nets.items() if name != evaluated} if world.is_main else {}
     if not in_memory:
         from .stage_files import finish_file_stage
 
-        result = finish_file_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device,
-                                   progress, pseudo_masks, world)
+        result = finish_file_stage(nets[evaluated], config, stage, run_dir, run_hash, data, split, rows, train_time,
+                                   device, progress, pseudo_masks, world, evaluated, other_vals)
     else:
-        result = _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
-                               pseudo_masks, world)
+        result = _finish_stage(nets[evaluated], config, stage, run_dir, run_hash, data, split, rows, train_time, device,
+                               progress, pseudo_masks, world, evaluated, other_vals)
     world.barrier()  # rank 0 has written the run: the others read it back
     return result if world.is_main else StageResult.load(run_dir, reused=False)
 
 
-def _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
-                  parent: PseudoMasks | None, world: World = SINGLE) -> StageResult | None:
-    """Final evaluation, pseudo-masks of L∪U, and the files of a finished run (metrics.json last).
-    With several ranks, each predicts its share of the pool and rank 0 does the rest (others: None)."""
+def evaluated_networks(model: MultiTaskDeepLab, teacher: EMATeacher | None) -> dict[str, nn.Module]:
+    """The networks a stage can report: ``{"student": f_θ, "teacher": f_θ'}``; no ``"teacher"`` where
+    the stage has no EMA teacher of its own (Stage 1, the Γ-model without EMA)."""
+    nets = {"student": model.segmenter}
+    if teacher is not None and teacher.use_ema:
+        nets["teacher"] = teacher.module
+    return nets
+
+
+def _finish_stage(f, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
+                  parent: PseudoMasks | None, world: World = SINGLE, evaluated: str = "student",
+                  other_vals: dict | None = None) -> StageResult | None:
+    """Final evaluation of ``f`` (the ``evaluated`` network), its pseudo-masks of L∪U, and the files
+    of a finished run (metrics.json last). With several ranks, each predicts its share of the pool
+    and rank 0 does the rest (others: None)."""
     info = data.info
-    f = model.segmenter
     t0 = time.perf_counter()
     shard = torch.tensor(list(world.shard(data.train_images.shape[0])), dtype=torch.long)
     part = predict(f, data.train_images[shard], config.eval_batch_size, device, desc="pseudo-masks", progress=progress)
@@ -559,21 +597,29 @@ def _finish_stage(model, config, stage, run_dir, run_hash, data, split, rows, tr
     atomic_savez(run_dir / "val_samples.npz", indices=sample, predictions=val_pred.numpy())
     atomic_torch_save(run_dir / "model.pt", {k: v.cpu() for k, v in f.state_dict().items()})
     return write_stage_results(config, stage, run_dir, run_hash, parent, split, info, rows, val, pseudo_u,
-                               train_time, pseudo_time, device)
+                               train_time, pseudo_time, device, evaluated, other_vals)
 
 
 def write_stage_results(config, stage, run_dir, run_hash, parent: PseudoMasks | None, split, info, rows, val,
-                        pseudo_u, train_time, pseudo_time, device) -> StageResult:
+                        pseudo_u, train_time, pseudo_time, device, evaluated: str = "student",
+                        other_vals: dict | None = None) -> StageResult:
     """The curves and ``metrics.json`` of a finished run (written last: its presence marks the run
-    finished), then the checkpoint goes. Shared by in-memory and file datasets."""
+    finished), then the checkpoint goes. Shared by in-memory and file datasets.
+
+    ``val`` scores the ``evaluated`` network (``"student"`` or ``"teacher"``); ``other_vals`` the
+    other one, when the stage has it. ``val`` is the reported mIoU; ``val_student`` and
+    ``val_teacher`` (None without a teacher) are both recorded."""
     run_dir = Path(run_dir)
+    by_model = {**(other_vals or {}), evaluated: val}
     write_csv(run_dir / "curves.csv", rows, CURVE_COLUMNS)
     metrics = {
         "stage": stage, "run_hash": run_hash, "pseudo_masks_from": parent.source_hash if parent else None,
         "dataset": config.dataset, "labels": int(split.labelled.numel()), "seed": config.seed,
         "num_classes": info.num_classes, "class_names": list(info.class_names),
         "steps": config.stage1_steps if stage == 1 else config.steps,
-        "val": val.as_dict(info.class_names),
+        "val": val.as_dict(info.class_names), "eval_model": evaluated,
+        **{f"val_{name}": by_model[name].as_dict(info.class_names) if name in by_model else None
+           for name in ("student", "teacher")},
         "pseudo_masks_unlabelled": pseudo_u.as_dict(info.class_names),
         "train_time_s": train_time, "eval_and_pseudo_time_s": pseudo_time,
         "protocol": PROTOCOL, "device": str(device), "precision": resolve_precision(config.precision, device).name,

@@ -118,15 +118,16 @@ def evaluate_files(model, files, num_classes: int, ignore_index: int, device, pr
     return scores(cm)
 
 
-def finish_file_stage(model, config, stage, run_dir, run_hash, data: FileSegmentationData, split, rows, train_time,
-                      device, progress, parent, world: World = SINGLE):
-    """As ``stage._finish_stage``, image by image: final mIoU, pseudo-masks of L∪U (one PNG each,
-    written into a temporary folder renamed at the end), their quality on U, the files of the run.
-    With several ranks, each writes its share of the pseudo-masks into rank 0's temporary folder,
-    and rank 0 does the rest (the others return None)."""
+def finish_file_stage(f, config, stage, run_dir, run_hash, data: FileSegmentationData, split, rows, train_time,
+                      device, progress, parent, world: World = SINGLE, evaluated: str = "student",
+                      other_vals: dict | None = None):
+    """As ``stage._finish_stage``, image by image: final mIoU of ``f`` (the ``evaluated`` network),
+    its pseudo-masks of L∪U (one PNG each, written into a temporary folder renamed at the end), their
+    quality on U, the files of the run. With several ranks, each writes its share of the pseudo-masks
+    into rank 0's temporary folder, and rank 0 does the rest (the others return None)."""
     import contextlib
 
-    info, f = data.info, model.segmenter
+    info = data.info
     t0 = time.perf_counter()
     unlabelled = set(split.unlabelled.tolist())
     cm_u = ConfusionMatrix(info.num_classes, info.ignore_index)
@@ -162,4 +163,4 @@ def finish_file_stage(model, config, stage, run_dir, run_hash, data: FileSegment
     from .stage import write_stage_results
 
     return write_stage_results(config, stage, run_dir, run_hash, parent, split, info, rows, val, scores(cm_u),
-                               train_time, pseudo_time, device)
+                               train_time, pseudo_time, device, evaluated, other_vals)
