@@ -25,6 +25,20 @@ def ema_decay(step: int, total_steps: int, decays: Sequence[float] = PAPER_DECAY
     return float(decays[i])
 
 
+def scale_decays(decays: Sequence[float], reference_steps: int | None, steps: int) -> tuple[float, ...]:
+    """Decays for a stage of ``steps`` steps that make the teacher lag the same *fraction* of the
+    stage as ``decays`` do in a stage of ``reference_steps`` (None: ``decays`` unchanged).
+
+    An EMA with decay d averages over about 1 / (1 - d) steps. The authors' 0.99 ... 0.999 are 100 to
+    1,000 steps, 0.2 % to 1.7 % of a 60,000-step stage; kept as they are in a 1,000-step stage the
+    teacher would lag 10 % to 100 % of it. So 1 - d is multiplied by ``reference_steps / steps``
+    (clipped at 0: a stage shorter than the window copies the student).
+    """
+    if reference_steps is None:
+        return tuple(float(d) for d in decays)
+    return tuple(max(0.0, 1.0 - (1.0 - d) * reference_steps / steps) for d in decays)
+
+
 class EMATeacher(nn.Module):
     """Teacher network for L_con's targets.
 

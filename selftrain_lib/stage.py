@@ -28,7 +28,7 @@ from .baselines import MeanTeacherBaseline, perturbation
 from .config import Config, make_config, resolved_dict, stage_key
 from .data import SegmentationData, TrainingView, hidden_truth, load_data, make_split, read_split, training_view, write_split
 from .distributed import SINGLE, World, average_buffers, current, unwrap
-from .ema import EMATeacher, ema_decay
+from .ema import EMATeacher, ema_decay, scale_decays
 from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
 from .losses import LossWeights, pixel_cross_entropy, total_loss
 from .precision import Precision, resolve_precision
@@ -391,8 +391,9 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
     # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
     needs_teacher = (stage >= 2 and (config.cr or config.ema)) or method is not None
     teacher = EMATeacher(model.segmenter, use_ema=config.ema or method is not None).to(device) if needs_teacher else None
+    steps = config.stage1_steps if stage == 1 else config.steps
     decays = (((config.teacher_decay,), ()) if method is not None
-              else (tuple(config.ema_decays), tuple(config.ema_milestones)))
+              else (scale_decays(config.ema_decays, config.ema_reference_steps, steps), tuple(config.ema_milestones)))
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
                                  weight_decay=config.weight_decay)
     if isinstance(view, TrainingView):
@@ -409,7 +410,7 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
         trained = torch.compile(trained)
     return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches,
                       weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
-                      steps=config.stage1_steps if stage == 1 else config.steps, method=method, decays=decays,
+                      steps=steps, method=method, decays=decays,
                       precision=precision, scaler=precision.grad_scaler(), world=world, trained=trained)
 
 

@@ -105,3 +105,30 @@ def test_without_ema_the_student_is_the_teacher():
     student.eval()
     assert torch.equal(teacher.predict(x), student(x).argmax(1))
     assert student.training is False  # restores the mode it found
+
+
+def test_scaled_decays_keep_the_teachers_lag_as_a_fraction_of_the_stage():
+    from selftrain_lib.ema import scale_decays
+
+    assert scale_decays((0.99, 0.995), None, 1000) == (0.99, 0.995)
+    scaled = scale_decays((0.99, 0.995, 0.9975, 0.999), 60_000, 1_000)
+    assert scaled == pytest.approx((0.4, 0.7, 0.85, 0.94))
+    # the averaging window 1 / (1 - d) is the same fraction of either stage
+    for d, s in zip((0.99, 0.999), (scaled[0], scaled[3])):
+        assert (1 / (1 - s)) / 1_000 == pytest.approx((1 / (1 - d)) / 60_000)
+    assert scale_decays((0.99,), 60_000, 60_000) == pytest.approx((0.99,))
+    assert scale_decays((0.99,), 60_000, 100) == (0.0,)  # shorter than the window: copy the student
+
+
+def test_stage_parts_use_the_scaled_decays():
+    from selftrain_lib.config import load_config
+    from selftrain_lib.data import load_data, make_split, training_view
+    from selftrain_lib.stage import build_stage_parts, resolve_device
+
+    config = load_config("synth-street", "smoke", ema_reference_steps=600, steps=6)
+    data = load_data(config)
+    view = training_view(data, make_split(data.pool_size, config.labels, config.seed))
+    pseudo = torch.zeros(data.train_images.shape[0], *data.train_images.shape[2:], dtype=torch.uint8)
+    parts = build_stage_parts(config, 2, view, pseudo, data.info.num_classes, resolve_device("cpu"))
+    assert parts.ema_decay(0) == pytest.approx(0.0)          # 1 - 0.01 * 100 < 0: clipped
+    assert parts.ema_decay(5) == pytest.approx(1 - 0.001 * 100)   # 0.999 for 600 steps -> 0.9 for 6
