@@ -2,7 +2,7 @@
 the pseudo-mask pass; writes ``bench.json`` and prints it.
 
 Always, on this machine's CPU at the ``quick`` scale (synth-street): Stage-1 and Stage-2 steps of
-the small model. With a GPU: DeepLabv2-ResNet-101 at the paper's settings (METHOD.md) on random
+the small model. With a GPU: DeepLabv2-ResNet-101 at the paper's settings (docs/method.md) on random
 data of the real sizes, no download:
 
 - PASCAL VOC: 321x321 crops, batch 10 = 1 labelled + 9 from L∪U;
@@ -181,7 +181,7 @@ def _random_view(n: int, size, num_classes: int) -> TrainingView:
     return TrainingView(images=images, labelled=split.labelled, labelled_masks=masks[split.labelled])
 
 
-PAPER_SETTINGS = {  # dataset -> (crop (H, W), batch, labelled per batch, classes); METHOD.md
+PAPER_SETTINGS = {  # dataset -> (crop (H, W), batch, labelled per batch, classes); docs/method.md
     "voc": ((321, 321), 10, 1, 21),
     "cityscapes": ((256, 512), 5, 1, 19),
 }

@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 class Config:
     """Everything one experiment needs. Plain data: passed in, never global.
 
-    Sub-batch naming follows METHOD.md: each step of stages >= 2 draws
+    Sub-batch naming follows docs/method.md: each step of stages >= 2 draws
     ``labelled_per_batch`` images from L (Sub-batch 2, no strong augmentation) and
     ``batch_size - labelled_per_batch`` images from L∪U (Sub-batch 1, strong augmentation).
     """

@@ -58,7 +58,7 @@ def check_dataset(dataset: str) -> str:
 
 def paper_lambda(dataset: str, labels: int | str) -> float:
     """The paper's λ1 (= λ2) for ``dataset`` at a nominal label count, from the one table of λ per
-    label count: the dataset's params file (``lambda1`` under ``by_labels``, METHOD.md: Cityscapes
+    label count: the dataset's params file (``lambda1`` under ``by_labels``, docs/method.md: Cityscapes
     1/2; VOC 1/4, 1/4, 5/4, 5/8). The CLI resolves the same value (:func:`config.label_settings`)."""
     from .config import label_settings
 

@@ -1,4 +1,4 @@
-"""The losses of METHOD.md: d_s and d_c are pixel-wise cross-entropy with the ignore value excluded.
+"""The losses of docs/method.md: d_s and d_c are pixel-wise cross-entropy with the ignore value excluded.
 
 - ``L_seg = mean_{i in Sub-batch 2} d_s(f(x_i), y_i)``                  (eq. 2)
 - ``L_con = mean_{i in both sub-batches} d_c(f(A x_i), B argmax f_θ'(x_i))``  (eq. 1)

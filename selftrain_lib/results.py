@@ -285,7 +285,7 @@ def _rows_table(runs: pd.DataFrame, rows: Sequence[tuple], table: str) -> pd.Dat
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Table V (rows decoded in METHOD.md)."""
+    """Table V (rows decoded in docs/method.md)."""
     return _rows_table(runs, ABLATION_ROWS, "V")
 
 

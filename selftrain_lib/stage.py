@@ -299,7 +299,7 @@ class BatchSource(SubBatchDraws):
 def compute_losses(model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
                    strong: StrongAugment, weights: LossWeights, ignore_index: int,
                    method: MeanTeacherBaseline | None = None) -> dict[str, Tensor]:
-    """Forward pass and losses of one step (METHOD.md eqs. 1-5).
+    """Forward pass and losses of one step (docs/method.md eqs. 1-5).
 
     L_seg is averaged over Sub-batch 2 only (the last ``labels.shape[0]`` images); L_con and
     L_pl over both sub-batches. The teacher sees the images before strong augmentation and its

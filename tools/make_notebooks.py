@@ -196,7 +196,7 @@ NOTEBOOKS["table3_4"] = label_table_notebook(
     "synth-objects", "voc", "30, 60, 150, 375", "Tables III and IV: mIoU against the labelled fraction")
 
 NOTEBOOKS["table5"] = collector(
-    "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in METHOD.md.",
+    "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in docs/method.md.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.ablation_grid(datasets, seeds)",
     table_cells("table5", "results.ablation_table(runs)", '"Table V: ablation study"', "datasets"))
