@@ -121,3 +121,34 @@ def test_the_papers_lambda_per_fraction():
     assert [ex.paper_lambda("voc", n) for n in (106, 212, 529, 1323)] == [0.25, 0.25, 1.25, 0.625]
     assert {ex.paper_lambda("cityscapes", n) for n in (100, 372, 744, 1488)} == {0.5}
     assert _cli_config("--dataset", "synth-objects", "--labels", "150").lambda1 == 1.25
+
+
+# --- the ratios a CPU preset must keep (selftrain_lib.scale_ratios) ---------------------------
+
+def test_scale_ratios_of_the_paper_and_of_a_short_stage():
+    from selftrain_lib.scale_ratios import scale_ratios
+
+    paper = scale_ratios(load_config("cityscapes", "paper", labels=100))
+    assert paper["labelled_epochs_stage1"] == pytest.approx(60_000 * 5 / 100)
+    assert paper["labelled_epochs_stage2"] == pytest.approx(60_000 * 1 / 100)
+    assert paper["pool_passes_stage2"] == pytest.approx(60_000 * 4 / 2975)
+    assert paper["teacher_lag_start"] == pytest.approx(100 / 60_000)
+    assert paper["teacher_lag_end"] == pytest.approx(1000 / 60_000)
+    assert paper["frozen_bn"] is True
+    # 1,000 steps with the paper's decays: the teacher averages over the whole stage at the end
+    short = load_config("synth-street", "quick", labels=100, steps=1000)
+    assert scale_ratios(short)["teacher_lag_end"] == pytest.approx(1.0)
+    # scaled decays restore the paper's lag
+    scaled = scale_ratios(short.replace(ema_reference_steps=60_000))
+    assert scaled["teacher_lag_start"] == pytest.approx(paper["teacher_lag_start"])
+    assert scaled["teacher_lag_end"] == pytest.approx(paper["teacher_lag_end"])
+    with pytest.raises(ValueError, match="pool_size"):   # a folder dataset: its pool is counted when read
+        scale_ratios(_folder_config())
+    assert scale_ratios(_folder_config(), pool_size=40)["pool_passes_stage2"] == pytest.approx(600 * 4 / 40)
+
+
+def _folder_config():
+    from selftrain_lib.config import make_config
+
+    return make_config({"dataset": "leaves-ratios", "num_classes": 3, "labels": 4, "model": "deeplabv2-small",
+                        "pretrained": "none", "crop_size": [32, 32], "cutout_size": 8})
