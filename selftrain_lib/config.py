@@ -101,7 +101,10 @@ class Config:
     flip: bool = True
     randaug_ops: int = 2
     randaug_magnitude: float = 10.0        # RandAugment scale 0..30
+    randaug_prob: float = 1.0              # probability of applying each drawn op (the authors' code: 0.5)
+    randaug_style: str = "torchvision"     # op table: "torchvision" or "authors" (their apply_rand.py; augment.STYLES)
     cutout_size: int = 16                  # pixels (paper: 32 px at 321x321)
+    cutout_count: int = 1                  # Cutout squares per image (the authors' code: 3)
 
     # --- evaluation, logging, execution ---------------------------------------------------
     eval_every: int = 200                  # validation mIoU every N steps (curves); the reported one is the last step
@@ -132,7 +135,8 @@ EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "
 # Keys Stage 1 (supervised) does not read, so that ablations share one Stage 1 run.
 STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",
                                 "n2", "ema", "ema_decays", "ema_milestones", "randaug_ops",
-                                "randaug_magnitude", "cutout_size"})
+                                "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
+                                "cutout_count"})
 METHODS = ("three-stage", "supervised", "mt-cutout", "mt-cutmix")
 # The mean teacher baselines (single-stage runs with an unlabelled sub-batch and an EMA teacher).
 MEAN_TEACHER_METHODS = ("mt-cutout", "mt-cutmix")
@@ -152,11 +156,15 @@ FILE_DATA_KEYS = frozenset({"train_list", "val_list", "resize", "num_classes", "
 # Keys of multi-process training, also left out while at their defaults (selftrain_lib.distributed).
 DISTRIBUTED_KEYS = frozenset({"sync_bn"})
 
+# Strong-augmentation keys added for the authors' setting (3 ops at p = 0.5, their op table, 3
+# Cutouts): left out while at their defaults, which draw what the augmentation drew before.
+AUGMENT_KEYS = frozenset({"randaug_prob", "randaug_style", "cutout_count"})
+
 
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
     drop = set(EXECUTION_KEYS)
-    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS if getattr(config, k) == _DEFAULTS[k]}
+    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS | AUGMENT_KEYS if getattr(config, k) == _DEFAULTS[k]}
     if config.precision == "auto":
         # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
         # an explicit precision is
@@ -339,6 +347,7 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def validate(c: Config) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is impossible."""
+    from .augment import STYLES
     from .data import dataset_info, DATASETS
     from .models import MODELS
 
@@ -396,6 +405,12 @@ def validate(c: Config) -> None:
     _require(0 <= c.randaug_magnitude <= 30, "randaug_magnitude", f"must be in [0, 30], got {c.randaug_magnitude}")
     _require(0 <= c.cutout_size <= max(ch, cw), "cutout_size",
              f"must be between 0 and the crop size {max(ch, cw)}, got {c.cutout_size}")
+    _require(0 <= c.randaug_prob <= 1, "randaug_prob", f"must be in [0, 1], got {c.randaug_prob}")
+    _require(c.cutout_count >= 0, "cutout_count", f"must be >= 0, got {c.cutout_count}")
+    _require(c.randaug_style in STYLES, "randaug_style", f"must be one of {list(STYLES)}, got {c.randaug_style!r}")
+    _require(c.randaug_style != "authors" or c.randaug_magnitude >= 6, "randaug_magnitude",
+             f"randaug_style 'authors' draws integer levels 1 .. randaug_magnitude/3 - 1 (their code: 30, i.e. "
+             f"levels 1..9 of 10): must be >= 6, got {c.randaug_magnitude}")
     _require(c.num_val_samples >= 0, "num_val_samples", f"must be >= 0, got {c.num_val_samples}")
     _require(c.model != "deeplabv2-small" or (len(c.widths) == 4 and min(c.widths) >= 2), "widths",
              f"needs four positive channel widths (conv2..conv5), got {list(c.widths)}")
