@@ -59,7 +59,7 @@ class Config:
     ignore_index: int = 255                # mask value of void pixels (folder datasets may choose another)
 
     # --- model ----------------------------------------------------------------------------
-    model: str = "deeplabv2-small"         # "deeplabv2-small" (CPU scales) or "deeplabv2-r101"
+    model: str = "deeplabv2-small"         # "deeplabv2-small" (CPU scales), "deeplabv2-r101" or "deeplabv2-r101-caffe" (the COCO checkpoint)
     widths: tuple[int, ...] = (16, 32, 64, 128)  # deeplabv2-small channel widths of conv2..conv5
     output_stride: int = 8                 # deeplabv2-small: 8 (DeepLabv2's) or 4 (no max-pool; small images)
     pretrained: str = "synthetic"          # "synthetic" (built and cached), "imagenet", "none" or a checkpoint path
