@@ -87,8 +87,10 @@ MAX_ENHANCE = 0.9               # color/contrast/brightness/sharpness factor 1 +
 #: integer levels as their ``apply_rand.rand_pascal_index`` draws them, ``randint(1, 10)``:
 #: translate +-k px (absolute, not a fraction of the size), shear about the top-left corner (PIL's
 #: affine transform), color/contrast/brightness/sharpness factor 0.1 + 1.8 k/10 (no sign: k < 5
-#: weakens, k > 5 strengthens), posterize 4 - int(4 k/10) bits. Rotate, shear factor, solarize,
-#: autocontrast and equalize are the same in both tables.
+#: weakens, k > 5 strengthens), posterize 4 - int(4 k/10) bits. Rotate, shear factor, solarize (up
+#: to their integer rounding of the threshold), autocontrast and equalize are the same in both
+#: tables. Kept from ours in both: bilinear resampling of images (PIL's default, which their code
+#: uses, is nearest) and the order photometric ops, then one composed warp, then Cutout.
 STYLES: tuple[str, ...] = ("torchvision", "authors")
 _LEVELS = 10.0                  # the authors' level scale (PARAMETER_MAX of randaugment_seg.py)
 
