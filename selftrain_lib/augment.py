@@ -51,6 +51,7 @@ from torch import Tensor
 
 __all__ = [
     "ALL_OPS",
+    "STYLES",
     "GEOMETRIC_OPS",
     "PHOTOMETRIC_OPS",
     "MAX_MAGNITUDE",
@@ -79,6 +80,19 @@ MAX_TRANSLATE = 150.0 / 331.0   # translate: +-0.45 of the width / height
 MAX_ENHANCE = 0.9               # color/contrast/brightness/sharpness factor 1 +- 0.9
 # solarize: threshold 1 - m/30 (pixels >= threshold inverted)
 # posterize: bits 8 - round(4 m/30) (8 .. 4 bits)
+
+#: Op tables (``StrongAugment(style=...)``): "torchvision" (the ranges above, magnitude uniform in
+#: [0, magnitude]) or "authors": the table of the authors' ``randaugment_seg.py`` (google-research
+#: UDA's ``augmentation_transforms.py`` on a 0-10 level scale; level k <-> our magnitude 3k) with
+#: integer levels as their ``apply_rand.rand_pascal_index`` draws them, ``randint(1, 10)``:
+#: translate +-k px (absolute, not a fraction of the size), shear about the top-left corner (PIL's
+#: affine transform), color/contrast/brightness/sharpness factor 0.1 + 1.8 k/10 (no sign: k < 5
+#: weakens, k > 5 strengthens), posterize 4 - int(4 k/10) bits. Rotate, shear factor, solarize (up
+#: to their integer rounding of the threshold), autocontrast and equalize are the same in both
+#: tables. Kept from ours in both: bilinear resampling of images (PIL's default, which their code
+#: uses, is nearest) and the order photometric ops, then one composed warp, then Cutout.
+STYLES: tuple[str, ...] = ("torchvision", "authors")
+_LEVELS = 10.0                  # the authors' level scale (PARAMETER_MAX of randaugment_seg.py)
 
 
 def _check_generator(generator) -> torch.Generator:
@@ -227,9 +241,11 @@ def _sharpness(img: Tensor, factor: Tensor) -> Tensor:
     return _blend(img, degenerate, factor)
 
 
-def _photometric(name: str, img: Tensor, mag: Tensor, sign: Tensor) -> Tensor:
-    """Apply photometric op ``name`` with per-sample magnitudes (0-30) and signs (+-1)."""
+def _photometric(name: str, img: Tensor, mag: Tensor, sign: Tensor, style: str = "torchvision") -> Tensor:
+    """Apply photometric op ``name`` with per-sample magnitudes (0-30) and signs (+-1), with the
+    op table ``style`` (:data:`STYLES`)."""
     level = mag / MAX_MAGNITUDE
+    authors = style == "authors"
     if name == "identity":
         return img
     if name == "autocontrast":
@@ -240,10 +256,10 @@ def _photometric(name: str, img: Tensor, mag: Tensor, sign: Tensor) -> Tensor:
         t = (1.0 - level).view(-1, 1, 1, 1).to(img.dtype)
         return torch.where(img >= t, 1.0 - img, img)
     if name == "posterize":
-        bits = 8.0 - torch.round(level * 4.0)
+        bits = 4.0 - torch.floor(level * 4.0 + 1e-9) if authors else 8.0 - torch.round(level * 4.0)
         levels = torch.pow(2.0, bits).view(-1, 1, 1, 1).to(img.dtype)
         return torch.minimum((img * levels).floor(), levels - 1) / levels
-    factor = 1.0 + sign * level * MAX_ENHANCE
+    factor = 0.1 + 1.8 * level if authors else 1.0 + sign * level * MAX_ENHANCE
     if name == "brightness":
         return (img * factor.view(-1, 1, 1, 1).to(img.dtype)).clamp(0, 1)
     if name == "color":
@@ -269,8 +285,11 @@ class AugmentParams:
         matrix: (B, 2, 3) float64, composed geometric warp, output pixel-index coords -> source
             pixel-index coords (identity for samples without geometric ops).
         geometric: (B,) bool, sample drew at least one geometric op (only those are warped).
-        cutout_boxes: (B, 4) int64, (y0, x0, y1, x1) of the Cutout box clipped to the image
-            (half-open; empty when cutout is disabled).
+        cutout_boxes: (B, cutout_count, 4) int64, (y0, x0, y1, x1) of each Cutout box clipped to
+            the image (half-open; empty when cutout is disabled).
+
+    An op skipped by ``prob < 1`` is recorded as ``identity`` in ``op_index`` (so A and B read
+    the same, already decided, list of ops).
     """
 
     height: int
@@ -305,8 +324,18 @@ class StrongAugment:
     ``random_magnitude=False`` exactly ``magnitude``) and a random sign for signed ops.
     At magnitude 30: rotate +-30 deg, shear +-0.3, translate +-0.45 of the size,
     color/contrast/brightness/sharpness factor 1 +- 0.9, solarize threshold 0,
-    posterize 4 bits.  Then one Cutout square of side ``cutout_size`` px (centre
-    uniform over the pixels, may be partly outside; 0 disables) filled with ``fill``.
+    posterize 4 bits.  Each drawn op is applied with probability ``prob`` (else skipped).
+    Then ``cutout_count`` Cutout squares of side ``cutout_size`` px (centres uniform over
+    the pixels, independent, may overlap or be partly outside; 0 disables) filled with ``fill``.
+
+    ``style="authors"`` switches to the authors' op table and level sampling (see
+    :data:`STYLES`): magnitudes ``3 k`` with integer levels ``k`` uniform in
+    ``1 .. magnitude / 3 - 1``. Their setting (``apply_rand.rand_pascal_index``)::
+
+        StrongAugment(num_ops=3, magnitude=30, cutout_size=32, prob=0.5, cutout_count=3, style="authors")
+
+    The defaults (``prob=1``, ``cutout_count=1``, ``style="torchvision"``) draw exactly what
+    this class drew before those options existed (same generator -> same output).
 
     B = the same geometric warp applied to masks (nearest), ``ignore_index`` where the
     source lies outside the image.  Photometric ops and Cutout leave masks unchanged.
@@ -326,7 +355,17 @@ class StrongAugment:
 
     def __init__(self, num_ops: int = 2, magnitude: float = 10.0, cutout_size: int = 16,
                  ignore_index: int = 255, fill: float = 0.5, enabled: bool = True,
-                 ops: Sequence[str] | None = None, random_magnitude: bool = True):
+                 ops: Sequence[str] | None = None, random_magnitude: bool = True, prob: float = 1.0,
+                 cutout_count: int = 1, style: str = "torchvision"):
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {list(STYLES)}, got {style!r}")
+        if not 0.0 <= float(prob) <= 1.0:
+            raise ValueError(f"prob (of applying each drawn op) must be in [0, 1], got {prob}")
+        if int(cutout_count) != cutout_count or cutout_count < 0:
+            raise ValueError(f"cutout_count must be a non-negative integer, got {cutout_count}")
+        if style == "authors" and random_magnitude and round(float(magnitude) / MAX_MAGNITUDE * _LEVELS) < 2:
+            raise ValueError(f"style 'authors' draws integer levels 1 .. magnitude/3 - 1: magnitude must be >= 6, "
+                             f"got {magnitude}")
         if int(num_ops) != num_ops or num_ops < 0:
             raise ValueError(f"num_ops must be a non-negative integer, got {num_ops}")
         if not 0.0 <= float(magnitude) <= MAX_MAGNITUDE:
@@ -351,12 +390,16 @@ class StrongAugment:
         self.enabled = bool(enabled)
         self.ops = ops
         self.random_magnitude = bool(random_magnitude)
+        self.prob = float(prob)
+        self.cutout_count = int(cutout_count)
+        self.style = style
         self._op_ids = torch.tensor([_OP_ID[o] for o in ops], dtype=torch.int64)
 
     def __repr__(self) -> str:
         return (f"StrongAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, cutout_size={self.cutout_size}, "
                 f"ignore_index={self.ignore_index}, fill={self.fill}, enabled={self.enabled}, ops={self.ops}, "
-                f"random_magnitude={self.random_magnitude})")
+                f"random_magnitude={self.random_magnitude}, prob={self.prob}, cutout_count={self.cutout_count}, "
+                f"style={self.style!r})")
 
     # ---------------------------------------------------------------- sampling
     def sample(self, batch_size: int, height: int, width: int, generator: torch.Generator) -> AugmentParams:
@@ -369,10 +412,21 @@ class StrongAugment:
         else:
             op_index = torch.zeros(B, 0, dtype=torch.int64)
         u = torch.rand(B, n, generator=g, dtype=torch.float64)
-        magnitudes = u * self.magnitude if self.random_magnitude else torch.full((B, n), self.magnitude, dtype=torch.float64)
+        if not self.random_magnitude:
+            magnitudes = torch.full((B, n), self.magnitude, dtype=torch.float64)
+        elif self.style == "authors":
+            # integer level k uniform in 1 .. K-1 (numpy's randint(1, K)), K = magnitude on the 0-10 scale
+            top = round(self.magnitude / MAX_MAGNITUDE * _LEVELS)
+            magnitudes = (1 + torch.floor(u * (top - 1))) * (MAX_MAGNITUDE / _LEVELS)
+        else:
+            magnitudes = u * self.magnitude
         signs = torch.randint(2, (B, n), generator=g).to(torch.float64) * 2 - 1
-        cy = torch.randint(H, (B,), generator=g)
-        cx = torch.randint(W, (B,), generator=g)
+        if self.prob < 1.0:  # drawn only then: the default's random stream is what it always was
+            skipped = torch.rand(B, n, generator=g, dtype=torch.float64) >= self.prob
+            op_index = torch.where(skipped, _OP_ID["identity"], op_index)
+        k = self.cutout_count
+        cy = torch.randint(H, (B, k), generator=g)
+        cx = torch.randint(W, (B, k), generator=g)
 
         # Compose the geometric ops (forward maps, centred pixel coordinates).
         fwd = torch.eye(3, dtype=torch.float64).repeat(B, 1, 1)
@@ -382,8 +436,13 @@ class StrongAugment:
             ang = torch.where(op == _OP_ID["rotate"], s * math.radians(MAX_ROTATE_DEG), 0.0)
             shx = torch.where(op == _OP_ID["shear_x"], s * MAX_SHEAR, 0.0)
             shy = torch.where(op == _OP_ID["shear_y"], s * MAX_SHEAR, 0.0)
-            tx = torch.where(op == _OP_ID["translate_x"], s * MAX_TRANSLATE * W, 0.0)
-            ty = torch.where(op == _OP_ID["translate_y"], s * MAX_TRANSLATE * H, 0.0)
+            if self.style == "authors":  # +-k px; shear pivots on the top row / left column (PIL)
+                px = signs[:, j] * torch.floor(magnitudes[:, j] / (MAX_MAGNITUDE / _LEVELS) + 1e-9)
+                tx = torch.where(op == _OP_ID["translate_x"], px, shx * H / 2)
+                ty = torch.where(op == _OP_ID["translate_y"], px, shy * W / 2)
+            else:
+                tx = torch.where(op == _OP_ID["translate_x"], s * MAX_TRANSLATE * W, 0.0)
+                ty = torch.where(op == _OP_ID["translate_y"], s * MAX_TRANSLATE * H, 0.0)
             cos, sin = torch.cos(ang), torch.sin(ang)
             a = torch.stack([cos - sin * shy, cos * shx - sin], -1)   # R @ [[1, shx], [shy, 1]] (one is active)
             b = torch.stack([sin + cos * shy, sin * shx + cos], -1)
@@ -402,7 +461,7 @@ class StrongAugment:
 
         s = self.cutout_size
         y0, x0 = cy - s // 2, cx - s // 2
-        boxes = torch.stack([y0.clamp(0, H), x0.clamp(0, W), (y0 + s).clamp(0, H), (x0 + s).clamp(0, W)], 1)
+        boxes = torch.stack([y0.clamp(0, H), x0.clamp(0, W), (y0 + s).clamp(0, H), (x0 + s).clamp(0, W)], -1)
         return AugmentParams(H, W, op_index, magnitudes, signs, matrix, geometric, boxes)
 
     # ---------------------------------------------------------------- operators
@@ -432,10 +491,11 @@ class StrongAugment:
                 mag = params.magnitudes[sel, j].to(dev, torch.float32)
                 sign = params.signs[sel, j].to(dev, torch.float32)
                 if sel.numel() == B:
-                    out = _photometric(name, out, mag, sign)
+                    out = _photometric(name, out, mag, sign, self.style)
                 else:
                     sel_d = sel.to(dev)
-                    out = out.index_copy(0, sel_d, _photometric(name, out.index_select(0, sel_d), mag, sign))
+                    out = out.index_copy(0, sel_d, _photometric(name, out.index_select(0, sel_d), mag, sign,
+                                                                self.style))
         # geometric warp (only samples that drew a geometric op)
         sel = params.geometric.nonzero().squeeze(1)
         if sel.numel() == B:
@@ -446,12 +506,11 @@ class StrongAugment:
             grid = _source_grid(params.matrix[sel], (H, W), (H, W), dev)
             out = out.index_copy(0, sel_d, _warp_images(out.index_select(0, sel_d), grid, self.fill))
         # cutout
-        if self.cutout_size > 0:
-            box = params.cutout_boxes.to(dev)
-            ys = torch.arange(H, device=dev)[None, :, None]
-            xs = torch.arange(W, device=dev)[None, None, :]
-            inbox = ((ys >= box[:, 0, None, None]) & (ys < box[:, 2, None, None])
-                     & (xs >= box[:, 1, None, None]) & (xs < box[:, 3, None, None]))
+        if self.cutout_size > 0 and self.cutout_count > 0:
+            box = params.cutout_boxes.to(dev)[..., None, None]           # (B, k, 4, 1, 1)
+            ys = torch.arange(H, device=dev)[:, None]
+            xs = torch.arange(W, device=dev)[None, :]
+            inbox = ((ys >= box[:, :, 0]) & (ys < box[:, :, 2]) & (xs >= box[:, :, 1]) & (xs < box[:, :, 3])).any(1)
             out = torch.where(inbox.unsqueeze(1), out.new_tensor(self.fill), out)
         return out
 

@@ -59,7 +59,7 @@ class Config:
     ignore_index: int = 255                # mask value of void pixels (folder datasets may choose another)
 
     # --- model ----------------------------------------------------------------------------
-    model: str = "deeplabv2-small"         # "deeplabv2-small" (CPU scales) or "deeplabv2-r101"
+    model: str = "deeplabv2-small"         # "deeplabv2-small" (CPU scales), "deeplabv2-r101" or "deeplabv2-r101-caffe" (the COCO checkpoint)
     widths: tuple[int, ...] = (16, 32, 64, 128)  # deeplabv2-small channel widths of conv2..conv5
     output_stride: int = 8                 # deeplabv2-small: 8 (DeepLabv2's) or 4 (no max-pool; small images)
     pretrained: str = "synthetic"          # "synthetic" (built and cached), "imagenet", "none" or a checkpoint path
@@ -107,7 +107,10 @@ class Config:
     flip: bool = True
     randaug_ops: int = 2
     randaug_magnitude: float = 10.0        # RandAugment scale 0..30
+    randaug_prob: float = 1.0              # probability of applying each drawn op (the authors' code: 0.5)
+    randaug_style: str = "torchvision"     # op table: "torchvision" or "authors" (their apply_rand.py; augment.STYLES)
     cutout_size: int = 16                  # pixels (paper: 32 px at 321x321)
+    cutout_count: int = 1                  # Cutout squares per image (the authors' code: 3)
 
     # --- evaluation, logging, execution ---------------------------------------------------
     eval_every: int = 200                  # validation mIoU every N steps (curves); the reported one is the last step
@@ -138,7 +141,8 @@ EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "
 # Keys Stage 1 (supervised) does not read, so that ablations share one Stage 1 run.
 STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",
                                 "n2", "ema", "ema_decays", "ema_milestones", "randaug_ops",
-                                "randaug_magnitude", "cutout_size", "eval_model", "ema_reference_steps"})
+                                "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
+                                "cutout_count", "eval_model", "ema_reference_steps"})
 EVAL_MODELS = ("student", "teacher")
 METHODS = ("three-stage", "supervised", "mt-cutout", "mt-cutmix")
 # The mean teacher baselines (single-stage runs with an unlabelled sub-batch and an EMA teacher).
@@ -158,9 +162,11 @@ FILE_DATA_KEYS = frozenset({"train_list", "val_list", "resize", "num_classes", "
 
 # Keys of multi-process training, also left out while at their defaults (selftrain_lib.distributed).
 DISTRIBUTED_KEYS = frozenset({"sync_bn"})
-# Keys added for fidelity to the authors' code (docs/paper_vs_code.md), left out while at their
-# defaults for the same reason.
-FIDELITY_KEYS = frozenset({"eval_model", "ema_reference_steps"})
+# Keys added for fidelity to the authors' code (docs/paper_vs_code.md): which network is evaluated,
+# EMA decays scaled to the stage, and the strong augmentation of their apply_rand.py (3 ops at
+# p = 0.5, their op table, 3 Cutouts). Left out while at their defaults, which compute what runs
+# computed before the keys existed.
+FIDELITY_KEYS = frozenset({"eval_model", "ema_reference_steps", "randaug_prob", "randaug_style", "cutout_count"})
 
 
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
@@ -369,6 +375,7 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def validate(c: Config) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is impossible."""
+    from .augment import STYLES
     from .data import dataset_info, DATASETS
     from .models import MODELS
 
@@ -429,6 +436,12 @@ def validate(c: Config) -> None:
     _require(0 <= c.randaug_magnitude <= 30, "randaug_magnitude", f"must be in [0, 30], got {c.randaug_magnitude}")
     _require(0 <= c.cutout_size <= max(ch, cw), "cutout_size",
              f"must be between 0 and the crop size {max(ch, cw)}, got {c.cutout_size}")
+    _require(0 <= c.randaug_prob <= 1, "randaug_prob", f"must be in [0, 1], got {c.randaug_prob}")
+    _require(c.cutout_count >= 0, "cutout_count", f"must be >= 0, got {c.cutout_count}")
+    _require(c.randaug_style in STYLES, "randaug_style", f"must be one of {list(STYLES)}, got {c.randaug_style!r}")
+    _require(c.randaug_style != "authors" or c.randaug_magnitude >= 6, "randaug_magnitude",
+             f"randaug_style 'authors' draws integer levels 1 .. randaug_magnitude/3 - 1 (their code: 30, i.e. "
+             f"levels 1..9 of 10): must be >= 6, got {c.randaug_magnitude}")
     _require(c.num_val_samples >= 0, "num_val_samples", f"must be >= 0, got {c.num_val_samples}")
     _require(c.model != "deeplabv2-small" or (len(c.widths) == 4 and min(c.widths) >= 2), "widths",
              f"needs four positive channel widths (conv2..conv5), got {list(c.widths)}")

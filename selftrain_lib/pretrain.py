@@ -6,7 +6,9 @@
 - ``imagenet``: torchvision's ImageNet weights for ResNet-101 (downloads when online).
 - a path: a checkpoint loaded with ``torch.load(weights_only=True)``: ``module.`` prefixes
   stripped, torchvision and DeepLab-v2 layouts mapped onto ours; missing, unexpected and
-  mismatched keys are listed.
+  mismatched keys are listed. DeepLab-v2 checkpoints converted from Caffe (Hung et al.'s MS-COCO
+  initialisation) need ``model: deeplabv2-r101-caffe``; loading one into ``deeplabv2-r101`` is
+  an error that says so.
 - ``none``: random initialisation (training from scratch).
 """
 from __future__ import annotations
@@ -166,6 +168,56 @@ def _unwrap_state(state, path) -> dict:
     return state
 
 
+CAFFE_MODEL = "deeplabv2-r101-caffe"
+COCO_FILE = "MS_DeepLab_resnet_pretrained_COCO_init.pth"  # Hung et al.'s MS-COCO initialisation
+
+
+def checkpoint_layout(state: dict) -> str:
+    """Which network a checkpoint was written for, as far as its keys tell.
+
+    ``"deeplab-caffe"``: DeepLab-v2's ``Res_Deeplab`` converted from Caffe (keys ``Scale.*``, as
+    in ``MS_DeepLab_resnet_pretrained_COCO_init.pth``, or a ``layer5.conv2d_list`` head, as in
+    AdvSemiSeg's ``resnet101COCO-*.pth``): strides on the 1x1 convolutions, Caffe input.
+    ``"torchvision"``: a torchvision ResNet classifier (top-level ``layer1..4`` and ``fc``):
+    strides on the 3x3 convolutions, ImageNet-normalised RGB. ``"unknown"``: anything else (this
+    library's own checkpoints, whose keys do not say which ResNet-101 style wrote them).
+    """
+    keys = list(state)
+    if any(k.startswith("Scale.") or _strip_wrappers(k).startswith("layer5.conv2d_list.") for k in keys):
+        return "deeplab-caffe"
+    plain = {_strip_wrappers(k) for k in keys}
+    if "fc.weight" in plain and any(k.startswith("layer4.") for k in plain):
+        return "torchvision"
+    return "unknown"
+
+
+def check_layout(module: nn.Module, state: dict, path: str) -> None:
+    """Raise when a ResNet-101 checkpoint's layout contradicts the model's style (the weights would
+    load, every shape fits, and the network would silently compute something else)."""
+    style = getattr(getattr(module, "backbone", None), "style", None)
+    layout = checkpoint_layout(state)
+    if layout == "deeplab-caffe" and style == "torchvision":
+        raise ValueError(
+            f"{path}: a DeepLab-v2 checkpoint converted from Caffe (keys 'Scale.*' or 'layer5.conv2d_list.*', e.g. "
+            f"Hung et al.'s MS-COCO initialisation {COCO_FILE}): its ResNet strides on the 1x1 convolutions and "
+            f"expects BGR input in 0-255 minus the Caffe mean. Set model: {CAFFE_MODEL} (not deeplabv2-r101).")
+    if layout == "torchvision" and style == "caffe":
+        raise ValueError(
+            f"{path}: torchvision ResNet weights (keys 'layer1..4.*' and 'fc.*') stride on the 3x3 convolutions and "
+            f"expect ImageNet-normalised RGB input. Set model: deeplabv2-r101 ({CAFFE_MODEL} is for checkpoints "
+            f"converted from Caffe, such as {COCO_FILE}).")
+
+
+def pretraining_of(config) -> str:
+    """A run's pre-training as the paper's tables name it: ``"imagenet+mscoco"`` (a checkpoint
+    loaded into ``deeplabv2-r101-caffe``: the MS-COCO initialisation, the one Caffe checkpoint the
+    paper uses), ``"imagenet"``, or ``"synthetic"`` / ``"none"`` / ``"checkpoint"`` (another file)."""
+    p = config.pretrained
+    if p in ("imagenet", "synthetic", "none"):
+        return p
+    return "imagenet+mscoco" if config.model == CAFFE_MODEL else "checkpoint"
+
+
 def _list(keys: list[str], n: int = 10) -> str:
     return f"{keys[:n]}{f' (and {len(keys) - n} more)' if len(keys) > n else ''}"
 
@@ -177,8 +229,11 @@ def load_state_into(module: nn.Module, state: dict, path: str = "checkpoint") ->
     may be absent, as in checkpoints converted from Caffe). The ASPP head is loaded when the
     checkpoint has all of it with our shapes, else it keeps its random initialisation (a backbone
     checkpoint, or another number of classes) and the report says so. Anything else is an error
-    listing the missing, unexpected and mismatched keys.
+    listing the missing, unexpected and mismatched keys; so is a checkpoint whose layout names the
+    other ResNet-101 style (:func:`check_layout`: a Caffe DeepLab-v2 checkpoint into
+    ``deeplabv2-r101``, torchvision weights into ``deeplabv2-r101-caffe``).
     """
+    check_layout(module, state, path)
     own = module.state_dict()
     mapped: dict[str, torch.Tensor] = {}
     dropped, unexpected, mismatched = [], [], []
@@ -257,7 +312,9 @@ def load_pretrained(segmenter: nn.Module, config) -> None:
         segmenter.backbone.load_state_dict(synthetic_state(config))
     elif p == "imagenet":
         if config.model != "deeplabv2-r101":
-            raise ValueError(f"pretrained: 'imagenet' weights exist for deeplabv2-r101, not {config.model}")
+            raise ValueError(f"pretrained: 'imagenet' weights exist for deeplabv2-r101, not {config.model}"
+                             + (f" (which takes a Caffe-converted checkpoint file such as {COCO_FILE})"
+                                if config.model == CAFFE_MODEL else ""))
         load_state_into(segmenter, imagenet_state_dict(), "torchvision ImageNet ResNet-101")
     else:
         load_checkpoint_into(segmenter, p)

@@ -22,11 +22,12 @@ import pandas as pd
 
 from .evaluate import PROTOCOL
 from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
+from .pretrain import pretraining_of
 from .runs import atomic_write_text
 
 RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "method", "seed", "scale",
                "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
-               "train_time_s", "run_dir"]
+               "train_time_s", "run_dir", "pretraining"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ def collect(pairs: Iterable, scale: str | None = None) -> pd.DataFrame:
                 "scale": scale or cfg.scale, "stage": r.stage, "val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
                 "lambda1": cfg.lambda1, "lambda2": cfg.lambda2, "cr": cfg.cr, "t2": cfg.t2, "sa": cfg.sa,
                 "n2": cfg.n2, "ema": cfg.ema, "train_time_s": r.metrics.get("train_time_s", np.nan),
-                "run_dir": str(r.run_dir)})
+                "run_dir": str(r.run_dir), "pretraining": pretraining_of(cfg)})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
@@ -120,14 +121,28 @@ def published_miou(table: str, paper_dataset: str, method: str, labels: str,
     return float(hits.iloc[0]) if len(hits) else float("nan")
 
 
+def comparable(dataset: str, run_pretraining, table: str) -> bool:
+    """Whether a run may stand beside ``table``'s numbers for its dataset. A run of the real VOC
+    is compared with the ImageNet+COCO numbers only when it started from the COCO checkpoint, and
+    with the ImageNet numbers only when it did not; other runs (Cityscapes, whose tables are
+    ImageNet's, and the stand-ins, which start from neither) with every table."""
+    if dataset != "voc":
+        return True
+    df = _published()
+    used = set(df.loc[(df["table"] == table) & (df["dataset"] == PAPER_DATASET[dataset]), "pretraining"])
+    return (run_pretraining == "imagenet+mscoco") == (used == {"imagenet+mscoco"})
+
+
 def join_published(summary: pd.DataFrame, table: str, method_col: str = "paper_method",
                    column: str = "published", pretraining: str | None = None) -> pd.DataFrame:
     """Add the published number of each row of ``summary`` (which needs ``dataset`` (ours),
-    ``labels`` (nominal) and ``method_col``, the paper's method name) as ``column``."""
+    ``labels`` (nominal) and ``method_col``, the paper's method name) as ``column``; NaN where the
+    row's ``pretraining`` (when ``summary`` has that column) is not :func:`comparable`."""
     out = summary.copy()
+    runs_pre = out["pretraining"] if "pretraining" in out else [None] * len(out)
     out[column] = [published_miou(table, PAPER_DATASET.get(d, d), m, PAPER_LABELS.get(d, {}).get(n, str(n)),
-                                  pretraining) if isinstance(m, str) else float("nan")
-                   for d, n, m in zip(out["dataset"], out["labels"], out[method_col])]
+                                  pretraining) if isinstance(m, str) and comparable(d, p, table) else float("nan")
+                   for d, n, m, p in zip(out["dataset"], out["labels"], out[method_col], runs_pre)]
     return out
 
 
@@ -199,6 +214,11 @@ def write_table(df: pd.DataFrame, path: str | Path, caption_text: str = "") -> d
 # the tables of the paper
 # ------------------------------------------------------------------------------------------
 
+def _pretraining_col(summary: pd.DataFrame) -> list[str]:
+    """``["pretraining"]`` when the rows started from different pre-trainings (else one column of one value)."""
+    return ["pretraining"] if summary["pretraining"].nunique(dropna=False) > 1 else []
+
+
 def _side_by_side(summary: pd.DataFrame, first: Sequence[str], published_cols: Sequence[str]) -> pd.DataFrame:
     cols = list(first) + ["labels", "labels_used", "paper_labels", "reproduced", "n"] + list(published_cols)
     out = summary[cols].rename(columns={"labels": "labels (ours)", "labels_used": "labels used at this scale",
@@ -235,13 +255,15 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     df = runs[runs["dataset"] == dataset].copy()
     if "method" not in df:
         df["method"] = "three-stage"
+    if "pretraining" not in df:
+        df["pretraining"] = None
     df["method"] = [_label_row(v, m, st) for v, m, st in zip(df["variant"], df["method"].fillna("three-stage"),
                                                              df["stage"])]
     df["paper_method"] = df["method"].map(lambda r: LABEL_ROWS.get(r, (None, None))[0])
     df["paper_method_iv"] = df["method"].map(lambda r: LABEL_ROWS.get(r, (None, None))[1])
     df = df[df["stage"] <= 3]
     s = mean_std(df, ["dataset", "method", "paper_method", "paper_method_iv", "labels", "labels_used",
-                      "paper_labels"])
+                      "paper_labels", "pretraining"])
     if PAPER_DATASET.get(dataset) == "cityscapes":
         s = join_published(s, "II", column="published (Table II)", pretraining="imagenet")
         pub = ["published (Table II)"]
@@ -254,7 +276,7 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     s["_o"] = s["method"].map(order)
     s["_l"] = s["labels"].map(lambda v: 10 ** 9 if v == "full" else int(v))
     s = s.sort_values(["_o", "_l"]).drop(columns=["_o", "_l"])
-    return _side_by_side(s, ["method"], pub)
+    return _side_by_side(s, ["method"] + _pretraining_col(s), pub)
 
 
 ABLATION_ROWS = [  # (variant, stage, row label, the paper's method name in Table V)
@@ -279,9 +301,11 @@ def _rows_table(runs: pd.DataFrame, rows: Sequence[tuple], table: str) -> pd.Dat
                                      "reproduced mIoU (%)",
                                      "seeds", f"published (Table {table})"])
     df = pd.concat(parts, ignore_index=True)
-    s = mean_std(df, ["dataset", "row", "paper_method", "labels", "labels_used", "paper_labels"])
+    if "pretraining" not in df:
+        df["pretraining"] = None
+    s = mean_std(df, ["dataset", "row", "paper_method", "labels", "labels_used", "paper_labels", "pretraining"])
     s = join_published(s, table, column=f"published (Table {table})")
-    return _side_by_side(s, ["dataset", "row"], [f"published (Table {table})"])
+    return _side_by_side(s, ["dataset", "row"] + _pretraining_col(s), [f"published (Table {table})"])
 
 
 def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:

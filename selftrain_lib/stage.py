@@ -240,7 +240,8 @@ class SubBatchDraws:
         self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
                                 ignore_index=ignore_index)
         self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
-                                    ignore_index=ignore_index, enabled=config.sa)
+                                    ignore_index=ignore_index, enabled=config.sa, prob=config.randaug_prob,
+                                    cutout_count=config.cutout_count, style=config.randaug_style)
 
     def global_step(self, step: int) -> int:
         return step * self.world.size + self.world.rank

@@ -152,7 +152,8 @@ def test_photometric_and_cutout_leave_masks_unchanged():
     _, [m2] = sa(img, [mask], gen(2))
     assert torch.equal(m2, mask)
     assert out.min() >= 0 and out.max() <= 1
-    boxes = params.cutout_boxes
+    assert params.cutout_boxes.shape == (B, 1, 4)  # one box by default
+    boxes = params.cutout_boxes[:, 0]
     assert ((boxes[:, 2] - boxes[:, 0]) >= 4).all() and ((boxes[:, 3] - boxes[:, 1]) >= 4).all()
     inbox = torch.zeros(B, H, W, dtype=torch.bool)
     for b, (y0, x0, y1, x1) in enumerate(boxes.tolist()):  # test-side loop only
@@ -425,3 +426,141 @@ def test_cuda_matches_cpu():
     ci, [cm] = wa(img, [mask], gen(2))
     gi, [gm] = wa(img.cuda(), [mask.cuda()], gen(2))
     assert torch.equal(gm.cpu(), cm) and (gi.cpu() - ci).abs().max() < 1e-4
+
+
+# --------------------------------------------------------------------------- strong: the authors' setting
+
+AUTHORS = dict(num_ops=3, magnitude=30, prob=0.5, cutout_count=3, style="authors")  # apply_rand.rand_pascal_index
+
+
+def test_defaults_draw_what_they_drew_before_the_new_options():
+    """prob=1, one Cutout, torchvision's table: the same generator gives the same output as before
+    randaug_prob / cutout_count / randaug_style existed (numbers recorded from that code)."""
+    g = gen(123)
+    img = torch.rand(6, 3, 20, 24, generator=g)
+    mask = torch.randint(0, 21, (6, 20, 24), generator=g)
+    sa = StrongAugment(2, 10.0, 8)
+    p = sa.sample(6, 20, 24, gen(5))
+    assert p.op_index.tolist() == [[1, 12], [9, 3], [6, 8], [8, 3], [12, 4], [7, 6]]
+    assert p.cutout_boxes[:, 0].tolist() == [[12, 7, 20, 15], [0, 7, 4, 15], [8, 3, 16, 11], [0, 0, 6, 6],
+                                             [12, 16, 20, 24], [5, 18, 13, 24]]
+    out, [m] = sa(img, [mask], gen(5))
+    assert float(out.double().sum()) == pytest.approx(4264.660607793834, abs=1e-3)
+    assert int(m.sum()) == 42956
+    explicit = StrongAugment(2, 10.0, 8, prob=1.0, cutout_count=1, style="torchvision")
+    out2, [m2] = explicit(img, [mask], gen(5))
+    assert torch.equal(out2, out) and torch.equal(m2, m)
+
+
+def test_each_drawn_op_is_applied_with_probability_prob():
+    B, H, W = 4000, 8, 8
+    ops = [o for o in ALL_OPS if o != "identity"]  # a drawn op is never identity: identity <=> skipped
+    for prob in (0.5, 0.2):
+        p = StrongAugment(num_ops=3, prob=prob, ops=ops).sample(B, H, W, gen(1))
+        applied = (p.op_index != ALL_OPS.index("identity")).double().mean().item()
+        assert abs(applied - prob) < 0.02, (prob, applied)    # 12,000 draws: std 0.005
+    # per sample, the number applied is Binomial(3, 0.5): all four counts occur at the right rates
+    p = StrongAugment(num_ops=3, prob=0.5, ops=ops).sample(B, H, W, gen(2))
+    counts = torch.bincount((p.op_index != 0).sum(1), minlength=4).double() / B
+    assert torch.allclose(counts, torch.tensor([1, 3, 3, 1], dtype=torch.float64) / 8, atol=0.03)
+    img = natural_batch(4, 16, 16)
+    none, _ = StrongAugment(num_ops=3, prob=0.0, cutout_size=0)(img, [], gen(0))
+    assert torch.equal(none, img)
+    every = StrongAugment(num_ops=3, prob=1.0, ops=ops).sample(B, H, W, gen(1))
+    assert (every.op_index != 0).all()
+
+
+def test_cutout_count_boxes_and_only_they_are_filled():
+    B, H, W, k = 32, 40, 48, 3
+    img = natural_batch(B, H, W)
+    mask = torch.randint(0, 21, (B, H, W), generator=gen(3))
+    sa = StrongAugment(num_ops=2, magnitude=20, cutout_size=6, cutout_count=k, ops=PHOTOMETRIC_OPS)
+    params = sa.sample(B, H, W, gen(4))
+    boxes = params.cutout_boxes
+    assert boxes.shape == (B, k, 4) and boxes.dtype == torch.int64
+    assert len({tuple(b) for b in boxes.view(-1, 4).tolist()}) > B  # independent boxes per image
+    out, [m] = sa(img, [mask], gen(4))
+    plain = StrongAugment(num_ops=2, magnitude=20, cutout_size=6, cutout_count=0, ops=PHOTOMETRIC_OPS)
+    ref = plain.apply_image(img, params)  # same ops, no Cutout
+    inbox = torch.zeros(B, H, W, dtype=torch.bool)
+    for b in range(B):  # test-side loop only
+        for y0, x0, y1, x1 in boxes[b].tolist():
+            inbox[b, y0:y1, x0:x1] = True
+    assert (out.permute(0, 2, 3, 1)[inbox] == 0.5).all()
+    assert torch.equal(out.permute(0, 2, 3, 1)[~inbox], ref.permute(0, 2, 3, 1)[~inbox])
+    assert torch.equal(m, mask)  # Cutout never touches masks
+    assert (inbox.sum((1, 2)) > 36).float().mean() > 0.5  # most images have more than one box's area
+
+
+def test_authors_setting_is_deterministic_given_the_generator():
+    B, H, W = 8, 24, 32
+    img = natural_batch(B, H, W)
+    mask = torch.randint(0, 21, (B, H, W), generator=gen(9))
+    sa = StrongAugment(cutout_size=8, **AUTHORS)
+    a_img, [a_mask] = sa(img, [mask], gen(11))
+    b_img, [b_mask] = sa(img, [mask], gen(11))
+    c_img, _ = sa(img, [mask], gen(12))
+    assert torch.equal(a_img, b_img) and torch.equal(a_mask, b_mask) and not torch.equal(a_img, c_img)
+
+
+def test_authors_levels_and_op_table():
+    B, H, W = 3000, 24, 40
+    p = StrongAugment(num_ops=1, magnitude=30, style="authors", cutout_size=0).sample(B, H, W, gen(0))
+    levels = p.magnitudes[:, 0] / 3
+    assert torch.equal(levels, levels.round()) and set(levels.long().tolist()) == set(range(1, 10))  # randint(1, 10)
+    # translate: +-k pixels (not a fraction of the size)
+    p = StrongAugment(num_ops=1, magnitude=30, style="authors", ops=["translate_x"]).sample(200, H, W, gen(1))
+    assert torch.allclose(p.matrix[:, 0, 2].abs(), p.magnitudes[:, 0] / 3)
+    # shear_x pivots on the top edge (y = -0.5 in pixel-index coordinates), shear_y on the left edge
+    for op, ax in (("shear_x", 0), ("shear_y", 1)):
+        p = StrongAugment(num_ops=1, magnitude=30, style="authors", ops=[op]).sample(200, H, W, gen(2))
+        edge = torch.tensor([[7.0, -0.5], [-0.5, 5.0]], dtype=torch.float64)[ax]
+        src = p.matrix[:, :, :2] @ edge + p.matrix[:, :, 2]
+        assert torch.allclose(src, edge.expand(200, 2), atol=1e-9)
+        assert torch.allclose(p.matrix[:, ax, 1 - ax].abs(), 0.3 * p.magnitudes[:, 0] / 30)  # as torchvision's
+    # photometric: enhancers at 0.1 + 1.8 k/10 (no sign), posterize 4 - int(4 k/10) bits
+    img = natural_batch(6, 16, 20, seed=3)
+    for k in (1, 5, 9):
+        for op, ref in (("brightness", lambda x: TF.adjust_brightness(x, 0.1 + 0.18 * k)),
+                        ("contrast", lambda x: TF.adjust_contrast(x, 0.1 + 0.18 * k)),
+                        ("posterize", lambda x: TF.posterize(x, 4 - int(4 * k / 10)))):
+            sa = StrongAugment(num_ops=1, magnitude=3 * k, random_magnitude=False, cutout_size=0, ops=[op],
+                               style="authors")
+            out = sa.apply_image(img, sa.sample(6, 16, 20, gen(1)))
+            torch.testing.assert_close(out, torch.stack([ref(x) for x in img]), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("options", [dict(prob=0.5), dict(style="authors"), dict(prob=0.5, style="authors"),
+                                     dict(prob=0.5, style="authors", cutout_count=3)])
+def test_new_options_keep_b_aligned_with_a(options):
+    """Pixel-exact A/B alignment (as above) under every new option: the mask moves exactly as the
+    image, skipped ops are skipped for both, and Cutout (drawn last) changes no mask."""
+    B, H, W = 24, 24, 32
+    img, mask = position_batch(B, H, W)
+    sa = StrongAugment(num_ops=3, magnitude=30, cutout_size=0, ignore_index=IGN, ops=GEOMETRIC_OPS, **options)
+    params = sa.sample(B, H, W, gen(1))
+    geo = params.geometric
+    if options.get("prob", 1.0) < 1:
+        assert 0 < geo.sum() < B  # (1/2)^3 of the samples skip all three ops
+    out_img, out_mask = sa.apply_image(img, params), sa.apply_mask(mask, params)
+    assert torch.equal(out_img[~geo], img[~geo]) and torch.equal(out_mask[~geo], mask[~geo])
+    check_alignment(out_img, out_mask, H, W, sa.fill, reference_source(params.theta(), H, W))
+    own = torch.arange(H * W).view(1, H, W).expand(int(geo.sum()), H, W)
+    assert (out_mask[geo] != own).float().mean() > 0.5
+    if "cutout_count" in options:  # with Cutouts: the same masks, the image differs only in the boxes
+        with_cutout = StrongAugment(num_ops=3, magnitude=30, cutout_size=6, ignore_index=IGN, ops=GEOMETRIC_OPS,
+                                    **options)
+        img2, [mask2] = with_cutout(img, [mask], gen(1))
+        assert torch.equal(mask2, out_mask)
+        assert ((img2 != out_img).any(1) <= (img2 == with_cutout.fill).all(1)).all()
+
+
+def test_new_options_are_validated():
+    with pytest.raises(ValueError, match="prob"):
+        StrongAugment(prob=1.5)
+    with pytest.raises(ValueError, match="cutout_count"):
+        StrongAugment(cutout_count=-1)
+    with pytest.raises(ValueError, match="style"):
+        StrongAugment(style="fixmatch")
+    with pytest.raises(ValueError, match="magnitude must be >= 6"):
+        StrongAugment(magnitude=3, style="authors")

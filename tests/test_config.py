@@ -42,6 +42,10 @@ def test_labels_full_is_the_pool():
     ({"model": "unet"}, "model"),
     ({"pretrained": "/no/such/file.pt"}, "pretrained"),
     ({"device": "tpu"}, "device"),
+    ({"randaug_prob": 1.5}, "randaug_prob"),
+    ({"cutout_count": -1}, "cutout_count"),
+    ({"randaug_style": "fixmatch"}, "randaug_style"),
+    ({"randaug_style": "authors", "randaug_magnitude": 3}, "randaug_magnitude"),
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key):
@@ -82,3 +86,19 @@ def test_config_is_plain_frozen_data():
     c = Config()
     with pytest.raises(Exception):
         c.lr = 1.0
+
+
+def test_strong_augmentation_keys_enter_the_hash_only_off_their_defaults():
+    """randaug_prob / randaug_style / cutout_count at their defaults leave every run id as it was;
+    the authors' setting (the paper presets) changes Stage 2's id, never Stage 1's."""
+    c = load_config("synth-street", "quick")
+    for stage in (1, 2, 3):
+        assert not {"randaug_prob", "randaug_style", "cutout_count"} & set(stage_key(c, stage))
+    authors = c.replace(randaug_ops=3, randaug_prob=0.5, randaug_style="authors", randaug_magnitude=30,
+                        cutout_count=3)
+    assert stage_key(authors, 1) == stage_key(c, 1)
+    key = stage_key(authors, 2)
+    assert (key["randaug_prob"], key["randaug_style"], key["cutout_count"]) == (0.5, "authors", 3)
+    paper = load_config("synth-objects", "paper")
+    assert (paper.randaug_ops, paper.randaug_prob, paper.randaug_style, paper.randaug_magnitude,
+            paper.cutout_count) == (3, 0.5, "authors", 30.0, 3)

@@ -156,3 +156,27 @@ def test_scaled_labels_and_grids():
         ex.ablation_grid(drops=["XX"])
     kw = ex.spec("synth-objects", 375, 3).run_kwargs("smoke")
     assert kw["labels"] == 12 and kw["seed"] == 3 and kw["lambda1"] == 0.625
+
+
+def test_voc_runs_meet_the_coco_numbers_only_when_they_started_from_coco():
+    rows = []
+    for pre, v in (("imagenet", 0.60), ("imagenet+mscoco", 0.70)):
+        for stage in (1, 2, 3):
+            rows.append({"dataset": "voc", "labels": 212, "paper_labels": "1/50", "variant": "full method",
+                         "method": "three-stage", "seed": 0, "stage": stage, "val_miou": v, "pretraining": pre})
+    t = results.label_table(_runs(rows), "voc")
+    ours = t[t["method"] == "Ours (three-stage)"].set_index("pretraining")
+    assert ours.loc["imagenet", "published (Table III, ImageNet)"] == pytest.approx(62.71)
+    assert math.isnan(ours.loc["imagenet", "published (Table IV, ImageNet+COCO)"])
+    assert ours.loc["imagenet+mscoco", "published (Table IV, ImageNet+COCO)"] == pytest.approx(70.77)
+    assert math.isnan(ours.loc["imagenet+mscoco", "published (Table III, ImageNet)"])
+    t5 = results.ablation_table(_runs(rows)).set_index(["row", "pretraining"])  # VOC's Table V is COCO's
+    assert t5.loc[("S1+S2+S3 full", "imagenet+mscoco"), "published (Table V)"] == pytest.approx(70.77)
+    assert math.isnan(t5.loc[("S1+S2+S3 full", "imagenet"), "published (Table V)"])
+    # the stand-in (synthetic pre-training) keeps both references; one pre-training adds no column
+    stand_in = [{**r, "dataset": "synth-objects", "labels": 60, "pretraining": "synthetic"} for r in rows[:3]]
+    t = results.label_table(_runs(stand_in), "synth-objects")
+    assert "pretraining" not in t.columns
+    row = t[t["method"] == "Ours (three-stage)"].iloc[0]
+    assert row["published (Table III, ImageNet)"] == pytest.approx(62.71)
+    assert row["published (Table IV, ImageNet+COCO)"] == pytest.approx(70.77)

@@ -2,7 +2,7 @@
 
 Build f by name, wrap it with a branch for stages 2 and 3::
 
-    f = build_segmenter("deeplabv2-small", num_classes=19)           # or "deeplabv2-r101"
+    f = build_segmenter("deeplabv2-small", num_classes=19)           # or "deeplabv2-r101", "deeplabv2-r101-caffe"
     model = MultiTaskDeepLab(f, private_blocks=2)                    # ĝ; 1 -> g̃; None -> f only
     out = model(x)                                                   # {"f": logits, "g": logits}
     opt = torch.optim.Adam(param_groups(model, lr=3e-5, backbone_lr_mult=1.0))
@@ -46,6 +46,16 @@ def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24)) ->
     """The paper's f: DeepLabv2, ResNet-101 (output stride 8), ASPP 2048 -> C.
     ``weights``: torchvision ResNet-101 weights (``None``: random init; ``"IMAGENET1K_V1"``)."""
     return DeepLabV2(resnet101_os8(weights=weights), num_classes, dilations)
+
+
+@register_model("deeplabv2-r101-caffe")
+def deeplabv2_r101_caffe(num_classes: int, dilations=(6, 12, 18, 24)) -> DeepLabV2:
+    """f for DeepLab-v2 checkpoints converted from Caffe (Hung et al.'s MS-COCO initialisation
+    ``MS_DeepLab_resnet_pretrained_COCO_init.pth``, the paper's ImageNet+COCO pre-training):
+    :func:`resnet101_os8` with ``style="caffe"`` (stride on the 1x1 convolution, ceil-mode
+    max-pool, frozen batch-norm affine parameters, BGR 0-255 mean-subtracted input), ASPP 2048 -> C.
+    Random initialisation; ``pretrained: <checkpoint file>`` loads the weights."""
+    return DeepLabV2(resnet101_os8(style="caffe"), num_classes, dilations)
 
 
 @register_model("deeplabv2-small")

@@ -12,12 +12,23 @@ Two constructors:
   dilation 4, as in DeepLabv2 (and the authors' code). torchvision gives the *first* block of a
   dilated stage the previous stage's dilation (1 and 2); we set that block's 3x3 convolution to
   the stage's dilation in place. Weights are unchanged (a 3x3 kernel is a 3x3 kernel).
+  ``style="caffe"`` gives the network of DeepLab-v2's Caffe release as AdvSemiSeg's
+  ``model/deeplab.py`` ports it (Hung et al.'s MS-COCO initialisation expects it): the stride of
+  ``conv3`` on the first block's 1x1 convolution instead of its 3x3, a ceil-mode max-pool,
+  batch-norm affine parameters that are never trained, and Caffe-style input (below).
 * :func:`small_resnet_os8` -- a CPU-scale trunk with the same layout (basic residual blocks,
   the same strides and dilations, batch norm everywhere).
 
 Spatial sizes: for an input ``(B, 3, H, W)``, ``conv1`` gives ``ceil(H/4)`` (stride-2 conv and
 stride-2 max-pool), ``conv2`` keeps it, ``conv3`` halves it, ``conv4`` and ``conv5`` keep it:
-features at ``(B, out_channels, ceil(H/8), ceil(W/8))``.
+features at ``(B, out_channels, ceil(H/8), ceil(W/8))``. The Caffe style's ceil-mode max-pool gives
+``h1 = ceil(H/2)``, ``h2 = floor(h1/2) + 1``, features ``ceil(h2/2)`` (``(H - 1)/8 + 1`` for
+``H = 8k + 1``: 41 for 321, as DeepLab's; 65 for 512 where torchvision's gives 64).
+
+Input: every trunk takes RGB images in [0, 1] and normalises them itself, as its weights expect
+(:data:`INPUT_FORMATS`): ``"imagenet"`` (torchvision's weights): ``(x - mean) / std`` with
+ImageNet's statistics; ``"caffe"`` (Caffe-trained DeepLab-v2 weights): BGR channel order,
+0-255 range, minus the Caffe ImageNet mean ``(104.008, 116.669, 122.675)`` (BGR), no division.
 """
 from __future__ import annotations
 
@@ -28,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
-__all__ = ["STAGES", "DilatedBasicBlock", "ResNetStage", "ResNetBackbone", "make_resnet_stage",
+__all__ = ["STAGES", "INPUT_FORMATS", "CAFFE_MEAN_BGR", "RESNET_STYLES", "DilatedBasicBlock", "ResNetStage", "ResNetBackbone", "make_resnet_stage",
            "init_resnet_weights", "resnet101_os8", "small_resnet", "small_resnet_os8"]
 
 #: The backbone's stages, input to output.
@@ -67,6 +78,14 @@ class DilatedBasicBlock(nn.Module):
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The ImageNet mean of Caffe's ResNets, in BGR order and 0-255 units (DeepLab-v2 / AdvSemiSeg IMG_MEAN).
+CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+
+#: How a trunk turns an RGB image in [0, 1] into its input: ``(x[:, channels] * scale - mean) / std``.
+INPUT_FORMATS: dict[str, dict] = {
+    "imagenet": dict(channels=(0, 1, 2), scale=1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "caffe": dict(channels=(2, 1, 0), scale=255.0, mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0)),
+}
 
 
 class ResNetStage(nn.Sequential):
@@ -122,13 +141,21 @@ class ResNetBackbone(nn.Module):
         stage_channels: ``{stage name: output channels}``.
         out_channels: channels of ``conv5``'s output.
         stage5_spec: what :meth:`make_stage5` needs to rebuild ``conv5``'s structure
-            (block type, block count, width, dilation, input channels, projection shortcut).
+            (block type, block count, width, dilation, input channels, projection shortcut, and
+            ``train_bn_affine``: False when batch-norm affine parameters are never trained).
+        input_format: a key of :data:`INPUT_FORMATS`, how images in [0, 1] are normalised.
+        style: ``"torchvision"`` / ``"caffe"`` (ResNet-101 variants, see :func:`resnet101_os8`)
+            or ``"small"``; checkpoint loading compares it with the checkpoint's layout.
     """
 
     def __init__(self, conv1: nn.Module, conv2: nn.Module, conv3: nn.Module, conv4: nn.Module, conv5: nn.Module,
-                 stage_channels: dict[str, int], stage5_spec: dict, output_stride: int = 8) -> None:
+                 stage_channels: dict[str, int], stage5_spec: dict, output_stride: int = 8,
+                 input_format: str = "imagenet", style: str = "small") -> None:
         super().__init__()
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {sorted(INPUT_FORMATS)}, got {input_format!r}")
         self.output_stride = output_stride
+        self.input_format, self.style = input_format, style
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = conv1, conv2, conv3, conv4, conv5
         missing = set(STAGES) - set(stage_channels)
         if missing:
@@ -136,11 +163,14 @@ class ResNetBackbone(nn.Module):
         self.stage_channels = {name: int(stage_channels[name]) for name in STAGES}
         self.out_channels = self.stage_channels["conv5"]
         self.stage5_spec = dict(stage5_spec)
-        # Inputs are images in [0, 1]; the backbone normalises them with ImageNet's statistics
-        # (what torchvision's weights expect), so callers never have to. Not persistent: these are
-        # constants, not weights, and checkpoints stay plain ResNet state dicts.
-        self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # Inputs are images in [0, 1]; the backbone normalises them as its weights expect
+        # (INPUT_FORMATS), so callers never have to. Not persistent: these are constants, not
+        # weights, and checkpoints stay plain ResNet state dicts.
+        fmt = INPUT_FORMATS[input_format]
+        self._input_channels = None if tuple(fmt["channels"]) == (0, 1, 2) else list(fmt["channels"])
+        self._input_scale = float(fmt["scale"])
+        self.register_buffer("input_mean", torch.tensor(fmt["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(fmt["std"]).view(1, 3, 1, 1), persistent=False)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         """``[(name, module)]`` for ``conv1`` .. ``conv5``, input to output."""
@@ -155,10 +185,18 @@ class ResNetBackbone(nn.Module):
         if i > j:
             raise ValueError(f"start stage {start!r} comes after end stage {end!r}")
         if i == 0:
-            x = (x - self.input_mean) / self.input_std
+            x = self.normalise(x)
         for name in STAGES[i:j + 1]:
             x = getattr(self, name)(x)
         return x
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """RGB images in [0, 1] ``(B, 3, H, W)`` -> ``conv1``'s input, as :attr:`input_format` says."""
+        if self._input_channels is not None:
+            x = x[:, self._input_channels]
+        if self._input_scale != 1.0:
+            x = x * self._input_scale
+        return (x - self.input_mean) / self.input_std
 
     def features(self, x: Tensor, upto: str = "conv5") -> Tensor:
         """Image ``(B, 3, H, W)`` -> output of stage ``upto`` (``conv1`` .. ``conv5``)."""
@@ -180,11 +218,15 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"width_factor must be > 0, got {width_factor}")
         s = self.stage5_spec
         planes = max(1, int(round(s["planes"] * width_factor)))
-        return make_resnet_stage(s["block"], inplanes=self.stage_channels["conv4"], planes=planes,
-                                 blocks=s["blocks"], stride=1, dilation=s["dilation"], projection=s["projection"])
+        stage = make_resnet_stage(s["block"], inplanes=self.stage_channels["conv4"], planes=planes,
+                                  blocks=s["blocks"], stride=1, dilation=s["dilation"], projection=s["projection"])
+        if not s.get("train_bn_affine", True):
+            _freeze_bn_affine(stage)
+        return stage
 
     def extra_repr(self) -> str:
-        return f"stage_channels={self.stage_channels}, output_stride={self.output_stride}"
+        return (f"stage_channels={self.stage_channels}, output_stride={self.output_stride}, "
+                f"input_format={self.input_format!r}, style={self.style!r}")
 
 
 def _stage_index(name: str) -> int:
@@ -202,23 +244,58 @@ def _set_dilation(stage: nn.Sequential, dilation: int) -> None:
         conv.padding = (dilation, dilation)
 
 
-def resnet101_os8(weights=None, **kwargs) -> ResNetBackbone:
+def _freeze_bn_affine(module: nn.Module) -> None:
+    """AdvSemiSeg's batch norm: affine parameters never trained (``requires_grad = False``)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)
+
+
+#: ResNet-101 styles of :func:`resnet101_os8`.
+RESNET_STYLES = ("torchvision", "caffe")
+
+
+def resnet101_os8(weights=None, style: str = "torchvision", **kwargs) -> ResNetBackbone:
     """DeepLabv2's ResNet-101 trunk, output stride 8 (2048 channels at ``ceil(H/8)``).
 
     ``weights`` goes to :func:`torchvision.models.resnet101` (``None``: random init, never a
     download; ``"IMAGENET1K_V1"`` / ``ResNet101_Weights.IMAGENET1K_V1``: ImageNet, downloaded
     or cached by torchvision). The torchvision modules are wrapped, not copied; ``fc`` and
     ``avgpool`` are dropped. ``conv4`` has dilation 2 and ``conv5`` dilation 4 in every block.
-    Inputs are expected normalised with the ImageNet mean/std when ``weights`` are ImageNet's.
+
+    ``style``:
+
+    * ``"torchvision"``: torchvision's bottleneck (stride on the 3x3 convolution), input
+      normalised with ImageNet's mean/std (``input_format="imagenet"``).
+    * ``"caffe"``: the ResNet of DeepLab-v2's Caffe models as AdvSemiSeg's ``model/deeplab.py``
+      (and the authors' ``architectures/deeplab2.py``) builds it, for checkpoints converted from
+      Caffe such as Hung et al.'s MS-COCO initialisation: the stride of ``conv3`` on the 1x1
+      ``conv1`` of its first bottleneck (the 3x3 has stride 1), max-pool with ``ceil_mode=True``,
+      every batch-norm affine parameter frozen (``requires_grad = False``; running statistics
+      follow the ``freeze_bn`` setting), input BGR in 0-255 minus :data:`CAFFE_MEAN_BGR`
+      (``input_format="caffe"``). The parameter names and shapes are torchvision's, so the same
+      key mapping loads both. ``weights`` must be ``None`` (load a checkpoint afterwards).
     """
+    if style not in RESNET_STYLES:
+        raise ValueError(f"style must be one of {list(RESNET_STYLES)}, got {style!r}")
+    if style == "caffe" and weights is not None:
+        raise ValueError("style 'caffe' takes no torchvision weights (they stride on the 3x3 convolution and expect "
+                         "ImageNet-normalised RGB); load a Caffe-converted checkpoint into it instead")
     net = tv_resnet.resnet101(weights=weights, replace_stride_with_dilation=[False, True, True], **kwargs)
     _set_dilation(net.layer3, 2)
     _set_dilation(net.layer4, 4)
+    if style == "caffe":
+        first = net.layer2[0]
+        first.conv1.stride, first.conv2.stride = (2, 2), (1, 1)
+        net.maxpool.ceil_mode = True
+        _freeze_bn_affine(net)
     stem = nn.Sequential(OrderedDict(conv=net.conv1, bn=net.bn1, relu=net.relu, maxpool=net.maxpool))
     channels = {"conv1": 64, "conv2": 256, "conv3": 512, "conv4": 1024, "conv5": 2048}
     spec = dict(block=tv_resnet.Bottleneck, blocks=len(net.layer4), planes=512, dilation=4,
-                projection=net.layer4[0].downsample is not None)
-    return ResNetBackbone(stem, net.layer1, net.layer2, net.layer3, net.layer4, channels, spec)
+                projection=net.layer4[0].downsample is not None, train_bn_affine=style != "caffe")
+    return ResNetBackbone(stem, net.layer1, net.layer2, net.layer3, net.layer4, channels, spec,
+                          input_format="caffe" if style == "caffe" else "imagenet", style=style)
 
 
 def small_resnet(widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1),
