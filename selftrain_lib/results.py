@@ -345,9 +345,13 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
     return [data.val.image(i).numpy() for i in idx], columns, [data.val.mask(i).numpy() for i in idx]
 
 
-def list_runs(out: str | Path = "runs") -> pd.DataFrame:
-    """Every finished stage run in the run cache ``out``: one row per ``<hash>/metrics.json``."""
+def list_runs(out: str | Path | None = None) -> pd.DataFrame:
+    """Every finished stage run in the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`):
+    one row per ``<hash>/metrics.json``."""
+    from .paths import runs_dir
     from .runs import read_json
+
+    out = runs_dir(out)
 
     rows = []
     for m in sorted(Path(out).glob("*/metrics.json")):
