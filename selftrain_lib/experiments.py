@@ -264,7 +264,8 @@ class GridResult:
 
 
 def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = None, progress: bool = True,
-             desc: str = "runs", jobs: int | str = 1, data_roots: Mapping[str, str] | None = None) -> GridResult:
+             desc: str = "runs", jobs: int | str = 1, data_roots: Mapping[str, str] | None = None,
+             config: Mapping[str, Any] | None = None) -> GridResult:
     """Run every spec through :func:`selftrain_lib.run` (the run cache reuses finished stages),
     with a tqdm bar over the grid and, below it, one over the steps of the stage training now
     (a widget in JupyterLab, text in a terminal). ``out``: the run cache (None:
@@ -273,13 +274,14 @@ def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = N
     ``jobs`` > 1 (or ``"auto"``: one per CPU core) first trains the missing stage runs in that many
     worker processes with one thread each (:func:`selftrain_lib.sweep.run_parallel`); then every
     spec is read back from the cache. ``data_roots``: ``{dataset: folder}`` for datasets read from
-    files (``{"cityscapes": "/data/cityscapes", "voc": "/data/VOCdevkit/VOC2012"}``)."""
+    files (``{"cityscapes": "/data/cityscapes", "voc": "/data/VOCdevkit/VOC2012"}``). ``config``: any other
+    configuration keys for every run (as ``--set`` does); a key the spec sets itself keeps the spec's value."""
     from .paths import runs_dir
     from .pipeline import run
 
     out = runs_dir(out)
     roots = dict(data_roots or {})
-    kwargs = {s: s.run_kwargs(scale, roots.get(s.dataset)) for s in dict.fromkeys(specs)}
+    kwargs = {s: {**dict(config or {}), **s.run_kwargs(scale, roots.get(s.dataset))} for s in dict.fromkeys(specs)}
     if jobs != 1:
         from .sweep import run_parallel
 

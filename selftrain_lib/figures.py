@@ -52,6 +52,16 @@ def save(fig, stem: str | Path, close: bool = True) -> list[Path]:
     return paths
 
 
+def show(fig, stem: str | Path) -> list[Path]:
+    """Save ``fig`` (:func:`save`), display it once and close it: a figure left open would be
+    displayed a second time by the inline backend at the end of the cell."""
+    from IPython.display import display
+
+    paths = save(fig, stem, close=True)
+    display(fig)
+    return paths
+
+
 # ------------------------------------------------------------------------------------------
 # curves
 # ------------------------------------------------------------------------------------------
