@@ -78,10 +78,16 @@ def per_class_gains(frame: pd.DataFrame, base_stage: int = 1, stage: int = 3) ->
     keys = ["dataset", "labels", "variant", "seed", "class"]
     wide = frame.pivot_table(index=keys, columns="stage", values="iou").reset_index()
     wide["gain"] = 100 * (wide[stage] - wide[base_stage])
-    g = wide.groupby(["dataset", "labels", "variant", "class"], sort=False)["gain"]
-    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "gain", "std": "gain_std",
-                                                                        "count": "n_seeds"})
-    return out
+    wide["zero"] = (wide[stage] == 0) & (wide[base_stage] == 0)
+    keys = ["dataset", "labels", "variant", "class"]
+    g = wide.groupby(keys, sort=False)
+    out = g["gain"].agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "gain", "std": "gain_std",
+                                                                                "count": "n_seeds"})
+    # IoU 0 at both stages in every seed: the class is never predicted correctly, not "no change"
+    out["never_predicted"] = g["zero"].all().to_numpy()
+    out[f"iou_stage{base_stage}"] = 100 * g[base_stage].mean().to_numpy()
+    out[f"iou_stage{stage}"] = 100 * g[stage].mean().to_numpy()
+    return out.sort_values(["dataset", "gain"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
 def mean_std(frame: pd.DataFrame, by: Sequence[str], value: str = "val_miou", percent: bool = True) -> pd.DataFrame:
@@ -442,6 +448,20 @@ def rows_report(runs: pd.DataFrame, which: str, scale: str, seeds: Sequence[int]
     cap = caption(title, datasets, scale, seeds, measure=f"{VALIDATION} ({_evaluated(runs)})", published=note
                   + " Columns: the paper's dataset and label count (our stand-in in the caption).")
     return {"df": wide, "caption_text": cap, "data": long}
+
+
+def table_v_note(drop: str) -> str:
+    """The paper's Table V numbers for dropping ``drop`` (CR, T2, SA, N2) against the full method, as
+    one line for a figure (``""`` for other drops)."""
+    row = {v: m for v, st, _, m in ABLATION_ROWS if st == 3}.get(f"without {drop}")
+    if row is None:
+        return ""
+    parts = []
+    for paper_dataset, name, labels in (("cityscapes", "Cityscapes", "100"), ("pascal_voc_aug", "VOC", "1/50")):
+        full = published_miou("V", paper_dataset, "S1+S2+S3 full", labels)
+        without = published_miou("V", paper_dataset, row, labels)
+        parts.append(f"{name} {labels}: {without:.2f} vs {full:.2f} ({without - full:+.2f})")
+    return f"Paper, Table V, without {drop} vs full: " + "; ".join(parts)
 
 
 def pseudo_stage_table(runs: pd.DataFrame) -> pd.DataFrame:

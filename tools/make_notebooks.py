@@ -91,15 +91,16 @@ results.percent(runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_di
         f"md:## Loss curves and validation mIoU over training (Stage {k})\n\nValidation mIoU is measured on "
         "whole images at each evaluation step; the reported number is the last step.",
         """curves = this.curves()
-fig = figures.plot_losses(curves, title=f"Stage {STAGE}: {dataset}, {spec.labels} labels")
+where = f"{dataset}, {spec.labels} labels, seed {seed}"
+fig = figures.plot_losses(curves, title=f"Stage {STAGE} losses: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_losses")
-fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title="validation mIoU")
+fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title=f"validation mIoU, stages 1..{STAGE}: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_val_miou")""",
         "md:## Pseudo-mask quality on U before and after this stage",
         """before = result.stages[-2].pseudo_miou if STAGE > 1 else float("nan")
 display(Markdown(f"Pseudo-masks on U: before Stage {STAGE} (its input) **{100 * before:.2f}**, "
                  f"after (its output) **{100 * this.pseudo_miou:.2f}** mIoU (%)."))
-fig = figures.plot_pseudo_stages(runs, title="pseudo-mask mIoU on U")
+fig = figures.plot_pseudo_stages(runs, title=f"pseudo-masks on U after each stage: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_pseudo")""",
         "md:## Example predictions (fixed validation sample)",
         """data = load_data(this.config)
@@ -142,7 +143,7 @@ results.percent(runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou"
      "md:## Losses over training\n\n`loss_con` is the masked consistency loss; `conf_rate` the fraction of "
      "pixels where the teacher is confident enough (`conf_threshold`).",
      """curves = this.curves()
-fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels")
+fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels, seed {seed}")
 figures.show(fig, fig_dir / f"baselines_{method}_losses")
 curves.dropna(axis=1, how="all").tail()""",
      "md:## Example predictions (fixed validation sample)",
@@ -161,7 +162,8 @@ NOTEBOOKS["ablation"] = notebook(
 runs = results.collect(grid.pairs, scale)
 results.percent(runs[["variant", "stage", "val_miou", "pseudo_miou"]])""",
      """fig = figures.plot_val_miou({f"{s.variant}, stage {r.stage}": r.curves() for s, res in grid.pairs
-                               for r in res.stages[1:]}, title=f"{dataset}: drop {drop}")
+                               for r in res.stages[1:]}, title=f"{dataset}, {ex.ABLATION_LABELS[dataset]} labels, seed {seed}: drop {drop}",
+                         note=results.table_v_note(drop))
 figures.show(fig, fig_dir / f"ablation_{drop}")"""])
 
 NOTEBOOKS["lambda_curve"] = collector(
@@ -172,7 +174,7 @@ NOTEBOOKS["lambda_curve"] = collector(
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="lambda")
 table = results.lambda_table(results.collect(grid.pairs, scale))
 table""",
-     """fig = figures.plot_lambda(table, title=f"{dataset}, scale {scale}")
+     """fig = figures.plot_lambda(table, title=f"Stage 3: {dataset}, {ex.ABLATION_LABELS[dataset]} labels, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / f"lambda_curve_{dataset}")"""])
 
 
@@ -242,7 +244,7 @@ NOTEBOOKS["fig3"] = collector(
 table = results.lambda_table(results.collect(grid.pairs, scale))
 results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1 (lambda2 = lambda1), Stage 3",
                                                             datasets, scale, seeds))
-fig = figures.plot_lambda(table, title=f"scale {scale}")
+fig = figures.plot_lambda(table, title=f"Stage 3 at the ablation label counts, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / "fig3")"""])
 
 NOTEBOOKS["fig4_5"] = collector(
@@ -276,7 +278,7 @@ paths = results.write_table(table, fig_dir / "pseudo_stages",
                             results.caption("Pseudo-mask mIoU on U across stages", datasets, scale, seeds,
                                             measure=results.PSEUDO_MEASURE))
 display(Markdown(paths["md"].read_text()))
-fig = figures.plot_pseudo_stages(runs, title=f"scale {scale}")
+fig = figures.plot_pseudo_stages(runs, title=f"ablation label counts, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / "pseudo_stages")"""])
 
 NOTEBOOKS["per_class_gains"] = collector(
@@ -288,7 +290,7 @@ gains = results.per_class_gains(results.per_class(grid.pairs))
 results.write_table(gains, fig_dir / "per_class_gains",
                     results.caption("Per-class IoU gain of Stage 3 over Stage 1", datasets, scale, seeds,
                                     measure="IoU gain (points) per class on the validation set"))
-fig = figures.plot_per_class_gains(gains)
+fig = figures.plot_per_class_gains(gains, title=f"Stage 3 minus Stage 1, ablation label counts, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / "per_class_gains")
 gains"""])
 
