@@ -64,7 +64,7 @@ def panels(run_dir: str | Path, index: int, data, title: str = ""):
                                                   "ground truth": truth},
                                   r.metrics["dataset"], data.info.class_names, data.info.palette)
     fig.suptitle(title or f"{r.metrics['dataset']}, {r.metrics['labels']} labels, seed {r.metrics['seed']}, "
-                 f"stage {r.stage}: pool image {index}", fontsize=8)
+                 f"stage {r.stage}: pool image {index}", fontsize=8, y=1.04)
     return fig
 
 
@@ -95,7 +95,7 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     if dataset is not None and dataset not in datasets:
         raise ValueError(f"dataset: no finished run of {dataset!r} in {out} (it has {datasets})")
     ds = w.Dropdown(options=datasets, value=dataset or datasets[0], description="dataset")
-    run_w = w.Dropdown(description="run", layout=w.Layout(width="34em"))
+    run_w = w.Dropdown(description="run", layout=w.Layout(width="44em"))
     stage = w.Dropdown(description="stage")
     image = w.IntSlider(0, 0, 0, description="image", continuous_update=False)
     view = w.Image(format="png", layout=w.Layout(max_width="100%"))

@@ -107,7 +107,7 @@ PERCENT_COLUMNS = {"val_miou": "val mIoU (%)", "pseudo_miou": "pseudo-mask mIoU 
 def percent(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` for reading: its mIoU columns (fractions in the tidy frames) in percent, named so."""
     cols = [c for c in PERCENT_COLUMNS if c in frame]
-    return frame.assign(**{c: 100 * frame[c].astype(float) for c in cols}).rename(columns=PERCENT_COLUMNS)
+    return frame.assign(**{c: (100 * frame[c].astype(float)).round(2) for c in cols}).rename(columns=PERCENT_COLUMNS)
 
 
 def format_mean_std(mean: float, std: float, n: int = 1, digits: int = 2) -> str:
