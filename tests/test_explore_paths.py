@@ -83,3 +83,18 @@ def test_cli_default_out_is_the_resolved_cache(tmp_path):
     subprocess.run([sys.executable, "-m", "selftrain_lib", "run", "--dataset", "synth-objects", "--scale", "smoke",
                     "--stages", "1", "--no-progress"], cwd=tmp_path, env=env, check=True, capture_output=True)
     assert list((tmp_path / "cache").glob("*/metrics.json")) and not (tmp_path / "runs").exists()
+
+
+def test_readme_command_trains_on_your_own_data(tmp_path):
+    """README "Your own data": ``run --params leaves.yaml --dataset leaves --set data_root=...``."""
+    from test_real_data import FOLDER_YAML, make_folder
+
+    from selftrain_lib import cli
+
+    root = make_folder(tmp_path / "mine")
+    (tmp_path / "leaves.yaml").write_text(FOLDER_YAML)
+    rc = cli.main(["run", "--params", str(tmp_path / "leaves.yaml"), "--dataset", "leaves", "--scale", "smoke",
+                   "--set", f"data_root={root}", "--stages", "2", "--out", str(tmp_path / "runs"), "--no-progress"])
+    assert rc == 0
+    stages = sorted(results.list_runs(tmp_path / "runs")["stage"])
+    assert stages == [1, 2]
