@@ -181,8 +181,8 @@ def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int
 
 
 PUBLISHED_GAIN = ("'gain' is each row's mIoU minus the {base} row's at the same label count, ours beside the "
-                  "paper's (from {source}): the stand-ins are easier or harder than the paper's datasets, so "
-                  "compare gains, not absolute numbers.")
+                  "paper's (from {source}): on another dataset or at another scale than the paper's every "
+                  "number shifts, so compare gains, not absolute numbers.")
 
 
 def _cell(v: Any) -> str:

@@ -166,6 +166,8 @@ def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path | None = Non
                 for job in ready[:max(0, jobs - len(running))]:
                     waiting.remove(job)
                     running[pool.submit(train_stage_run, job, str(out), 1)] = job
+                # what trains now: the count moves only when a run finishes, minutes apart
+                bar.set_postfix_str("training: " + "; ".join(j.describe() for j in running.values()))
                 if not running:
                     raise RuntimeError("sweep: jobs wait for stages no job trains: "
                                        + "; ".join(j.describe() for j in waiting))
@@ -177,7 +179,6 @@ def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path | None = Non
                     except BaseException as err:
                         raise RuntimeError(f"sweep: {job.describe()} failed: {err}") from err
                     bar.update()
-                    bar.set_postfix_str(job.describe(), refresh=False)
         except BaseException:
             for future in running:
                 future.cancel()
