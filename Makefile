@@ -10,6 +10,7 @@ OUT ?= runs
 CITYSCAPES ?=
 VOC ?=
 FIGURES ?= figures
+ONLY ?=
 
 .PHONY: venv test bench paper-figures clean-runs
 
@@ -30,6 +31,7 @@ bench: $(STAMP)
 
 paper-figures: $(STAMP)
 	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures $(FIGURES) --build build/notebooks --out $(OUT) --jobs $(JOBS) \
+		$(if $(ONLY),--only $(ONLY)) \
 		--data $(if $(CITYSCAPES),cityscapes=$(CITYSCAPES)) $(if $(VOC),voc=$(VOC))
 
 clean-runs:

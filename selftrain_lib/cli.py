@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("ema", "the EMA teacher (the student teaches itself)")):
         r.add_argument(f"--no-{flag}", dest=flag, action="store_false", default=None, help=f"ablation: drop {what}")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other configuration key")
-    r.add_argument("--out", default="runs", help="run cache folder (default runs/)")
+    r.add_argument("--out", default=None,
+                   help="run cache folder (default: $SELFTRAIN_RUNS, else runs/ of the checkout)")
     r.add_argument("--json", action="store_true", help="end with one JSON line of results")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 

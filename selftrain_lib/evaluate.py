@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 PROTOCOL = "whole image at the working resolution, single scale, no flip; model of the last step"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .data.datasets import PAPER_LABEL_COUNTS
 
@@ -283,30 +283,38 @@ class GridResult:
         return len(self.pairs)
 
 
-def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str = "runs", progress: bool = True,
-             desc: str = "runs", jobs: int | str = 1, data_roots: Mapping[str, str] | None = None) -> GridResult:
+def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = None, progress: bool = True,
+             desc: str = "runs", jobs: int | str = 1, data_roots: Mapping[str, str] | None = None,
+             config: Mapping[str, Any] | None = None) -> GridResult:
     """Run every spec through :func:`selftrain_lib.run` (the run cache reuses finished stages),
-    with one tqdm bar over the grid (a widget in JupyterLab, text in a terminal).
+    with a tqdm bar over the grid and, below it, one over the steps of the stage training now
+    (a widget in JupyterLab, text in a terminal). ``out``: the run cache (None:
+    :func:`selftrain_lib.paths.runs_dir`).
 
     ``jobs`` > 1 (or ``"auto"``: one per CPU core) first trains the missing stage runs in that many
     worker processes with one thread each (:func:`selftrain_lib.sweep.run_parallel`); then every
     spec is read back from the cache. ``data_roots``: ``{dataset: folder}`` for datasets read from
-    files (``{"cityscapes": "/data/cityscapes", "voc": "/data/VOCdevkit/VOC2012"}``)."""
+    files (``{"cityscapes": "/data/cityscapes", "voc": "/data/VOCdevkit/VOC2012"}``). ``config``: any other
+    configuration keys for every run (as ``--set`` does); a key the spec sets itself keeps the spec's value."""
+    from .paths import runs_dir
     from .pipeline import run
 
+    out = runs_dir(out)
     roots = dict(data_roots or {})
-    kwargs = {s: s.run_kwargs(scale, roots.get(s.dataset)) for s in dict.fromkeys(specs)}
+    kwargs = {s: {**dict(config or {}), **s.run_kwargs(scale, roots.get(s.dataset))} for s in dict.fromkeys(specs)}
     if jobs != 1:
         from .sweep import run_parallel
 
         run_parallel(list(kwargs.values()), out=out, jobs=jobs, progress=progress, desc=desc)
     result = GridResult(scale)
     seen: dict[RunSpec, Any] = {}
-    bar = tqdm(list(specs), desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(list(specs), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
     for s in bar:
         if s not in seen:
-            bar.set_postfix_str(f"{s.dataset} {s.labels} {s.variant} seed {s.seed}", refresh=False)
-            seen[s] = run(out=out, progress=False, **kwargs[s])
+            bar.set_postfix_str(f"{s.dataset} {s.labels} labels, {s.variant}, seed {s.seed}")
+            # the stage's own bar shows its steps (a grid of one run would otherwise sit at 0/1)
+            seen[s] = run(out=out, progress=progress, **kwargs[s])
         result.pairs.append((s, seen[s]))
+    bar.set_postfix_str("done")
     bar.close()
     return result

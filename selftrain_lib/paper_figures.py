@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -148,7 +148,7 @@ def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, not
 
 
 def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | Path = "figures",
-          build_dir: str | Path = "build/notebooks", out: str | Path = "runs", only: Sequence[str] | None = None,
+          build_dir: str | Path = "build/notebooks", out: str | Path | None = None, only: Sequence[str] | None = None,
           extra: Mapping[str, Mapping[str, Any]] | None = None, force: bool = False,
           notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True,
           jobs: int | str = 1, data: Mapping[str, str] | None = None) -> list[tuple[str, Path, bool]]:
@@ -157,6 +157,9 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     trained at once by each notebook's grid (:func:`selftrain_lib.sweep.run_parallel`). ``data``:
     ``{"cityscapes": folder, "voc": folder}`` runs the notebooks on those datasets in place of their
     embedded stand-ins (:func:`real_data_parameters`); notebooks of a stand-in not given are skipped."""
+    from .paths import runs_dir
+
+    out = runs_dir(out)
     names = [n for n in NOTEBOOK_ORDER if only is None or n in only]
     unknown = sorted(set(only or ()) - set(NOTEBOOK_ORDER))
     if unknown:
@@ -201,8 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help='seeds, separated by spaces or commas: "0 1 2"')
     p.add_argument("--figures", default="figures", help="tables and figures folder")
     p.add_argument("--build", default="build/notebooks", help="executed notebooks folder (git-ignored)")
-    p.add_argument("--out", default="runs", help="run cache folder")
-    p.add_argument("--only", nargs="*", help="execute only these notebooks (names without .ipynb)")
+    p.add_argument("--out", default=None, help="run cache folder (default: $SELFTRAIN_RUNS, else runs/ of the checkout)")
+    p.add_argument("--only", nargs="*", help="execute only these notebooks (names without .ipynb, separated by spaces "
+                                              "or commas: table2,fig3)")
     p.add_argument("--param", "-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="extra parameter for every notebook that declares it; VALUE is JSON (e.g. '[0.5]')")
     p.add_argument("--jobs", default="auto",
@@ -219,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         jobs = resolve_jobs(args.jobs)
         data = dict(_name_value(item, "--data") for item in args.data)
-        done = build(args.scale, seeds, args.figures, args.build, args.out, args.only, extra, args.force, jobs=jobs,
+        only = [n for item in args.only for n in item.replace(",", " ").split()] if args.only else None
+        done = build(args.scale, seeds, args.figures, args.build, args.out, only, extra, args.force, jobs=jobs,
                      data=data)
     except NotebookFailed as err:
         print(f"\nerror: {err.error}\n\nnotebook {err.name} failed; the executed notebook is {err.executed}",

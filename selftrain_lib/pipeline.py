@@ -36,8 +36,12 @@ class PipelineResult:
                            for r in self.stages}}
 
 
-def run_stages(config: Config, stages: int = 3, out: str | Path = "runs", progress: bool = True) -> PipelineResult:
-    """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks."""
+def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, progress: bool = True) -> PipelineResult:
+    """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks.
+    ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`)."""
+    from .paths import runs_dir
+
+    out = runs_dir(out)
     if stages < 1:
         raise ValueError(f"stages: must be >= 1, got {stages}")
     if stages > 1 and config.method != "three-stage":
@@ -79,7 +83,7 @@ def resolve_run(dataset: str = "synth-street", labels: int | str | None = None, 
 
 
 def run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",
-        stages: int | None = None, out: str | Path = "runs", progress: bool = True,
+        stages: int | None = None, out: str | Path | None = None, progress: bool = True,
         params: str | Path | None = None, method: str | None = None, **overrides: Any) -> PipelineResult:
     """Load the configuration (``params/<dataset>.yaml`` at ``scale`` plus ``overrides``) and run
     ``stages`` stages. ``labels``: None keeps the YAML's (the smallest label count); ``"full"``

@@ -27,7 +27,7 @@ from .runs import atomic_write_text
 
 RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "method", "seed", "scale",
                "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
-               "train_time_s", "run_dir", "pretraining"]
+               "train_time_s", "run_dir", "pretraining", "eval_model", "val_miou_student", "val_miou_teacher"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -47,8 +47,19 @@ def collect(pairs: Iterable, scale: str | None = None) -> pd.DataFrame:
                 "scale": scale or cfg.scale, "stage": r.stage, "val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
                 "lambda1": cfg.lambda1, "lambda2": cfg.lambda2, "cr": cfg.cr, "t2": cfg.t2, "sa": cfg.sa,
                 "n2": cfg.n2, "ema": cfg.ema, "train_time_s": r.metrics.get("train_time_s", np.nan),
-                "run_dir": str(r.run_dir), "pretraining": pretraining_of(cfg)})
+                "run_dir": str(r.run_dir), "pretraining": pretraining_of(cfg), **_model_mious(r.metrics)})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _model_mious(metrics: dict) -> dict[str, Any]:
+    """The evaluated model (``eval_model``: student or teacher) and the validation mIoU of each; runs
+    written before these keys existed give NaN (and no teacher when the stage has none)."""
+    def miou(key):
+        v = metrics.get(key)
+        return float(v["miou"]) if isinstance(v, dict) and v.get("miou") is not None else np.nan
+
+    return {"eval_model": metrics.get("eval_model", "student"), "val_miou_student": miou("val_student"),
+            "val_miou_teacher": miou("val_teacher")}
 
 
 def per_class(pairs: Iterable, which: str = "val") -> pd.DataFrame:
@@ -68,10 +79,16 @@ def per_class_gains(frame: pd.DataFrame, base_stage: int = 1, stage: int = 3) ->
     keys = ["dataset", "labels", "variant", "seed", "class"]
     wide = frame.pivot_table(index=keys, columns="stage", values="iou").reset_index()
     wide["gain"] = 100 * (wide[stage] - wide[base_stage])
-    g = wide.groupby(["dataset", "labels", "variant", "class"], sort=False)["gain"]
-    out = g.agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "gain", "std": "gain_std",
-                                                                        "count": "n_seeds"})
-    return out
+    wide["zero"] = (wide[stage] == 0) & (wide[base_stage] == 0)
+    keys = ["dataset", "labels", "variant", "class"]
+    g = wide.groupby(keys, sort=False)
+    out = g["gain"].agg(["mean", "std", "count"]).reset_index().rename(columns={"mean": "gain", "std": "gain_std",
+                                                                                "count": "n_seeds"})
+    # IoU 0 at both stages in every seed: the class is never predicted correctly, not "no change"
+    out["never_predicted"] = g["zero"].all().to_numpy()
+    out[f"iou_stage{base_stage}"] = 100 * g[base_stage].mean().to_numpy()
+    out[f"iou_stage{stage}"] = 100 * g[stage].mean().to_numpy()
+    return out.sort_values(["dataset", "gain"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
 def mean_std(frame: pd.DataFrame, by: Sequence[str], value: str = "val_miou", percent: bool = True) -> pd.DataFrame:
@@ -82,6 +99,16 @@ def mean_std(frame: pd.DataFrame, by: Sequence[str], value: str = "val_miou", pe
     out = g.agg(mean="mean", std="std", n="count").reset_index()
     out["reproduced"] = [format_mean_std(m, s, n) for m, s, n in zip(out["mean"], out["std"], out["n"])]
     return out
+
+
+PERCENT_COLUMNS = {"val_miou": "val mIoU (%)", "pseudo_miou": "pseudo-mask mIoU on U (%)",
+                   "val_miou_student": "student val mIoU (%)", "val_miou_teacher": "teacher val mIoU (%)"}
+
+
+def percent(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` for reading: its mIoU columns (fractions in the tidy frames) in percent, named so."""
+    cols = [c for c in PERCENT_COLUMNS if c in frame]
+    return frame.assign(**{c: (100 * frame[c].astype(float)).round(2) for c in cols}).rename(columns=PERCENT_COLUMNS)
 
 
 def format_mean_std(mean: float, std: float, n: int = 1, digits: int = 2) -> str:
@@ -150,15 +177,27 @@ def join_published(summary: pd.DataFrame, table: str, method_col: str = "paper_m
 # writing tables
 # ------------------------------------------------------------------------------------------
 
-def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int]) -> str:
-    """A table caption naming the datasets (and the paper's counterpart), the scale, the seeds and
-    the evaluation protocol."""
+VALIDATION = "mIoU (%) on the validation set"
+PSEUDO_MEASURE = ("mIoU (%) of each stage's pseudo-masks on the unlabelled set U (against its hidden ground truth), "
+                  "beside the stage's validation mIoU (%)")
+
+
+def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int], measure: str = VALIDATION,
+            published: str | None = None) -> str:
+    """A table caption naming the datasets (and the paper's counterpart), the scale, what is
+    measured (``measure``, e.g. pseudo-masks on U), the seeds and the evaluation protocol; and,
+    when the table has published numbers, ``published`` (what they are)."""
     names = ", ".join(f"{d} (stand-in for {PAPER_DATASET_NAME.get(d, d)})" if d in STAND_INS else d
                       for d in dict.fromkeys(datasets))
     seeds = list(seeds)
-    return (f"{title}. Dataset: {names}; scale: {scale}; mIoU (%) on the validation set, mean ± std over "
-            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}; evaluation: {PROTOCOL}. "
-            f"'Published' is the paper's number for the same cell (its own dataset and scale).")
+    text = (f"{title}. Dataset: {names}; scale: {scale}; {measure}, mean ± std over "
+            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}; evaluation: {PROTOCOL}.")
+    return text + (f" {published}" if published else "")
+
+
+PUBLISHED_GAIN = ("'gain' is each row's mIoU minus the {base} row's at the same label count, ours beside the "
+                  "paper's (from {source}): on another dataset or at another scale than the paper's every "
+                  "number shifts, so compare gains, not absolute numbers.")
 
 
 def _cell(v: Any) -> str:
@@ -198,15 +237,21 @@ def to_latex(df: pd.DataFrame, caption_text: str = "", label: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, path: str | Path, caption_text: str = "") -> dict[str, Path]:
-    """Write ``df`` to ``<path>.md``, ``<path>.tex`` and ``<path>.csv`` (each atomically);
-    ``path`` is given without suffix. Returns the three paths."""
+def write_table(df: pd.DataFrame, path: str | Path, caption_text: str = "", data: pd.DataFrame | None = None,
+                sections: Sequence[tuple[str, pd.DataFrame, str]] = ()) -> dict[str, Path]:
+    """Write ``df`` to ``<path>.md`` and ``<path>.tex`` and ``data`` (default ``df``; e.g. the tidy
+    long form of a wide table) to ``<path>.csv``, each atomically; ``path`` is given without suffix.
+    ``sections``: more ``(heading, table, caption)`` after the first (e.g. the teacher's numbers).
+    Returns the three paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = {"md": path.with_suffix(".md"), "tex": path.with_suffix(".tex"), "csv": path.with_suffix(".csv")}
-    atomic_write_text(out["md"], to_markdown(df, caption_text))
-    atomic_write_text(out["tex"], to_latex(df, caption_text, label=f"tab:{path.name}"))
-    atomic_write_text(out["csv"], df.to_csv(index=False))
+    md = [to_markdown(df, caption_text)] + [f"### {h}\n\n" + to_markdown(s, c) for h, s, c in sections]
+    tex = [to_latex(df, caption_text, label=f"tab:{path.name}")] + [
+        to_latex(s, c, label=f"tab:{path.name}-{i + 1}") for i, (_, s, c) in enumerate(sections)]
+    atomic_write_text(out["md"], "\n".join(md))
+    atomic_write_text(out["tex"], "\n".join(tex))
+    atomic_write_text(out["csv"], (df if data is None else data).to_csv(index=False))
     return out
 
 
@@ -220,10 +265,12 @@ def _pretraining_col(summary: pd.DataFrame) -> list[str]:
 
 
 def _side_by_side(summary: pd.DataFrame, first: Sequence[str], published_cols: Sequence[str]) -> pd.DataFrame:
-    cols = list(first) + ["labels", "labels_used", "paper_labels", "reproduced", "n"] + list(published_cols)
+    cols = list(first) + ["labels", "labels_used", "paper_labels", "reproduced", "n"] + list(published_cols) \
+        + ["mean", "std"]
     out = summary[cols].rename(columns={"labels": "labels (ours)", "labels_used": "labels used at this scale",
                                         "paper_labels": "labels (paper)",
-                                        "reproduced": "reproduced mIoU (%)", "n": "seeds"})
+                                        "reproduced": "reproduced mIoU (%)", "n": "seeds",
+                                        "mean": "mean (%)", "std": "std (%)"})
     return out.reset_index(drop=True)
 
 
@@ -299,7 +346,7 @@ def _rows_table(runs: pd.DataFrame, rows: Sequence[tuple], table: str) -> pd.Dat
     if not parts:
         return pd.DataFrame(columns=["dataset", "row", "labels (ours)", "labels used at this scale", "labels (paper)",
                                      "reproduced mIoU (%)",
-                                     "seeds", f"published (Table {table})"])
+                                     "seeds", f"published (Table {table})", "mean (%)", "std (%)"])
     df = pd.concat(parts, ignore_index=True)
     if "pretraining" not in df:
         df["pretraining"] = None
@@ -321,6 +368,126 @@ EMA_ROWS = [("full method", 2, "EMA, stage 2", "EMA stage 2"), ("full method", 3
 def ema_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Table VI: the EMA teacher against the student as its own teacher."""
     return _rows_table(runs, EMA_ROWS, "VI")
+
+
+# ------------------------------------------------------------------------------------------
+# the paper's layout: one row per method, one column group per label count (or dataset)
+# ------------------------------------------------------------------------------------------
+
+def _gain(v: float) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
+
+
+def paper_layout(long: pd.DataFrame, row: str, group: Sequence[str], base: str | None = None,
+                 published: str | None = None, paper_absolute: bool = False) -> pd.DataFrame:
+    """A long table (:func:`label_table`, :func:`ablation_table`; numeric ``mean (%)``, ``std (%)``)
+    laid out as the paper's: one row per ``row`` value, per ``group`` (label count, or dataset and
+    label count) the reproduced ``mean ± std``, with ``(n=k)`` where a cell has fewer seeds than the
+    table's most; with ``base`` (e.g. Supervised) the gain over the base row beside the paper's gain
+    over its own base row (``published``: the published column, default the first); with
+    ``paper_absolute`` the published number itself."""
+    published = published or next((c for c in long.columns if c.startswith("published")), None)
+    most = int(long["seeds"].max()) if len(long) else 0
+    keys = list(dict.fromkeys(tuple(k) for k in long[list(group)].itertuples(index=False)))
+    rows = list(dict.fromkeys(long[row]))
+    cell = {(r[row], tuple(r[g] for g in group)): r for _, r in long.iterrows()}
+    out = []
+    for name in rows:
+        line = {row: name}
+        for k in keys:
+            head = " ".join(str(v) for v in k)
+            c = cell.get((name, k))
+            b = cell.get((base, k)) if base else None
+            ours = "–" if c is None else format_mean_std(c["mean (%)"], c["std (%)"], int(c["seeds"])) + (
+                f" (n={int(c['seeds'])})" if int(c["seeds"]) < most else "")
+            line[head] = ours
+            pub = float(c[published]) if c is not None and published else float("nan")
+            if paper_absolute and published:
+                line[f"{head} paper"] = pub
+            if base:
+                line[f"{head} gain"] = _gain(c["mean (%)"] - b["mean (%)"]) if c is not None and b is not None else "–"
+                line[f"{head} paper gain"] = _gain(pub - float(b[published])) if b is not None and published else "–"
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def _label_heading(long: pd.DataFrame) -> pd.DataFrame:
+    """The column group of a label table: the paper's label count, with ours when it differs."""
+    def head(ours, paper, used):
+        text = str(paper) if str(paper) == str(ours) else f"{paper} ({ours})"
+        return text if str(used) == str(ours) or ours == "full" else f"{text} [{used} used]"
+
+    return long.assign(count=[head(o, p, u) for o, p, u in zip(long["labels (ours)"], long["labels (paper)"],
+                                                                 long["labels used at this scale"])])
+
+
+def teacher_runs(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """``runs`` with ``val_miou`` replaced by the teacher's, for the stages that have a teacher;
+    None when no run has one (or the runs predate ``val_teacher``)."""
+    if "val_miou_teacher" not in runs or runs["val_miou_teacher"].isna().all():
+        return None
+    has = runs[runs["val_miou_teacher"].notna()]
+    return has.assign(val_miou=has["val_miou_teacher"])
+
+
+def _evaluated(runs: pd.DataFrame) -> str:
+    models = sorted(set(runs["eval_model"].dropna())) if "eval_model" in runs else []
+    return f"the evaluated model: {' / '.join(models) or 'student'}"
+
+
+def label_report(runs: pd.DataFrame, dataset: str, scale: str, seeds: Sequence[int], title: str) -> dict[str, Any]:
+    """Table II or III/IV as in the paper (``paper_layout`` of :func:`label_table`): keyword arguments
+    of :func:`write_table` (display table, tidy CSV, caption, and the teacher's numbers when the runs
+    kept them)."""
+    long = label_table(runs, dataset)
+    # the published column that matches these runs' pre-training (VOC: Table III for ImageNet, IV for COCO)
+    published = [c for c in long.columns if c.startswith("published")]
+    pub = max(published, key=lambda c: long[c].notna().sum()) if published else None
+    wide = paper_layout(_label_heading(long), "method", ["count"], base=SUPERVISED_ROW, published=pub)
+    note = PUBLISHED_GAIN.format(base="Supervised (= Stage 1)", source=f"'{pub}'") if pub else ""
+    cap = caption(title, [dataset], scale, seeds, measure=f"{VALIDATION} ({_evaluated(runs)})", published=note
+                  + " Columns: the paper's label count (ours in parentheses; [k used] at a scale with a smaller pool).")
+    sections = []
+    teacher = teacher_runs(runs[runs["dataset"] == dataset])
+    if teacher is not None:
+        t_long = _label_heading(label_table(teacher, dataset))
+        sections.append(("The EMA teacher", paper_layout(t_long, "method", ["count"], base=SUPERVISED_ROW,
+                                                         published=pub),
+                         caption(f"{title}: the EMA teacher of each stage that has one", [dataset], scale, seeds,
+                                 measure="mIoU (%) of the teacher on the validation set")))
+    return {"df": wide, "caption_text": cap, "data": long, "sections": sections}
+
+
+def rows_report(runs: pd.DataFrame, which: str, scale: str, seeds: Sequence[int], title: str) -> dict[str, Any]:
+    """Table V (``which="V"``, gains over "S1 only") or VI (``"VI"``) as in the paper: one row per
+    component row, one column group per dataset; keyword arguments of :func:`write_table`."""
+    make, base = {"V": (ablation_table, "S1 only"), "VI": (ema_table, None)}[which]
+    long = make(runs)
+    if len(long):
+        long = long.assign(where=[f"{PAPER_DATASET_NAME.get(d, d)} {p}" for d, p in
+                                  zip(long["dataset"], long["labels (paper)"])])
+    pub = f"published (Table {which})"
+    wide = paper_layout(long, "row", ["where"], base=base, published=pub, paper_absolute=True) if len(long) else long
+    note = ("'paper' is the published number of the same cell (its own dataset). "
+            + (PUBLISHED_GAIN.format(base="'S1 only'", source=f"Table {which}") if base else ""))
+    datasets = list(dict.fromkeys(runs["dataset"]))
+    cap = caption(title, datasets, scale, seeds, measure=f"{VALIDATION} ({_evaluated(runs)})", published=note
+                  + " Columns: the paper's dataset and label count (our stand-in in the caption).")
+    return {"df": wide, "caption_text": cap, "data": long}
+
+
+def table_v_note(drop: str) -> str:
+    """The paper's Table V numbers for dropping ``drop`` (CR, T2, SA, N2) against the full method, as
+    one line for a figure (``""`` for other drops)."""
+    row = {v: m for v, st, _, m in ABLATION_ROWS if st == 3}.get(f"without {drop}")
+    if row is None:
+        return ""
+    parts = []
+    for paper_dataset, name, labels in (("cityscapes", "Cityscapes", "100"), ("pascal_voc_aug", "VOC", "1/50")):
+        full = published_miou("V", paper_dataset, "S1+S2+S3 full", labels)
+        without = published_miou("V", paper_dataset, row, labels)
+        parts.append(f"{name} {labels}: {without:.2f} vs {full:.2f} ({without - full:+.2f})")
+    return f"Paper, Table V, without {drop} vs full: " + "; ".join(parts)
 
 
 def pseudo_stage_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -369,9 +536,13 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
     return [data.val.image(i).numpy() for i in idx], columns, [data.val.mask(i).numpy() for i in idx]
 
 
-def list_runs(out: str | Path = "runs") -> pd.DataFrame:
-    """Every finished stage run in the run cache ``out``: one row per ``<hash>/metrics.json``."""
+def list_runs(out: str | Path | None = None) -> pd.DataFrame:
+    """Every finished stage run in the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`):
+    one row per ``<hash>/metrics.json``."""
+    from .paths import runs_dir
     from .runs import read_json
+
+    out = runs_dir(out)
 
     rows = []
     for m in sorted(Path(out).glob("*/metrics.json")):

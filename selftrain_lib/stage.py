@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .augment import StrongAugment, WeakAugment
 from .baselines import MeanTeacherBaseline, perturbation

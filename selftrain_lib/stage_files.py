@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .data.lazy import CropDataset, FileSegmentationData, FileTrainingView
 from .distributed import SINGLE, World

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .config import Config
 
@@ -65,10 +65,12 @@ def _config(run_kwargs: Mapping[str, Any]) -> tuple[Config, int]:
     return resolve_run(**{k: v for k, v in run_kwargs.items() if k not in ("out", "progress")})
 
 
-def plan(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs") -> list[StageJob]:
+def plan(runs: Sequence[Mapping[str, Any]], out: str | Path | None = None) -> list[StageJob]:
     """The stage runs that ``runs`` (keyword arguments of :func:`selftrain_lib.run`) still need,
     each once, in an order where every job comes after the one it needs."""
-    out = Path(out)
+    from .paths import runs_dir
+
+    out = runs_dir(out)
     jobs: dict[str, StageJob] = {}
     for kwargs in runs:
         config, stages = _config(kwargs)
@@ -131,12 +133,15 @@ def _warm_caches(jobs: Sequence[StageJob]) -> None:
             synthetic_state(c)
 
 
-def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs", jobs: int | str = "auto",
+def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path | None = None, jobs: int | str = "auto",
                  progress: bool = True, desc: str = "stage runs") -> list[str]:
     """Train every stage that ``runs`` need and the cache lacks, ``jobs`` at a time (one thread
     each), each as soon as the stage it needs is done. Returns the hashes trained, in finishing
     order. A failing run stops the sweep (runs already finished stay in the cache) and raises
     with that run named."""
+    from .paths import runs_dir
+
+    out = runs_dir(out)
     todo = plan(runs, out)
     if not todo:
         return []
@@ -161,6 +166,8 @@ def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs", jo
                 for job in ready[:max(0, jobs - len(running))]:
                     waiting.remove(job)
                     running[pool.submit(train_stage_run, job, str(out), 1)] = job
+                # what trains now: the count moves only when a run finishes, minutes apart
+                bar.set_postfix_str("training: " + "; ".join(j.describe() for j in running.values()))
                 if not running:
                     raise RuntimeError("sweep: jobs wait for stages no job trains: "
                                        + "; ".join(j.describe() for j in waiting))
@@ -172,7 +179,6 @@ def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path = "runs", jo
                     except BaseException as err:
                         raise RuntimeError(f"sweep: {job.describe()} failed: {err}") from err
                     bar.update()
-                    bar.set_postfix_str(job.describe(), refresh=False)
         except BaseException:
             for future in running:
                 future.cancel()

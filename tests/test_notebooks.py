@@ -110,9 +110,30 @@ def test_notebook_executes_at_smoke_scale(name, workspace):
             if kind == "md" and stem.startswith("table"):
                 text = path.read_text()
                 assert "scale: smoke" in text and "last step" in text
+    check_outputs_read_finished(executed)
     # a second execution with nothing changed is skipped
     _, ran_again = pf.execute(name, params, workspace / "build", figures_dir=figures_dir)
     assert not ran_again
+
+
+TQDM_METER = re.compile(r"(\d+)%\|.*\|\s*(\d+)/(\d+)")
+
+
+def check_outputs_read_finished(executed: Path) -> None:
+    """Each figure is shown once (``figures.show``: no second copy from the inline backend), and
+    no saved progress bar reads as unfinished (e.g. ``0%| | 0/1``)."""
+    nb = nbformat.read(executed, as_version=4)
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        images = [o["data"]["image/png"] for o in cell.outputs if "image/png" in o.get("data", {})]
+        shows = cell.source.count("figures.show(")
+        if "for " in cell.source:    # a loop shows one figure per pass: each once
+            assert len(set(images)) == len(images), (executed.name, cell.id, "a figure shown twice")
+        else:
+            assert len(images) == shows, (executed.name, cell.id, len(images), shows)
+        for o in cell.outputs:
+            text = o.get("data", {}).get("text/plain", "") if o["output_type"] == "display_data" else ""
+            for m in TQDM_METER.finditer(text):
+                assert m.group(2) == m.group(3), (executed.name, cell.id, "unfinished bar saved", text)
 
 
 def test_failing_notebook_stops_with_the_executed_notebook(tmp_path):

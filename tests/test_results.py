@@ -180,3 +180,64 @@ def test_voc_runs_meet_the_coco_numbers_only_when_they_started_from_coco():
     row = t[t["method"] == "Ours (three-stage)"].iloc[0]
     assert row["published (Table III, ImageNet)"] == pytest.approx(62.71)
     assert row["published (Table IV, ImageNet+COCO)"] == pytest.approx(70.77)
+
+
+def _label_rows(teacher: bool = False):
+    rows = []
+    for seed, (s1, s3, cm) in enumerate([(0.40, 0.46, 0.43), (0.42, 0.48, 0.45)]):
+        for n, paper in ((100, "100"), (375, "372")):
+            for stage, v in ((1, s1), (3, s3)):
+                rows.append({"dataset": "synth-street", "labels": n, "paper_labels": paper, "labels_used": n,
+                             "variant": "full method", "method": "three-stage", "seed": seed, "stage": stage,
+                             "val_miou": v, "eval_model": "student",
+                             "val_miou_teacher": v + 0.01 if teacher and stage > 1 else np.nan})
+            rows.append({"dataset": "synth-street", "labels": n, "paper_labels": paper, "labels_used": n,
+                         "variant": "CutMix (mean teacher)", "method": "mt-cutmix", "seed": seed, "stage": 1,
+                         "val_miou": cm, "eval_model": "student", "val_miou_teacher": np.nan})
+    return _runs(rows)
+
+
+def test_label_report_is_laid_out_as_the_paper_with_gains_beside_the_papers():
+    r = results.label_report(_label_rows(), "synth-street", "smoke", [0, 1], "Table II")
+    t = r["df"].set_index("method")
+    assert list(t.index) == ["Supervised (= Stage 1)", "CutMix (mean teacher)", "Ours (three-stage)"]
+    assert list(t.columns) == ["100", "100 gain", "100 paper gain", "372 (375)", "372 (375) gain",
+                               "372 (375) paper gain"]
+    assert t.loc["Ours (three-stage)", "372 (375)"] == "47.00 ± 1.41"      # mean ± std over two seeds
+    assert t.loc["Ours (three-stage)", "372 (375) gain"] == "+6.00"        # over Supervised, same count
+    assert t.loc["Ours (three-stage)", "372 (375) paper gain"] == "+6.62"  # Table II: 62.82 - 56.2
+    assert t.loc["Ours (three-stage)", "100 paper gain"] == "–"            # Table II has no supervised 100
+    assert t.loc["Supervised (= Stage 1)", "100 gain"] == "+0.00"
+    assert "Dataset: synth-street" in r["caption_text"] and "gain" in r["caption_text"]
+    assert "reproduced mIoU (%)" in r["data"] and r["sections"] == []      # long CSV; no teacher kept
+
+
+def test_label_report_adds_the_teacher_when_runs_kept_it(tmp_path):
+    r = results.label_report(_label_rows(teacher=True), "synth-street", "smoke", [0, 1], "Table II")
+    (heading, teacher, cap), = r["sections"]
+    assert "teacher" in heading.lower() and "teacher" in cap
+    assert list(teacher["method"]) == ["Ours (three-stage)"]               # stages with a teacher only
+    assert teacher.set_index("method").loc["Ours (three-stage)", "100"] == "48.00 ± 1.41"   # the teacher: +1
+    paths = results.write_table(path=tmp_path / "t2", **r)
+    md = paths["md"].read_text()
+    assert md.count("| method |") == 2 and "### " in md
+    assert "reproduced mIoU (%)" in pd.read_csv(paths["csv"]).columns      # the tidy rows
+
+
+def test_rows_report_table_v_columns_per_dataset_and_captions_say_what_is_measured():
+    rows = [{"dataset": "synth-objects", "labels": 60, "paper_labels": "1/50", "labels_used": 60, "variant": v,
+             "seed": 0, "stage": st, "val_miou": x}
+            for v, st, x in [("full method", 1, 0.5), ("full method", 2, 0.55), ("full method", 3, 0.6)]]
+    r = results.rows_report(_runs(rows), "V", "smoke", [0], "Table V")
+    t = r["df"].set_index("row")
+    assert list(t.columns) == ["PASCAL VOC 2012 1/50", "PASCAL VOC 2012 1/50 paper", "PASCAL VOC 2012 1/50 gain",
+                               "PASCAL VOC 2012 1/50 paper gain"]
+    assert t.loc["S1+S2+S3 full", "PASCAL VOC 2012 1/50 gain"] == "+10.00"
+    assert t.loc["S1+S2+S3 full", "PASCAL VOC 2012 1/50 paper gain"] == "+15.57"   # 70.77 - 55.2
+    pseudo = results.caption("P", ["synth-objects"], "smoke", [0], measure=results.PSEUDO_MEASURE)
+    assert "unlabelled set U" in pseudo and "Published" not in pseudo and "validation set," not in pseudo
+
+
+def test_percent_names_and_scales_miou_columns():
+    df = results.percent(pd.DataFrame({"val_miou": [0.5], "stage": [1]}))
+    assert list(df.columns) == ["val mIoU (%)", "stage"] and df.iloc[0, 0] == pytest.approx(50.0)

@@ -5,6 +5,7 @@ comment, read by papermill), a cell of derived values, then thin cells that call
 """
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -15,33 +16,48 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
 
-COMMON = [("scale", '"quick"', "scale preset: smoke (tests), quick, cpu, paper"),
-          ("out", '"runs"', "run cache folder (finished stage runs are reused)"),
-          ("figures_dir", '"figures"', "where tables and figures are written"),
-          ("jobs", "1", 'stage runs trained at once, each in a process with one thread ("auto": one per core)'),
-          ("data_roots", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none")]
-SEEDS = [("seeds", "[0]", "seeds to average over (mean ± std)")]
-METHOD = [("lambda1", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
-          ("lambda2", "None", "weight of L_pl; None: equal to lambda1"),
-          ("cr", "True", "consistency loss L_con"),
-          ("t2", "True", "Task 2: the auxiliary branch and L_pl"),
-          ("sa", "True", "strong augmentation A/B"),
-          ("n2", "True", "stage 3 and later use their own branch g~ (False: the structure of g^)"),
-          ("ema", "True", "EMA teacher (False: the student is its own teacher)")]
+COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, paper"),
+          ("out: \"str or None\"", "None", "run cache folder; None: $SELFTRAIN_RUNS, else runs/ of the checkout"),
+          ("figures_dir: \"str or None\"", "None",
+           "where tables and figures go; None: $SELFTRAIN_FIGURES, else build/figures/ (make paper-figures: figures/)"),
+          ("jobs: \"int or auto\"", "1", 'stage runs trained at once, each in a process with one thread ("auto": one per core)'),
+          ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
+          ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
+SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
+METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
+          ("lambda2: \"float or None\"", "None", "weight of L_pl; None: equal to lambda1"),
+          ("cr: bool", "True", "consistency loss L_con"),
+          ("t2: bool", "True", "Task 2: the auxiliary branch and L_pl"),
+          ("sa: bool", "True", "strong augmentation A/B"),
+          ("n2: bool", "True", "stage 3 and later use their own branch g~ (False: the structure of g^)"),
+          ("ema: bool", "True", "EMA teacher (False: the student is its own teacher)")]
 
 SETUP = """\
 from pathlib import Path
 from IPython.display import display, Markdown
-from selftrain_lib import experiments as ex, results, figures
+from selftrain_lib import experiments as ex, results, figures, paths
 from selftrain_lib.data import load_data
 figures.use_style()
-fig_dir = Path(figures_dir); fig_dir.mkdir(parents=True, exist_ok=True)"""
+out = str(paths.runs_dir(out))   # the same cache whatever the working directory (JupyterLab starts in notebooks/)
+fig_dir = paths.figures_dir(figures_dir); fig_dir.mkdir(parents=True, exist_ok=True)
+print("run cache:", out); print("tables and figures:", fig_dir)"""
+
+
+def typed(name: str, value: str) -> str:
+    """``name: type`` for papermill's ``--help-notebook`` (else "Unknown type"): the annotation
+    given in ``name``, else the type of the literal ``value``. Annotations papermill can read are
+    words, so "either" types are strings ("float or None"), which Python leaves unevaluated."""
+    if ":" in name:
+        return name
+    kind = type(ast.literal_eval(value)).__name__
+    return f"{name}: {kind}"
 
 
 def params_cell(params):
     assert not any("=" in c for _, _, c in params), "papermill cannot parse '=' in a parameter comment"
-    width = max(len(f"{n} = {v}") for n, v, _ in params)
-    src = "\n".join(f"{n} = {v}".ljust(width) + f"  # {c}" for n, v, c in params)
+    lines = [(f"{typed(n, v)} = {v}", c) for n, v, c in params]
+    width = max(len(code) for code, _ in lines)
+    src = "\n".join(code.ljust(width) + f"  # {c}" for code, c in lines)
     return new_code_cell(src, metadata={"tags": ["parameters"]})
 
 
@@ -57,7 +73,7 @@ def notebook(title: str, intro: str, params, derived: str, cells: list[str]):
 
 def stage_notebook(k: int):
     params = [("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
-              ("labels", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+              ("labels: \"int or full\"", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
               ("seed", "0", "seed of the split, initialisation and training")] + METHOD + COMMON
     derived = SETUP + f"""
 STAGE = {k}
@@ -67,29 +83,30 @@ spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
 spec"""
     cells = [
         f"md:## Train (or reuse from the run cache) stages 1…{k}",
-        """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, desc=f"stages 1..{STAGE}")
+        """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=f"stages 1..{STAGE}")
 result = grid.pairs[0][1]
 this = result.stages[-1]
 runs = results.collect(grid.pairs, scale)
-runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_dir"]]""",
+results.percent(runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_dir"]])""",
         f"md:## Loss curves and validation mIoU over training (Stage {k})\n\nValidation mIoU is measured on "
         "whole images at each evaluation step; the reported number is the last step.",
         """curves = this.curves()
-fig = figures.plot_losses(curves, title=f"Stage {STAGE}: {dataset}, {spec.labels} labels")
-figures.save(fig, fig_dir / f"stage{STAGE}_losses", close=False); display(fig)
-fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title="validation mIoU")
-figures.save(fig, fig_dir / f"stage{STAGE}_val_miou", close=False); display(fig)""",
+where = f"{dataset}, {spec.labels} labels, seed {seed}"
+fig = figures.plot_losses(curves, title=f"Stage {STAGE} losses: {where}")
+figures.show(fig, fig_dir / f"stage{STAGE}_losses")
+fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title=f"validation mIoU, stages 1..{STAGE}: {where}")
+figures.show(fig, fig_dir / f"stage{STAGE}_val_miou")""",
         "md:## Pseudo-mask quality on U before and after this stage",
         """before = result.stages[-2].pseudo_miou if STAGE > 1 else float("nan")
 display(Markdown(f"Pseudo-masks on U: before Stage {STAGE} (its input) **{100 * before:.2f}**, "
                  f"after (its output) **{100 * this.pseudo_miou:.2f}** mIoU (%)."))
-fig = figures.plot_pseudo_stages(runs, title="pseudo-mask mIoU on U")
-figures.save(fig, fig_dir / f"stage{STAGE}_pseudo", close=False); display(fig)""",
+fig = figures.plot_pseudo_stages(runs, title=f"pseudo-masks on U after each stage: {where}")
+figures.show(fig, fig_dir / f"stage{STAGE}_pseudo")""",
         "md:## Example predictions (fixed validation sample)",
         """data = load_data(this.config)
 images, columns, truth = results.val_samples(result.stages, data, max_images=4)
 fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
-figures.save(fig, fig_dir / f"stage{STAGE}_predictions", close=False); display(fig)""",
+figures.show(fig, fig_dir / f"stage{STAGE}_predictions")""",
     ]
     intro = (f"Runs Stage {k} of the three-stage method, training (or reusing from the run cache) the earlier "
              f"stages it needs. `papermill notebooks/stage{k}.ipynb out.ipynb -p labels 100`.")
@@ -112,28 +129,28 @@ NOTEBOOKS["baselines"] = notebook(
     "`papermill notebooks/baselines.ipynb out.ipynb -p method mt-cutout`.",
     [("method", '"mt-cutmix"', "supervised, mt-cutout or mt-cutmix"),
      ("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
-     ("labels", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+     ("labels: \"int or full\"", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + """
 spec = ex.baseline_spec(dataset, labels, method, seed)
 name = ex.BASELINES.get(method, "Supervised (= Stage 1)")
 spec""",
     ["md:## Train (or reuse from the run cache) the baseline",
-     """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, desc=method)
+     """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=method)
 this = grid.pairs[0][1].stages[0]
 runs = results.collect(grid.pairs, scale)
-runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou", "train_time_s", "run_dir"]]""",
+results.percent(runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou", "train_time_s", "run_dir"]])""",
      "md:## Losses over training\n\n`loss_con` is the masked consistency loss; `conf_rate` the fraction of "
      "pixels where the teacher is confident enough (`conf_threshold`).",
      """curves = this.curves()
-fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels")
-figures.save(fig, fig_dir / f"baselines_{method}_losses", close=False); display(fig)
+fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels, seed {seed}")
+figures.show(fig, fig_dir / f"baselines_{method}_losses")
 curves.dropna(axis=1, how="all").tail()""",
      "md:## Example predictions (fixed validation sample)",
      """data = load_data(this.config)
 images, columns, truth = results.val_samples([], data, max_images=4, before={name: this})
 fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
-figures.save(fig, fig_dir / f"baselines_{method}_predictions", close=False); display(fig)"""])
+figures.show(fig, fig_dir / f"baselines_{method}_predictions")"""])
 
 NOTEBOOKS["ablation"] = notebook(
     "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
@@ -141,31 +158,31 @@ NOTEBOOKS["ablation"] = notebook(
      ("drop", '"CR"', "component to drop: none, CR, T2, SA, N2, EMA"),
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="ablation")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="ablation")
 runs = results.collect(grid.pairs, scale)
-runs[["variant", "stage", "val_miou", "pseudo_miou"]]""",
+results.percent(runs[["variant", "stage", "val_miou", "pseudo_miou"]])""",
      """fig = figures.plot_val_miou({f"{s.variant}, stage {r.stage}": r.curves() for s, res in grid.pairs
-                               for r in res.stages[1:]}, title=f"{dataset}: drop {drop}")
-figures.save(fig, fig_dir / f"ablation_{drop}", close=False); display(fig)"""])
+                               for r in res.stages[1:]}, title=f"{dataset}, {ex.ABLATION_LABELS[dataset]} labels, seed {seed}: drop {drop}",
+                         note=results.table_v_note(drop))
+figures.show(fig, fig_dir / f"ablation_{drop}")"""])
 
 NOTEBOOKS["lambda_curve"] = collector(
     "λ1 curve", "Validation mIoU of Stage 3 against λ1 (λ2 = λ1) for one dataset.",
     [("dataset", '"synth-street"', "synth-street or synth-objects"),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid([dataset], lambdas, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="lambda")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="lambda")
 table = results.lambda_table(results.collect(grid.pairs, scale))
 table""",
-     """fig = figures.plot_lambda(table, title=f"{dataset}, scale {scale}")
-figures.save(fig, fig_dir / f"lambda_curve_{dataset}", close=False); display(fig)"""])
+     """fig = figures.plot_lambda(table, title=f"Stage 3: {dataset}, {ex.ABLATION_LABELS[dataset]} labels, seeds {seeds}, scale {scale}")
+figures.show(fig, fig_dir / f"lambda_curve_{dataset}")"""])
 
 
-def table_cells(stem, make, title_expr, datasets_expr):
-    return [f"""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="{stem}")
+def table_cells(stem, report):
+    """Run the grid, write the table in the paper's layout (md, tex) and its tidy rows (csv), show it."""
+    return [f"""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="{stem}")
 runs = results.collect(grid.pairs, scale)
-table = {make}
-cap = results.caption({title_expr}, {datasets_expr}, scale, seeds)
-paths = results.write_table(table, fig_dir / "{stem}", cap)
+paths = results.write_table(path=fig_dir / "{stem}", **{report})
 display(Markdown(paths["md"].read_text()))"""]
 
 
@@ -177,10 +194,10 @@ def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
     return collector(
         title, intro,
         [("dataset", f'"{stand_in}"', f"{stand_in} or {real} (read from files: give data_roots)"),
-         ("labels", "None", f"label counts; None: the dataset's ({counts} for {stand_in}; the paper's for {real})"),
+         ("labels: \"list or None\"", "None", f"label counts; None: the dataset's ({counts} for {stand_in}; the paper's for {real})"),
          ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
         'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
-        table_cells(stem, 'results.label_table(runs, dataset)', f'"{caption}"', '[dataset]'))
+        table_cells(stem, f'results.label_report(runs, dataset, scale, seeds, "{caption}")'))
 
 
 NOTEBOOKS["table2"] = label_table_notebook(
@@ -199,35 +216,36 @@ NOTEBOOKS["table5"] = collector(
     "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in docs/method.md.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.ablation_grid(datasets, seeds)",
-    table_cells("table5", "results.ablation_table(runs)", '"Table V: ablation study"', "datasets"))
+    table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'))
 
 NOTEBOOKS["table6"] = collector(
     "Table VI: EMA teacher", "Stages 2 and 3 with the EMA teacher and with the student as its own teacher.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.ema_grid(datasets, seeds)",
-    table_cells("table6", "results.ema_table(runs)", '"Table VI: EMA"', "datasets"))
+    table_cells("table6", 'results.rows_report(runs, "VI", scale, seeds, "Table VI: the EMA teacher")'))
 
 NOTEBOOKS["fig2"] = collector(
     "Figure 2: stage 3 with and without pseudo-masks",
     "L_con (left) and validation mIoU (right) over Stage 3 training, with and without L_pl (T2 on / off).",
     [("dataset", '"synth-objects"', "synth-objects (the paper: VOC 1/50) or synth-street")],
     "specs = ex.fig2_grid(dataset, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="fig2")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig2")
 by_variant = {s.variant: res.stages[2].curves() for s, res in grid.pairs if s.seed == seeds[0]}
 fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"], title=f"{dataset}, stage 3, seed {seeds[0]}")
-figures.save(fig, fig_dir / "fig2", close=False); display(fig)
-results.collect(grid.pairs, scale).query("stage == 3")[["variant", "seed", "val_miou"]]"""])
+figures.show(fig, fig_dir / "fig2")
+results.percent(results.collect(grid.pairs, scale).query("stage == 3")[["variant", "seed", "val_miou"]])"""])
 
 NOTEBOOKS["fig3"] = collector(
     "Figure 3: mIoU against λ1", "Stage 3 validation mIoU against λ1 (λ2 = λ1), both datasets.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid(datasets, lambdas, seeds)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="fig3")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig3")
 table = results.lambda_table(results.collect(grid.pairs, scale))
-results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1", datasets, scale, seeds))
-fig = figures.plot_lambda(table, title=f"scale {scale}")
-figures.save(fig, fig_dir / "fig3", close=False); display(fig)"""])
+results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1 (lambda2 = lambda1), Stage 3",
+                                                            datasets, scale, seeds))
+fig = figures.plot_lambda(table, title=f"Stage 3 at the ablation label counts, seeds {seeds}, scale {scale}")
+figures.show(fig, fig_dir / "fig3")"""])
 
 NOTEBOOKS["fig4_5"] = collector(
     "Figures 4 and 5: example predictions",
@@ -236,7 +254,7 @@ NOTEBOOKS["fig4_5"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "one grid per dataset (ablation label counts)"),
      ("num_images", "4", "rows of each grid")],
     "specs = ex.prediction_grid(datasets, seeds[:1])",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="fig4_5")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig4_5")
 cutmix = {s.dataset: res.stages[0] for s, res in grid.pairs if s.options.get("method") == "mt-cutmix"}
 for s, res in grid.pairs:
     if s.stages != 3:
@@ -245,7 +263,7 @@ for s, res in grid.pairs:
     images, columns, truth = results.val_samples(res.stages, data, num_images, before={"CutMix": cutmix[s.dataset]})
     fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, s.dataset,
                                   data.info.class_names, data.info.palette)
-    figures.save(fig, fig_dir / f"fig4_5_{s.dataset}", close=False); display(fig)"""])
+    figures.show(fig, fig_dir / f"fig4_5_{s.dataset}")"""])
 
 NOTEBOOKS["pseudo_stages"] = collector(
     "Pseudo-mask quality on U across stages",
@@ -253,41 +271,44 @@ NOTEBOOKS["pseudo_stages"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
      ("stages", "4", "number of stages (the paper reports a 4th)")],
     "specs = ex.stages_grid(datasets, seeds, stages=stages)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="pseudo_stages")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="pseudo_stages")
 runs = results.collect(grid.pairs, scale)
 table = results.pseudo_stage_table(runs)
 paths = results.write_table(table, fig_dir / "pseudo_stages",
-                            results.caption("Pseudo-mask mIoU on U across stages", datasets, scale, seeds))
+                            results.caption("Pseudo-mask mIoU on U across stages", datasets, scale, seeds,
+                                            measure=results.PSEUDO_MEASURE))
 display(Markdown(paths["md"].read_text()))
-fig = figures.plot_pseudo_stages(runs, title=f"scale {scale}")
-figures.save(fig, fig_dir / "pseudo_stages", close=False); display(fig)"""])
+fig = figures.plot_pseudo_stages(runs, title=f"ablation label counts, seeds {seeds}, scale {scale}")
+figures.show(fig, fig_dir / "pseudo_stages")"""])
 
 NOTEBOOKS["per_class_gains"] = collector(
     "Per-class IoU gains of Stage 3 over Stage 1", "Validation IoU per class, mean ± std over seeds.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.stages_grid(datasets, seeds, stages=3)",
-    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, desc="per_class_gains")
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="per_class_gains")
 gains = results.per_class_gains(results.per_class(grid.pairs))
 results.write_table(gains, fig_dir / "per_class_gains",
-                    results.caption("Per-class IoU gain (points) of Stage 3 over Stage 1", datasets, scale, seeds))
-fig = figures.plot_per_class_gains(gains)
-figures.save(fig, fig_dir / "per_class_gains", close=False); display(fig)
+                    results.caption("Per-class IoU gain of Stage 3 over Stage 1", datasets, scale, seeds,
+                                    measure="IoU gain (points) per class on the validation set"))
+fig = figures.plot_per_class_gains(gains, title=f"Stage 3 minus Stage 1, ablation label counts, seeds {seeds}, scale {scale}")
+figures.show(fig, fig_dir / "per_class_gains")
 gains"""])
 
 NOTEBOOKS["explore"] = notebook(
     "Explore the run cache",
     "Pick a dataset, a run, a stage and an image: image, prediction, pseudo-mask and ground truth side by side. "
-    "Needs a live kernel for the widgets; the static figure below shows the first choice.",
-    [("dataset", '"synth-street"', "dataset of the run trained if the cache is empty"),
-     ("labels", "100", "label count of that run (nominal)"),
+    "It opens on the run of the parameters below (trained first if the cache lacks it), its last stage and image 0. "
+    "Needs a live kernel for the widgets; the static figure below shows the same choice.",
+    [("dataset", '"synth-street"', "dataset the explorer opens on (its run is trained if the cache lacks it)"),
+     ("labels: \"int or full\"", "100", "label count of that run (nominal)"),
      ("seed", "0", "seed of that run")] + COMMON,
     SETUP + "\nfrom selftrain_lib import explore",
-    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, desc="explore")
-results.list_runs(out)[["run", "dataset", "stage", "labels", "seed", "scale", "val_miou", "pseudo_miou"]]""",
-     """display(explore.explorer(out))""",
-     """res = grid.pairs[0][1]
-fig = explore.panels(res.stages[-1].run_dir, 0, load_data(res.config))
-figures.save(fig, fig_dir / "explore_example", close=False); display(fig)"""])
+    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="explore")
+res = grid.pairs[0][1]
+results.percent(results.list_runs(out)[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "pseudo_miou", "run"]])""",
+     """display(explore.explorer(out, dataset=dataset, run=res.final.run_hash))""",
+     """fig = explore.panels(res.final.run_dir, 0, load_data(res.config))
+figures.show(fig, fig_dir / "explore_example")"""])
 
 ORDER = list(NOTEBOOK_ORDER)  # the execution order of `make paper-figures` (selftrain_lib.paper_figures)
 assert sorted(ORDER) == sorted(NOTEBOOKS)

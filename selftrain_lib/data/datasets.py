@@ -33,10 +33,22 @@ class DatasetInfo:
         return len(self.class_names)
 
 
+# Figure colours that override a synthetic spec's palette. synth-objects borrowed VOC's palette, which
+# gives its background near-black and three of its shapes dark reds; these are distinct at a glance
+# (tab10's hues and a light grey background; white stays "ignore"). Colours are for figures only: they
+# are not part of the generated data, its cache key or any run hash (synthetic.py is left unchanged).
+FIGURE_PALETTES = {
+    "synth-objects": ((205, 205, 205), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+                      (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207),
+                      (255, 215, 0)),
+}
+
+
 def _synthetic_infos() -> dict[str, DatasetInfo]:
     from .synthetic import SPECS
 
-    return {name: DatasetInfo(name=s.name, class_names=tuple(s.class_names), palette=tuple(s.palette),
+    return {name: DatasetInfo(name=s.name, class_names=tuple(s.class_names),
+                              palette=tuple(FIGURE_PALETTES.get(name, s.palette)),
                               image_size=tuple(s.image_size), default_pool_size=s.default_pool_size,
                               default_val_size=s.default_val_size)
             for name, s in SPECS.items()}

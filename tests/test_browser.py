@@ -1,0 +1,154 @@
+"""A real browser: JupyterLab on a free port, ``notebooks/explore.ipynb`` at smoke scale, Run All
+through Playwright driving the system chromium; the explorer must show an image and redraw it when
+the stage changes. Skipped (with the reason) without chromium or the ``playwright`` package.
+
+The notebook is a copy whose parameters cell is set to smoke scale; the run cache is made by the
+test in a temporary folder and reaches the kernel through ``SELFTRAIN_RUNS`` (selftrain_lib.paths).
+A screenshot goes to ``build/explorer.png``."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from selftrain_lib import experiments as ex
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install "
+                                                              "playwright; no `playwright install`: the system chromium is used)")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+# smoke scale for the test; SELFTRAIN_BROWSER_SCALE=quick retakes the README's screenshot on trained models
+SCALE = os.environ.get("SELFTRAIN_BROWSER_SCALE", "smoke")
+PARAMS = {"dataset": '"synth-objects"', "labels": "60", "scale": f'"{SCALE}"'}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium; .ci/run does)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _smoke_copy(folder: Path) -> Path:
+    """explore.ipynb with its parameters set to smoke scale, on the kernel of this interpreter."""
+    nb = nbformat.read(ROOT / "notebooks" / "explore.ipynb", as_version=4)
+    lines = []
+    for line in nb.cells[1].source.splitlines():
+        name = line.split(":", 1)[0].split("=", 1)[0].strip()
+        if name in PARAMS:
+            annotation, _, comment = line.partition("#")
+            line = f"{annotation.split('=', 1)[0].rstrip()} = {PARAMS[name]}  #{comment}"
+        lines.append(line)
+    nb.cells[1].source = "\n".join(lines)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "explore.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab serving a smoke-scale copy of explore.ipynb, with a run cache already filled."""
+    runs = tmp_path / "runs"
+    ex.run_grid([ex.spec("synth-objects", 60, 0)], SCALE, str(runs), progress=False)  # the notebook's run
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    _smoke_copy(nb_dir)
+    settings = tmp_path / "lab-settings"
+    # every cell in the page (no virtual scrolling), and no news pop-up over the outputs
+    for plugin, values in {"notebook-extension/tracker": '{"windowingMode": "none"}',
+                           "apputils-extension/notification": '{"fetchNews": "false"}'}.items():
+        folder, name = plugin.split("/")
+        path = settings / "@jupyterlab" / folder / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(values)
+    port, token = _free_port(), "selftrain-test-token"
+    env = {**os.environ, "SELFTRAIN_RUNS": str(runs), "SELFTRAIN_FIGURES": str(tmp_path / "figures"),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter_config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(settings)}
+    log = open(tmp_path / "lab.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nb_dir}",
+                             "--ServerApp.open_browser=False", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+                             "jupyterlab.NeverCheckForUpdate"] + (["--allow-root"] if os.geteuid() == 0 else []),
+                            cwd=nb_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"jupyter lab exited: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"jupyter lab did not answer on {url}: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+        yield url, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_explorer_in_jupyterlab_shows_an_image_and_redraws_on_stage_change(lab):
+    url, token = lab
+    shot = ROOT / "build" / "explorer.png"
+    shot.parent.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/lab/tree/explore.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            try:  # JupyterLab may ask which kernel to start: accept its proposal (this interpreter's python3)
+                page.click(".jp-Dialog button.jp-mod-accept", timeout=10_000)
+            except sync_api.TimeoutError:
+                pass
+            # the kernel must be idle before Run All
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            img = page.wait_for_selector("img.widget-image", state="attached", timeout=float(os.environ.get("SELFTRAIN_BROWSER_TIMEOUT_S", 240)) * 1000)
+            img.scroll_into_view_if_needed()
+            page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=img, timeout=60_000)
+            first = img.get_attribute("src")
+            stage = page.locator(".widget-dropdown", has=page.locator("label", has_text="stage")).locator("select")
+            assert stage.input_value() != ""                      # a stage is selected after Run All
+            # ipywidgets writes option labels with no-break spaces
+            options = [o.replace("\xa0", " ") for o in stage.locator("option").all_inner_texts()]
+            assert options == ["Stage 1", "Stage 2", "Stage 3"]
+            assert stage.evaluate("s => s.selectedIndex") == 2            # the run's last stage
+            img.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot), full_page=False)
+            stage.select_option(index=0)                                  # Stage 1
+            page.wait_for_function("([img, src]) => img.getAttribute('src') !== src && img.naturalWidth > 100",
+                                   arg=[img, first], timeout=60_000)
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        except Exception:
+            # what the page showed: a screenshot and the notebook's outputs, for the failure report
+            page.screenshot(path=str(shot.with_name("explorer_failure.png")), full_page=True)
+            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            raise AssertionError(f"explorer page: screenshot {shot.with_name('explorer_failure.png')}; "
+                                 f"outputs: {outputs}")
+        finally:
+            browser.close()
