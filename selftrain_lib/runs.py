@@ -1,6 +1,7 @@
 """The run cache: one folder per stage run, named by the hash of what the run computes.
 
-``runs/<hash>/`` holds ``config.json`` (resolved configuration), ``checkpoint.pt`` (while
+``runs/<hash>/`` holds ``config.json`` (resolved configuration and the hashed key, inputs named by
+path entering by content), ``labelled_ids.txt`` (the labelled set L), ``checkpoint.pt`` (while
 training, for resume), ``curves.csv``, ``model.pt`` (final weights of f), ``val_samples.npz``
 (predictions on a fixed sample of validation images), ``pseudo_masks/`` (uint8 PNGs of L∪U)
 and, last of all, ``metrics.json``: its presence marks the run as finished. Every file is
@@ -30,6 +31,58 @@ def config_hash(key: Mapping[str, Any]) -> str:
     """Stable hash of a JSON-able mapping (sorted keys, tuples as lists)."""
     text = json.dumps(key, sort_keys=True, default=list, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+# ------------------------------------------------------------------------------------------
+# inputs hashed by content (a path says nothing about what the file holds today)
+# ------------------------------------------------------------------------------------------
+
+# (resolved path, size, mtime_ns) -> sha256: a 170 MB weights file is hashed once per process and
+# once per change, not at every run-hash computation (a sweep computes hundreds).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of the file's bytes, memoised by (path, size, mtime): an edited file gets a
+    new digest, an untouched one is not read again."""
+    path = Path(path).expanduser().resolve()
+    st = path.stat()
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[memo] = f"sha256:{h.hexdigest()}"
+    return _DIGESTS[memo]
+
+
+def id_list_digest(ids: Iterable[str]) -> str:
+    """``sha256:<hex>`` of a set of image ids (order and repeats do not matter: a split is a set)."""
+    return "sha256:" + hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
+
+
+def split_file_ids(path: str | os.PathLike) -> list[str]:
+    """The ids a split file lists (blank lines and ``#`` comments skipped), as ``read_split`` reads them."""
+    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    return [name for name in lines if name and not name.startswith("#")]
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike], root: str | os.PathLike) -> str:
+    """``files:<hex>`` over each file's path (relative to ``root``), size and mtime (whole seconds,
+    which every filesystem and ``cp -p`` / ``rsync -a`` keep): one ``stat`` per file, cheap for 10k
+    images. A file replaced, resized or touched changes it; so does another folder with other files."""
+    root = Path(root).expanduser().resolve()
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p).expanduser().resolve()
+        st = p.stat()
+        try:
+            name = p.relative_to(root).as_posix()
+        except ValueError:  # a list file or folder outside data_root
+            name = str(p)
+        h.update(f"{name}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())
+    return f"files:{h.hexdigest()}"
 
 
 # ------------------------------------------------------------------------------------------

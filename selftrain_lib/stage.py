@@ -33,7 +33,7 @@ from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
 from .losses import LossWeights, pixel_cross_entropy, total_loss
 from .precision import Precision, resolve_precision
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
-from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, config_hash, read_json, read_mask_pngs,
+from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, config_hash, read_json, read_mask_pngs,
                    write_csv, write_mask_pngs)
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
@@ -396,11 +396,32 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
                   world_size: int = 1) -> dict[str, Any]:
     """What identifies a stage run: its configuration, the run its pseudo-masks came from, and the
-    number of data-parallel processes when more than one (they multiply the batch)."""
-    from .data.synthetic import generator_digest
+    number of data-parallel processes when more than one (they multiply the batch).
 
-    key = {"stage": stage, "config": stage_key(config, stage), "format": RUN_FORMAT_VERSION,
-           "data": generator_digest(), "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
+    Inputs named by a path enter by content: ``split_file`` as the digest of its ids, a
+    ``pretrained`` checkpoint file as the digest of its bytes, a dataset read from files as the
+    fingerprint of its files (:func:`selftrain_lib.data.data_fingerprint`). The source digest of
+    the generator (data/synthetic.py) enters the runs that use its output only: the generated
+    datasets, and runs starting from the synthetic pre-training."""
+    from .data import dataset_info
+    from .data.synthetic import generator_digest
+    from .runs import file_sha256, id_list_digest, split_file_ids
+
+    config_key = stage_key(config, stage)
+    if config.split_file is not None:
+        config_key["split_file"] = id_list_digest(split_file_ids(config.split_file))
+    if config.pretrained not in ("synthetic", "imagenet", "none"):
+        config_key["pretrained"] = file_sha256(config.pretrained)
+    if dataset_info(config.dataset).format == "synthetic":
+        data: Any = generator_digest()  # as before: the generated datasets' run hashes are pinned
+    else:
+        from .data import data_fingerprint
+
+        data = {"files": data_fingerprint(config)}
+        if config.pretrained == "synthetic":
+            data["generator"] = generator_digest()
+    key = {"stage": stage, "config": config_key, "format": RUN_FORMAT_VERSION,
+           "data": data, "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
     if world_size > 1:
         key["world_size"] = world_size
     return key
@@ -456,6 +477,8 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
     split = select_split(config, data, out)
+    if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
+        atomic_write_text(run_dir / "labelled_ids.txt", "".join(f"{data.train_ids[i]}\n" for i in split.labelled.tolist()))
     view = training_view(data, split)
     in_memory = isinstance(data, SegmentationData)  # else read from files, image by image (stage_files.py)
     if stage < 2:

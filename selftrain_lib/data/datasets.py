@@ -187,6 +187,16 @@ def open_files(config, part: str = "train"):
                   resize=config.resize, name=info.name)
 
 
+def data_fingerprint(config) -> str:
+    """What a dataset read from files holds, for the run hash: every image and mask file of the
+    train and val parts, in pool order, with size and mtime (:func:`selftrain_lib.runs.files_fingerprint`).
+    Another folder, an edited list or a replaced image gives another fingerprint."""
+    from ..runs import files_fingerprint
+
+    parts = [open_files(config, part) for part in ("train", "val")]
+    return files_fingerprint([p for d in parts for p in (*d.image_paths, *d.mask_paths)], config.data_root)
+
+
 def paper_splits(dataset: str, ids: list[str], out_dir: str | os.PathLike, seed: int = 0) -> dict[int, Path]:
     """Write one split file per paper label count (``<out_dir>/<dataset>_<labels>_seed<seed>.txt``)."""
     if dataset not in PAPER_LABEL_COUNTS:

@@ -1,0 +1,92 @@
+"""Reliability (issue 13): the run cache never serves a stale or leaked result, and a bad input
+fails early with an error naming the file, key or value."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from selftrain_lib.config import load_config
+from selftrain_lib.stage import stage_run_key
+from selftrain_lib.runs import config_hash
+from selftrain_lib.sweep import stage_hashes
+from test_real_data import FOLDER_YAML, make_folder
+
+
+def _leaves(tmp_path, root=None, **overrides):
+    p = tmp_path / "leaves.yaml"
+    p.write_text(FOLDER_YAML)
+    root = root or make_folder(tmp_path / "mine")
+    return load_config("leaves", "smoke", params=p, data_root=str(root), **overrides)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. inputs hashed by content
+# ------------------------------------------------------------------------------------------
+
+def test_split_file_enters_the_hash_by_its_ids(tmp_path):
+    split = tmp_path / "split.txt"
+    split.write_text("".join(f"train_{i:05d}\n" for i in range(96)))
+    config = load_config("synth-street", "smoke", split_file=str(split))
+    everything = stage_hashes(config, 2)
+    split.write_text("".join(f"train_{i:05d}\n" for i in range(12)))  # edited in place: same path
+    twelve = stage_hashes(config, 2)
+    assert twelve[0] != everything[0] and twelve[1] != everything[1]
+    split.write_text("# reordered, with a comment\n" + "".join(f"train_{i:05d}\n" for i in reversed(range(12))))
+    assert stage_hashes(config, 2) == twelve  # a split is a set of ids
+    other = tmp_path / "elsewhere.txt"
+    other.write_text(split.read_text())
+    assert stage_hashes(config.replace(split_file=str(other)), 2) == twelve  # the path itself does not matter
+
+
+def test_pretrained_file_enters_the_hash_by_its_digest(tmp_path):
+    from selftrain_lib.models import build_segmenter
+
+    config = load_config("synth-street", "smoke")
+    weights = tmp_path / "w.pt"
+    net = build_segmenter("deeplabv2-small", 9, widths=tuple(config.widths))
+    torch.save(net.state_dict(), weights)
+    first = stage_hashes(config.replace(pretrained=str(weights)), 1)
+    torch.save({k: v + 1 for k, v in net.state_dict().items()}, weights)
+    assert stage_hashes(config.replace(pretrained=str(weights)), 1) != first
+
+
+def test_data_root_enters_the_hash_by_its_files(tmp_path):
+    config = _leaves(tmp_path)
+    first = stage_hashes(config, 1)
+    assert stage_hashes(config, 1) == first  # deterministic
+    other = make_folder(tmp_path / "other", h=6, w=8)  # another folder, same layout
+    (other / "images" / "img1.png").write_bytes((other / "images" / "img2.png").read_bytes() + b"x")
+    assert stage_hashes(config.replace(data_root=str(other)), 1) != first
+    img = tmp_path / "mine" / "images" / "img0.png"
+    later = time.time() + 10
+    os.utime(img, (later, later))  # replaced in place (same size, new mtime)
+    assert stage_hashes(config, 1) != first
+
+
+def test_generator_digest_enters_generated_datasets_only(tmp_path, monkeypatch):
+    from selftrain_lib.data import synthetic
+
+    street = load_config("synth-street", "smoke")
+    leaves = _leaves(tmp_path)
+    before = stage_hashes(street, 1), stage_hashes(leaves, 1)
+    monkeypatch.setattr(synthetic, "generator_digest", lambda: "v9-edited")
+    assert stage_hashes(street, 1) != before[0]
+    assert stage_hashes(leaves, 1) == before[1]  # pretrained: none, a folder dataset
+    # the synthetic pre-training is built by the generator: runs starting from it depend on it
+    key = stage_run_key(leaves.replace(pretrained="synthetic"), 1, None)
+    assert key["data"]["generator"] == "v9-edited"
+
+
+@pytest.mark.slow
+def test_labelled_ids_are_recorded_in_the_run(tmp_path):
+    from selftrain_lib.stage import run_stage
+
+    split = tmp_path / "split.txt"
+    split.write_text("train_00005\ntrain_00001\n")
+    config = load_config("synth-street", "smoke", split_file=str(split), stage1_steps=1)
+    result = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    assert (result.run_dir / "labelled_ids.txt").read_text() == "train_00001\ntrain_00005\n"
