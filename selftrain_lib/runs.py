@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -89,6 +91,13 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], root: str | os.PathLik
 # atomic writes
 # ------------------------------------------------------------------------------------------
 
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +143,62 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: Iter
 
 
 # ------------------------------------------------------------------------------------------
+# one process per run
+# ------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+LABELLED_IDS = "labelled_ids.txt"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<run_dir>/.lock`` for the block: a second process training
+    the same run waits here (saying so), then finds the run finished and reuses it. The kernel
+    drops the lock when its holder dies, so a killed run never blocks the next. (Linux NFS maps
+    ``flock`` onto NFS locks, so this holds on a shared cluster filesystem too.)"""
+    run_dir = Path(run_dir)
+    make_dirs(run_dir)
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{what} {run_dir}: another process is training it; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_labelled_ids(run_dir: str | os.PathLike, ids: list[str], labelled: list[int]) -> Path:
+    """``labelled_ids.txt``: the labelled set of the run (a split file: ``split_file`` can read it
+    back) under a comment line giving the pool size, which :func:`finished_run_problem` checks."""
+    lines = [f"# {len(labelled)} labelled of a pool of {len(ids)}\n"] + [f"{ids[i]}\n" for i in labelled]
+    return atomic_write_text(Path(run_dir) / LABELLED_IDS, "".join(lines))
+
+
+def finished_run_problem(run_dir: str | os.PathLike) -> str | None:
+    """Why the run in ``run_dir`` cannot be reused although it has ``metrics.json``, or None.
+
+    Checks the pseudo-masks: one PNG per pool image (the pool size is in ``labelled_ids.txt``;
+    runs older than that file are trusted)."""
+    run_dir = Path(run_dir)
+    record = run_dir / LABELLED_IDS
+    if not record.is_file():
+        return None
+    first = record.read_text().split("\n", 1)[0]
+    try:
+        pool = int(first.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return f"{record}: first line {first!r} does not give the pool size"
+    masks = run_dir / "pseudo_masks"
+    found = sum(1 for _ in masks.rglob("*.png")) if masks.is_dir() else 0
+    if found != pool:
+        return f"{masks} holds {found} pseudo-masks, the pool has {pool} images"
+    return None
+
+
+# ------------------------------------------------------------------------------------------
 # masks as PNG files
 # ------------------------------------------------------------------------------------------
 
@@ -145,9 +210,13 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         yield tmp
-        if directory.exists():
-            shutil.rmtree(directory)
+        old = None
+        if directory.exists():  # renamed out of the way first: no moment with a half-deleted folder
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            os.replace(directory, old / directory.name)
         os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
 from .losses import LossWeights, pixel_cross_entropy, total_loss
 from .precision import Precision, resolve_precision
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
-from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, config_hash, read_json, read_mask_pngs,
+from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, finished_run_problem, run_lock,
+                   write_labelled_ids, config_hash, read_json, read_mask_pngs,
                    write_csv, write_mask_pngs)
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
@@ -460,8 +462,36 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None, world.size)
     run_hash = config_hash(key)
     run_dir = out / run_hash
-    if (run_dir / "metrics.json").is_file():
+    if _reusable(run_dir):
         return StageResult.load(run_dir, reused=True)
+    # rank 0 alone takes the lock: the other ranks of a torchrun job train the same run with it
+    with run_lock(run_dir, f"stage {stage} run") if world.is_main else contextlib.nullcontext():
+        if _reusable(run_dir):  # another process finished it while this one waited
+            return StageResult.load(run_dir, reused=True)
+        return _train_stage(config, stage, pseudo_masks, out, progress, data, world, key, run_hash, run_dir)
+
+
+def _reusable(run_dir: Path) -> bool:
+    """The run in ``run_dir`` is finished and complete. A finished run whose folder is incomplete
+    (e.g. pseudo-masks missing) has its ``metrics.json`` set aside, so that it trains again."""
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return False
+    problem = finished_run_problem(run_dir)
+    if problem is None:
+        return True
+    aside = metrics.with_name(f"metrics.json.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"warning: {run_dir} is not a complete run ({problem}); training it again "
+          f"(its metrics.json is now {aside.name})", file=sys.stderr)
+    with contextlib.suppress(FileNotFoundError):  # another process may have set it aside first
+        metrics.rename(aside)
+    return False
+
+
+def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, out: Path, progress: bool,
+                 data: SegmentationData | None, world: World, key: dict[str, Any], run_hash: str,
+                 run_dir: Path) -> StageResult:
+    """The body of :func:`run_stage` once this process holds the run (resumes from its checkpoint)."""
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
@@ -478,7 +508,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     data = data if data is not None else load_data(config)
     split = select_split(config, data, out)
     if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
-        atomic_write_text(run_dir / "labelled_ids.txt", "".join(f"{data.train_ids[i]}\n" for i in split.labelled.tolist()))
+        write_labelled_ids(run_dir, data.train_ids, split.labelled.tolist())
     view = training_view(data, split)
     in_memory = isinstance(data, SegmentationData)  # else read from files, image by image (stage_files.py)
     if stage < 2:

@@ -89,4 +89,50 @@ def test_labelled_ids_are_recorded_in_the_run(tmp_path):
     split.write_text("train_00005\ntrain_00001\n")
     config = load_config("synth-street", "smoke", split_file=str(split), stage1_steps=1)
     result = run_stage(config, 1, out=tmp_path / "runs", progress=False)
-    assert (result.run_dir / "labelled_ids.txt").read_text() == "train_00001\ntrain_00005\n"
+    assert (result.run_dir / "labelled_ids.txt").read_text() == "# 2 labelled of a pool of 96\ntrain_00001\ntrain_00005\n"
+
+
+# ------------------------------------------------------------------------------------------
+# 2. one process per run
+# ------------------------------------------------------------------------------------------
+
+_TRAIN_ONE = """
+import json, sys
+from selftrain_lib.config import load_config
+from selftrain_lib.stage import run_stage
+config = load_config("synth-street", "smoke", stage1_steps=150, eval_every=150, num_threads=1)
+r = run_stage(config, 1, out=sys.argv[1], progress=False)
+print(json.dumps({"reused": r.reused, "hash": r.run_hash}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_finishing_the_same_run(tmp_path):
+    """Two processes start the same run at once: one trains, the other waits for it and reuses it."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_ONE, str(tmp_path / "runs")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert results[0]["hash"] == results[1]["hash"]
+    assert sorted(r["reused"] for r in results) == [False, True]  # trained once
+    run_dir = tmp_path / "runs" / results[0]["hash"]
+    assert len(list((run_dir / "pseudo_masks").glob("*.png"))) == 96
+
+
+@pytest.mark.slow
+def test_a_finished_run_with_missing_masks_is_trained_again(tmp_path):
+    from selftrain_lib.stage import run_stage
+
+    config = load_config("synth-street", "smoke", stage1_steps=2)
+    first = run_stage(config, 1, out=tmp_path, progress=False)
+    next(iter((first.run_dir / "pseudo_masks").glob("*.png"))).unlink()
+    again = run_stage(config, 1, out=tmp_path, progress=False)
+    assert not again.reused and len(list((again.run_dir / "pseudo_masks").glob("*.png"))) == 96
+    assert len(list(first.run_dir.glob("metrics.json.incomplete-*"))) == 1
+    assert run_stage(config, 1, out=tmp_path, progress=False).reused
