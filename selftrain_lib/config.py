@@ -13,6 +13,7 @@ Every key is checked: an unknown key, a wrong type or an impossible value raises
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -313,7 +314,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a float's range
+            number = math.inf
+        if not math.isfinite(number):  # inf / nan pass every comparison of validate() the wrong way
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")

@@ -488,6 +488,23 @@ def _reusable(run_dir: Path) -> bool:
     return False
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a run became inf or NaN: the run stops, is not cached, feeds no later stage."""
+
+
+def _check_finite(losses: dict[str, Any], stage: int, first: int, last: int, run_dir: Path) -> None:
+    """Raise :class:`NonFiniteLossError` when a loss (mean or sum over steps ``first+1..last``) is not
+    finite. Called on the sums accumulated on the device, at each logging interval and checkpoint
+    only: one host sync per interval (which the curves need anyway), none per step."""
+    bad = {k: v for k, v in losses.items() if k.startswith("loss") and not math.isfinite(v)}
+    if bad:
+        raise NonFiniteLossError(
+            f"stage {stage} run {run_dir}: the loss became non-finite "
+            f"{f'at step {last}' if first + 1 == last else f'between steps {first + 1} and {last}'} "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(bad.items()))}); the run is stopped and not cached. "
+            "Lower lr, the loss weights (lambda1, lambda2, cons_weight) or use precision=fp32")
+
+
 def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, out: Path, progress: bool,
                  data: SegmentationData | None, world: World, key: dict[str, Any], run_hash: str,
                  run_dir: Path) -> StageResult:
@@ -558,12 +575,17 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
             n = (done - 1) % config.log_every + 1
             row = {"step": done, "ema_decay": decay if teacher is not None else ""}
             row.update({k: float(v) / n for k, v in world.mean(sums).items()})  # mean over ranks
+            _check_finite(row, stage, done - n, done, run_dir)
             if (done % config.eval_every == 0 or done == steps) and world.is_main:  # rank 0 writes the curves
                 row["val_miou"] = validate()
             rows.append(row)
             sums = {}
             bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "val_miou") if k in row})
         bar.update(1)
+        if done % config.checkpoint_every == 0 and done < steps and sums:  # same test on every rank
+            # a checkpoint never holds weights trained past a non-finite loss (one sync per checkpoint)
+            _check_finite({k: float(v) for k, v in world.mean(sums).items()}, stage,
+                          done - (done - 1) % config.log_every - 1, done, run_dir)
         if done % config.checkpoint_every == 0 and done < steps and world.is_main:
             atomic_torch_save(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "teacher": teacher.state_dict() if teacher is not None else None,

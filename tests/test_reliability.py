@@ -136,3 +136,54 @@ def test_a_finished_run_with_missing_masks_is_trained_again(tmp_path):
     assert not again.reused and len(list((again.run_dir / "pseudo_masks").glob("*.png"))) == 96
     assert len(list(first.run_dir.glob("metrics.json.incomplete-*"))) == 1
     assert run_stage(config, 1, out=tmp_path, progress=False).reused
+
+
+# ------------------------------------------------------------------------------------------
+# 3. non-finite values
+# ------------------------------------------------------------------------------------------
+
+def _float_keys():
+    import typing
+
+    from selftrain_lib.config import Config
+
+    hints = typing.get_type_hints(Config)
+    return sorted(k for k, t in hints.items() if t is float or typing.get_args(t)[:1] == (float,))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 10 ** 400])
+@pytest.mark.parametrize("key", _float_keys())
+def test_non_finite_config_values_are_rejected(key, value):
+    from selftrain_lib.config import Config, ConfigError
+
+    default = getattr(Config, key)
+    bad = value if not isinstance(default, tuple) else (value,) * len(default)
+    with pytest.raises(ConfigError, match=rf"^{key}: expected a finite number"):
+        load_config("synth-street", "smoke", **{key: bad})
+
+
+def test_float_keys_cover_the_method_weights():
+    assert {"lr", "lambda1", "lambda2", "ema_decays", "scale_range", "cons_weight"} <= set(_float_keys())
+
+
+@pytest.mark.slow
+def test_a_run_whose_loss_becomes_nan_stops_without_metrics(tmp_path, monkeypatch):
+    from selftrain_lib import stage as stage_mod
+    from selftrain_lib.stage import NonFiniteLossError, run_stage
+
+    real = stage_mod.compute_losses
+    calls = {"n": 0}
+
+    def nan_from_the_third_step(*args, **kwargs):
+        calls["n"] += 1
+        losses = real(*args, **kwargs)
+        if calls["n"] >= 3:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(stage_mod, "compute_losses", nan_from_the_third_step)
+    config = load_config("synth-street", "smoke")
+    with pytest.raises(NonFiniteLossError, match=r"stage 1 run .*non-finite at step 3 \(loss=nan\)"):
+        run_stage(config, 1, out=tmp_path, progress=False)
+    assert not list(tmp_path.glob("*/metrics.json")) and not list(tmp_path.glob("*/pseudo_masks"))
+    assert not list(tmp_path.glob("*/checkpoint.pt"))  # checkpoint_every=3: checked before it was written
