@@ -187,3 +187,67 @@ def test_a_run_whose_loss_becomes_nan_stops_without_metrics(tmp_path, monkeypatc
         run_stage(config, 1, out=tmp_path, progress=False)
     assert not list(tmp_path.glob("*/metrics.json")) and not list(tmp_path.glob("*/pseudo_masks"))
     assert not list(tmp_path.glob("*/checkpoint.pt"))  # checkpoint_every=3: checked before it was written
+
+
+# ------------------------------------------------------------------------------------------
+# 4. killing a parallel sweep
+# ------------------------------------------------------------------------------------------
+
+_SWEEP = """
+import sys
+from selftrain_lib.sweep import run_parallel
+runs = [dict(dataset="synth-street", scale="smoke", seed=s, stages=1, stage1_steps=100000) for s in (0, 1)]
+run_parallel(runs, out=sys.argv[1], jobs=2, progress=False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is ``pid``, from /proc."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(stat))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc")
+def test_killing_a_parallel_sweep_ends_its_workers(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    sweep = subprocess.Popen([sys.executable, "-c", _SWEEP, str(tmp_path / "runs")], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((tmp_path / "runs").glob("*/config.json"))) < 2:
+            time.sleep(0.5)  # both workers are training
+        workers = [p for p in _children(sweep.pid) if "spawn_main" in open(f"/proc/{p}/cmdline").read()]
+        assert len(workers) == 2
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)]
+    finally:
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+        if sweep.poll() is None:
+            sweep.kill()
