@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data.datasets import default_cache_dir
-from .runs import atomic_torch_save, config_hash
+from .runs import atomic_torch_save, config_hash, set_aside
 
 PRETRAIN_FORMAT_VERSION = 1
 
@@ -63,7 +63,11 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     key = synthetic_pretrain_key(widths, steps, seed, batch_size, num_images, lr, output_stride)
     path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
+        except Exception as err:  # truncated or damaged: rebuilt below (it is deterministic)
+            set_aside(path, "corrupt", f"unreadable cached pre-trained backbone ({type(err).__name__}: {err}); "
+                                       "building it again")
     t0 = time.perf_counter()
     images, labels = generate_pretraining_images(num_images, seed=seed)
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -168,6 +169,19 @@ def run_lock(run_dir: str | os.PathLike, what: str = "run") -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def set_aside(path: str | os.PathLike, tag: str, why: str) -> Path | None:
+    """Rename a file the cache cannot use to ``<name>.<tag>-<time>`` (kept for inspection, never
+    read again) and say so on stderr, naming it. None when another process moved it first."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        path.rename(aside)
+    except FileNotFoundError:
+        return None
+    print(f"warning: {path}: {why}; set aside as {aside.name}", file=sys.stderr)
+    return aside
 
 
 def write_labelled_ids(run_dir: str | os.PathLike, ids: list[str], labelled: list[int]) -> Path:

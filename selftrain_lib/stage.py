@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from .losses import LossWeights, pixel_cross_entropy, total_loss
 from .precision import Precision, resolve_precision
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
 from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, finished_run_problem, run_lock,
-                   write_labelled_ids, config_hash, read_json, read_mask_pngs,
+                   set_aside, write_labelled_ids, config_hash, read_json, read_mask_pngs,
                    write_csv, write_mask_pngs)
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
@@ -480,12 +479,27 @@ def _reusable(run_dir: Path) -> bool:
     problem = finished_run_problem(run_dir)
     if problem is None:
         return True
-    aside = metrics.with_name(f"metrics.json.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"warning: {run_dir} is not a complete run ({problem}); training it again "
-          f"(its metrics.json is now {aside.name})", file=sys.stderr)
-    with contextlib.suppress(FileNotFoundError):  # another process may have set it aside first
-        metrics.rename(aside)
+    set_aside(metrics, "incomplete", f"the run is not complete ({problem}); training it again")
     return False
+
+
+CHECKPOINT_KEYS = ("step", "model", "optimizer", "teacher", "rows", "sums", "elapsed")
+
+
+def _read_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint of an interrupted run, or None: none there, or unreadable (a truncated file,
+    a disk that filled up), which is then set aside and the stage starts again."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+        if missing:
+            raise KeyError(f"no {missing}")
+        return ckpt
+    except Exception as err:  # torch.load raises EOFError, RuntimeError, UnpicklingError... on a bad file
+        set_aside(path, "corrupt", f"unreadable checkpoint ({type(err).__name__}: {err}); starting the stage again")
+        return None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -540,8 +554,8 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     start, rows, elapsed = 0, [], 0.0
     sums: dict[str, Tensor] = {}  # loss sums since the last logged row
     ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ckpt = _read_checkpoint(ckpt_path, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None:

@@ -251,3 +251,49 @@ def test_killing_a_parallel_sweep_ends_its_workers(tmp_path):
                 os.kill(p, signal.SIGKILL)
         if sweep.poll() is None:
             sweep.kill()
+
+
+# ------------------------------------------------------------------------------------------
+# 6. unreadable cache files are set aside and rebuilt
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_truncated_checkpoint_is_set_aside_and_the_stage_starts_again(tmp_path, monkeypatch, capsys):
+    from selftrain_lib import stage as stage_mod
+    from selftrain_lib.stage import run_stage
+
+    config = load_config("synth-street", "smoke")
+    reference = run_stage(config, 1, out=tmp_path / "ref", progress=False)
+    real, calls = stage_mod.compute_losses, {"n": 0}
+
+    def crash_on_fifth_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage_mod, "compute_losses", crash_on_fifth_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    monkeypatch.setattr(stage_mod, "compute_losses", real)
+    ckpt = tmp_path / "runs" / reference.run_hash / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a kill during a copy, a full disk
+    result = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    assert f"{ckpt}: unreadable checkpoint" in capsys.readouterr().err
+    assert len(list(ckpt.parent.glob("checkpoint.pt.corrupt-*"))) == 1 and not ckpt.exists()
+    a = torch.load(result.run_dir / "model.pt", weights_only=True)
+    b = torch.load(reference.run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # trained again from step 0: the same weights
+
+
+def test_a_truncated_cached_backbone_is_rebuilt(tmp_path, capsys):
+    from selftrain_lib.pretrain import synthetic_backbone_state
+
+    kwargs = dict(widths=(4, 4, 8, 8), steps=2, cache_dir=tmp_path, batch_size=4, num_images=16, progress=False)
+    first = synthetic_backbone_state(**kwargs)
+    (cached,) = (tmp_path / "pretrain").glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:500])
+    again = synthetic_backbone_state(**kwargs)
+    assert f"{cached}: unreadable cached pre-trained backbone" in capsys.readouterr().err
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert torch.load(cached, weights_only=True)["backbone"].keys() == first.keys()  # rebuilt in place
