@@ -158,17 +158,40 @@ def run_lock(run_dir: str | os.PathLike, what: str = "run") -> Iterator[None]:
     drops the lock when its holder dies, so a killed run never blocks the next. (Linux NFS maps
     ``flock`` onto NFS locks, so this holds on a shared cluster filesystem too.)"""
     run_dir = Path(run_dir)
-    make_dirs(run_dir)
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        make_dirs(run_dir)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"{what} {run_dir}: another process is training it; waiting for it to finish", file=sys.stderr)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # the holder may have removed the folder (a failed run): then lock the new one
+            if os.fstat(fd).st_ino == os.stat(run_dir / LOCK_NAME).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def clean_interrupted_writes(directory: str | os.PathLike) -> list[Path]:
+    """Remove what interrupted atomic writes left in ``directory`` (``.<name>.*.tmp`` files of
+    :func:`atomic_write_bytes`, ``.<name>.*`` folders of :func:`atomic_directory`; a checkpoint's is
+    ~1 GB at paper scale). Call it holding the folder's :func:`run_lock`: no write is then under way."""
+    removed = []
+    for p in Path(directory).glob(".*"):
+        if p.name == LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def set_aside(path: str | os.PathLike, tag: str, why: str) -> Path | None:

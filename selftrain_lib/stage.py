@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +34,9 @@ from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
 from .losses import LossWeights, pixel_cross_entropy, total_loss
 from .precision import Precision, resolve_precision
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
-from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, finished_run_problem, run_lock,
-                   set_aside, write_labelled_ids, config_hash, read_json, read_mask_pngs,
-                   write_csv, write_mask_pngs)
+from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, clean_interrupted_writes,
+                   config_hash, finished_run_problem, read_json, read_mask_pngs, run_lock, set_aside, write_csv,
+                   write_labelled_ids, write_mask_pngs)
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
 # not reused.
@@ -467,7 +468,21 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     with run_lock(run_dir, f"stage {stage} run") if world.is_main else contextlib.nullcontext():
         if _reusable(run_dir):  # another process finished it while this one waited
             return StageResult.load(run_dir, reused=True)
-        return _train_stage(config, stage, pseudo_masks, out, progress, data, world, key, run_hash, run_dir)
+        try:
+            return _train_stage(config, stage, pseudo_masks, out, progress, data, world, key, run_hash, run_dir)
+        except Exception as err:  # an error, not an interruption (KeyboardInterrupt, a kill): resumable runs stay
+            if world.is_main:
+                _after_failure(run_dir, err)
+            raise
+
+
+def _after_failure(run_dir: Path, err: Exception) -> None:
+    """A run that failed leaves no folder that looks like an interrupted run: without a checkpoint
+    (nothing to resume) the folder goes; with one, ``error.txt`` says why it stopped."""
+    if (run_dir / "checkpoint.pt").is_file():
+        atomic_write_text(run_dir / ERROR_FILE, f"{type(err).__name__}: {err}\n")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _reusable(run_dir: Path) -> bool:
@@ -483,6 +498,7 @@ def _reusable(run_dir: Path) -> bool:
     return False
 
 
+ERROR_FILE = "error.txt"
 CHECKPOINT_KEYS = ("step", "model", "optimizer", "teacher", "rows", "sums", "elapsed")
 
 
@@ -525,6 +541,8 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     """The body of :func:`run_stage` once this process holds the run (resumes from its checkpoint)."""
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        clean_interrupted_writes(run_dir)  # this process holds the run: no write of another is under way
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)
         atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
                                                     "config": resolved_dict(config)})
     world.barrier()
@@ -600,7 +618,8 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
             # a checkpoint never holds weights trained past a non-finite loss (one sync per checkpoint)
             _check_finite({k: float(v) for k, v in world.mean(sums).items()}, stage,
                           done - (done - 1) % config.log_every - 1, done, run_dir)
-        if done % config.checkpoint_every == 0 and done < steps and world.is_main:
+        # and at the last step: a kill during the final pseudo-mask pass then resumes there
+        if (done % config.checkpoint_every == 0 or done == steps) and world.is_main:
             atomic_torch_save(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "teacher": teacher.state_dict() if teacher is not None else None,
                                           "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,

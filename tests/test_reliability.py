@@ -297,3 +297,67 @@ def test_a_truncated_cached_backbone_is_rebuilt(tmp_path, capsys):
     assert f"{cached}: unreadable cached pre-trained backbone" in capsys.readouterr().err
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert torch.load(cached, weights_only=True)["backbone"].keys() == first.keys()  # rebuilt in place
+
+
+# ------------------------------------------------------------------------------------------
+# 9. litter and lost work
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_leftovers_of_interrupted_writes_are_removed_when_the_run_starts(tmp_path):
+    from selftrain_lib.stage import run_stage
+
+    config = load_config("synth-street", "smoke", stage1_steps=2)
+    run_dir = tmp_path / config_hash(stage_run_key(config, 1, None))
+    run_dir.mkdir()
+    (run_dir / ".checkpoint.pt.k2j3.tmp").write_bytes(b"x" * 1000)  # a kill during atomic_torch_save
+    (run_dir / ".pseudo_masks.abc").mkdir()                            # ... during atomic_directory
+    (run_dir / ".pseudo_masks.abc" / "train_00000.png").write_bytes(b"")
+    run_stage(config, 1, out=tmp_path, progress=False)
+    assert sorted(p.name for p in run_dir.glob(".*")) == [".lock"]
+
+
+@pytest.mark.slow
+def test_an_error_after_config_json_leaves_no_run_folder(tmp_path):
+    from selftrain_lib.stage import run_stage
+
+    split = tmp_path / "split.txt"
+    split.write_text("train_00001\nnot_an_image\n")
+    config = load_config("synth-street", "smoke", split_file=str(split))
+    with pytest.raises(ValueError, match=r"split\.txt:2: unknown image id 'not_an_image'"):
+        run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    assert not list((tmp_path / "runs").glob("*/config.json"))
+
+
+@pytest.mark.slow
+def test_a_kill_in_the_final_pseudo_mask_pass_resumes_there(tmp_path, monkeypatch):
+    from selftrain_lib import stage as stage_mod
+    from selftrain_lib.stage import run_stage
+
+    config = load_config("synth-street", "smoke", checkpoint_every=4)  # 6 steps: the last is not a multiple
+    reference = run_stage(config, 1, out=tmp_path / "ref", progress=False)
+    real_finish = stage_mod._finish_stage
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage_mod, "_finish_stage", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    ckpt = tmp_path / "runs" / reference.run_hash / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=False)["step"] == 6
+    calls = {"n": 0}
+    real_losses = stage_mod.compute_losses
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real_losses(*args, **kwargs)
+
+    monkeypatch.setattr(stage_mod, "_finish_stage", real_finish)
+    monkeypatch.setattr(stage_mod, "compute_losses", counted)
+    resumed = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    assert calls["n"] == 0  # no step trained again
+    a = torch.load(resumed.run_dir / "model.pt", weights_only=True)
+    b = torch.load(reference.run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.curves()["loss"].tolist() == pytest.approx(reference.curves()["loss"].tolist())
