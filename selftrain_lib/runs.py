@@ -99,11 +99,39 @@ def make_dirs(path: str | os.PathLike) -> Path:
     return path
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``os.umask`` sets it:
+    the round trip below briefly changes it for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fix_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by ``tempfile`` (0600 / 0700, whatever the umask)
+    the mode an ordinary ``open`` / ``mkdir`` would, so that a run cache shared by a group (a
+    cluster's, umask 002) is readable by the group. Files of other users are left alone."""
+    path = Path(path)
+    try:
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    except (FileNotFoundError, PermissionError):
+        pass
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -245,6 +273,7 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     when the block ends normally, and is removed when it raises."""
     directory = Path(directory)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    fix_mode(tmp, directory=True)  # mkdtemp makes 0700 folders
     try:
         yield tmp
         old = None

@@ -361,3 +361,23 @@ def test_a_kill_in_the_final_pseudo_mask_pass_resumes_there(tmp_path, monkeypatc
     b = torch.load(reference.run_dir / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.curves()["loss"].tolist() == pytest.approx(reference.curves()["loss"].tolist())
+
+
+# ------------------------------------------------------------------------------------------
+# 10. the umask is respected
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cache_files_follow_the_umask(tmp_path):
+    from selftrain_lib.stage import run_stage
+
+    old = os.umask(0o002)  # a cluster group's shared cache
+    try:
+        config = load_config("synth-street", "smoke", stage1_steps=2, cache_dir=str(tmp_path / "cache"))
+        result = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    finally:
+        os.umask(old)
+    paths = [result.run_dir, *result.run_dir.rglob("*"), *(tmp_path / "cache").rglob("*")]
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in paths}
+    wrong = {p: m for p, m in modes.items() if m != (oct(0o775) if (tmp_path / p).is_dir() else oct(0o664))}
+    assert not wrong and any(p.endswith(".npz") for p in modes) and any(p.endswith("model.pt") for p in modes)

@@ -145,9 +145,16 @@ def load_data(config) -> SegmentationData:
         from .lazy import FileSegmentationData
 
         return FileSegmentationData(info=info, train=open_files(config, "train"), val=open_files(config, "val"))
-    arrays = load_synthetic(config.dataset, pool_size=config.pool_size or info.default_pool_size,
-                            val_size=config.val_size or info.default_val_size, seed=config.data_seed,
-                            cache_dir=default_cache_dir(config.cache_dir) / "synthetic")
+    from ..runs import fix_mode
+    from .synthetic import cache_path
+
+    sizes = (config.pool_size or info.default_pool_size, config.val_size or info.default_val_size)
+    cache = default_cache_dir(config.cache_dir) / "synthetic"
+    arrays = load_synthetic(config.dataset, pool_size=sizes[0], val_size=sizes[1], seed=config.data_seed,
+                            cache_dir=cache)
+    # synthetic.py writes its cache through mkstemp (0600); it is not edited here because its source
+    # digest is part of the pinned run hashes
+    fix_mode(cache_path(config.dataset, sizes[0], sizes[1], config.data_seed, cache))
 
     def images(a):  # (N, H, W, 3) numpy → (N, 3, H, W) tensor
         return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
