@@ -555,6 +555,10 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
+    if not isinstance(data, SegmentationData):  # files: a bad one is found now, not after a stage
+        from .data import check_files_once
+
+        check_files_once(config, data, progress)
     split = select_split(config, data, out)
     if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
         write_labelled_ids(run_dir, data.train_ids, split.labelled.tolist())

@@ -381,3 +381,79 @@ def test_cache_files_follow_the_umask(tmp_path):
     modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in paths}
     wrong = {p: m for p, m in modes.items() if m != (oct(0o775) if (tmp_path / p).is_dir() else oct(0o664))}
     assert not wrong and any(p.endswith(".npz") for p in modes) and any(p.endswith("model.pt") for p in modes)
+
+
+# ------------------------------------------------------------------------------------------
+# 5 and 8. files are checked before training; duplicate ids and train/val overlap are errors
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_bad_unlabelled_mask_is_found_before_training(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from selftrain_lib import stage as stage_mod
+    from selftrain_lib.data.files import FileDataset
+    from selftrain_lib.pipeline import run
+
+    config = _leaves(tmp_path, cache_dir=str(tmp_path / "cache"))
+    kwargs = dict(dataset="leaves", scale="smoke", params=tmp_path / "leaves.yaml", data_root=config.data_root,
+                  cache_dir=config.cache_dir, stages=1, progress=False)
+    checks = {"n": 0}
+    real_check = FileDataset.check
+
+    def counted(self, *args, **kw):
+        checks["n"] += 1
+        return real_check(self, *args, **kw)
+
+    monkeypatch.setattr(FileDataset, "check", counted)
+    run(out=tmp_path / "runs", **kwargs)
+    run(out=tmp_path / "other-runs", **kwargs)  # same files: checked once (train and val)
+    assert checks["n"] == 2 and len(list((tmp_path / "cache" / "checked").iterdir())) == 1
+
+    mask = tmp_path / "mine" / "masks" / "img2.png"
+    bad = np.array(Image.open(mask))
+    bad[2, 2] = 7  # outside [0, 3) and not the ignore value 250; img2 is unlabelled with seed 0
+    Image.fromarray(bad).save(mask)
+    steps = {"n": 0}
+    monkeypatch.setattr(stage_mod, "compute_losses", lambda *a, **k: steps.__setitem__("n", steps["n"] + 1))
+    with pytest.raises(ValueError, match=r"img2\.png: label values \[7\]"):
+        run(out=tmp_path / "runs", **kwargs, seed=3)
+    assert steps["n"] == 0
+
+
+def test_truncated_and_non_image_files_are_named(tmp_path):
+    from selftrain_lib.data.folder import folder
+
+    root = make_folder(tmp_path / "mine")
+    img = root / "images" / "img1.png"
+    img.write_bytes(img.read_bytes()[:60])
+    (root / "masks" / "img0.png").write_text("not a png")
+    data = folder(root, "train", num_classes=3, ignore_index=250)
+    with pytest.raises(ValueError, match=r"img1\.png: cannot read this image file"):
+        data.image(1)
+    with pytest.raises(ValueError, match=r"masks/img0\.png: cannot read this mask file"):
+        data.mask(0)
+
+
+@pytest.mark.parametrize("layout", ["lists", "subfolders"])
+def test_two_images_of_one_stem_are_an_error(tmp_path, layout):
+    from PIL import Image
+
+    from selftrain_lib.data.folder import folder
+
+    root = make_folder(tmp_path / "mine", layout)
+    sub = "" if layout == "lists" else "train"
+    Image.open(root / "images" / sub / "img1.png").convert("RGB").save(root / "images" / sub / "img1.jpg")
+    with pytest.raises(ValueError, match=r"images \['img1\.jpg', 'img1\.png'\] share the id 'img1'"):
+        folder(root, "train", num_classes=3, ignore_index=250)
+
+
+def test_a_val_list_overlapping_the_train_list_is_an_error(tmp_path):
+    from selftrain_lib.data import load_data
+
+    config = _leaves(tmp_path)
+    (tmp_path / "mine" / "val.txt").write_text("img3\nimg1\n")
+    with pytest.raises(ValueError, match=r"1 image\(s\) are in both the train and the val set .*\['img1'\]"):
+        load_data(config)
+    with pytest.raises(ValueError, match="in both the train and the val set"):
+        stage_hashes(config, 1)  # found when the run hash is computed, before anything trains
