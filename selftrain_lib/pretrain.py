@@ -166,7 +166,8 @@ def _unwrap_state(state, path) -> dict:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (or a dict holding one under 'model' or 'state_dict')")
+        raise ValueError(f"pretrained: {path}: expected a state dict (or a dict holding one under 'model' or "
+                         "'state_dict')")
     return state
 
 
@@ -227,7 +228,13 @@ def load_checkpoint_into(module: nn.Module, path: str | Path) -> CheckpointRepor
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained: no checkpoint file {path}")
-    state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True), path)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a text file, a pickle of other objects, a truncated download...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"pretrained: {path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+                         f"{first[:200]})") from err
+    state = _unwrap_state(loaded, path)
     return load_state_into(module, state, str(path))
 
 

@@ -67,7 +67,11 @@ def id_list_digest(ids: Iterable[str]) -> str:
 
 def split_file_ids(path: str | os.PathLike) -> list[str]:
     """The ids a split file lists (blank lines and ``#`` comments skipped), as ``read_split`` reads them."""
-    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"split_file: {path} is not a text file of image ids ({err})") from None
+    lines = (line.strip() for line in text.splitlines())
     return [name for name in lines if name and not name.startswith("#")]
 
 

@@ -55,9 +55,21 @@ def generator(*parts: Any) -> torch.Generator:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` (``config.device``) asks for; a GPU that is not there is an error
+    naming the key, before anything trains."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device: {name!r} is not a torch device ({err})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device: {name!r} asks for a GPU, but torch finds no CUDA device here (use 'cpu' or 'auto')")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device: {name!r} does not exist; this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+    return device
 
 
 # ------------------------------------------------------------------------------------------

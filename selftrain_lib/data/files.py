@@ -146,7 +146,11 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"missing list file {path}")
     ids: list[str] = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text list of image ids ({err})") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
