@@ -5,7 +5,10 @@ path entering by content), ``labelled_ids.txt`` (the labelled set L), ``checkpoi
 training, for resume), ``curves.csv``, ``model.pt`` (final weights of f), ``val_samples.npz``
 (predictions on a fixed sample of validation images), ``pseudo_masks/`` (uint8 PNGs of L∪U)
 and, last of all, ``metrics.json``: its presence marks the run as finished. Every file is
-written to a temporary name and renamed, so an interrupted write never leaves a half file.
+written to a temporary name and renamed, so an interrupted write never leaves a half file
+(the leftovers of one are removed when the run starts again, :func:`clean_interrupted_writes`).
+``.lock`` is the run's :func:`run_lock`; ``error.txt`` says why a resumable run last stopped.
+Files and folders get the modes the umask gives (``tempfile`` alone would make them private).
 """
 from __future__ import annotations
 
