@@ -492,6 +492,7 @@ def test_loader_workers_give_the_batches_of_the_main_process(tmp_path):
     root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
                     sizes=((20, 24), (18, 30), (26, 20), (24, 24), (22, 28), (30, 22)))
     (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("im0\nim1\nim2\nim3\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("im4\nim5\n")  # not training images
     pseudo_dir = tmp_path / "pseudo"
     for k, (h, w) in enumerate(((20, 24), (18, 30), (26, 20), (24, 24))):
         _png(pseudo_dir / f"im{k}.png", np.full((h, w), k % 2, np.uint8))
