@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -17,7 +19,12 @@ def _parse_set(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem}); "
+                              "quote strings, write lists as [64, 64]") from None
     return out
 
 
@@ -55,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "SELFTRAIN_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 with one ``error: ...`` line naming the key, file or value at fault
+    (``SELFTRAIN_DEBUG=1`` shows the traceback instead)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
@@ -64,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench_main
 
             return bench_main(args.out, args.steps, compile_model=not args.no_compile)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # KeyboardInterrupt passes: the run resumes from its checkpoint
+        if os.environ.get(DEBUG_ENV):
+            raise
+        # errors of this library name the culprit and read as they are; other errors get their type
+        ours = isinstance(err, (ConfigError, ValueError, OSError, RuntimeError))
+        print(f"error: {err}" if ours else f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     return 0
 
@@ -73,10 +89,18 @@ def main(argv: list[str] | None = None) -> int:
 def run_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`selftrain_lib.run` that a ``run`` command line asks for."""
     overrides = _parse_set(args.set)
+    for key, flag in (("dataset", "--dataset"), ("scale", "--scale")):
+        if key in overrides:
+            raise ConfigError(f"--set {key}=...: give it as {flag} (it chooses the parameter file and preset)")
+    for key in ("labels", "method"):  # keys with a flag of their own: either, not both
+        if key in overrides:
+            if getattr(args, key) is not None:
+                raise ConfigError(f"{key}: given both as --{key} and as --set {key}=...")
+            setattr(args, key, overrides.pop(key))
     for key in ("seed", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    labels = args.labels if args.labels in (None, "full") else _int(args.labels, "--labels")
+    labels = args.labels if args.labels in (None, "full") or isinstance(args.labels, int) else _int(args.labels, "--labels")
     return dict(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, params=args.params,
                 method=args.method, **overrides)
 
@@ -84,7 +108,9 @@ def run_kwargs(args: argparse.Namespace) -> dict:
 def _run(args) -> int:
     from .pipeline import run
 
-    result = run(out=args.out, progress=not args.no_progress, **run_kwargs(args))
+    kwargs = run_kwargs(args)
+    _check_out(args.out)
+    result = run(out=args.out, progress=not args.no_progress, **kwargs)
     from .distributed import current
 
     if not current().is_main:  # under torchrun: rank 0 reports
@@ -98,6 +124,16 @@ def _run(args) -> int:
     if args.json:
         print(json.dumps(result.summary()))
     return 0
+
+
+def _check_out(out: str) -> None:
+    """``--out`` must be a folder this process can write (found now, not after a stage trained)."""
+    path = Path(out)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--out: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot write in {existing} (permission denied)")
 
 
 def _int(text: str, name: str) -> int:

@@ -13,6 +13,7 @@ Every key is checked: an unknown key, a wrong type or an impossible value raises
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -225,13 +226,21 @@ def _read_params(path: Path) -> tuple[dict, dict, dict]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
     presets = raw.pop("scales", {}) or {}
     by_labels = raw.pop("by_labels", {}) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{path}: scales: expected a mapping from preset names (smoke, quick...) to keys, "
+                          f"got {type(presets).__name__}")
     if not isinstance(by_labels, dict):
         raise ConfigError(f"{path}: by_labels: expected a mapping from label counts to keys")
+    for name, section in ((f"by_labels.{k}", v) for k, v in by_labels.items()):
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{path}: {name}: expected a mapping of keys, got {section!r}")
     return raw, presets, by_labels
 
 
@@ -258,6 +267,8 @@ def load_config(dataset: str = "synth-street", scale: str = "quick", params: str
     raw, presets, by_labels = _read_params(path)
     if scale not in presets:
         raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
+    if presets[scale] is not None and not isinstance(presets[scale], dict):
+        raise ConfigError(f"{path}: scales.{scale}: expected a mapping of keys, got {presets[scale]!r}")
     layers = [(str(path), raw), (f"{path}: scales.{scale}", presets[scale] or {}), ("overrides", overrides)]
     # by_labels: {|L|: {key: value}}, settings that depend on the label count (e.g. λ, the labelled
     # share of a batch); applied over the scale preset, under the overrides.
@@ -349,7 +360,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a float's range
+            number = math.inf
+        if not math.isfinite(number):  # inf / nan pass every comparison of validate() the wrong way
+            raise ConfigError(f"{key}: expected a finite number, got {_short(value)}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -357,14 +374,22 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # a bug in Config, not user input
 
 
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
+
+
 def _pool_size(values: Mapping[str, Any]) -> int:
     """The number of training images: counted from the train list of a dataset read from files
     (a subset, or your own folder dataset), else the synthetic pool's size."""
     from .data import dataset_info, open_files  # local import: data imports nothing from here at module level
 
-    info = dataset_info(values.get("dataset", Config.dataset))
-    if info.format != "synthetic" and values.get("data_root"):
-        return len(open_files(make_config({**values, "labels": 1}), "train"))
+    probe = make_config({**values, "labels": 1})  # validated; registers a folder dataset the values declare
+    info = dataset_info(probe.dataset)
+    if info.format != "synthetic":
+        _require(bool(probe.data_root), "labels", f"'full' counts the train list of {probe.dataset!r}, which is "
+                 "read from files: set data_root to its folder")
+        return len(open_files(probe, "train"))
     return values.get("pool_size") or info.default_pool_size
 
 
@@ -386,6 +411,8 @@ def validate(c: Config) -> None:
         v = getattr(c, key)
         _require(v is None or v >= 1, key, f"must be >= 1, got {v}")
     pool = c.pool_size or info.default_pool_size  # 0: a folder dataset, counted when it is read
+    for key in ("seed", "data_seed"):
+        _require(getattr(c, key) >= 0, key, f"must be >= 0, got {getattr(c, key)}")
     _require(1 <= c.labels and (not pool or c.labels <= pool), "labels",
              f"must be between 1 and the pool size {pool}, got {c.labels}")
     if info.format != "folder":

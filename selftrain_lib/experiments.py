@@ -131,6 +131,7 @@ def spec(dataset: str, labels: int | str, seed: int = 0, stages: int = 3, varian
          **overrides: Any) -> RunSpec:
     """A :class:`RunSpec` with the paper's λ1 = λ2 for the label count unless given."""
     check_dataset(dataset)
+    _check_labels(labels)
     if labels != "full" and stages > 1:
         lam = paper_lambda(dataset, labels)
         overrides.setdefault("lambda1", lam)
@@ -138,8 +139,22 @@ def spec(dataset: str, labels: int | str, seed: int = 0, stages: int = 3, varian
     return RunSpec(dataset, labels, stages, seed, tuple(sorted(overrides.items())), variant)
 
 
+def _check_labels(labels: Any) -> None:
+    """A label count is a positive integer or ``"full"`` (a notebook's ``-p labels -5`` would
+    otherwise be scaled up to ``labelled_per_batch`` without a word)."""
+    if labels != "full" and (isinstance(labels, bool) or not isinstance(labels, int) or labels < 1):
+        raise ValueError(f"labels: expected a positive integer or 'full', got {labels!r}")
+
+
 def _seeds(seeds: Iterable[int]) -> list[int]:
-    seeds = [int(s) for s in seeds]
+    """The list of seeds; a string (``-p seeds '"12"'``, which would be seeds 1 and 2) or a
+    non-integer entry is an error."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ValueError(f"seeds: expected a list of integers such as [0, 1, 2], got {seeds!r}")
+    seeds = list(seeds)
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"seeds: expected non-negative integers, got {bad[0]!r} in {seeds!r}")
     if not seeds:
         raise ValueError("seeds: give at least one seed")
     return seeds
@@ -173,7 +188,11 @@ def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] 
     """Tables II (street) and III/IV (objects): the three-stage method at each label count (its
     Stage 1 is the supervised baseline), the mean teacher ``baselines`` (Cutout, CutMix) at each
     label count, and full supervision (Stage 1 on the whole pool) when ``full``."""
+    if labels is not None and (isinstance(labels, (str, int)) or not isinstance(labels, Iterable)):
+        raise ValueError(f"labels: expected a list of label counts such as [100, 375] (or None), got {labels!r}")
     labels = list(labels) if labels is not None else list(LABEL_COUNTS[check_dataset(dataset)])
+    for n in labels:
+        _check_labels(n)
     out = [spec(dataset, n, s) for n in labels for s in _seeds(seeds)]
     out += [baseline_spec(dataset, n, m, s) for m in baselines if m != "supervised" for n in labels
             for s in _seeds(seeds)]

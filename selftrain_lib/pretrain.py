@@ -23,7 +23,7 @@ from torch import nn
 from .progress import tqdm
 
 from .data.datasets import default_cache_dir
-from .runs import atomic_torch_save, config_hash
+from .runs import atomic_torch_save, config_hash, set_aside
 
 PRETRAIN_FORMAT_VERSION = 1
 
@@ -65,7 +65,11 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     key = synthetic_pretrain_key(widths, steps, seed, batch_size, num_images, lr, output_stride)
     path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
+        except Exception as err:  # truncated or damaged: rebuilt below (it is deterministic)
+            set_aside(path, "corrupt", f"unreadable cached pre-trained backbone ({type(err).__name__}: {err}); "
+                                       "building it again")
     t0 = time.perf_counter()
     images, labels = generate_pretraining_images(num_images, seed=seed)
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
@@ -164,7 +168,8 @@ def _unwrap_state(state, path) -> dict:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (or a dict holding one under 'model' or 'state_dict')")
+        raise ValueError(f"pretrained: {path}: expected a state dict (or a dict holding one under 'model' or "
+                         "'state_dict')")
     return state
 
 
@@ -278,7 +283,13 @@ def load_checkpoint_into(module: nn.Module, path: str | Path) -> CheckpointRepor
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained: no checkpoint file {path}")
-    state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True), path)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a text file, a pickle of other objects, a truncated download...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"pretrained: {path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+                         f"{first[:200]})") from err
+    state = _unwrap_state(loaded, path)
     return load_state_into(module, state, str(path))
 
 

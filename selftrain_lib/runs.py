@@ -1,21 +1,28 @@
 """The run cache: one folder per stage run, named by the hash of what the run computes.
 
-``runs/<hash>/`` holds ``config.json`` (resolved configuration), ``checkpoint.pt`` (while
+``runs/<hash>/`` holds ``config.json`` (resolved configuration and the hashed key, inputs named by
+path entering by content), ``labelled_ids.txt`` (the labelled set L), ``checkpoint.pt`` (while
 training, for resume), ``curves.csv``, ``model.pt`` (final weights of f), ``val_samples.npz``
 (predictions on a fixed sample of validation images), ``pseudo_masks/`` (uint8 PNGs of L∪U)
 and, last of all, ``metrics.json``: its presence marks the run as finished. Every file is
-written to a temporary name and renamed, so an interrupted write never leaves a half file.
+written to a temporary name and renamed, so an interrupted write never leaves a half file
+(the leftovers of one are removed when the run starts again, :func:`clean_interrupted_writes`).
+``.lock`` is the run's :func:`run_lock`; ``error.txt`` says why a resumable run last stopped.
+Files and folders get the modes the umask gives (``tempfile`` alone would make them private).
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -33,14 +40,105 @@ def config_hash(key: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------
+# inputs hashed by content (a path says nothing about what the file holds today)
+# ------------------------------------------------------------------------------------------
+
+# (resolved path, size, mtime_ns) -> sha256: a 170 MB weights file is hashed once per process and
+# once per change, not at every run-hash computation (a sweep computes hundreds).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of the file's bytes, memoised by (path, size, mtime): an edited file gets a
+    new digest, an untouched one is not read again."""
+    path = Path(path).expanduser().resolve()
+    st = path.stat()
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[memo] = f"sha256:{h.hexdigest()}"
+    return _DIGESTS[memo]
+
+
+def id_list_digest(ids: Iterable[str]) -> str:
+    """``sha256:<hex>`` of a set of image ids (order and repeats do not matter: a split is a set)."""
+    return "sha256:" + hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
+
+
+def split_file_ids(path: str | os.PathLike) -> list[str]:
+    """The ids a split file lists (blank lines and ``#`` comments skipped), as ``read_split`` reads them."""
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"split_file: {path} is not a text file of image ids ({err})") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [name for name in lines if name and not name.startswith("#")]
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike], root: str | os.PathLike) -> str:
+    """``files:<hex>`` over each file's path (relative to ``root``), size and mtime (whole seconds,
+    which every filesystem and ``cp -p`` / ``rsync -a`` keep): one ``stat`` per file, cheap for 10k
+    images. A file replaced, resized or touched changes it; so does another folder with other files."""
+    root = Path(root).expanduser().resolve()
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p).expanduser().resolve()
+        st = p.stat()
+        try:
+            name = p.relative_to(root).as_posix()
+        except ValueError:  # a list file or folder outside data_root
+            name = str(p)
+        h.update(f"{name}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())
+    return f"files:{h.hexdigest()}"
+
+
+# ------------------------------------------------------------------------------------------
 # atomic writes
 # ------------------------------------------------------------------------------------------
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``os.umask`` sets it:
+    the round trip below briefly changes it for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fix_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by ``tempfile`` (0600 / 0700, whatever the umask)
+    the mode an ordinary ``open`` / ``mkdir`` would, so that a run cache shared by a group (a
+    cluster's, umask 002) is readable by the group. Files of other users are left alone."""
+    path = Path(path)
+    try:
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    except (FileNotFoundError, PermissionError):
+        pass
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -81,6 +179,98 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: Iter
 
 
 # ------------------------------------------------------------------------------------------
+# one process per run
+# ------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+LABELLED_IDS = "labelled_ids.txt"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<run_dir>/.lock`` for the block: a second process training
+    the same run waits here (saying so), then finds the run finished and reuses it. The kernel
+    drops the lock when its holder dies, so a killed run never blocks the next. (Linux NFS maps
+    ``flock`` onto NFS locks, so this holds on a shared cluster filesystem too.)"""
+    run_dir = Path(run_dir)
+    while True:
+        make_dirs(run_dir)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{what} {run_dir}: another process is training it; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # the holder may have removed the folder (a failed run): then lock the new one
+            if os.fstat(fd).st_ino == os.stat(run_dir / LOCK_NAME).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def clean_interrupted_writes(directory: str | os.PathLike) -> list[Path]:
+    """Remove what interrupted atomic writes left in ``directory`` (``.<name>.*.tmp`` files of
+    :func:`atomic_write_bytes`, ``.<name>.*`` folders of :func:`atomic_directory`; a checkpoint's is
+    ~1 GB at paper scale). Call it holding the folder's :func:`run_lock`: no write is then under way."""
+    removed = []
+    for p in Path(directory).glob(".*"):
+        if p.name == LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def set_aside(path: str | os.PathLike, tag: str, why: str) -> Path | None:
+    """Rename a file the cache cannot use to ``<name>.<tag>-<time>`` (kept for inspection, never
+    read again) and say so on stderr, naming it. None when another process moved it first."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        path.rename(aside)
+    except FileNotFoundError:
+        return None
+    print(f"warning: {path}: {why}; set aside as {aside.name}", file=sys.stderr)
+    return aside
+
+
+def write_labelled_ids(run_dir: str | os.PathLike, ids: list[str], labelled: list[int]) -> Path:
+    """``labelled_ids.txt``: the labelled set of the run (a split file: ``split_file`` can read it
+    back) under a comment line giving the pool size, which :func:`finished_run_problem` checks."""
+    lines = [f"# {len(labelled)} labelled of a pool of {len(ids)}\n"] + [f"{ids[i]}\n" for i in labelled]
+    return atomic_write_text(Path(run_dir) / LABELLED_IDS, "".join(lines))
+
+
+def finished_run_problem(run_dir: str | os.PathLike) -> str | None:
+    """Why the run in ``run_dir`` cannot be reused although it has ``metrics.json``, or None.
+
+    Checks the pseudo-masks: one PNG per pool image (the pool size is in ``labelled_ids.txt``;
+    runs older than that file are trusted)."""
+    run_dir = Path(run_dir)
+    record = run_dir / LABELLED_IDS
+    if not record.is_file():
+        return None
+    first = record.read_text().split("\n", 1)[0]
+    try:
+        pool = int(first.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return f"{record}: first line {first!r} does not give the pool size"
+    masks = run_dir / "pseudo_masks"
+    found = sum(1 for _ in masks.rglob("*.png")) if masks.is_dir() else 0
+    if found != pool:
+        return f"{masks} holds {found} pseudo-masks, the pool has {pool} images"
+    return None
+
+
+# ------------------------------------------------------------------------------------------
 # masks as PNG files
 # ------------------------------------------------------------------------------------------
 
@@ -90,11 +280,16 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     when the block ends normally, and is removed when it raises."""
     directory = Path(directory)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    fix_mode(tmp, directory=True)  # mkdtemp makes 0700 folders
     try:
         yield tmp
-        if directory.exists():
-            shutil.rmtree(directory)
+        old = None
+        if directory.exists():  # renamed out of the way first: no moment with a half-deleted folder
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            os.replace(directory, old / directory.name)
         os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

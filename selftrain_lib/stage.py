@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,9 @@ from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
 from .losses import LossWeights, pixel_cross_entropy, total_loss
 from .precision import Precision, resolve_precision
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
-from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, config_hash, read_json, read_mask_pngs,
-                   write_csv, write_mask_pngs)
+from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, clean_interrupted_writes,
+                   config_hash, finished_run_problem, read_json, read_mask_pngs, run_lock, set_aside, write_csv,
+                   write_labelled_ids, write_mask_pngs)
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
 # not reused.
@@ -54,9 +56,21 @@ def generator(*parts: Any) -> torch.Generator:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` (``config.device``) asks for; a GPU that is not there is an error
+    naming the key, before anything trains."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device: {name!r} is not a torch device ({err})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device: {name!r} asks for a GPU, but torch finds no CUDA device here (use 'cpu' or 'auto')")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device: {name!r} does not exist; this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+    return device
 
 
 # ------------------------------------------------------------------------------------------
@@ -418,11 +432,32 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
                   world_size: int = 1) -> dict[str, Any]:
     """What identifies a stage run: its configuration, the run its pseudo-masks came from, and the
-    number of data-parallel processes when more than one (they multiply the batch)."""
-    from .data.synthetic import generator_digest
+    number of data-parallel processes when more than one (they multiply the batch).
 
-    key = {"stage": stage, "config": stage_key(config, stage), "format": RUN_FORMAT_VERSION,
-           "data": generator_digest(), "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
+    Inputs named by a path enter by content: ``split_file`` as the digest of its ids, a
+    ``pretrained`` checkpoint file as the digest of its bytes, a dataset read from files as the
+    fingerprint of its files (:func:`selftrain_lib.data.data_fingerprint`). The source digest of
+    the generator (data/synthetic.py) enters the runs that use its output only: the generated
+    datasets, and runs starting from the synthetic pre-training."""
+    from .data import dataset_info
+    from .data.synthetic import generator_digest
+    from .runs import file_sha256, id_list_digest, split_file_ids
+
+    config_key = stage_key(config, stage)
+    if config.split_file is not None:
+        config_key["split_file"] = id_list_digest(split_file_ids(config.split_file))
+    if config.pretrained not in ("synthetic", "imagenet", "none"):
+        config_key["pretrained"] = file_sha256(config.pretrained)
+    if dataset_info(config.dataset).format == "synthetic":
+        data: Any = generator_digest()  # as before: the generated datasets' run hashes are pinned
+    else:
+        from .data import data_fingerprint
+
+        data = {"files": data_fingerprint(config)}
+        if config.pretrained == "synthetic":
+            data["generator"] = generator_digest()
+    key = {"stage": stage, "config": config_key, "format": RUN_FORMAT_VERSION,
+           "data": data, "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
     if world_size > 1:
         key["world_size"] = world_size
     return key
@@ -461,10 +496,87 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None, world.size)
     run_hash = config_hash(key)
     run_dir = out / run_hash
-    if (run_dir / "metrics.json").is_file():
+    if _reusable(run_dir):
         return StageResult.load(run_dir, reused=True)
+    # rank 0 alone takes the lock: the other ranks of a torchrun job train the same run with it
+    with run_lock(run_dir, f"stage {stage} run") if world.is_main else contextlib.nullcontext():
+        if _reusable(run_dir):  # another process finished it while this one waited
+            return StageResult.load(run_dir, reused=True)
+        try:
+            return _train_stage(config, stage, pseudo_masks, out, progress, data, world, key, run_hash, run_dir)
+        except Exception as err:  # an error, not an interruption (KeyboardInterrupt, a kill): resumable runs stay
+            if world.is_main:
+                _after_failure(run_dir, err)
+            raise
+
+
+def _after_failure(run_dir: Path, err: Exception) -> None:
+    """A run that failed leaves no folder that looks like an interrupted run: without a checkpoint
+    (nothing to resume) the folder goes; with one, ``error.txt`` says why it stopped."""
+    if (run_dir / "checkpoint.pt").is_file():
+        atomic_write_text(run_dir / ERROR_FILE, f"{type(err).__name__}: {err}\n")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _reusable(run_dir: Path) -> bool:
+    """The run in ``run_dir`` is finished and complete. A finished run whose folder is incomplete
+    (e.g. pseudo-masks missing) has its ``metrics.json`` set aside, so that it trains again."""
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return False
+    problem = finished_run_problem(run_dir)
+    if problem is None:
+        return True
+    set_aside(metrics, "incomplete", f"the run is not complete ({problem}); training it again")
+    return False
+
+
+ERROR_FILE = "error.txt"
+CHECKPOINT_KEYS = ("step", "model", "optimizer", "teacher", "rows", "sums", "elapsed")
+
+
+def _read_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint of an interrupted run, or None: none there, or unreadable (a truncated file,
+    a disk that filled up), which is then set aside and the stage starts again."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+        if missing:
+            raise KeyError(f"no {missing}")
+        return ckpt
+    except Exception as err:  # torch.load raises EOFError, RuntimeError, UnpicklingError... on a bad file
+        set_aside(path, "corrupt", f"unreadable checkpoint ({type(err).__name__}: {err}); starting the stage again")
+        return None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a run became inf or NaN: the run stops, is not cached, feeds no later stage."""
+
+
+def _check_finite(losses: dict[str, Any], stage: int, first: int, last: int, run_dir: Path) -> None:
+    """Raise :class:`NonFiniteLossError` when a loss (mean or sum over steps ``first+1..last``) is not
+    finite. Called on the sums accumulated on the device, at each logging interval and checkpoint
+    only: one host sync per interval (which the curves need anyway), none per step."""
+    bad = {k: v for k, v in losses.items() if k.startswith("loss") and not math.isfinite(v)}
+    if bad:
+        raise NonFiniteLossError(
+            f"stage {stage} run {run_dir}: the loss became non-finite "
+            f"{f'at step {last}' if first + 1 == last else f'between steps {first + 1} and {last}'} "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(bad.items()))}); the run is stopped and not cached. "
+            "Lower lr, the loss weights (lambda1, lambda2, cons_weight) or use precision=fp32")
+
+
+def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, out: Path, progress: bool,
+                 data: SegmentationData | None, world: World, key: dict[str, Any], run_hash: str,
+                 run_dir: Path) -> StageResult:
+    """The body of :func:`run_stage` once this process holds the run (resumes from its checkpoint)."""
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        clean_interrupted_writes(run_dir)  # this process holds the run: no write of another is under way
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)
         atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
                                                     "config": resolved_dict(config)})
     world.barrier()
@@ -477,7 +589,13 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
+    if not isinstance(data, SegmentationData):  # files: a bad one is found now, not after a stage
+        from .data import check_files_once
+
+        check_files_once(config, data, progress)
     split = select_split(config, data, out)
+    if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
+        write_labelled_ids(run_dir, data.train_ids, split.labelled.tolist())
     view = training_view(data, split)
     in_memory = isinstance(data, SegmentationData)  # else read from files, image by image (stage_files.py)
     if stage < 2:
@@ -492,8 +610,8 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     start, rows, elapsed = 0, [], 0.0
     sums: dict[str, Tensor] = {}  # loss sums since the last logged row
     ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ckpt = _read_checkpoint(ckpt_path, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if teacher is not None:
@@ -531,6 +649,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
             n = (done - 1) % config.log_every + 1
             row = {"step": done, "ema_decay": decay if teacher is not None else ""}
             row.update({k: float(v) / n for k, v in world.mean(sums).items()})  # mean over ranks
+            _check_finite(row, stage, done - n, done, run_dir)
             if (done % config.eval_every == 0 or done == steps) and world.is_main:  # rank 0 writes the curves
                 for name, net in nets.items():
                     row[f"val_miou_{name}"] = validate(net).miou
@@ -539,7 +658,12 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
             sums = {}
             bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "val_miou") if k in row})
         bar.update(1)
-        if done % config.checkpoint_every == 0 and done < steps and world.is_main:
+        if done % config.checkpoint_every == 0 and done < steps and sums:  # same test on every rank
+            # a checkpoint never holds weights trained past a non-finite loss (one sync per checkpoint)
+            _check_finite({k: float(v) for k, v in world.mean(sums).items()}, stage,
+                          done - (done - 1) % config.log_every - 1, done, run_dir)
+        # and at the last step: a kill during the final pseudo-mask pass then resumes there
+        if (done % config.checkpoint_every == 0 or done == steps) and world.is_main:
             atomic_torch_save(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "teacher": teacher.state_dict() if teacher is not None else None,
                                           "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,

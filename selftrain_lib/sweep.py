@@ -113,6 +113,24 @@ def train_stage_run(job: StageJob, out: str | Path, num_threads: int | None = 1)
     return job.run_hash
 
 
+PARENT_POLL_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's initializer: a daemon thread ends the worker as soon as ``parent`` (the sweep)
+    has died, however it died (SIGKILL, an OOM kill, a closed notebook). Without it, workers of a
+    killed sweep train on for many minutes, holding ~1 GB each and the dead parent's stdout."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:  # a dead parent's children are re-parented (to init or a subreaper)
+            time.sleep(PARENT_POLL_S)
+        os._exit(70)  # no cleanup to run: every file of the run cache is written atomically
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _warm_caches(jobs: Sequence[StageJob]) -> None:
     """Generate the data and pre-train the backbone once, here, before workers would race to."""
     from .data import load_data
@@ -158,7 +176,8 @@ def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path | None = Non
     running: dict[Future, StageJob] = {}
     bar = tqdm(total=len(todo), desc=f"{desc} ({jobs} at a time)", disable=not progress, dynamic_ncols=True)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited torch threads or locks
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         try:
             while waiting or running:
                 ready = [j for j in waiting if j.after is None or j.after in finished

@@ -390,6 +390,7 @@ def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset
         ids = tuple(f"2007_{k:06d}" for k in range(12))
         root = make_voc(tmp_path / "voc", ids=ids, sizes=[(375, 500), (500, 375), (333, 500)] * 4)
         (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("".join(f"{i}\n" for i in ids[:11]))
+        (root / "ImageSets" / "Segmentation" / "val.txt").write_text(f"{ids[11]}\n")  # not a training image
     # one loader worker (the paper scale has 8): the background path, without 8 forks on 2 cores
     config = load_config(dataset, "paper", data_root=str(root), pretrained="none", device="cpu", labels=2,
                          num_workers=1)
@@ -491,6 +492,7 @@ def test_loader_workers_give_the_batches_of_the_main_process(tmp_path):
     root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
                     sizes=((20, 24), (18, 30), (26, 20), (24, 24), (22, 28), (30, 22)))
     (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("im0\nim1\nim2\nim3\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("im4\nim5\n")  # not training images
     pseudo_dir = tmp_path / "pseudo"
     for k, (h, w) in enumerate(((20, 24), (18, 30), (26, 20), (24, 24))):
         _png(pseudo_dir / f"im{k}.png", np.full((h, w), k % 2, np.uint8))

@@ -156,10 +156,17 @@ def load_data(config) -> SegmentationData:
     if info.format != "synthetic":
         from .lazy import FileSegmentationData
 
-        return FileSegmentationData(info=info, train=open_files(config, "train"), val=open_files(config, "val"))
-    arrays = load_synthetic(config.dataset, pool_size=config.pool_size or info.default_pool_size,
-                            val_size=config.val_size or info.default_val_size, seed=config.data_seed,
-                            cache_dir=default_cache_dir(config.cache_dir) / "synthetic")
+        return FileSegmentationData(info=info, **open_parts(config))
+    from ..runs import fix_mode
+    from .synthetic import cache_path
+
+    sizes = (config.pool_size or info.default_pool_size, config.val_size or info.default_val_size)
+    cache = default_cache_dir(config.cache_dir) / "synthetic"
+    arrays = load_synthetic(config.dataset, pool_size=sizes[0], val_size=sizes[1], seed=config.data_seed,
+                            cache_dir=cache)
+    # synthetic.py writes its cache through mkstemp (0600); it is not edited here because its source
+    # digest is part of the pinned run hashes
+    fix_mode(cache_path(config.dataset, sizes[0], sizes[1], config.data_seed, cache))
 
     def images(a):  # (N, H, W, 3) numpy → (N, 3, H, W) tensor
         return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
@@ -197,6 +204,45 @@ def open_files(config, part: str = "train"):
         return voc(root, part, list_file=list_file, resize=config.resize)
     return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,
                   resize=config.resize, name=info.name)
+
+
+def open_parts(config) -> dict:
+    """``{"train": FileDataset, "val": FileDataset}`` of a dataset read from files. An image in both
+    is an error naming the lists: validating on training images would inflate every mIoU."""
+    parts = {part: open_files(config, part) for part in ("train", "val")}
+    both = sorted(set(parts["train"].ids) & set(parts["val"].ids))
+    if both:
+        lists = [config.train_list or "the train list/folder", config.val_list or "the val list/folder"]
+        raise ValueError(f"{config.dataset}: {len(both)} image(s) are in both the train and the val set "
+                         f"({lists[0]}, {lists[1]} under {config.data_root}), e.g. {both[:5]}")
+    return parts
+
+
+def data_fingerprint(config) -> str:
+    """What a dataset read from files holds, for the run hash: every image and mask file of the
+    train and val parts, in pool order, with size and mtime (:func:`selftrain_lib.runs.files_fingerprint`).
+    Another folder, an edited list or a replaced image gives another fingerprint."""
+    from ..runs import files_fingerprint
+
+    parts = open_parts(config).values()
+    return files_fingerprint([p for d in parts for p in (*d.image_paths, *d.mask_paths)], config.data_root)
+
+
+def check_files_once(config, data, progress: bool = False) -> Path:
+    """Decode every image and mask of ``data`` (a dataset read from files) before training, so a bad
+    file is named in seconds, not after a stage. Done once per data fingerprint and label set: a
+    marker under ``<cache>/checked/`` records it. Returns the marker."""
+    from ..runs import atomic_write_text, config_hash
+
+    info = data.info
+    key = {"files": data_fingerprint(config), "num_classes": info.num_classes, "ignore_index": info.ignore_index,
+           "resize": config.resize, "format": info.format}
+    marker = default_cache_dir(config.cache_dir) / "checked" / f"{config.dataset}_{config_hash(key)}"
+    if not marker.is_file():
+        data.train.check(progress=progress)
+        data.val.check(progress=progress)
+        atomic_write_text(marker, f"{config.data_root}: {len(data.train)} train and {len(data.val)} val files read\n")
+    return marker
 
 
 def paper_splits(dataset: str, ids: list[str], out_dir: str | os.PathLike, seed: int = 0) -> dict[int, Path]:

@@ -12,10 +12,11 @@ ignore value, an empty list (:class:`ValueError`). :meth:`FileDataset.check` rea
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +55,11 @@ class FileDataset:
         if not len(self.ids) == len(self.image_paths) == len(self.mask_paths):
             raise ValueError(f"{self.name}: {len(self.ids)} ids, {len(self.image_paths)} images and "
                              f"{len(self.mask_paths)} masks")
+        if len(set(self.ids)) != len(self.ids):
+            seen: dict[str, int] = {}
+            i, j = next((seen[x], k) for k, x in enumerate(self.ids) if seen.setdefault(x, k) != k)
+            raise ValueError(f"{self.name}: image id {self.ids[i]!r} appears twice ({self.image_paths[i]} and "
+                             f"{self.image_paths[j]}): ids must be unique")
         for kind, paths in (("image", self.image_paths), ("mask", self.mask_paths)):
             for p in paths:
                 if not Path(p).is_file():
@@ -71,7 +77,7 @@ class FileDataset:
 
     def image(self, i: int) -> Tensor:
         path = self.image_paths[i]
-        with Image.open(path) as im:
+        with _reading(path, "image"), Image.open(path) as im:
             im = im.convert("RGB")
             if self.resize is not None and (im.height, im.width) != tuple(self.resize):
                 im = im.resize((self.resize[1], self.resize[0]), Image.BILINEAR)
@@ -80,9 +86,9 @@ class FileDataset:
 
     def mask(self, i: int) -> Tensor:
         path = self.mask_paths[i]
-        with Image.open(self.image_paths[i]) as im:
+        with _reading(self.image_paths[i], "image"), Image.open(self.image_paths[i]) as im:
             image_size = (im.height, im.width)
-        with Image.open(path) as m:
+        with _reading(path, "mask"), Image.open(path) as m:
             if m.mode not in ("L", "P", "I", "I;16", "1"):
                 raise ValueError(f"{path}: a mask must be a single-channel integer image, got mode {m.mode}")
             if (m.height, m.width) != image_size:
@@ -109,10 +115,25 @@ class FileDataset:
             mask = torch.from_numpy(np.asarray(pil).copy())
         return mask
 
-    def check(self, indices: Sequence[int] | None = None) -> None:
-        """Read the images and masks of ``indices`` (all by default): raise on the first bad file."""
-        for i in range(len(self)) if indices is None else indices:
+    def check(self, indices: Sequence[int] | None = None, progress: bool = False) -> None:
+        """Read (decode) the images and masks of ``indices`` (all by default): raise on the first bad
+        file, naming it."""
+        from tqdm.auto import tqdm
+
+        indices = range(len(self)) if indices is None else indices
+        for i in tqdm(indices, desc=f"checking the {self.name} files (once)", disable=not progress, dynamic_ncols=True):
+            self.image(i)
             self.mask(i)
+
+
+@contextlib.contextmanager
+def _reading(path: Path, kind: str) -> Iterator[None]:
+    """PIL's errors on a truncated or non-image file (``image file is truncated``, ``cannot
+    identify image file``) become a :class:`ValueError` naming the file (some of them do not)."""
+    try:
+        yield
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path}: cannot read this {kind} file ({type(err).__name__}: {err})") from err
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
@@ -125,7 +146,11 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"missing list file {path}")
     ids: list[str] = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text list of image ids ({err})") from None
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -146,9 +171,9 @@ def resolve(root: Path, path: str | os.PathLike) -> Path:
 
 
 def find_image(directory: Path, stem: str) -> Path:
-    """``directory/stem.<ext>`` for the first image extension present (``.jpg`` if none, to name it)."""
-    for ext in IMAGE_EXTENSIONS:
-        p = directory / f"{stem}{ext}"
-        if p.is_file():
-            return p
-    return directory / f"{stem}.jpg"
+    """``directory/stem.<ext>`` for the image extension present (``.jpg`` if none, to name it).
+    Two images of one stem (``x.jpg`` beside ``x.png``) are an error: which one is meant?"""
+    found = [directory / f"{stem}{ext}" for ext in IMAGE_EXTENSIONS if (directory / f"{stem}{ext}").is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{directory}: images {[p.name for p in found]} share the id {stem!r}; keep one")
+    return found[0] if found else directory / f"{stem}.jpg"

@@ -33,6 +33,7 @@ def folder(root: str | os.PathLike, split: str = "train", num_classes: int = 2, 
         ids = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not ids:
             raise ValueError(f"{name}: no images in {image_dir}")
+        ids = sorted(set(ids))  # x.jpg beside x.png: find_image names both
     return FileDataset(name=name, ids=ids, image_paths=[find_image(image_dir, i) for i in ids],
                        mask_paths=[mask_dir / f"{i}.png" for i in ids], num_classes=num_classes,
                        ignore_index=ignore_index, resize=tuple(resize) if resize else None)

@@ -1,0 +1,207 @@
+"""Every bad input fails early through the command line: ``error: ...`` naming the key, file or
+value, exit status 2, no traceback (issue 13, items 7 and 8). The README's "Reliability" table
+lists these cases."""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_real_data import FOLDER_YAML, make_folder
+
+LEAVES = ["--dataset", "leaves", "--params", "{T}/leaves.yaml"]
+
+# (what is wrong, arguments after `run --scale smoke --stages 1`, text the error must contain)
+CASES = [
+    ("--labels not a number", ["--labels", "abc"], "--labels: expected an integer or 'full', got 'abc'"),
+    ("--labels negative", ["--labels", "-5"], "labels: must be between 1 and the pool size 96, got -5"),
+    ("--labels 0", ["--labels", "0"], "labels: must be between 1"),
+    ("--labels above the pool", ["--labels", "100000"], "labels: must be between 1 and the pool size 96"),
+    ("--lambda1 inf", ["--lambda1", "inf"], "lambda1: expected a finite number, got inf"),
+    ("--lambda1 nan", ["--lambda1", "nan"], "lambda1: expected a finite number, got nan"),
+    ("--lambda1 negative", ["--lambda1", "-1"], "lambda1: must be >= 0"),
+    ("--lambda2 not a number", ["--lambda2", "x"], "argument --lambda2: invalid float value: 'x'"),
+    ("--seed negative", ["--seed", "-1"], "seed: must be >= 0, got -1"),
+    ("--stages 0", ["--stages", "0"], "stages: must be >= 1, got 0"),
+    ("--stages 2 for a baseline", ["--stages", "2", "--method", "mt-cutmix"], "stages: method 'mt-cutmix' is a single-stage"),
+    ("--scale not a preset", ["--scale", "huge"], "scale: 'huge' is not a preset of synth-street.yaml"),
+    ("--dataset unknown", ["--dataset", "nope"], "no parameter file"),
+    ("--params missing", ["--params", "{T}/missing.yaml"], "missing.yaml"),
+    ("--out is a file", ["--out", "{T}/outfile"], "--out: {T}/outfile is a file, not a folder"),
+    ("--set labels beside --labels", ["--labels", "5", "--set", "labels=6"], "labels: given both as --labels and as --set"),
+    ("--set scale", ["--set", "scale=paper"], "--set scale=...: give it as --scale"),
+    ("--set unparsable YAML", ["--set", "crop_size=[64,"], "--set 'crop_size=[64,': the value is not valid YAML"),
+    ("--set lr=.inf", ["--set", "lr=.inf"], "lr: expected a finite number, got inf"),
+    ("--set lr=.nan", ["--set", "lr=.nan"], "lr: expected a finite number, got nan"),
+    ("--set lr=1e999 (integer digits)", ["--set", "lr=" + "9" * 400], "lr: expected a finite number"),
+    ("--set lr not a number", ["--set", "lr=abc"], "lr: expected a number, got 'abc'"),
+    ("--set unknown key", ["--set", "nokey=1"], "unknown key 'nokey'"),
+    ("--set without =", ["--set", "novalue"], "--set 'novalue': expected key=value"),
+    ("--set integer key given 2.5", ["--set", "batch_size=2.5"], "batch_size: expected an integer, got 2.5"),
+    ("--set crop larger than the images", ["--set", "crop_size=[1000,1000]"], "crop_size: [1000, 1000] does not fit"),
+    ("--set ema_decays of the wrong length", ["--set", "ema_decays=[0.9]"], "ema_decays: needs one more value"),
+    ("--set widths of the wrong length", ["--set", "widths=[8, 8]"], "widths: needs four positive channel widths"),
+    ("--set num_workers negative", ["--set", "num_workers=-1"], "num_workers: must be >= 0"),
+    ("--set device unknown", ["--set", "device=tpu"], "device: must be 'auto', 'cpu' or 'cuda[:i]', got 'tpu'"),
+    ("--set device: a GPU that is not there", ["--set", "device=cuda:7"], "device: 'cuda:7'"),
+    ("pretrained: no such file", ["--set", "pretrained={T}/nope.pt"], "pretrained: must be 'synthetic'"),
+    ("pretrained: a text file", ["--set", "pretrained={T}/weights.txt"], "pretrained: {T}/weights.txt is not a readable PyTorch checkpoint"),
+    ("pretrained: a pickle", ["--set", "pretrained={T}/pickle.pt"], "pretrained: {T}/pickle.pt is not a readable PyTorch checkpoint"),
+    ("pretrained: truncated", ["--set", "pretrained={T}/trunc.pt"], "pretrained: {T}/trunc.pt is not a readable PyTorch checkpoint"),
+    ("pretrained: another model's weights", ["--set", "pretrained={T}/other.pt"], "{T}/other.pt: checkpoint does not match the model"),
+    ("split_file: no such file", ["--set", "split_file={T}/nope.txt"], "split_file: no such file {T}/nope.txt"),
+    ("split_file: an unknown id", ["--set", "split_file={T}/split_unknown.txt"], "{T}/split_unknown.txt:2: unknown image id 'nope'"),
+    ("split_file: empty", ["--set", "split_file={T}/split_empty.txt"], "{T}/split_empty.txt: the split lists no images"),
+    ("split_file: an id twice", ["--set", "split_file={T}/split_dup.txt"], "{T}/split_dup.txt: an image id is listed twice"),
+    ("split_file: binary", ["--set", "split_file={T}/split_bin.txt"], "split_file: {T}/split_bin.txt is not a text file"),
+    ("YAML: scales is a list", ["--params", "{T}/scales_list.yaml"], "{T}/scales_list.yaml: scales: expected a mapping"),
+    ("YAML: not a mapping", ["--params", "{T}/list.yaml"], "{T}/list.yaml: expected a mapping of keys, got list"),
+    ("YAML: syntax error", ["--params", "{T}/syntax.yaml"], "{T}/syntax.yaml: not valid YAML at line 2"),
+    ("YAML: unknown key", ["--params", "{T}/unknown.yaml"], "{T}/unknown.yaml: unknown key 'labelz'"),
+    ("YAML: a preset that is a string", ["--params", "{T}/scale_str.yaml"], "{T}/scale_str.yaml: scales.smoke: expected a mapping of keys, got 'fast'"),
+    ("YAML: by_labels is a list", ["--params", "{T}/bylabels.yaml"], "{T}/bylabels.yaml: by_labels: expected a mapping"),
+    ("folder dataset without data_root", LEAVES, "data_root: dataset 'leaves' is read from files"),
+    ("--labels full, folder dataset without data_root", LEAVES + ["--labels", "full"], "labels: 'full' counts the train list of 'leaves'"),
+    ("data_root: no such folder", LEAVES + ["--set", "data_root={T}/nowhere"], "data_root: no such folder {T}/nowhere"),
+    ("train_list: no such file", LEAVES + ["--set", "data_root={T}/mine", "--set", "train_list=nope.txt"], "train_list: no such list file {T}/mine/nope.txt"),
+]
+# data folders with one defect each (built by the fixture): the error names the file
+DATA_CASES = [
+    ("data: a label value out of range (unlabelled image)", "badmask", "{T}/badmask/masks/img2.png: label values [7] are outside [0, 3)"),
+    ("data: a truncated image", "truncimg", "{T}/truncimg/images/img1.png: cannot read this image file"),
+    ("data: a text file as an image", "notimg", "{T}/notimg/images/img1.png: cannot read this image file"),
+    ("data: a truncated mask", "truncmask", "{T}/truncmask/masks/img0.png: cannot read this mask file"),
+    ("data: a missing mask", "nomask", "missing mask file {T}/nomask/masks/img1.png"),
+    ("data: x.jpg beside x.png", "dupstem", "{T}/dupstem/images: images ['img1.jpg', 'img1.png'] share the id 'img1'"),
+    ("data: val list overlapping the train list", "overlap", "are in both the train and the val set"),
+    ("data: a mask of another size", "masksize", "{T}/masksize/masks/img1.png: mask size 3x3 differs"),
+    ("data: an RGB mask", "rgbmask", "{T}/rgbmask/masks/img1.png: a mask must be a single-channel"),
+    ("data: an empty train list", "emptylist", "{T}/emptylist/train.txt: the list names no images"),
+    ("data: a binary train list", "binlist", "{T}/binlist/train.txt: not a text list of image ids"),
+    ("data: an id with no image", "unknownid", "missing image file {T}/unknownid/images/img9.jpg"),
+]
+CASES += [(name, LEAVES + ["--set", f"data_root={{T}}/{folder}"], text) for name, folder, text in DATA_CASES]
+
+
+def _variant(root, name):
+    d = root / name
+    shutil.copytree(root / "mine", d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    from selftrain_lib.models import build_segmenter
+
+    T = tmp_path_factory.mktemp("bad")
+    make_folder(T / "mine")
+    (T / "leaves.yaml").write_text(FOLDER_YAML)
+    (T / "scales_list.yaml").write_text("scales:\n  - smoke\n")
+    (T / "list.yaml").write_text("- 1\n- 2\n")
+    (T / "syntax.yaml").write_text("labels: [1,\n")
+    (T / "unknown.yaml").write_text("labelz: 3\nscales: {smoke: {}}\n")
+    (T / "scale_str.yaml").write_text("scales:\n  smoke: fast\n")
+    (T / "bylabels.yaml").write_text("by_labels: [1, 2]\nscales: {smoke: {}}\n")
+    (T / "weights.txt").write_text("hello")
+    (T / "pickle.pt").write_bytes(pickle.dumps({"a": [1, 2]}))
+    torch.save(build_segmenter("deeplabv2-small", 9, widths=(8, 8, 16, 16)).state_dict(), T / "good.pt")
+    (T / "trunc.pt").write_bytes((T / "good.pt").read_bytes()[:2000])
+    torch.save(build_segmenter("deeplabv2-small", 9, widths=(16, 32, 64, 128)).state_dict(), T / "other.pt")
+    (T / "outfile").write_text("x")
+    (T / "split_unknown.txt").write_text("train_00001\nnope\n")
+    (T / "split_empty.txt").write_text("\n")
+    (T / "split_dup.txt").write_text("train_00001\ntrain_00001\n")
+    (T / "split_bin.txt").write_bytes(b"\xff\xfe\x00garbage")
+    d = _variant(T, "badmask")
+    m = np.array(Image.open(d / "masks/img2.png"))
+    m[1, 1] = 7
+    Image.fromarray(m).save(d / "masks/img2.png")
+    p = _variant(T, "truncimg") / "images/img1.png"
+    p.write_bytes(p.read_bytes()[:60])
+    (_variant(T, "notimg") / "images/img1.png").write_text("hello")
+    p = _variant(T, "truncmask") / "masks/img0.png"
+    p.write_bytes(p.read_bytes()[:40])
+    (_variant(T, "nomask") / "masks/img1.png").unlink()
+    d = _variant(T, "dupstem")
+    Image.open(d / "images/img1.png").save(d / "images/img1.jpg")
+    (_variant(T, "overlap") / "val.txt").write_text("img3\nimg0\n")
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(_variant(T, "masksize") / "masks/img1.png")
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(_variant(T, "rgbmask") / "masks/img1.png")
+    (_variant(T, "emptylist") / "train.txt").write_text("# nothing\n")
+    (_variant(T, "binlist") / "train.txt").write_bytes(b"\xff\xfe\x00")
+    (_variant(T, "unknownid") / "train.txt").write_text("img0\nimg1\nimg9\n")
+    return T
+
+
+def _cli_args(T, tmp_path, args):
+    args = [a.replace("{T}", T) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "runs")]
+    return ["run", "--scale", "smoke", "--stages", "1", "--no-progress", *out, *args]
+
+
+def _check(T, returncode, stderr, expected):
+    assert returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert expected.replace("{T}", T) in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith(("error: ", "python -m selftrain_lib run: error: "))
+
+
+@pytest.mark.parametrize("what,args,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_a_clear_error(bad_files, tmp_path, capsys, monkeypatch, what, args, expected):
+    """In this process (the command line's own ``main``): 52 interpreters starting torch would take
+    minutes; the test below runs a sample through ``python -m selftrain_lib``."""
+    from selftrain_lib.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # `device=cuda:7` on a GPU machine too
+    try:
+        code = main(_cli_args(str(bad_files), tmp_path, args))
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    _check(str(bad_files), code, capsys.readouterr().err, expected)
+
+
+THROUGH_PYTHON_M = ["--set unparsable YAML", "pretrained: truncated", "data: x.jpg beside x.png",
+                    "--out is a file", "--lambda2 not a number"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what,args,expected", [c for c in CASES if c[0] in THROUGH_PYTHON_M],
+                         ids=THROUGH_PYTHON_M)
+def test_bad_input_through_python_m(bad_files, tmp_path, what, args, expected):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-m", "selftrain_lib", *_cli_args(str(bad_files), tmp_path, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    _check(str(bad_files), proc.returncode, proc.stderr, expected)
+
+
+def test_at_least_thirty_kinds():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_an_unwritable_out_folder_is_named(tmp_path, monkeypatch):
+    from selftrain_lib.cli import main
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without write permission
+    assert main(["run", "--scale", "smoke", "--out", str(tmp_path / "runs")]) == 2
+
+
+def test_notebook_parameters_are_checked():
+    """What papermill's ``-p seeds '"12"'`` and ``-p labels -5`` hand the experiment functions."""
+    from selftrain_lib import experiments as ex
+
+    with pytest.raises(ValueError, match=r"seeds: expected a list of integers such as \[0, 1, 2\], got '12'"):
+        ex.label_grid("synth-street", seeds="12")
+    with pytest.raises(ValueError, match=r"seeds: expected non-negative integers, got '1'"):
+        ex.ablation_grid(seeds=["1"])
+    with pytest.raises(ValueError, match=r"labels: expected a positive integer or 'full', got -5"):
+        ex.spec("synth-street", -5)
+    with pytest.raises(ValueError, match=r"labels: expected a list of label counts"):
+        ex.label_grid("synth-street", labels=100)
+    assert ex.spec("synth-street", "full", stages=1).labels == "full"
