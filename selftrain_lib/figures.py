@@ -9,7 +9,6 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
 
 import matplotlib.pyplot as plt
 import numpy as np

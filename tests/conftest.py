@@ -10,3 +10,30 @@ def _isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SELFTRAIN_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
+
+
+@pytest.fixture
+def interrupt_at_step(monkeypatch):
+    """``interrupt_at_step(n)``: the n-th training step from now on raises KeyboardInterrupt (a kill,
+    as far as the run is concerned); ``restore()`` of the returned handle puts the real step back."""
+    from selftrain_lib import stage as stage_mod
+
+    real = stage_mod.compute_losses
+
+    class Handle:
+        def __init__(self, n: int):
+            self.calls = 0
+
+            def crashing(*args, **kwargs):
+                self.calls += 1
+                if self.calls == n:
+                    raise KeyboardInterrupt
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(stage_mod, "compute_losses", crashing)
+
+        @staticmethod
+        def restore():
+            monkeypatch.setattr(stage_mod, "compute_losses", real)
+
+    return Handle

@@ -2,7 +2,6 @@
 the README, committed without outputs."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 

@@ -2,7 +2,6 @@
 the backbone's learning rate, which network is evaluated, and one table of λ per label count."""
 import json
 
-import numpy as np
 import pytest
 import torch
 

@@ -10,10 +10,9 @@ import torch
 from PIL import Image
 
 import selftrain_lib
-from selftrain_lib import stage as stage_mod
 from selftrain_lib.config import load_config
 from selftrain_lib.data import load_data
-from selftrain_lib.pipeline import run, run_stages
+from selftrain_lib.pipeline import run
 from selftrain_lib.stage import private_blocks, run_stage
 
 
@@ -93,28 +92,19 @@ def test_branch_structure_per_stage():
     assert private_blocks(c.replace(t2=False), 2) is None
 
 
-def test_interrupted_run_resumes_to_the_same_weights(smoke_runs, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_weights(smoke_runs, tmp_path, interrupt_at_step):
     _, first = smoke_runs
     config = load_config("synth-street", "smoke")
     masks = first.stages[0].pseudo_masks
     reference = first.stages[1]  # stage 2, trained without interruption (teacher, branch, Adam state)
 
-    calls = {"n": 0}
-    real = stage_mod.compute_losses
-
-    def crash_on_fifth_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(stage_mod, "compute_losses", crash_on_fifth_step)
+    crash = interrupt_at_step(5)
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, 2, masks, out=tmp_path, progress=False)
     ckpt = tmp_path / reference.run_hash / "checkpoint.pt"
     assert ckpt.is_file() and torch.load(ckpt, weights_only=False)["step"] == 3
     assert not (tmp_path / reference.run_hash / "metrics.json").exists()
-    monkeypatch.setattr(stage_mod, "compute_losses", real)
+    crash.restore()
     resumed = run_stage(config, 2, masks, out=tmp_path, progress=False)
     assert not resumed.reused
     assert _same_weights(resumed, reference)

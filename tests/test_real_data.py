@@ -302,7 +302,7 @@ def _street_label(h, w, k):
     return lab
 
 
-def test_three_stages_on_fake_cityscapes_resume_exactly(tmp_path):
+def test_three_stages_on_fake_cityscapes_resume_exactly(tmp_path, interrupt_at_step):
     from selftrain_lib.stage import run_stage
 
     root = tmp_path / "cs"
@@ -323,22 +323,10 @@ def test_three_stages_on_fake_cityscapes_resume_exactly(tmp_path):
     assert r3.metrics["steps"] == 2 and np.load(r3.run_dir / "val_samples.npz")["prediction_0"].shape == (16, 32)
 
     # resume: a stage interrupted after its checkpoint at step 1 ends bit-identical
-    import selftrain_lib.stage as stage_mod
-
-    real, calls = stage_mod.compute_losses, {"n": 0}
-
-    def crash_on_second_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    stage_mod.compute_losses = crash_on_second_step
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_stage(config, 2, pm, out=tmp_path / "again", progress=False)
-    finally:
-        stage_mod.compute_losses = real
+    crash = interrupt_at_step(2)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config, 2, pm, out=tmp_path / "again", progress=False)
+    crash.restore()
     assert (tmp_path / "again" / r2.run_hash / "checkpoint.pt").is_file()
     resumed = run_stage(config, 2, pm, out=tmp_path / "again", progress=False)
     w1, w2 = (torch.load(r.run_dir / "model.pt", weights_only=True) for r in (r2, resumed))

@@ -258,24 +258,15 @@ def test_killing_a_parallel_sweep_ends_its_workers(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_truncated_checkpoint_is_set_aside_and_the_stage_starts_again(tmp_path, monkeypatch, capsys):
-    from selftrain_lib import stage as stage_mod
+def test_a_truncated_checkpoint_is_set_aside_and_the_stage_starts_again(tmp_path, interrupt_at_step, capsys):
     from selftrain_lib.stage import run_stage
 
     config = load_config("synth-street", "smoke")
     reference = run_stage(config, 1, out=tmp_path / "ref", progress=False)
-    real, calls = stage_mod.compute_losses, {"n": 0}
-
-    def crash_on_fifth_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(stage_mod, "compute_losses", crash_on_fifth_step)
+    crash = interrupt_at_step(5)
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, 1, out=tmp_path / "runs", progress=False)
-    monkeypatch.setattr(stage_mod, "compute_losses", real)
+    crash.restore()
     ckpt = tmp_path / "runs" / reference.run_hash / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a kill during a copy, a full disk
     result = run_stage(config, 1, out=tmp_path / "runs", progress=False)
