@@ -108,9 +108,12 @@ def run_kwargs(args: argparse.Namespace) -> dict:
 def _run(args) -> int:
     from .pipeline import run
 
+    from .paths import runs_dir
+
     kwargs = run_kwargs(args)
-    _check_out(args.out)
-    result = run(out=args.out, progress=not args.no_progress, **kwargs)
+    out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/
+    _check_out(out)
+    result = run(out=out, progress=not args.no_progress, **kwargs)
     from .distributed import current
 
     if not current().is_main:  # under torchrun: rank 0 reports
@@ -126,7 +129,7 @@ def _run(args) -> int:
     return 0
 
 
-def _check_out(out: str) -> None:
+def _check_out(out: str | os.PathLike) -> None:
     """``--out`` must be a folder this process can write (found now, not after a stage trained)."""
     path = Path(out)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
