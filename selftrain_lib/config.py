@@ -273,8 +273,10 @@ def load_config(dataset: str = "synth-street", scale: str = "quick", params: str
     # by_labels: {|L|: {key: value}}, settings that depend on the label count (e.g. λ, the labelled
     # share of a batch); applied over the scale preset, under the overrides.
     labels = next((m["labels"] for _, m in reversed(layers) if "labels" in m), Config.labels)
-    if labels in by_labels:
-        layers.insert(2, (f"{path}: by_labels.{labels}", by_labels[labels] or {}))
+    pool = next((m["pool_size"] for _, m in reversed(layers) if m.get("pool_size") is not None), None)
+    key = _by_labels_key(dataset, labels, pool)
+    if key in by_labels:
+        layers.insert(2, (f"{path}: by_labels.{key}", by_labels[key] or {}))
     values: dict[str, Any] = {"dataset": dataset}
     for source, mapping in layers:
         unknown = sorted(set(mapping) - _FIELD_TYPES.keys())
@@ -372,6 +374,26 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # a bug in Config, not user input
+
+
+def _by_labels_key(dataset: str, labels: Any, pool_size: int | None) -> Any:
+    """The row of ``by_labels`` for ``labels`` labelled images. The table is keyed by label counts of
+    the dataset's whole pool (the paper's fractions: VOC 1/100 ... 1/8 of 3,000 are 30 ... 375); a
+    preset with a smaller synthetic pool (``quick``: 600) looks up the count its labels stand for
+    (6 of 600 is 1/100: row 30), so λ follows the fraction, as in the paper, not the raw count."""
+    from .data import dataset_info  # local import: data imports nothing from here at module level
+
+    if not isinstance(labels, int) or isinstance(labels, bool) or not pool_size:
+        return labels
+    try:
+        info = dataset_info(dataset)
+    except (KeyError, ValueError):
+        return labels
+    default = info.default_pool_size
+    if info.format != "synthetic" or not default or pool_size >= default:
+        return labels
+    nominal = round(labels * default / pool_size)
+    return nominal if round(nominal * pool_size / default) == labels else labels
 
 
 def _short(value: Any, n: int = 60) -> str:

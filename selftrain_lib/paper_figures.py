@@ -29,6 +29,24 @@ NOTEBOOK_ORDER = ("table2", "table3_4", "table5", "table6", "fig2", "fig3", "fig
                   "stage1", "stage2", "stage3", "baselines", "ablation", "lambda_curve", "explore")
 
 
+# What `make paper-figures` runs at a CPU scale, as notebook parameters (a `-p` of the user's wins).
+# At `quick` a stage run costs about a minute of one core (README "Scales"), so the 45-minute
+# regeneration drops columns and one baseline: Tables II-IV at the ablation label count (where the
+# ablations' runs are the same runs) with CutMix as the mean-teacher baseline (Cutout: the
+# `baselines` notebook), Tables V and VI on synth-street only (Fig. 2 keeps synth-objects' T2
+# ablation), Fig. 3 at three values of λ, pseudo-masks over three stages. `cpu` and `paper` run everything.
+SCALE_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "table2": {"labels": [100], "baselines": ["mt-cutmix"]},
+        "table3_4": {"labels": [60], "baselines": ["mt-cutmix"]},
+        "table5": {"datasets": ["synth-street"]},
+        "table6": {"datasets": ["synth-street"]},
+        "fig3": {"lambdas": [0.25, 0.5, 1.0]},
+        "pseudo_stages": {"stages": 3},
+    },
+}
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised: carries papermill's error and the executed notebook's path."""
 
@@ -173,6 +191,8 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
         more = {**(extra or {}).get("*", {}), **(extra or {}).get(name, {})}
         declared = declared_parameters(path)
         real = real_data_parameters(declared, data or {})
+        if real is not None and not real:   # the embedded stand-ins: the scale's plan of runs
+            more = {**SCALE_PARAMETERS.get(scale, {}).get(name, {}), **more}
         if real is None:
             done.append((name, build_dir / f"{name}.ipynb", False))
             bar.write(f"{name}: skipped (its dataset's real counterpart was not given)")

@@ -187,3 +187,19 @@ def test_stage_notebooks_take_the_method_parameters():
     assert "drop" in pm.inspect_notebook(str(ROOT / "notebooks" / "ablation.ipynb"))
     assert {"method", "dataset", "labels", "seed", "scale"} <= set(pm.inspect_notebook(
         str(ROOT / "notebooks" / "baselines.ipynb")))
+
+
+def test_quick_plan_passes_fewer_columns_and_user_parameters_win(tmp_path, monkeypatch):
+    """`make paper-figures` at quick runs the scale's plan (SCALE_PARAMETERS: fewer, better runs),
+    every plan key is a parameter its notebook declares, and a `-p` of the user's wins."""
+    seen = {}
+    monkeypatch.setattr(pf, "execute", lambda name, params, build_dir, *a, **k: (seen.setdefault(name, params), False))
+    for name, plan in pf.SCALE_PARAMETERS["quick"].items():
+        assert set(plan) <= set(pf.declared_parameters(ROOT / "notebooks" / f"{name}.ipynb")), name
+    pf.build("quick", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table2", "table5", "fig3"],
+             extra={"fig3": {"lambdas": [0.5]}}, progress=False)
+    assert seen["table2"]["labels"] == [100] and seen["table5"]["datasets"] == ["synth-street"]
+    assert seen["fig3"]["lambdas"] == [0.5]
+    seen.clear()
+    pf.build("cpu", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table2"], progress=False)
+    assert "labels" not in seen["table2"]

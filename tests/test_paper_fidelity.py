@@ -48,12 +48,12 @@ def test_eval_model_is_validated():
 
 
 def test_eval_model_enters_the_hash_of_stages_two_on_only():
-    student, _ = resolve_run("synth-street", scale="quick")
+    student, _ = resolve_run("synth-street", scale="quick", eval_model="student")
     teacher, _ = resolve_run("synth-street", scale="quick", eval_model="teacher")
     hs, ht = stage_hashes(student, 3), stage_hashes(teacher, 3)
     assert hs[0] == ht[0]            # Stage 1 has no teacher: one run serves both
     assert hs[1] != ht[1] and hs[2] != ht[2]
-    mt_student, _ = resolve_run("synth-street", scale="quick", method="mt-cutmix")
+    mt_student, _ = resolve_run("synth-street", scale="quick", method="mt-cutmix", eval_model="student")
     mt_teacher, _ = resolve_run("synth-street", scale="quick", method="mt-cutmix", eval_model="teacher")
     assert stage_hashes(mt_student, 1) != stage_hashes(mt_teacher, 1)
 
@@ -110,7 +110,8 @@ def test_cli_and_tables_resolve_the_same_cell(dataset, scale):
     for labels in ex.LABEL_COUNTS[dataset]:
         table_cell = ex.spec(dataset, labels).run_kwargs(scale)
         from_tables, _ = resolve_run(**table_cell)
-        from_cli = _cli_config("--dataset", dataset, "--labels", str(labels), "--scale", scale)
+        # the CLI takes the label count of the preset's pool (quick: 600 images, 1/5 of the nominal)
+        from_cli = _cli_config("--dataset", dataset, "--labels", str(table_cell["labels"]), "--scale", scale)
         assert from_cli == from_tables, (dataset, labels)
         assert from_cli.lambda1 == from_cli.lambda2 == ex.paper_lambda(dataset, labels)
 
@@ -119,7 +120,26 @@ def test_the_papers_lambda_per_fraction():
     assert [ex.paper_lambda("synth-objects", n) for n in (30, 60, 150, 375)] == [0.25, 0.25, 1.25, 0.625]
     assert [ex.paper_lambda("voc", n) for n in (106, 212, 529, 1323)] == [0.25, 0.25, 1.25, 0.625]
     assert {ex.paper_lambda("cityscapes", n) for n in (100, 372, 744, 1488)} == {0.5}
-    assert _cli_config("--dataset", "synth-objects", "--labels", "150").lambda1 == 1.25
+    assert _cli_config("--dataset", "synth-objects", "--labels", "150", "--scale", "paper").lambda1 == 1.25
+    # quick's 600-image pool: 30 labels are 1/20 (the 3,000-pool's 150), 6 are 1/100 (30)
+    assert _cli_config("--dataset", "synth-objects", "--labels", "30").lambda1 == 1.25
+    assert _cli_config("--dataset", "synth-objects", "--labels", "6").lambda1 == 0.25
+    assert _cli_config("--dataset", "synth-objects", "--labels", "75").lambda1 == 0.625
+
+
+def test_quick_keeps_the_papers_ratios():
+    """The redesigned CPU preset (README "Scales"): Stage 2 passes over L∪U at least 10 times, the
+    teacher lags the paper's fraction of the stage, batch norm is frozen, Stage 1 sees each labelled
+    image 4-5x as often as a later stage (the paper: 5x), 1 in 4 of a later stage's batch is labelled."""
+    from selftrain_lib.scale_ratios import scale_ratios
+
+    paper = scale_ratios(load_config("cityscapes", "paper", labels=100))
+    for dataset in ("synth-street", "synth-objects"):
+        quick = scale_ratios(load_config(dataset, "quick"))
+        assert quick["pool_passes_stage2"] >= 10
+        assert quick["teacher_lag_end"] == pytest.approx(paper["teacher_lag_end"])
+        assert quick["frozen_bn"] is True
+        assert 4 <= quick["labelled_epochs_stage1"] / quick["labelled_epochs_stage2"] <= 5
 
 
 # --- the ratios a CPU preset must keep (selftrain_lib.scale_ratios) ---------------------------
@@ -135,7 +155,7 @@ def test_scale_ratios_of_the_paper_and_of_a_short_stage():
     assert paper["teacher_lag_end"] == pytest.approx(1000 / 60_000)
     assert paper["frozen_bn"] is True
     # 1,000 steps with the paper's decays: the teacher averages over the whole stage at the end
-    short = load_config("synth-street", "quick", labels=100, steps=1000)
+    short = load_config("synth-street", "quick", labels=100, steps=1000, ema_reference_steps=None)
     assert scale_ratios(short)["teacher_lag_end"] == pytest.approx(1.0)
     # scaled decays restore the paper's lag
     scaled = scale_ratios(short.replace(ema_reference_steps=60_000))

@@ -140,7 +140,9 @@ def test_per_class_gains():
 
 
 def test_scaled_labels_and_grids():
-    assert ex.scaled_labels("synth-street", 100, "quick") == 100
+    assert ex.scaled_labels("synth-street", 100, "paper") == 100
+    assert ex.scaled_labels("synth-street", 100, "quick") == 20            # quick's 600-image pool
+    assert ex.scaled_labels("synth-objects", 60, "quick") == 12
     assert ex.scaled_labels("synth-street", 1500, "smoke") == 48          # half of the 96-image pool
     assert ex.scaled_labels("synth-objects", 30, "smoke") == 2            # at least labelled_per_batch
     assert ex.scaled_labels("synth-street", "full", "smoke") == "full"
