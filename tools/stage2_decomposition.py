@@ -1,10 +1,14 @@
-"""Decompose Stage 2's drop below Stage 1 (README "Stage 2's drop, decomposed").
+"""Measure a scale preset over seeds: Stage 2's drop decomposed, or stages 1-3 against full supervision.
 
     python tools/stage2_decomposition.py --scale quick --seeds 0 1 2 --datasets synth-street --jobs 2
+    python tools/stage2_decomposition.py --study stages --scale quick --datasets synth-street synth-objects \
+        --labels 100 30 60 --jobs 2
 
-Trains (or reuses) the runs of ``experiments.stage2_grid`` and prints a Markdown table of validation
-mIoU (student and EMA teacher) and pseudo-mask mIoU on U, mean ± std over seeds; writes it as CSV and
-Markdown under ``--build``.
+``--study decomposition`` (README "Stage 2's drop, decomposed") trains (or reuses) the runs of
+``experiments.stage2_grid``; ``--study stages`` (README "Measured here") the three-stage method at
+each nominal label count of ``--labels`` that belongs to the dataset, and full supervision. Prints a
+Markdown table of validation mIoU (student and EMA teacher) and pseudo-mask mIoU on U, mean ± std
+over seeds; writes it as CSV and Markdown under ``--build``.
 """
 from __future__ import annotations
 
@@ -21,31 +25,35 @@ def rows(grid_result) -> pd.DataFrame:
     out = []
     for spec, result in grid_result:
         for r in result.stages:
-            if spec.variant != "full supervision" and r.stage == 1:
-                name = "Stage 1 (supervised)"
-            elif spec.variant == "full supervision":
+            if spec.variant == "full supervision":
                 name = "full supervision (Stage 1, every label)"
+            elif r.stage == 1:
+                name = "Stage 1 (supervised)"
+            elif spec.variant == "full method":
+                name = f"Stage {r.stage}"
             else:
                 name = f"Stage 2: {spec.variant}"
-            out.append({"dataset": spec.dataset, "row": name, "seed": spec.seed, "student": 100 * r.val_miou_student,
+            out.append({"dataset": spec.dataset, "labels": str(spec.labels), "row": name, "seed": spec.seed, "student": 100 * r.val_miou_student,
                         "teacher": None if r.val_miou_teacher is None else 100 * r.val_miou_teacher,
                         "pseudo_U": 100 * r.pseudo_miou})
-    return pd.DataFrame(out).drop_duplicates(["dataset", "row", "seed"])
+    return pd.DataFrame(out).drop_duplicates(["dataset", "labels", "row", "seed"])
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     def cell(col):
         return lambda g: "–" if g[col].isna().all() else format_mean_std(g[col].mean(), g[col].std(ddof=1), len(g))
 
-    order = {name: i for i, name in enumerate(frame["row"].unique())}
-    table = frame.groupby(["dataset", "row"], sort=False).apply(
+    table = frame.groupby(["dataset", "labels", "row"], sort=False).apply(
         lambda g: pd.Series({"val mIoU, student": cell("student")(g), "val mIoU, EMA teacher": cell("teacher")(g),
                              "pseudo-mask mIoU on U": cell("pseudo_U")(g), "seeds": len(g)}), include_groups=False)
-    return table.reset_index().sort_values(["dataset", "row"], key=lambda c: c.map(order) if c.name == "row" else c)
+    return table.reset_index()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--study", choices=["decomposition", "stages"], default="decomposition")
+    p.add_argument("--labels", type=int, nargs="+", default=None,
+                   help="--study stages: nominal label counts (default: each dataset's ablation label count)")
     p.add_argument("--scale", default="quick")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--datasets", nargs="+", default=["synth-street"])
@@ -54,14 +62,18 @@ def main() -> None:
     p.add_argument("--build", default="build/experiments")
     a = p.parse_args()
     jobs = a.jobs if a.jobs == "auto" else int(a.jobs)
-    grid = ex.stage2_grid(a.datasets, a.seeds)
-    frame = rows(ex.run_grid(grid, a.scale, a.out, jobs=jobs, desc="stage 2 decomposition"))
+    if a.study == "decomposition":
+        grid = ex.stage2_grid(a.datasets, a.seeds)
+    else:
+        grid = [s for d in a.datasets for s in ex.label_grid(
+            d, a.seeds, [n for n in a.labels or [ex.ABLATION_LABELS[d]] if n in ex.LABEL_COUNTS[d]], baselines=())]
+    frame = rows(ex.run_grid(grid, a.scale, a.out, jobs=jobs, desc=a.study))
     table = summarise(frame)
     build = Path(a.build)
     build.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(build / f"stage2_decomposition_{a.scale}.csv", index=False)
+    frame.to_csv(build / f"{a.study}_{a.scale}.csv", index=False)
     md = to_markdown(table)
-    (build / f"stage2_decomposition_{a.scale}.md").write_text(md + "\n")
+    (build / f"{a.study}_{a.scale}.md").write_text(md + "\n")
     print(md)
 
 
