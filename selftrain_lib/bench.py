@@ -68,8 +68,8 @@ def _step_fn(config: Config, view, pseudo, num_classes: int, device, stage: int,
     trained = torch.compile(parts.model) if compile_model else parts.model
 
     def step(batch, s):
-        return train_step(trained, parts.teacher, parts.optimizer, batch, parts.batches.strong, parts.weights,
-                          view.ignore_index, parts.ema_decay(s), parts.method, parts.precision, parts.scaler)
+        return train_step(trained, parts.teacher, parts.optimizer, batch, parts.method, view.ignore_index,
+                          parts.ema_decay(s), parts.precision, parts.scaler)
 
     return parts.batches, step, parts
 

@@ -15,10 +15,9 @@ import torch
 
 from . import figures
 from .paths import runs_dir
+from .methods import SWITCHES
 from .results import list_runs
 
-# ablation flags worth naming in a run's label when off (the method's components)
-_FLAGS = ("cr", "t2", "sa", "n2", "ema")
 
 
 def chain(runs: pd.DataFrame, run: str) -> list[str]:
@@ -36,7 +35,7 @@ def run_label(row) -> str:
     method = row.method or "three-stage"
     if method == "three-stage" and row.stage > 1 and isinstance(row.lambda1, float):
         method += f" λ={row.lambda1:g}"
-    off = [f"no {f.upper()}" for f in _FLAGS if getattr(row, f, None) is False]
+    off = [f"no {s.label}" for s in SWITCHES if getattr(row, s.key, None) is False]  # the ablations
     parts = [row.dataset, f"{row.labels} labels", f"seed {row.seed}", " ".join([method, *off]), f"stage {row.stage}"]
     return " · ".join(parts) + (f" ({row.scale})" if isinstance(row.scale, str) else "")
 

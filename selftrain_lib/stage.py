@@ -24,14 +24,13 @@ import torch
 from torch import Tensor, nn
 from .progress import tqdm
 
-from .augment import StrongAugment, WeakAugment
-from .baselines import MeanTeacherBaseline, perturbation
+from .augment import WeakAugment
 from .config import Config, make_config, resolved_dict, stage_key
 from .data import SegmentationData, TrainingView, hidden_truth, load_data, make_split, read_split, training_view, write_split
 from .distributed import SINGLE, World, average_buffers, current, unwrap
-from .ema import EMATeacher, ema_decay, scale_decays
+from .ema import EMATeacher
 from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
-from .losses import LossWeights, pixel_cross_entropy, total_loss
+from .methods import METHODS, Method, build as build_method
 from .precision import Precision, resolve_precision
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
 from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, clean_interrupted_writes,
@@ -245,17 +244,15 @@ class SubBatchDraws:
                  num_labelled: int, ignore_index: int):
         self.config, self.stage, self.device = config, stage, device
         self.world = world  # rank r of N draws what one process would draw at global step step * N + r
-        self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
-        single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
-        n_lab = config.batch_size if single else config.labelled_per_batch
-        self.n_pool = 0 if single else config.batch_size - config.labelled_per_batch
+        self.method = build_method(config, stage)
+        self.box_masks = self.method.boxes  # the mean teacher baselines' hook (None otherwise)
+        self.strong = self.method.strong
+        n_lab = config.labelled_per_batch if self.method.pool else config.batch_size
+        self.n_pool = config.batch_size - config.labelled_per_batch if self.method.pool else 0
         self.labelled = EpochSampler(num_labelled, n_lab, config.seed, stage, "L")
         self.pool = EpochSampler(pool_size, max(self.n_pool, 1), config.seed, stage, "LuU")
         self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
                                 ignore_index=ignore_index)
-        self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
-                                    ignore_index=ignore_index, enabled=config.sa, prob=config.randaug_prob,
-                                    cutout_count=config.cutout_count, style=config.randaug_style)
 
     def global_step(self, step: int) -> int:
         return step * self.world.size + self.world.rank
@@ -294,7 +291,7 @@ class BatchSource(SubBatchDraws):
         return StepBatch(images=torch.cat([x1_aug, x2]), labels=masks2[0], pseudo=torch.cat([p1, masks2[1]]),
                          clean=torch.cat([x1, x2]), aug=params)
 
-    # --- the hook of the mean teacher baselines (selftrain_lib/baselines.py) ---------------
+    # --- the hook of the mean teacher baselines (selftrain_lib/methods/mean_teacher.py) -----
     def _baseline_batch(self, step: int, g: torch.Generator, x2: Tensor, y2: Tensor) -> StepBatch:
         """Sub-batch 1 from L∪U with weak augmentation only (no A/B, no pseudo-masks), the mask of
         its pixels that come from inside the image, and the baseline's boxes, drawn from ``g``."""
@@ -311,36 +308,14 @@ class BatchSource(SubBatchDraws):
 # the step
 # ------------------------------------------------------------------------------------------
 
-def compute_losses(model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
-                   strong: StrongAugment, weights: LossWeights, ignore_index: int,
-                   method: MeanTeacherBaseline | None = None) -> dict[str, Tensor]:
-    """Forward pass and losses of one step (docs/method.md eqs. 1-5).
-
-    L_seg is averaged over Sub-batch 2 only (the last ``labels.shape[0]`` images); L_con and
-    L_pl over both sub-batches. The teacher sees the images before strong augmentation and its
-    argmax is moved by B, exactly like the stored pseudo-masks. A mean teacher baseline
-    (``method``) computes its own losses (:meth:`MeanTeacherBaseline.losses`).
-    """
-    if method is not None:
-        return method.losses(model, teacher, batch, ignore_index)
-    out = model(batch.images)
-    n2 = batch.labels.shape[0]
-    losses = {"loss_seg": pixel_cross_entropy(out["f"][-n2:], batch.labels, ignore_index)}
-    if batch.pseudo is not None:
-        if weights.cr and teacher is not None:
-            target = teacher.predict(batch.clean)
-            n1 = target.shape[0] - n2
-            target = torch.cat([strong.apply_mask(target[:n1], batch.aug), target[n1:]])
-            losses["loss_con"] = pixel_cross_entropy(out["f"], target, ignore_index)
-        if weights.t2 and "g" in out:
-            losses["loss_pl"] = pixel_cross_entropy(out["g"], batch.pseudo, ignore_index)
-    losses["loss"] = total_loss(losses["loss_seg"], losses.get("loss_con"), losses.get("loss_pl"), weights)
-    return losses
+def compute_losses(method: Method, model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
+                   ignore_index: int) -> dict[str, Tensor]:
+    """Forward pass and losses of one step: ``method``'s (:meth:`selftrain_lib.methods.Method.losses`)."""
+    return method.losses(model, teacher, batch, ignore_index)
 
 
 def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
-               batch: StepBatch, strong: StrongAugment, weights: LossWeights, ignore_index: int,
-               ema_decay_now: float, method: MeanTeacherBaseline | None = None,
+               batch: StepBatch, method: Method, ignore_index: int, ema_decay_now: float,
                precision: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
     """One optimiser step and the teacher's EMA update; returns the (undetached) losses.
     ``model`` may be wrapped in ``DistributedDataParallel`` (the gradients are then averaged over ranks).
@@ -349,7 +324,7 @@ def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: t
     loss for fp16 (see :mod:`selftrain_lib.precision`).
     """
     with precision.autocast() if precision is not None else contextlib.nullcontext():
-        losses = compute_losses(model, teacher, batch, strong, weights, ignore_index, method)
+        losses = compute_losses(method, model, teacher, batch, ignore_index)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["loss"]).backward()
@@ -376,10 +351,8 @@ class StageParts:
     teacher: EMATeacher | None
     optimizer: torch.optim.Optimizer
     batches: BatchSource
-    weights: LossWeights
+    method: Method  # the batch it needs, its teacher's decays, its losses (selftrain_lib.methods)
     steps: int
-    method: MeanTeacherBaseline | None = None  # a mean teacher baseline's losses (None: the three-stage method)
-    decays: tuple[tuple[float, ...], tuple[float, ...]] = ((0.99,), ())  # EMA schedule (decays, milestones)
     precision: Precision | None = None  # autocast of the forward pass (None: fp32)
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
     world: World = SINGLE  # the training processes (selftrain_lib.distributed)
@@ -387,7 +360,7 @@ class StageParts:
 
     def ema_decay(self, step: int) -> float:
         """The teacher's EMA decay at ``step``, a pure function of the step."""
-        return ema_decay(step, self.steps, *self.decays)
+        return self.method.ema_decay(step)
 
 
 def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Tensor | None, num_classes: int,
@@ -401,14 +374,6 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
     model = model.to(device)
     if device.type == "cuda":  # NHWC convolutions are the fast path of cuDNN's tensor cores
         model = model.to(memory_format=torch.channels_last)
-    method = MeanTeacherBaseline.from_config(config)
-    # Stages >= 2 keep an EMA teacher even without L_con: a passive copy that changes nothing the
-    # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
-    needs_teacher = (stage >= 2 and (config.cr or config.ema)) or method is not None
-    teacher = EMATeacher(model.segmenter, use_ema=config.ema or method is not None).to(device) if needs_teacher else None
-    steps = config.stage1_steps if stage == 1 else config.steps
-    decays = (((config.teacher_decay,), ()) if method is not None
-              else (scale_decays(config.ema_decays, config.ema_reference_steps, steps), tuple(config.ema_milestones)))
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
                                  weight_decay=config.weight_decay)
     if isinstance(view, TrainingView):
@@ -417,16 +382,18 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
         from .stage_files import FileBatchSource
 
         batches = FileBatchSource(view, pseudo, config, stage, device, world)
+    method = batches.method
+    teacher = method.teacher(model.segmenter)
+    teacher = teacher.to(device) if teacher is not None else None
     trained = model
     if world.enabled:  # same initial weights on every rank (seeded by (seed, stage)): DDP checks it
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                       broadcast_buffers=False)  # train_step averages them instead
     if config.compile:
         trained = torch.compile(trained)
-    return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches,
-                      weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
-                      steps=steps, method=method, decays=decays,
-                      precision=precision, scaler=precision.grad_scaler(), world=world, trained=trained)
+    return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches, method=method,
+                      steps=method.steps, precision=precision, scaler=precision.grad_scaler(), world=world,
+                      trained=trained)
 
 
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
@@ -487,7 +454,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     """
     if stage < 1:
         raise ValueError(f"stage: must be >= 1, got {stage}")
-    if stage >= 2 and config.method != "three-stage":
+    if stage >= 2 and METHODS[config.method].single_stage:
         raise ValueError(f"method {config.method!r} is a single-stage run: stage must be 1, got {stage}")
     if stage >= 2 and pseudo_masks is None:
         raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
@@ -605,7 +572,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
 
     parts = build_stage_parts(config, stage, view, pseudo, data.info.num_classes, device, world)
     model, teacher, optimizer, batches = parts.model, parts.teacher, parts.optimizer, parts.batches
-    steps, weights, info = parts.steps, parts.weights, data.info
+    steps, info = parts.steps, data.info
 
     start, rows, elapsed = 0, [], 0.0
     sums: dict[str, Tensor] = {}  # loss sums since the last logged row
@@ -640,8 +607,8 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=not progress, dynamic_ncols=True)
     for step in range(start, steps):
         decay = parts.ema_decay(step)
-        losses = train_step(parts.trained, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index,
-                            decay, parts.method, parts.precision, parts.scaler)
+        losses = train_step(parts.trained, teacher, optimizer, batches(step), parts.method, info.ignore_index, decay,
+                            parts.precision, parts.scaler)
         for k, v in losses.items():  # stays on the device: no host sync inside the step
             sums[k] = sums.get(k, 0) + v.detach()
         done = step + 1

@@ -395,8 +395,8 @@ def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset
     crop = (256, 512) if dataset == "cityscapes" else (321, 321)
     assert batch.images.shape == (config.batch_size, 3, *crop) and config.batch_size == (5 if dataset == "cityscapes" else 10)
     assert batch.labels.shape == (config.labelled_per_batch, *crop) and config.labelled_per_batch == 1
-    losses = train_step(parts.model, parts.teacher, parts.optimizer, batch, parts.batches.strong, parts.weights,
-                        data.info.ignore_index, parts.ema_decay(0), parts.method, parts.precision, parts.scaler)
+    losses = train_step(parts.model, parts.teacher, parts.optimizer, batch, parts.method, data.info.ignore_index,
+                        parts.ema_decay(0), parts.precision, parts.scaler)
     assert {"loss_seg", "loss_con", "loss_pl"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
 

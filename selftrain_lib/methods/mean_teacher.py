@@ -1,11 +1,9 @@
-"""Baselines trained by the same code: supervised, mean teacher + Cutout, mean teacher + CutMix.
+"""The mean teacher baselines, trained by the same code: mean teacher + Cutout, mean teacher + CutMix.
 
 French, Laine, Aila, Mackiewicz, Finlayson, "Semi-supervised semantic segmentation needs strong,
 varied perturbations", BMVC 2020 (code: Britefury/cutmix-semisup-seg, ``train_seg_semisup_mask_mt.py``
 with the settings of its ``run_cityscapes_experiments.sh`` / ``run_pascal_aug_experiments.sh``):
 
-- **supervised** is Stage 1 of the three-stage method (L_seg on L only); it needs nothing here and
-  shares Stage 1's run (same hash).
 - **mt-cutout**: the student sees an unlabelled image with a box erased (set to 0); the
   consistency loss compares its prediction with the EMA teacher's prediction on the whole image,
   on the pixels that were not erased. Box area / image area ~ U(``cutout_area``), default (0, 1).
@@ -21,9 +19,9 @@ summed over classes and averaged over the pixels (French et al.'s ``cons_loss_fn
 ``conf_per_pixel=False``), with ``conf_per_pixel`` only the confident pixels count; the teacher is
 an EMA of the student with a constant decay ``teacher_decay`` (0.99, the code's ``teacher_alpha``).
 
-The baselines plug into :func:`selftrain_lib.stage.compute_losses` (``method=``); the batch
-(labelled Sub-batch 2 from L, Sub-batch 1 from L∪U, weak augmentation only) comes from
-:class:`selftrain_lib.stage.BatchSource`, which draws the boxes below from the step's generator.
+Each is a :class:`~selftrain_lib.methods.Method`: its batch (labelled Sub-batch 2 from L, Sub-batch 1
+from L∪U, weak augmentation only, the boxes below drawn from the step's generator) comes from
+:class:`selftrain_lib.train.BatchSource`.
 """
 from __future__ import annotations
 
@@ -32,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import MEAN_TEACHER_METHODS, Config
-from .losses import pixel_cross_entropy
+from ..ema import EMATeacher
+from ..losses import pixel_cross_entropy
+from .base import Method
 
 
 # ------------------------------------------------------------------------------------------
@@ -132,15 +131,6 @@ class CutMixMask:
         return a * (1 - m) + b * m if a.is_floating_point() else torch.where(m.bool(), b, a)
 
 
-def perturbation(config: Config) -> CutoutMask | CutMixMask | None:
-    """The box mask a configuration's method uses (None for the three-stage method and supervised)."""
-    if config.method == "mt-cutout":
-        return CutoutMask(tuple(config.cutout_area))
-    if config.method == "mt-cutmix":
-        return CutMixMask(tuple(config.cutmix_area))
-    return None
-
-
 # ------------------------------------------------------------------------------------------
 # the consistency loss
 # ------------------------------------------------------------------------------------------
@@ -185,27 +175,28 @@ def consistency_loss(student_logits: Tensor, teacher_prob: Tensor, region: Tenso
 # the step's losses
 # ------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MeanTeacherBaseline:
-    """One mean teacher baseline: its box mask and its loss settings (from :class:`Config`)."""
+class MeanTeacher(Method):
+    """A mean teacher baseline (a single stage): its box mask and its loss settings from the
+    configuration's ``cons_weight``, ``conf_threshold``, ``conf_per_pixel`` and ``teacher_decay``."""
 
-    name: str
-    mask: CutoutMask | CutMixMask
-    cons_weight: float = 1.0
-    conf_threshold: float = 0.97
-    conf_per_pixel: bool = False
+    pool = True
 
-    @classmethod
-    def from_config(cls, config: Config) -> "MeanTeacherBaseline | None":
-        if config.method not in MEAN_TEACHER_METHODS:
-            return None
-        return cls(config.method, perturbation(config), config.cons_weight, config.conf_threshold,
-                   config.conf_per_pixel)
+    def __init__(self, config, stage: int, mask: CutoutMask | CutMixMask):
+        self.boxes = mask
+        self.steps = config.stage1_steps
+        self.cons_weight, self.conf_threshold = config.cons_weight, config.conf_threshold
+        self.conf_per_pixel, self.decay = config.conf_per_pixel, config.teacher_decay
+
+    def teacher(self, segmenter) -> EMATeacher:
+        return EMATeacher(segmenter, use_ema=True)
+
+    def ema_decay(self, step: int) -> float:
+        return self.decay  # constant (French et al.'s teacher_alpha)
 
     def losses(self, model, teacher, batch, ignore_index: int) -> dict[str, Tensor]:
         """Forward pass and losses of one step.
 
-        ``batch`` (a :class:`selftrain_lib.stage.StepBatch`): images (B, 3, h, w), Sub-batch 1
+        ``batch`` (a :class:`selftrain_lib.train.StepBatch`): images (B, 3, h, w), Sub-batch 1
         (n1 images from L∪U, weak augmentation only) first, then Sub-batch 2 (labels (n2, h, w));
         ``valid`` (n1, h, w) bool, the pixels of Sub-batch 1 inside the source image; ``boxes``
         (n1, 4) from this baseline's mask. L_seg is averaged over Sub-batch 2; the consistency
@@ -216,13 +207,14 @@ class MeanTeacherBaseline:
         _, _, h, w = x1.shape
         teacher_prob = F.softmax(teacher.logits(x1), 1)
         valid = batch.valid.float()
-        if isinstance(self.mask, CutMixMask):
+        mask = self.boxes
+        if isinstance(mask, CutMixMask):
             m = box_mask(batch.boxes, h, w, x1.device)
-            student_in = self.mask.mix(x1, self.mask.partners(x1), m)
-            teacher_prob = self.mask.mix(teacher_prob, self.mask.partners(teacher_prob), m)
-            region = self.mask.mix(valid, self.mask.partners(valid), m)
+            student_in = mask.mix(x1, mask.partners(x1), m)
+            teacher_prob = mask.mix(teacher_prob, mask.partners(teacher_prob), m)
+            region = mask.mix(valid, mask.partners(valid), m)
         else:
-            student_in, kept = self.mask.apply(x1, batch.boxes)
+            student_in, kept = mask.apply(x1, batch.boxes)
             region = kept * valid
         logits = model(torch.cat([student_in, x2]))["f"]
         seg = pixel_cross_entropy(logits[-n2:], batch.labels, ignore_index)
@@ -230,5 +222,19 @@ class MeanTeacherBaseline:
         return {"loss_seg": seg, "loss_con": con, "conf_rate": rate, "loss": seg + self.cons_weight * con}
 
 
-__all__ = ["sample_boxes", "box_mask", "CutoutMask", "CutMixMask", "perturbation", "confidence_mask",
-           "squared_prob_distance", "consistency_loss", "MeanTeacherBaseline"]
+class Cutout(MeanTeacher):
+    """``mt-cutout``: one erased box per unlabelled image, area ~ U(``cutout_area``)."""
+
+    def __init__(self, config, stage: int):
+        super().__init__(config, stage, CutoutMask(tuple(config.cutout_area)))
+
+
+class CutMix(MeanTeacher):
+    """``mt-cutmix``: pairs of unlabelled images mixed by a box, area ~ U(``cutmix_area``)."""
+
+    def __init__(self, config, stage: int):
+        super().__init__(config, stage, CutMixMask(tuple(config.cutmix_area)))
+
+
+__all__ = ["sample_boxes", "box_mask", "CutoutMask", "CutMixMask", "confidence_mask", "squared_prob_distance",
+           "consistency_loss", "MeanTeacher", "Cutout", "CutMix"]
