@@ -12,6 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..runs import fix_mode
+from .synthetic import SPECS, cache_path, cache_root, load_synthetic
+
 IGNORE_INDEX = 255
 
 
@@ -36,7 +39,7 @@ class DatasetInfo:
 # Figure colours that override a synthetic spec's palette. synth-objects borrowed VOC's palette, which
 # gives its background near-black and three of its shapes dark reds; these are distinct at a glance
 # (tab10's hues and a light grey background; white stays "ignore"). Colours are for figures only: they
-# are not part of the generated data, its cache key or any run hash (synthetic.py is left unchanged).
+# are not part of the generated data, its cache key or any run hash (the generator is left unchanged).
 FIGURE_PALETTES = {
     "synth-objects": ((205, 205, 205), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
                       (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207),
@@ -45,8 +48,6 @@ FIGURE_PALETTES = {
 
 
 def _synthetic_infos() -> dict[str, DatasetInfo]:
-    from .synthetic import SPECS
-
     return {name: DatasetInfo(name=s.name, class_names=tuple(s.class_names),
                               palette=tuple(FIGURE_PALETTES.get(name, s.palette)),
                               image_size=tuple(s.image_size), default_pool_size=s.default_pool_size,
@@ -139,8 +140,6 @@ class SegmentationData:
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """``cache_dir`` when given, else the library's cache root (:func:`synthetic.cache_root`)."""
-    from .synthetic import cache_root
-
     return Path(cache_dir) if cache_dir else cache_root()
 
 
@@ -150,22 +149,16 @@ def load_data(config) -> SegmentationData:
     Datasets read from files (Cityscapes, VOC, folders) come back as a
     :class:`~selftrain_lib.data.lazy.FileSegmentationData` that reads each file when it is used.
     """
-    from .synthetic import load_synthetic
-
     info = dataset_info(config.dataset)
     if info.format != "synthetic":
         from .lazy import FileSegmentationData
 
         return FileSegmentationData(info=info, **open_parts(config))
-    from ..runs import fix_mode
-    from .synthetic import cache_path
-
     sizes = (config.pool_size or info.default_pool_size, config.val_size or info.default_val_size)
     cache = default_cache_dir(config.cache_dir) / "synthetic"
     arrays = load_synthetic(config.dataset, pool_size=sizes[0], val_size=sizes[1], seed=config.data_seed,
                             cache_dir=cache)
-    # synthetic.py writes its cache through mkstemp (0600); it is not edited here because its source
-    # digest is part of the pinned run hashes
+    # the generator writes its cache through mkstemp (0600) and imports numpy only, not runs.fix_mode
     fix_mode(cache_path(config.dataset, sizes[0], sizes[1], config.data_seed, cache))
 
     def images(a):  # (N, H, W, 3) numpy → (N, 3, H, W) tensor
