@@ -14,9 +14,11 @@ import pandas as pd
 import torch
 
 from . import figures
-from .paths import runs_dir
+from .data import load_data
 from .methods import SWITCHES
+from .paths import runs_dir
 from .results import list_runs
+from .stage import StageResult
 
 
 
@@ -51,14 +53,12 @@ def leaves(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 def panels(run_dir: str | Path, index: int, data, title: str = ""):
     """Image / prediction of f / pseudo-mask / ground truth for pool image ``index`` (a Figure)."""
-    from .stage import StageResult
-
     r = StageResult.load(Path(run_dir))
-    image = data.train_images[index:index + 1]
+    image = data.train.image(index)[None]
     with torch.no_grad():
         pred = r.load_model()(image.float() / 255).argmax(1).to(torch.uint8).numpy()
     pseudo = r.pseudo_masks.load([data.train_ids[index]]).numpy()
-    truth = data.train_masks[index:index + 1].numpy()
+    truth = data.train.mask(index)[None].numpy()
     fig = figures.prediction_grid(image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo,
                                                   "ground truth": truth},
                                   r.metrics["dataset"], data.info.class_names, data.info.palette)
@@ -82,9 +82,6 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     each. ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`). The widgets are
     kept in ``box.controls`` (``dataset``, ``run``, ``stage``, ``image``, ``view``, ``status``)."""
     import ipywidgets as w
-
-    from .data import load_data
-    from .stage import StageResult
 
     out = runs_dir(out)
     runs = list_runs(out)
@@ -126,7 +123,7 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
             cache.clear()
             cache[key] = load_data(r.config)
         data = cache[key]
-        image.max = data.train_images.shape[0] - 1
+        image.max = len(data.train) - 1
         index = min(image.value, image.max)
         view.value = _png(panels(r.run_dir, index, data, title=f"{labels[stage.value]}: pool image {index}"))
         status.value = (f"<code>{r.run_dir}</code>: val mIoU {100 * r.val_miou:.1f}%, pseudo-masks on U "

@@ -14,8 +14,11 @@ from typing import Any
 
 from .config import Config, load_config
 from .data import load_data
+from .distributed import current, init_from_env
 from .methods import METHODS
-from .stage import StageResult, run_stage
+from .paths import runs_dir
+from .runs import config_hash
+from .stage import StageResult, run_stage, stage_run_key
 
 
 @dataclass
@@ -40,15 +43,11 @@ class PipelineResult:
 def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, progress: bool = True) -> PipelineResult:
     """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks.
     ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`)."""
-    from .paths import runs_dir
-
     out = runs_dir(out)
     if stages < 1:
         raise ValueError(f"stages: must be >= 1, got {stages}")
     if stages > 1 and METHODS[config.method].single_stage:
         raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
-    from .distributed import init_from_env
-
     init_from_env(config.device)  # under torchrun: join the process group (else one process)
     t0 = time.perf_counter()
     data = None
@@ -62,10 +61,6 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
 
 
 def _finished(config, stage, previous, out) -> bool:
-    from .distributed import current
-    from .runs import config_hash
-    from .stage import stage_run_key
-
     return (Path(out) / config_hash(stage_run_key(config, stage, previous, current().size)) / "metrics.json").is_file()
 
 

@@ -23,8 +23,9 @@ import pandas as pd
 from .evaluate import PROTOCOL
 from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
 from .methods import BASELINES, SWITCH_KEYS
+from .paths import runs_dir
 from .pretrain import pretraining_of
-from .runs import atomic_write_text
+from .runs import atomic_write_text, read_json
 
 RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "method", "seed", "scale",
                "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", *SWITCH_KEYS,
@@ -525,24 +526,19 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
         if indices is not None and not np.array_equal(z["indices"][:len(indices)], indices):
             raise ValueError(f"{r.run_dir} kept another validation sample than the other runs")
         indices = z["indices"][:max_images] if indices is None else indices
-        if "predictions" in z:      # in-memory datasets: one (N, H, W) array
+        if "predictions" in z:      # runs of generated data cached before 2026-12: one (N, H, W) array
             columns[name] = list(z["predictions"][:len(indices)])
-        else:                       # datasets read from files: prediction_<k>, one array per image
+        else:                       # prediction_<k>, one array per image
             columns[name] = [z[f"prediction_{k}"] for k in range(len(indices))]
     if indices is None:
         raise ValueError("no stage results given")
     idx = [int(i) for i in indices]
-    if hasattr(data, "val_images"):
-        return list(data.val_images.numpy()[idx]), columns, list(data.val_masks.numpy()[idx])
     return [data.val.image(i).numpy() for i in idx], columns, [data.val.mask(i).numpy() for i in idx]
 
 
 def list_runs(out: str | Path | None = None) -> pd.DataFrame:
     """Every finished stage run in the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`):
     one row per ``<hash>/metrics.json``."""
-    from .paths import runs_dir
-    from .runs import read_json
-
     out = runs_dir(out)
 
     rows = []

@@ -10,7 +10,8 @@ from selftrain_lib.losses import pixel_cross_entropy
 from selftrain_lib.methods.three_stage import ThreeStage
 from selftrain_lib.models import MultiTaskDeepLab, build_segmenter
 from selftrain_lib.pretrain import load_pretrained, synthetic_backbone_state
-from selftrain_lib.stage import BatchSource, EpochSampler, StepBatch, compute_losses, derive_seed
+from selftrain_lib.stage import compute_losses
+from selftrain_lib.train import BatchSource, EpochSampler, StepBatch, derive_seed
 
 
 def test_epoch_sampler_visits_everything_once_per_epoch_and_is_pure():

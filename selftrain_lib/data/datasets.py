@@ -1,18 +1,27 @@
-"""Dataset registry, label splits and the training view that keeps U's ground truth out of training.
+"""Dataset registry, the two kinds of data, label splits and the training views that keep U's
+ground truth out of training.
 
-Tensors are held in memory as ``uint8``: images ``(N, 3, H, W)``, masks ``(N, H, W)`` with
-``ignore_index`` (255) for void pixels. The embedded benchmarks are a few tens of MB.
+The generated benchmarks are held in memory (:class:`SegmentationData`, a few tens of MB) as
+``uint8``: images ``(N, 3, H, W)``, masks ``(N, H, W)`` with ``ignore_index`` (255) for void
+pixels. Datasets read from files (:class:`FileSegmentationData`: Cityscapes, VOC, folders) hold
+paths and read each image when it is used. Both offer the same parts (``data.train``,
+``data.val``: ``ids``, ``image(i)``, ``mask(i)``, ``chunks(...)``) and ``training_view(split)``;
+what differs is read by the training readers (:mod:`selftrain_lib.train.batches`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from ..runs import fix_mode
+from ..runs import atomic_write_text, config_hash, files_fingerprint, fix_mode
+from . import cityscapes, voc
+from .files import FileDataset
+from .folder import folder
 from .synthetic import SPECS, cache_path, cache_root, load_synthetic
 
 IGNORE_INDEX = 255
@@ -56,8 +65,6 @@ def _synthetic_infos() -> dict[str, DatasetInfo]:
 
 
 def _file_infos() -> dict[str, DatasetInfo]:
-    from . import cityscapes, voc
-
     names, palette = cityscapes.train_classes()
     return {
         "cityscapes": DatasetInfo(name="cityscapes", class_names=names, palette=palette,
@@ -122,13 +129,39 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Images and masks held in memory, with the interface of a :class:`~selftrain_lib.data.files.FileDataset`."""
+
+    images: Tensor        # uint8 (N, 3, H, W)
+    masks: Tensor | None  # uint8 (N, H, W); None: images to predict only
+    ids: Sequence[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def image(self, i: int) -> Tensor:
+        return self.images[i]
+
+    def mask(self, i: int) -> Tensor:
+        return self.masks[i]
+
+    def chunks(self, indices: Sequence[int], batch_size: int) -> Iterator[tuple[list[int], Tensor]]:
+        """``indices`` in batches of ``batch_size``: (indices, uint8 images (b, 3, H, W))."""
+        indices = [int(i) for i in indices]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            yield chunk, self.images[chunk]
+
+
 @dataclass
 class SegmentationData:
-    """A train pool and a validation set, with ground truth for both (held by the loader only)."""
+    """A train pool and a validation set held in memory, with ground truth for both (held by the
+    loader and the evaluation only: training sees a :class:`TrainingView`)."""
 
     info: DatasetInfo
     train_images: Tensor  # uint8 (N, 3, H, W)
-    train_masks: Tensor   # uint8 (N, H, W): for U, read by evaluation only (see hidden_truth)
+    train_masks: Tensor   # uint8 (N, H, W): for U, read by evaluation only
     val_images: Tensor    # uint8 (M, 3, H, W)
     val_masks: Tensor     # uint8 (M, H, W)
     train_ids: list[str]
@@ -136,6 +169,46 @@ class SegmentationData:
     @property
     def pool_size(self) -> int:
         return self.train_images.shape[0]
+
+    @property
+    def train(self) -> ArrayDataset:
+        return ArrayDataset(self.train_images, self.train_masks, self.train_ids)
+
+    @property
+    def val(self) -> ArrayDataset:
+        return ArrayDataset(self.val_images, self.val_masks, [f"val_{i:05d}" for i in range(self.val_images.shape[0])])
+
+    def training_view(self, split: Split) -> TrainingView:
+        return TrainingView(images=self.train_images, labelled=split.labelled,
+                            labelled_masks=self.train_masks[split.labelled].clone(),
+                            ignore_index=self.info.ignore_index, ids=tuple(self.train_ids))
+
+    def check_once(self, config, progress: bool = False) -> None:
+        """Nothing to check: generated arrays (see :meth:`FileSegmentationData.check_once`)."""
+
+
+@dataclass
+class FileSegmentationData:
+    """A train pool and a validation set read from files, image by image."""
+
+    info: DatasetInfo
+    train: FileDataset
+    val: FileDataset
+
+    @property
+    def train_ids(self) -> list[str]:
+        return self.train.ids
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.train)
+
+    def training_view(self, split: Split) -> FileTrainingView:
+        return FileTrainingView(self, split)
+
+    def check_once(self, config, progress: bool = False) -> Path:
+        """Decode every file before training (once per fingerprint: :func:`check_files_once`)."""
+        return check_files_once(config, self, progress)
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -147,12 +220,10 @@ def load_data(config) -> SegmentationData:
     """Load (generating and caching on first use) the dataset named by ``config.dataset``.
 
     Datasets read from files (Cityscapes, VOC, folders) come back as a
-    :class:`~selftrain_lib.data.lazy.FileSegmentationData` that reads each file when it is used.
+    :class:`FileSegmentationData` that reads each file when it is used.
     """
     info = dataset_info(config.dataset)
     if info.format != "synthetic":
-        from .lazy import FileSegmentationData
-
         return FileSegmentationData(info=info, **open_parts(config))
     sizes = (config.pool_size or info.default_pool_size, config.val_size or info.default_val_size)
     cache = default_cache_dir(config.cache_dir) / "synthetic"
@@ -176,10 +247,6 @@ def open_files(config, part: str = "train"):
 
     Reads ``config.data_root``, ``config.train_list`` / ``config.val_list`` and ``config.resize``.
     """
-    from .cityscapes import RESIZE, cityscapes
-    from .folder import folder
-    from .voc import voc
-
     info = dataset_info(config.dataset)
     if info.format == "synthetic":
         raise ValueError(f"dataset: {config.dataset!r} is generated in memory; use load_data")
@@ -192,9 +259,9 @@ def open_files(config, part: str = "train"):
         raise FileNotFoundError(f"data_root: no such folder {root}")
     list_file = config.train_list if part == "train" else config.val_list
     if info.format == "cityscapes":
-        return cityscapes(root, part, resize=config.resize or RESIZE)
+        return cityscapes.cityscapes(root, part, resize=config.resize or cityscapes.RESIZE)
     if info.format == "voc":
-        return voc(root, part, list_file=list_file, resize=config.resize)
+        return voc.voc(root, part, list_file=list_file, resize=config.resize)
     return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,
                   resize=config.resize, name=info.name)
 
@@ -215,8 +282,6 @@ def data_fingerprint(config) -> str:
     """What a dataset read from files holds, for the run hash: every image and mask file of the
     train and val parts, in pool order, with size and mtime (:func:`selftrain_lib.runs.files_fingerprint`).
     Another folder, an edited list or a replaced image gives another fingerprint."""
-    from ..runs import files_fingerprint
-
     parts = open_parts(config).values()
     return files_fingerprint([p for d in parts for p in (*d.image_paths, *d.mask_paths)], config.data_root)
 
@@ -225,8 +290,6 @@ def check_files_once(config, data, progress: bool = False) -> Path:
     """Decode every image and mask of ``data`` (a dataset read from files) before training, so a bad
     file is named in seconds, not after a stage. Done once per data fingerprint and label set: a
     marker under ``<cache>/checked/`` records it. Returns the marker."""
-    from ..runs import atomic_write_text, config_hash
-
     info = data.info
     key = {"files": data_fingerprint(config), "num_classes": info.num_classes, "ignore_index": info.ignore_index,
            "resize": config.resize, "format": info.format}
@@ -278,8 +341,6 @@ def _split_from(labelled: Tensor, pool_size: int) -> Split:
 
 def write_split(path: str | os.PathLike, split: Split, ids: list[str]) -> Path:
     """Write the labelled image ids, one per line (the format ST++ and others publish)."""
-    from ..runs import atomic_write_text
-
     path = Path(path)
     atomic_write_text(path, "".join(f"{ids[i]}\n" for i in split.labelled.tolist()))
     return path
@@ -312,7 +373,7 @@ def read_split(path: str | os.PathLike, ids: list[str]) -> Split:
 class TrainingView:
     """The data a stage trains on: every pool image, but masks of L only.
 
-    U's ground truth is not in here, so no loss can read it (``tests/test_data.py`` proves that
+    U's ground truth is not in here, so no loss can read it (``tests/test_pipeline.py`` proves that
     changing it leaves training bit-identical).
     """
 
@@ -320,17 +381,34 @@ class TrainingView:
     labelled: Tensor         # int64 (|L|,): indices into images
     labelled_masks: Tensor   # uint8 (|L|, H, W): ground truth of images[labelled]
     ignore_index: int = IGNORE_INDEX
+    ids: Sequence[str] | None = None  # of the pool images (to read pseudo-masks by id)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
 
 
-def training_view(data: SegmentationData, split: Split) -> TrainingView:
-    if not isinstance(data, SegmentationData):  # read from files: a view that refuses U's masks
-        from .lazy import FileTrainingView
+class FileTrainingView:
+    """Images of L∪U read from files, masks of L only: ``mask(i)`` of an unlabelled image is an error."""
 
-        return FileTrainingView(data, split)
-    return TrainingView(images=data.train_images, labelled=split.labelled,
-                        labelled_masks=data.train_masks[split.labelled].clone(), ignore_index=data.info.ignore_index)
+    def __init__(self, data: FileSegmentationData, split: Split):
+        self._files = data.train
+        self.labelled = split.labelled
+        self._is_labelled = set(split.labelled.tolist())
+        self.ignore_index = data.info.ignore_index
+        self.ids = data.train.ids
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def image(self, i: int) -> Tensor:
+        return self._files.image(i)
+
+    def mask(self, i: int) -> Tensor:
+        if i not in self._is_labelled:
+            raise PermissionError(f"image {self.ids[i]!r} is unlabelled: training may not read its mask")
+        return self._files.mask(i)
 
 
-def hidden_truth(data: SegmentationData, split: Split) -> tuple[Tensor, Tensor]:
-    """(indices of U, their ground-truth masks): for measuring pseudo-mask quality only."""
-    return split.unlabelled, data.train_masks[split.unlabelled]
+def training_view(data: SegmentationData | FileSegmentationData, split: Split) -> TrainingView | FileTrainingView:
+    """What a stage of ``data`` may train on (``data.training_view(split)``)."""
+    return data.training_view(split)

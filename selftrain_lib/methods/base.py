@@ -5,15 +5,15 @@ from typing import Any
 
 
 class Method:
-    """What a method decides in a step of ``stage``, built from the configuration by :func:`selftrain_lib.methods.build`.
+    """What a method decides in a step of ``stage`` (built by :func:`selftrain_lib.methods.build`).
 
     The batch it needs (:class:`selftrain_lib.train.BatchSource` reads these):
 
     - ``pool``: Sub-batch 1 is drawn from L∪U (else the whole batch comes from L),
     - ``pseudo``: the batch carries the previous stage's pseudo-masks,
-    - ``strong``: the strong augmentation applied to Sub-batch 1 (a ``StrongAugment``; None: none),
-    - ``boxes``: a box sampler (``sample(n, h, w, generator)``) whose boxes, and the map of Sub-batch
-      1's pixels inside its images, the batch carries (None: neither).
+    - ``strong``: the strong augmentation applied to Sub-batch 1 (a ``StrongAugment``); None: Sub-batch
+      1 is weakly augmented only and the batch carries the map of its pixels inside their images,
+    - ``boxes``: a box sampler (``sample(n, h, w, generator)``) whose boxes the batch carries, or None.
 
     Its teacher (:meth:`teacher`, :meth:`ema_decay`) and its losses (:meth:`losses`).
     """
