@@ -84,43 +84,14 @@ PAPER_LABEL_COUNTS: dict[str, tuple[int, ...]] = {
 }
 
 
-class _Registry(dict):
-    """Name → :class:`DatasetInfo`, filled on first use (the generators import numpy only)."""
-
-    def _fill(self):
-        if not super().__len__():
-            self.update(_synthetic_infos())
-            self.update(_file_infos())
-
-    def __contains__(self, key):
-        self._fill()
-        return super().__contains__(key)
-
-    def __getitem__(self, key):
-        self._fill()
-        return super().__getitem__(key)
-
-    def __iter__(self):
-        self._fill()
-        return super().__iter__()
-
-    def __len__(self):
-        self._fill()
-        return super().__len__()
-
-    def keys(self):
-        self._fill()
-        return super().keys()
-
-
-DATASETS: dict[str, DatasetInfo] = _Registry()
+DATASETS: dict[str, DatasetInfo] = {**_synthetic_infos(), **_file_infos()}  # and folder datasets, registered
 
 
 def register_dataset(info: DatasetInfo) -> None:
     """Add (or replace) a folder dataset; the built-in names cannot be replaced."""
     if info.name in DATASETS and DATASETS[info.name].format != "folder":
         raise ValueError(f"dataset: {info.name!r} is a built-in dataset; give your folder dataset another name")
-    dict.__setitem__(DATASETS, info.name, info)
+    DATASETS[info.name] = info
 
 
 def dataset_info(name: str) -> DatasetInfo:

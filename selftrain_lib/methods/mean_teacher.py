@@ -76,7 +76,23 @@ def box_mask(boxes: Tensor, height: int, width: int, device: torch.device | str 
 
 
 @dataclass(frozen=True)
-class CutoutMask:
+class BoxMask:
+    """One random box per image, area / image area ~ U(``area_range``)."""
+
+    area_range: tuple[float, float]
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+        return sample_boxes(n, height, width, self.area_range, generator)
+
+    def perturb(self, x: Tensor, teacher_prob: Tensor, valid: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The student's input, the teacher's probabilities moved the same way and the pixels the
+        loss counts, from images x (B, 3, H, W), teacher_prob (B, C, H, W), valid (B, H, W) float
+        (pixels inside the source image) and boxes (B, 4): (B, 3, H, W), (B, C, H, W), (B, H, W)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class CutoutMask(BoxMask):
     """Cutout (French et al.'s ``mask_mode=zero``): erase one random box per image.
 
     The original code keeps a box and zeroes its complement (``invert=True``); with the area drawn
@@ -86,8 +102,9 @@ class CutoutMask:
 
     area_range: tuple[float, float] = (0.0, 1.0)
 
-    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
-        return sample_boxes(n, height, width, self.area_range, generator)
+    def perturb(self, x: Tensor, teacher_prob: Tensor, valid: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        erased, kept = self.apply(x, boxes)  # the teacher sees the whole image
+        return erased, teacher_prob, kept * valid
 
     def apply(self, images: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         """Erase the boxes.
@@ -104,15 +121,16 @@ class CutoutMask:
 
 
 @dataclass(frozen=True)
-class CutMixMask:
+class CutMixMask(BoxMask):
     """CutMix for segmentation (French et al.'s ``mask_mode=mix``): image ``a`` outside one random
     box, image ``b`` inside it. Partners come from the same sub-batch: sample i is mixed with
     sample i−1 (``torch.roll`` by one), so the sub-batch needs at least two images."""
 
     area_range: tuple[float, float] = (0.5, 0.5)
 
-    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
-        return sample_boxes(n, height, width, self.area_range, generator)
+    def perturb(self, x: Tensor, teacher_prob: Tensor, valid: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        m = box_mask(boxes, x.shape[2], x.shape[3], x.device)
+        return tuple(self.mix(t, self.partners(t), m) for t in (x, teacher_prob, valid))
 
     @staticmethod
     def partners(x: Tensor) -> Tensor:
@@ -181,7 +199,7 @@ class MeanTeacher(Method):
 
     pool = True
 
-    def __init__(self, config, stage: int, mask: CutoutMask | CutMixMask):
+    def __init__(self, config, stage: int, mask: BoxMask):
         self.boxes = mask
         self.steps = config.stage1_steps
         self.cons_weight, self.conf_threshold = config.cons_weight, config.conf_threshold
@@ -204,18 +222,8 @@ class MeanTeacher(Method):
         """
         n2 = batch.labels.shape[0]
         x1, x2 = batch.images[:-n2], batch.images[-n2:]
-        _, _, h, w = x1.shape
         teacher_prob = F.softmax(teacher.logits(x1), 1)
-        valid = batch.valid.float()
-        mask = self.boxes
-        if isinstance(mask, CutMixMask):
-            m = box_mask(batch.boxes, h, w, x1.device)
-            student_in = mask.mix(x1, mask.partners(x1), m)
-            teacher_prob = mask.mix(teacher_prob, mask.partners(teacher_prob), m)
-            region = mask.mix(valid, mask.partners(valid), m)
-        else:
-            student_in, kept = mask.apply(x1, batch.boxes)
-            region = kept * valid
+        student_in, teacher_prob, region = self.boxes.perturb(x1, teacher_prob, batch.valid.float(), batch.boxes)
         logits = model(torch.cat([student_in, x2]))["f"]
         seg = pixel_cross_entropy(logits[-n2:], batch.labels, ignore_index)
         con, rate = consistency_loss(logits[:-n2], teacher_prob, region, self.conf_threshold, self.conf_per_pixel)
@@ -236,5 +244,5 @@ class CutMix(MeanTeacher):
         super().__init__(config, stage, CutMixMask(tuple(config.cutmix_area)))
 
 
-__all__ = ["sample_boxes", "box_mask", "CutoutMask", "CutMixMask", "confidence_mask", "squared_prob_distance",
+__all__ = ["sample_boxes", "box_mask", "BoxMask", "CutoutMask", "CutMixMask", "confidence_mask", "squared_prob_distance",
            "consistency_loss", "MeanTeacher", "Cutout", "CutMix"]
