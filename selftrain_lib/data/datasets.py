@@ -18,11 +18,11 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..runs import atomic_write_text, config_hash, files_fingerprint, fix_mode
+from ..runs import atomic_write_text, config_hash, files_fingerprint
 from . import cityscapes, voc
 from .files import FileDataset
 from .folder import folder
-from .synthetic import SPECS, cache_path, cache_root, load_synthetic
+from .synthetic import SPECS, cache_root, load_synthetic
 
 IGNORE_INDEX = 255
 
@@ -200,8 +200,6 @@ def load_data(config) -> SegmentationData:
     cache = default_cache_dir(config.cache_dir) / "synthetic"
     arrays = load_synthetic(config.dataset, pool_size=sizes[0], val_size=sizes[1], seed=config.data_seed,
                             cache_dir=cache)
-    # the generator writes its cache through mkstemp (0600) and imports numpy only, not runs.fix_mode
-    fix_mode(cache_path(config.dataset, sizes[0], sizes[1], config.data_seed, cache))
 
     def images(a):  # (N, H, W, 3) numpy → (N, 3, H, W) tensor
         return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()

@@ -1,13 +1,14 @@
 """The generated datasets cached as one ``.npz`` per (dataset, sizes, seed, generator digest)."""
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ...runs import atomic_write_bytes
 from .scenes import generate, get_spec
 from .spec import check_count, generator_digest
 
@@ -63,23 +64,8 @@ def load_synthetic(name: str, pool_size: int | None = None, val_size: int | None
     ti, tm = generate(name, pool_size, seed, stream=0)
     vi, vm = generate(name, val_size, seed, stream=1)
     data = {"train_images": ti, "train_masks": tm, "val_images": vi, "val_masks": vm}
-    if path is not None:
-        _save_atomic(path, data)
+    if path is not None:  # atomically, with the mode an ordinary open gives (a cache shared by a group)
+        buf = io.BytesIO()
+        np.savez(buf, **data)
+        atomic_write_bytes(path, buf.getvalue())
     return data
-
-
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
