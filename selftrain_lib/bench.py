@@ -30,8 +30,8 @@ from typing import Any, Callable
 import torch
 
 from .config import Config, load_config
-from .data import TrainingView, load_data, make_split, training_view
-from .evaluate import predict
+from .data import ArrayDataset, TrainingView, load_data, make_split, training_view
+from .evaluate import predictions
 from .runs import atomic_write_json
 from .stage import build_stage_parts, resolve_device, train_step
 
@@ -68,8 +68,8 @@ def _step_fn(config: Config, view, pseudo, num_classes: int, device, stage: int,
     trained = torch.compile(parts.model) if compile_model else parts.model
 
     def step(batch, s):
-        return train_step(trained, parts.teacher, parts.optimizer, batch, parts.batches.strong, parts.weights,
-                          view.ignore_index, parts.ema_decay(s), parts.method, parts.precision, parts.scaler)
+        return train_step(trained, parts.teacher, parts.optimizer, batch, parts.method, view.ignore_index,
+                          parts.ema_decay(s), parts.precision, parts.scaler)
 
     return parts.batches, step, parts
 
@@ -155,6 +155,12 @@ def optimisation_ladder(config: Config, view, pseudo, num_classes: int, device, 
     return results
 
 
+def _predict(net, images: torch.Tensor, batch_size: int, device) -> None:
+    """The pseudo-mask pass's work on uint8 ``images`` (N, 3, H, W): argmax, moved to the CPU."""
+    for _, pred in predictions(net, ArrayDataset(images, None, ()), range(images.shape[0]), batch_size, device):
+        pred.to(torch.uint8).cpu()
+
+
 def pseudo_mask_pass(config: Config, num_classes: int, device, images: int, size=(375, 500),
                      total: int = VOC_TRAIN_IMAGES) -> dict[str, Any]:
     """Seconds of the pseudo-mask pass (whole images, one by one, as for VOC's varying sizes) on
@@ -163,10 +169,10 @@ def pseudo_mask_pass(config: Config, num_classes: int, device, images: int, size
     net = parts.model.segmenter
     data = torch.randint(0, 256, (images, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     with parts.precision.autocast() if parts.precision is not None else contextlib.nullcontext():
-        predict(net, data[:2], 1, device)  # warm-up (cuDNN autotuning)
+        _predict(net, data[:2], 1, device)  # warm-up (cuDNN autotuning)
         _sync(device)
         t0 = time.perf_counter()
-        predict(net, data, 1, device)
+        _predict(net, data, 1, device)
         _sync(device)
     seconds = time.perf_counter() - t0
     return {"images": images, "image_size": list(size), "seconds": seconds,
@@ -224,7 +230,7 @@ def bench_cpu_quick(steps: int) -> dict:
     res["peak_rss_mb_before"] = rss0
     net = build_stage_parts(config, 1, view, None, data.info.num_classes, device).model.segmenter
     t0 = time.perf_counter()
-    predict(net, data.train_images, config.eval_batch_size, device)
+    _predict(net, data.train_images, config.eval_batch_size, device)
     res["pseudo_mask_pass_seconds"] = time.perf_counter() - t0
     res["pseudo_mask_pass_images"] = data.pool_size
     return res

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError
+from .methods import METHODS, SWITCHES, SWITCH_KEYS
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -38,17 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--params", default=None, help="an explicit parameter YAML (for your own data)")
     r.add_argument("--labels", default=None, help="number of labelled images, or 'full' (default: the dataset's smallest count)")
     r.add_argument("--scale", default="quick", help="preset: smoke, quick, cpu or paper")
-    r.add_argument("--method", default=None, choices=("three-stage", "supervised", "mt-cutout", "mt-cutmix"),
-                   help="the three-stage method (default) or a baseline trained by the same code: supervised "
-                        "(= Stage 1), mt-cutout, mt-cutmix (mean teacher, French et al.); baselines are one stage")
+    r.add_argument("--method", default=None, choices=tuple(METHODS),
+                   help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()) + " (baselines are one stage)")
     r.add_argument("--stages", type=int, default=None, help="number of stages (default 3; 1 for a baseline)")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--lambda1", type=float, default=None, help="weight of L_con")
     r.add_argument("--lambda2", type=float, default=None, help="weight of L_pl")
-    for flag, what in (("cr", "the consistency loss L_con"), ("t2", "Task 2: the branch and L_pl"),
-                       ("sa", "strong augmentation"), ("n2", "the new branch g~ in stage >= 3"),
-                       ("ema", "the EMA teacher (the student teaches itself)")):
-        r.add_argument(f"--no-{flag}", dest=flag, action="store_false", default=None, help=f"ablation: drop {what}")
+    for s in SWITCHES:
+        r.add_argument(f"--no-{s.key}", dest=s.key, action="store_false", default=None, help=f"ablation: drop {s.drops}")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other configuration key")
     r.add_argument("--out", default=None,
                    help="run cache folder (default: $SELFTRAIN_RUNS, else runs/ of the checkout)")
@@ -97,7 +95,7 @@ def run_kwargs(args: argparse.Namespace) -> dict:
             if getattr(args, key) is not None:
                 raise ConfigError(f"{key}: given both as --{key} and as --set {key}=...")
             setattr(args, key, overrides.pop(key))
-    for key in ("seed", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema"):
+    for key in ("seed", "lambda1", "lambda2", *SWITCH_KEYS):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     labels = args.labels if args.labels in (None, "full") or isinstance(args.labels, int) else _int(args.labels, "--labels")
@@ -118,7 +116,7 @@ def _run(args) -> int:
 
     if not current().is_main:  # under torchrun: rank 0 reports
         return 0
-    name = "" if result.config.method == "three-stage" else f"{result.config.method} "
+    name = f"{result.config.method} " if METHODS[result.config.method].single_stage else ""
     for r in result.stages:
         teacher = "" if r.val_miou_teacher is None else (
             f" (student {100 * r.val_miou_student:.2f}, teacher {100 * r.val_miou_teacher:.2f}; {r.eval_model} reported)")

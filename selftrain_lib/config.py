@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .methods import METHOD_KEYS, METHODS, SWITCH_KEYS, SWITCHES
+
 SCALES = ("smoke", "quick", "cpu", "paper")
 PARAMS_DIR_ENV = "SELFTRAIN_PARAMS"
 
@@ -93,8 +95,8 @@ class Config:
     # teacher f_θ', as the authors' code: eval_net = teacher_net). Both are evaluated and recorded.
     eval_model: str = "student"
 
-    # --- which method (baselines: selftrain_lib/baselines.py) -----------------------------
-    method: str = "three-stage"            # "three-stage", "supervised", "mt-cutout" or "mt-cutmix"
+    # --- which method (selftrain_lib/methods/) ---------------------------------------------
+    method: str = "three-stage"            # "three-stage", "supervised", "mt-cutout" or "mt-cutmix" (methods.METHODS)
     cons_weight: float = 1.0               # mean teacher baselines: weight of the consistency loss (French et al.: 1)
     conf_threshold: float = 0.97           # teacher confidence threshold (French et al.: 0.97; 0 switches it off)
     conf_per_pixel: bool = False           # False: scale the loss by the confident fraction (French et al.'s default)
@@ -139,20 +141,12 @@ class Config:
 # Keys that change how a run executes but not what it computes: left out of the run hash.
 EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "eval_batch_size", "checkpoint_every",
                             "data_root", "cache_dir", "scale"})
-# Keys Stage 1 (supervised) does not read, so that ablations share one Stage 1 run.
-STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "cr", "t2", "sa",
-                                "n2", "ema", "ema_decays", "ema_milestones", "randaug_ops",
-                                "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
-                                "cutout_count", "eval_model", "ema_reference_steps"})
+# Keys the three-stage method reads in stages >= 2 only (and its switches): left out of Stage 1's
+# run hash, so that ablations share one Stage 1 run.
+STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "ema_decays", "ema_milestones",
+                                "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
+                                "cutout_count", "eval_model", "ema_reference_steps", *SWITCH_KEYS})
 EVAL_MODELS = ("student", "teacher")
-METHODS = ("three-stage", "supervised", "mt-cutout", "mt-cutmix")
-# The mean teacher baselines (single-stage runs with an unlabelled sub-batch and an EMA teacher).
-MEAN_TEACHER_METHODS = ("mt-cutout", "mt-cutmix")
-# Keys only the mean teacher baselines read. The three-stage method and `supervised` leave them
-# (and `method` itself) out of the run hash: their runs keep the hashes they had before the
-# baselines existed, and `supervised` *is* Stage 1 (one run, one hash).
-BASELINE_KEYS = frozenset({"method", "cons_weight", "conf_threshold", "conf_per_pixel", "cutout_area",
-                           "cutmix_area", "teacher_decay"})
 
 
 # Keys added for datasets read from files: left out of the run hash while at their defaults, so
@@ -178,19 +172,17 @@ def stage_key(config: Config, stage: int) -> dict[str, Any]:
         # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
         # an explicit precision is
         drop.add("precision")
-    if config.method in MEAN_TEACHER_METHODS:
-        # a single-stage run: Stage 1's step budget, the sub-batch sizes, no strong augmentation A/B,
-        # no λ, no branch; the area key of the other baseline is not read
-        other = {"mt-cutout": "cutmix_area", "mt-cutmix": "cutout_area"}[config.method]
-        drop |= (STAGE1_UNUSED_KEYS - {"labelled_per_batch", "eval_model"}) | {other}
-        return _key(config, drop)
-    drop |= BASELINE_KEYS
-    if stage == 1:
-        drop |= STAGE1_UNUSED_KEYS
+    drop |= {s.key for s in SWITCHES if not s.hashed_at_default and getattr(config, s.key) == _DEFAULTS[s.key]}
+    # the keys of the other methods; a method whose runs are the three-stage method's (supervised
+    # *is* Stage 1: one run, one hash) leaves its own and ``method`` out too
+    method = METHODS[config.method]
+    drop |= METHOD_KEYS - ({"method", *method.keys} if method.own_runs else set())
+    if stage == 1 or method.own_runs:
+        # a baseline's own run is one stage with Stage 1's step budget and the stage >= 2 keys it reads
+        drop |= STAGE1_UNUSED_KEYS - set(method.reads)
     else:
         drop.add("stage1_steps")
-        if stage == 2:
-            drop.add("n2")
+        drop |= {s.key for s in SWITCHES if s.first_stage > stage}
     return _key(config, drop)
 
 
@@ -509,14 +501,15 @@ def validate(c: Config) -> None:
     _require(c.num_threads is None or c.num_threads >= 1, "num_threads", f"must be >= 1, got {c.num_threads}")
     _require(c.num_workers >= 0, "num_workers", f"must be >= 0, got {c.num_workers}")
     _require(c.method in METHODS, "method", f"must be one of {list(METHODS)}, got {c.method!r}")
+    need = METHODS[c.method].min_pool_per_batch
     _require(c.cons_weight >= 0, "cons_weight", f"must be >= 0, got {c.cons_weight}")
     _require(0 <= c.conf_threshold <= 1, "conf_threshold", f"must be in [0, 1], got {c.conf_threshold}")
     _require(0 <= c.teacher_decay < 1, "teacher_decay", f"must be in [0, 1), got {c.teacher_decay}")
     for key in ("cutout_area", "cutmix_area"):
         a, b = getattr(c, key)
         _require(0 <= a <= b <= 1, key, f"must satisfy 0 <= low <= high <= 1, got {list(getattr(c, key))}")
-    _require(c.method != "mt-cutmix" or c.batch_size - c.labelled_per_batch >= 2, "labelled_per_batch",
-             f"mt-cutmix mixes pairs of the unlabelled sub-batch: batch_size - labelled_per_batch must be >= 2, "
+    _require(c.batch_size - c.labelled_per_batch >= need, "labelled_per_batch",
+             f"{c.method} needs {need} images from L∪U per batch: batch_size - labelled_per_batch must be >= {need}, "
              f"got {c.batch_size} - {c.labelled_per_batch}")
 
 

@@ -7,6 +7,7 @@ last training step (never the best step on validation).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -81,22 +82,6 @@ def to_input(images: Tensor, device: torch.device | str) -> Tensor:
     return images.to(device, non_blocking=True).float().div_(255)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: Tensor, batch_size: int = 64, device: torch.device | str = "cpu",
-            desc: str | None = None, progress: bool = False) -> Tensor:
-    """argmax predictions of ``model`` on uint8 images (N, 3, H, W) → uint8 (N, H, W) on the CPU."""
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in tqdm(range(0, images.shape[0], batch_size), desc=desc, disable=not progress, leave=False):
-            logits = model(to_input(images[start:start + batch_size], device))
-            out.append(logits.argmax(1).to(torch.uint8).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, *images.shape[2:], dtype=torch.uint8)
-
-
 def evaluate_masks(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> EvalResult:
     """Scores of predicted masks against ground truth (both (N, H, W))."""
     cm = ConfusionMatrix(num_classes, ignore_index)
@@ -104,17 +89,26 @@ def evaluate_masks(pred: Tensor, target: Tensor, num_classes: int, ignore_index:
     return scores(cm)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, images: Tensor, masks: Tensor, num_classes: int, ignore_index: int = 255,
-             batch_size: int = 64, device: torch.device | str = "cpu", progress: bool = False) -> EvalResult:
-    """mIoU of ``model`` on whole images (uint8 (N, 3, H, W)) against masks (N, H, W)."""
-    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+def predictions(model: nn.Module, part, indices: Sequence[int], batch_size: int = 64,
+                device: torch.device | str = "cpu", desc: str | None = None,
+                progress: bool = False) -> Iterator[tuple[list[int], Tensor]]:
+    """argmax of ``model`` on images ``indices`` of ``part`` (an in-memory ``ArrayDataset`` or a
+    ``FileDataset``), in the chunks the part reads them in (batches, or one image of its own size):
+    ``(indices, int64 (b, H, W) on device)``. The model is in eval mode meanwhile."""
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, images.shape[0], batch_size), desc="evaluate", disable=not progress, leave=False):
-            logits = model(to_input(images[start:start + batch_size], device))
-            cm.update(logits.argmax(1), masks[start:start + batch_size])
+        with torch.no_grad():
+            for idx, images in tqdm(part.chunks(indices, batch_size), desc=desc, disable=not progress, leave=False):
+                yield idx, model(to_input(images, device)).argmax(1)
     finally:
         model.train(was_training)
+
+
+def evaluate_part(model: nn.Module, part, num_classes: int, ignore_index: int = 255, batch_size: int = 64,
+                  device: torch.device | str = "cpu", progress: bool = False) -> EvalResult:
+    """Scores of ``model`` on every image of ``part`` (whole images, at their stored size)."""
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    for idx, pred in predictions(model, part, range(len(part)), batch_size, device, "evaluate", progress):
+        cm.update(pred, torch.stack([part.mask(i) for i in idx]))
     return scores(cm)

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .progress import tqdm
 
 from .data.datasets import PAPER_LABEL_COUNTS
+from .methods import BASELINES, SWITCHES
 
 DATASETS = ("synth-street", "synth-objects")
 # the paper's datasets (read from files, README "Datasets"), and the embedded data standing in for each
@@ -41,13 +42,11 @@ PAPER_DATASET_NAME = {"synth-street": "Cityscapes", "synth-objects": "PASCAL VOC
                       "voc": "PASCAL VOC 2012"}
 # the setting of the ablations (Tables V, VI; Figs. 2, 3): Cityscapes 100 and VOC 1/50 (212 images)
 ABLATION_LABELS = {"synth-street": 100, "synth-objects": 60, "cityscapes": 100, "voc": 212}
-# the baselines trained by the same code (selftrain_lib/baselines.py): method -> row label. `supervised`
+# the baselines trained by the same code (methods.BASELINES: method -> row label). `supervised`
 # is Stage 1 of every three-stage run (same run), so a label grid needs no extra run for it.
-BASELINES = {"mt-cutout": "Cutout (mean teacher)", "mt-cutmix": "CutMix (mean teacher)"}
 
 # the components an ablation can drop, as Config overrides (Table V, Table VI)
-DROPS: dict[str, dict[str, bool]] = {"none": {}, "CR": {"cr": False}, "T2": {"t2": False}, "SA": {"sa": False},
-                                     "N2": {"n2": False}, "EMA": {"ema": False}}
+DROPS: dict[str, dict[str, bool]] = {"none": {}, **{s.label: {s.key: False} for s in SWITCHES}}
 
 
 def check_dataset(dataset: str) -> str:

@@ -14,11 +14,12 @@ import pandas as pd
 import torch
 
 from . import figures
+from .data import load_data
+from .methods import SWITCHES
 from .paths import runs_dir
 from .results import list_runs
+from .stage import StageResult
 
-# ablation flags worth naming in a run's label when off (the method's components)
-_FLAGS = ("cr", "t2", "sa", "n2", "ema")
 
 
 def chain(runs: pd.DataFrame, run: str) -> list[str]:
@@ -36,7 +37,7 @@ def run_label(row) -> str:
     method = row.method or "three-stage"
     if method == "three-stage" and row.stage > 1 and isinstance(row.lambda1, float):
         method += f" λ={row.lambda1:g}"
-    off = [f"no {f.upper()}" for f in _FLAGS if getattr(row, f, None) is False]
+    off = [f"no {s.label}" for s in SWITCHES if getattr(row, s.key, None) is False]  # the ablations
     parts = [row.dataset, f"{row.labels} labels", f"seed {row.seed}", " ".join([method, *off]), f"stage {row.stage}"]
     return " · ".join(parts) + (f" ({row.scale})" if isinstance(row.scale, str) else "")
 
@@ -52,14 +53,12 @@ def leaves(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 def panels(run_dir: str | Path, index: int, data, title: str = ""):
     """Image / prediction of f / pseudo-mask / ground truth for pool image ``index`` (a Figure)."""
-    from .stage import StageResult
-
     r = StageResult.load(Path(run_dir))
-    image = data.train_images[index:index + 1]
+    image = data.train.image(index)[None]
     with torch.no_grad():
         pred = r.load_model()(image.float() / 255).argmax(1).to(torch.uint8).numpy()
     pseudo = r.pseudo_masks.load([data.train_ids[index]]).numpy()
-    truth = data.train_masks[index:index + 1].numpy()
+    truth = data.train.mask(index)[None].numpy()
     fig = figures.prediction_grid(image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo,
                                                   "ground truth": truth},
                                   r.metrics["dataset"], data.info.class_names, data.info.palette)
@@ -83,9 +82,6 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     each. ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`). The widgets are
     kept in ``box.controls`` (``dataset``, ``run``, ``stage``, ``image``, ``view``, ``status``)."""
     import ipywidgets as w
-
-    from .data import load_data
-    from .stage import StageResult
 
     out = runs_dir(out)
     runs = list_runs(out)
@@ -127,7 +123,7 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
             cache.clear()
             cache[key] = load_data(r.config)
         data = cache[key]
-        image.max = data.train_images.shape[0] - 1
+        image.max = len(data.train) - 1
         index = min(image.value, image.max)
         view.value = _png(panels(r.run_dir, index, data, title=f"{labels[stage.value]}: pool image {index}"))
         status.value = (f"<code>{r.run_dir}</code>: val mIoU {100 * r.val_miou:.1f}%, pseudo-masks on U "

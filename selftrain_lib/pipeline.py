@@ -3,7 +3,7 @@
 ``run(dataset="synth-street", labels=100, scale="quick")`` is the one call; each stage's run
 is reused when finished and resumed when interrupted (see :func:`selftrain_lib.stage.run_stage`).
 ``run(..., method="mt-cutmix")`` trains a baseline instead (one single-stage run, see
-:mod:`selftrain_lib.baselines`); ``method="supervised"`` is Stage 1 (the same run).
+:mod:`selftrain_lib.methods`); ``method="supervised"`` is Stage 1 (the same run).
 """
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from typing import Any
 
 from .config import Config, load_config
 from .data import load_data
-from .stage import StageResult, run_stage
+from .distributed import current, init_from_env
+from .methods import METHODS
+from .paths import runs_dir
+from .runs import config_hash
+from .stage import StageResult, run_stage, stage_run_key
 
 
 @dataclass
@@ -39,15 +43,11 @@ class PipelineResult:
 def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, progress: bool = True) -> PipelineResult:
     """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks.
     ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`)."""
-    from .paths import runs_dir
-
     out = runs_dir(out)
     if stages < 1:
         raise ValueError(f"stages: must be >= 1, got {stages}")
-    if stages > 1 and config.method != "three-stage":
+    if stages > 1 and METHODS[config.method].single_stage:
         raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
-    from .distributed import init_from_env
-
     init_from_env(config.device)  # under torchrun: join the process group (else one process)
     t0 = time.perf_counter()
     data = None
@@ -61,10 +61,6 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
 
 
 def _finished(config, stage, previous, out) -> bool:
-    from .distributed import current
-    from .runs import config_hash
-    from .stage import stage_run_key
-
     return (Path(out) / config_hash(stage_run_key(config, stage, previous, current().size)) / "metrics.json").is_file()
 
 
@@ -78,7 +74,7 @@ def resolve_run(dataset: str = "synth-street", labels: int | str | None = None, 
         overrides["method"] = method
     config = load_config(dataset, scale, params=params, **overrides)
     if stages is None:
-        stages = 3 if config.method == "three-stage" else 1
+        stages = 1 if METHODS[config.method].single_stage else 3
     return config, int(stages)
 
 

@@ -23,6 +23,9 @@ from torch import nn
 from .progress import tqdm
 
 from .data.datasets import default_cache_dir
+from .data.synthetic import PRETRAIN_NUM_CLASSES, generate_pretraining_images, generator_digest
+from .evaluate import to_input
+from .models import build_segmenter
 from .runs import atomic_torch_save, config_hash, set_aside
 
 PRETRAIN_FORMAT_VERSION = 1
@@ -42,12 +45,10 @@ class _Classifier(nn.Module):
 
 def synthetic_pretrain_key(widths, steps: int, seed: int, batch_size: int, num_images: int, lr: float,
                            output_stride: int = 8) -> dict:
-    from .data import synthetic
-
     return {"model": "deeplabv2-small", "widths": list(widths), "output_stride": output_stride, "steps": steps,
             "seed": seed,
             "batch_size": batch_size, "num_images": num_images, "lr": lr,
-            "data": synthetic.generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
+            "data": generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
 
 
 def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_dir=None, seed: int = 0,
@@ -58,10 +59,6 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     Cached as ``<cache>/pretrain/<hash>.pt`` (written atomically) and reused; deterministic on
     the CPU for a given (widths, steps, seed).
     """
-    from .data.synthetic import PRETRAIN_NUM_CLASSES, generate_pretraining_images
-    from .evaluate import to_input
-    from .models import build_segmenter
-
     key = synthetic_pretrain_key(widths, steps, seed, batch_size, num_images, lr, output_stride)
     path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
     if path.is_file():

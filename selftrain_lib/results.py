@@ -22,11 +22,13 @@ import pandas as pd
 
 from .evaluate import PROTOCOL
 from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
+from .methods import BASELINES, SWITCH_KEYS
+from .paths import runs_dir
 from .pretrain import pretraining_of
-from .runs import atomic_write_text
+from .runs import atomic_write_text, read_json
 
 RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "method", "seed", "scale",
-               "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
+               "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", *SWITCH_KEYS,
                "train_time_s", "run_dir", "pretraining", "eval_model", "val_miou_student", "val_miou_teacher"]
 
 
@@ -45,8 +47,8 @@ def collect(pairs: Iterable, scale: str | None = None) -> pd.DataFrame:
                 "labels": spec.labels, "paper_labels": PAPER_LABELS.get(spec.dataset, {}).get(spec.labels, ""),
                 "labels_used": cfg.labels, "variant": spec.variant, "method": cfg.method, "seed": cfg.seed,
                 "scale": scale or cfg.scale, "stage": r.stage, "val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
-                "lambda1": cfg.lambda1, "lambda2": cfg.lambda2, "cr": cfg.cr, "t2": cfg.t2, "sa": cfg.sa,
-                "n2": cfg.n2, "ema": cfg.ema, "train_time_s": r.metrics.get("train_time_s", np.nan),
+                "lambda1": cfg.lambda1, "lambda2": cfg.lambda2, **{k: getattr(cfg, k) for k in SWITCH_KEYS},
+                "train_time_s": r.metrics.get("train_time_s", np.nan),
                 "run_dir": str(r.run_dir), "pretraining": pretraining_of(cfg), **_model_mious(r.metrics)})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
@@ -289,8 +291,8 @@ LABEL_ROWS = {
 def _label_row(variant: str, method: str, stage: int) -> str:
     if variant == "full supervision":
         return "full supervision (Stage 1 on the pool)"
-    if method in ("mt-cutout", "mt-cutmix"):
-        return {"mt-cutout": "Cutout (mean teacher)", "mt-cutmix": "CutMix (mean teacher)"}[method]
+    if method in BASELINES:
+        return BASELINES[method]
     return {1: SUPERVISED_ROW, 2: "Stage 2", 3: "Ours (three-stage)"}.get(stage, f"Stage {stage}")
 
 
@@ -524,24 +526,19 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
         if indices is not None and not np.array_equal(z["indices"][:len(indices)], indices):
             raise ValueError(f"{r.run_dir} kept another validation sample than the other runs")
         indices = z["indices"][:max_images] if indices is None else indices
-        if "predictions" in z:      # in-memory datasets: one (N, H, W) array
+        if "predictions" in z:      # runs of generated data cached before 2026-12: one (N, H, W) array
             columns[name] = list(z["predictions"][:len(indices)])
-        else:                       # datasets read from files: prediction_<k>, one array per image
+        else:                       # prediction_<k>, one array per image
             columns[name] = [z[f"prediction_{k}"] for k in range(len(indices))]
     if indices is None:
         raise ValueError("no stage results given")
     idx = [int(i) for i in indices]
-    if hasattr(data, "val_images"):
-        return list(data.val_images.numpy()[idx]), columns, list(data.val_masks.numpy()[idx])
     return [data.val.image(i).numpy() for i in idx], columns, [data.val.mask(i).numpy() for i in idx]
 
 
 def list_runs(out: str | Path | None = None) -> pd.DataFrame:
     """Every finished stage run in the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`):
     one row per ``<hash>/metrics.json``."""
-    from .paths import runs_dir
-    from .runs import read_json
-
     out = runs_dir(out)
 
     rows = []
@@ -552,6 +549,6 @@ def list_runs(out: str | Path | None = None) -> pd.DataFrame:
                      "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
                      "method": cfg.get("method", "three-stage"),
                      "val_miou": metrics["val"]["miou"], "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
-                     **{k: cfg.get(k) for k in ("lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema")},
+                     **{k: cfg.get(k) for k in ("lambda1", "lambda2", *SWITCH_KEYS)},
                      "parent": metrics.get("pseudo_masks_from"), "run_dir": str(m.parent)})
     return pd.DataFrame(rows)

@@ -295,15 +295,11 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_mask_pngs(directory: str | os.PathLike, ids: list[str], masks: torch.Tensor) -> Path:
-    """Write ``masks`` (uint8 (N, H, W)) as ``<id>.png``, all or nothing (:func:`atomic_directory`)."""
-    directory = Path(directory)
-    if masks.dtype != torch.uint8 or masks.dim() != 3 or masks.shape[0] != len(ids):
-        raise ValueError(f"masks must be uint8 (N, H, W) with N={len(ids)}, got {tuple(masks.shape)} {masks.dtype}")
-    with atomic_directory(directory) as tmp:
-        for name, mask in zip(ids, masks.numpy()):
-            Image.fromarray(mask, mode="L").save(tmp / f"{name}.png")
-    return directory
+def write_mask_png(path: str | os.PathLike, mask: torch.Tensor) -> None:
+    """uint8 (H, W) ``mask`` as an 8-bit PNG (the folders of its path are made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.numpy(), mode="L").save(path)
 
 
 def read_mask_pngs(directory: str | os.PathLike, ids: list[str]) -> torch.Tensor:

@@ -5,13 +5,14 @@ pseudo-masks of stage k-1, the network f re-initialised from pre-training and, w
 auxiliary branch (ĝ in stage 2, g~ from stage 3 on). Each stage ends by writing the argmax of
 f on every image of L∪U as the next stage's pseudo-masks.
 
-Everything random in a step is drawn from generators seeded by (seed, stage, step), so a run
-resumed from a checkpoint computes exactly what an uninterrupted one does.
+The batches come from :class:`selftrain_lib.train.BatchSource`, the losses from the method
+(:mod:`selftrain_lib.methods`); the loop and the end-of-stage pass below are the same for data in
+memory and data read from files. Everything random in a step is drawn from generators seeded by
+(seed, stage, step), so a run resumed from a checkpoint computes exactly what an uninterrupted one does.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import shutil
 import time
@@ -22,37 +23,29 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from .progress import tqdm
 
-from .augment import StrongAugment, WeakAugment
-from .baselines import MeanTeacherBaseline, perturbation
 from .config import Config, make_config, resolved_dict, stage_key
-from .data import SegmentationData, TrainingView, hidden_truth, load_data, make_split, read_split, training_view, write_split
+from .data import (SegmentationData, Split, data_fingerprint, dataset_info, load_data, make_split, read_split,
+                   write_split)
+from .data.synthetic import generator_digest
 from .distributed import SINGLE, World, average_buffers, current, unwrap
-from .ema import EMATeacher, ema_decay, scale_decays
-from .evaluate import PROTOCOL, evaluate, evaluate_masks, predict, to_input
-from .losses import LossWeights, pixel_cross_entropy, total_loss
-from .precision import Precision, resolve_precision
+from .ema import EMATeacher
+from .evaluate import PROTOCOL, ConfusionMatrix, EvalResult, evaluate_part, predictions, scores
+from .methods import METHODS, Method
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
-from .runs import (atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text, clean_interrupted_writes,
-                   config_hash, finished_run_problem, read_json, read_mask_pngs, run_lock, set_aside, write_csv,
-                   write_labelled_ids, write_mask_pngs)
+from .precision import Precision, resolve_precision
+from .pretrain import load_pretrained
+from .progress import tqdm
+from .runs import (atomic_directory, atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text,
+                   clean_interrupted_writes, config_hash, file_sha256, finished_run_problem, id_list_digest, read_json,
+                   read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv, write_labelled_ids, write_mask_png)
+from .train import BatchSource, StepBatch, derive_seed
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
 # not reused.
 RUN_FORMAT_VERSION = 1
 CURVE_COLUMNS = ("step", "loss", "loss_seg", "loss_con", "loss_pl", "ema_decay", "val_miou", "val_miou_student",
                  "val_miou_teacher", "conf_rate")
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts, e.g. ``derive_seed(seed, stage, "aug", step)``."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def generator(*parts: Any) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,8 +172,6 @@ def private_blocks(config: Config, stage: int) -> int | None:
 def build_stage_model(config: Config, stage: int, num_classes: int) -> MultiTaskDeepLab:
     """f initialised from pre-training (new layers from a (seed, stage) generator) plus the
     stage's branch. Called afresh each stage: θ is re-initialised, as Algorithm 1 says."""
-    from .pretrain import load_pretrained
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, stage, "init"))
         segmenter = build_segmenter(config.model, num_classes, **_model_kwargs(config))
@@ -192,155 +183,17 @@ def build_stage_model(config: Config, stage: int, num_classes: int) -> MultiTask
 
 
 # ------------------------------------------------------------------------------------------
-# batches
-# ------------------------------------------------------------------------------------------
-
-class EpochSampler:
-    """Indices ``0..size-1`` in a fresh permutation each epoch, ``per_step`` at a time.
-
-    ``indices(step)`` is a pure function of ``(parts, step)``: no state to save for resume.
-    """
-
-    def __init__(self, size: int, per_step: int, *parts: Any):
-        self.size, self.per_step, self.parts = size, per_step, parts
-        self._cache: dict[int, Tensor] = {}
-
-    def _perm(self, epoch: int) -> Tensor:
-        if epoch not in self._cache:
-            if len(self._cache) > 4:
-                self._cache.pop(min(self._cache))
-            self._cache[epoch] = torch.randperm(self.size, generator=generator(*self.parts, epoch))
-        return self._cache[epoch]
-
-    def indices(self, step: int) -> Tensor:
-        pos = torch.arange(step * self.per_step, (step + 1) * self.per_step)
-        return torch.stack([self._perm(int(p) // self.size)[int(p) % self.size] for p in pos])
-
-
-@dataclass
-class StepBatch:
-    """One step's data on the device. Sub-batch 1 (from L∪U) first, then Sub-batch 2 (from L).
-
-    images: (B, 3, h, w) float in [0, 1], strong augmentation already applied to Sub-batch 1.
-    labels: (B2, h, w) int64, ground truth of Sub-batch 2.
-    pseudo: (B, h, w) int64 pseudo-masks moved by B, or None in stage 1.
-    clean: (B, 3, h, w) images before strong augmentation (the teacher's input), or None.
-    valid, boxes: only for the mean teacher baselines (see ``BatchSource._baseline_batch``).
-    """
-
-    images: Tensor
-    labels: Tensor
-    pseudo: Tensor | None = None
-    clean: Tensor | None = None
-    aug: Any = None  # StrongAugment params of Sub-batch 1, to move the teacher's targets
-    valid: Tensor | None = None  # (B1, h, w) bool: pixels of Sub-batch 1 inside the source image
-    boxes: Tensor | None = None  # (B1, 4) int64: the baseline's Cutout / CutMix boxes
-
-
-class SubBatchDraws:
-    """What every batch source shares: the sub-batch sizes of a stage, the samplers of L and of
-    L∪U, weak and strong augmentation, and the rank's place among the training processes."""
-
-    def __init__(self, config: Config, stage: int, device: torch.device, world: World, pool_size: int,
-                 num_labelled: int, ignore_index: int):
-        self.config, self.stage, self.device = config, stage, device
-        self.world = world  # rank r of N draws what one process would draw at global step step * N + r
-        self.box_masks = perturbation(config)  # the mean teacher baselines' hook (None otherwise)
-        single = stage == 1 and self.box_masks is None  # Stage 1 / supervised: the whole batch from L
-        n_lab = config.batch_size if single else config.labelled_per_batch
-        self.n_pool = 0 if single else config.batch_size - config.labelled_per_batch
-        self.labelled = EpochSampler(num_labelled, n_lab, config.seed, stage, "L")
-        self.pool = EpochSampler(pool_size, max(self.n_pool, 1), config.seed, stage, "LuU")
-        self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
-                                ignore_index=ignore_index)
-        self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
-                                    ignore_index=ignore_index, enabled=config.sa, prob=config.randaug_prob,
-                                    cutout_count=config.cutout_count, style=config.randaug_style)
-
-    def global_step(self, step: int) -> int:
-        return step * self.world.size + self.world.rank
-
-
-class BatchSource(SubBatchDraws):
-    """Draws the sub-batches of each step from a :class:`TrainingView` (never U's ground truth)."""
-
-    def __init__(self, view: TrainingView, pseudo: Tensor | None, config: Config, stage: int, device: torch.device,
-                 world: World = SINGLE):
-        super().__init__(config, stage, device, world, view.images.shape[0], len(view.labelled), view.ignore_index)
-        self.view, self.pseudo = view, pseudo
-
-    def _masks(self, m: Tensor) -> Tensor:
-        return m.to(self.device).long()
-
-    def __call__(self, step: int) -> StepBatch:
-        step = self.global_step(step)
-        g = generator(self.config.seed, self.stage, "aug", step)
-        pos = self.labelled.indices(step)
-        x2 = to_input(self.view.images[self.view.labelled[pos]], self.device)
-        masks2 = [self._masks(self.view.labelled_masks[pos])]
-        if self.pseudo is not None:
-            masks2.append(self._masks(self.pseudo[self.view.labelled[pos]]))
-        x2, masks2 = self.weak(x2, masks2, g)
-        if self.stage == 1:
-            if self.box_masks is not None:
-                return self._baseline_batch(step, g, x2, masks2[0])
-            return StepBatch(images=x2, labels=masks2[0])
-        idx = self.pool.indices(step)[: self.n_pool]
-        x1 = to_input(self.view.images[idx], self.device)
-        x1, (p1,) = self.weak(x1, [self._masks(self.pseudo[idx])], g)
-        params = self.strong.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
-        x1_aug = self.strong.apply_image(x1, params)
-        p1 = self.strong.apply_mask(p1, params)
-        return StepBatch(images=torch.cat([x1_aug, x2]), labels=masks2[0], pseudo=torch.cat([p1, masks2[1]]),
-                         clean=torch.cat([x1, x2]), aug=params)
-
-    # --- the hook of the mean teacher baselines (selftrain_lib/baselines.py) ---------------
-    def _baseline_batch(self, step: int, g: torch.Generator, x2: Tensor, y2: Tensor) -> StepBatch:
-        """Sub-batch 1 from L∪U with weak augmentation only (no A/B, no pseudo-masks), the mask of
-        its pixels that come from inside the image, and the baseline's boxes, drawn from ``g``."""
-        idx = self.pool.indices(step)[: self.n_pool]
-        x1 = to_input(self.view.images[idx], self.device)
-        inside = torch.zeros(x1.shape[0], x1.shape[2], x1.shape[3], dtype=torch.long, device=self.device)
-        x1, (inside,) = self.weak(x1, [inside], g)  # padding becomes the ignore value
-        boxes = self.box_masks.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
-        return StepBatch(images=torch.cat([x1, x2]), labels=y2, valid=inside != self.view.ignore_index,
-                         boxes=boxes.to(self.device))
-
-
-# ------------------------------------------------------------------------------------------
 # the step
 # ------------------------------------------------------------------------------------------
 
-def compute_losses(model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
-                   strong: StrongAugment, weights: LossWeights, ignore_index: int,
-                   method: MeanTeacherBaseline | None = None) -> dict[str, Tensor]:
-    """Forward pass and losses of one step (docs/method.md eqs. 1-5).
-
-    L_seg is averaged over Sub-batch 2 only (the last ``labels.shape[0]`` images); L_con and
-    L_pl over both sub-batches. The teacher sees the images before strong augmentation and its
-    argmax is moved by B, exactly like the stored pseudo-masks. A mean teacher baseline
-    (``method``) computes its own losses (:meth:`MeanTeacherBaseline.losses`).
-    """
-    if method is not None:
-        return method.losses(model, teacher, batch, ignore_index)
-    out = model(batch.images)
-    n2 = batch.labels.shape[0]
-    losses = {"loss_seg": pixel_cross_entropy(out["f"][-n2:], batch.labels, ignore_index)}
-    if batch.pseudo is not None:
-        if weights.cr and teacher is not None:
-            target = teacher.predict(batch.clean)
-            n1 = target.shape[0] - n2
-            target = torch.cat([strong.apply_mask(target[:n1], batch.aug), target[n1:]])
-            losses["loss_con"] = pixel_cross_entropy(out["f"], target, ignore_index)
-        if weights.t2 and "g" in out:
-            losses["loss_pl"] = pixel_cross_entropy(out["g"], batch.pseudo, ignore_index)
-    losses["loss"] = total_loss(losses["loss_seg"], losses.get("loss_con"), losses.get("loss_pl"), weights)
-    return losses
+def compute_losses(method: Method, model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
+                   ignore_index: int) -> dict[str, Tensor]:
+    """Forward pass and losses of one step: ``method``'s (:meth:`selftrain_lib.methods.Method.losses`)."""
+    return method.losses(model, teacher, batch, ignore_index)
 
 
 def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
-               batch: StepBatch, strong: StrongAugment, weights: LossWeights, ignore_index: int,
-               ema_decay_now: float, method: MeanTeacherBaseline | None = None,
+               batch: StepBatch, method: Method, ignore_index: int, ema_decay_now: float,
                precision: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
     """One optimiser step and the teacher's EMA update; returns the (undetached) losses.
     ``model`` may be wrapped in ``DistributedDataParallel`` (the gradients are then averaged over ranks).
@@ -349,7 +202,7 @@ def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: t
     loss for fp16 (see :mod:`selftrain_lib.precision`).
     """
     with precision.autocast() if precision is not None else contextlib.nullcontext():
-        losses = compute_losses(model, teacher, batch, strong, weights, ignore_index, method)
+        losses = compute_losses(method, model, teacher, batch, ignore_index)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(losses["loss"]).backward()
@@ -376,10 +229,8 @@ class StageParts:
     teacher: EMATeacher | None
     optimizer: torch.optim.Optimizer
     batches: BatchSource
-    weights: LossWeights
+    method: Method  # the batch it needs, its teacher's decays, its losses (selftrain_lib.methods)
     steps: int
-    method: MeanTeacherBaseline | None = None  # a mean teacher baseline's losses (None: the three-stage method)
-    decays: tuple[tuple[float, ...], tuple[float, ...]] = ((0.99,), ())  # EMA schedule (decays, milestones)
     precision: Precision | None = None  # autocast of the forward pass (None: fp32)
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
     world: World = SINGLE  # the training processes (selftrain_lib.distributed)
@@ -387,11 +238,14 @@ class StageParts:
 
     def ema_decay(self, step: int) -> float:
         """The teacher's EMA decay at ``step``, a pure function of the step."""
-        return ema_decay(step, self.steps, *self.decays)
+        return self.method.ema_decay(step)
 
 
-def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Tensor | None, num_classes: int,
-                      device: torch.device, world: World = SINGLE) -> StageParts:
+def build_stage_parts(config: Config, stage: int, view, pseudo, num_classes: int, device: torch.device,
+                      world: World = SINGLE) -> StageParts:
+    """The model, teacher, optimiser and batches of ``stage``. ``view``: what it trains on
+    (``data.training_view(split)``); ``pseudo``: the previous stage's pseudo-mask folder (or, in
+    memory, a uint8 (N, H, W) tensor), None in stage 1."""
     precision = resolve_precision(config.precision, device)
     model = build_stage_model(config, stage, num_classes)
     if config.sync_bn and world.enabled:
@@ -401,32 +255,21 @@ def build_stage_parts(config: Config, stage: int, view: TrainingView, pseudo: Te
     model = model.to(device)
     if device.type == "cuda":  # NHWC convolutions are the fast path of cuDNN's tensor cores
         model = model.to(memory_format=torch.channels_last)
-    method = MeanTeacherBaseline.from_config(config)
-    # Stages >= 2 keep an EMA teacher even without L_con: a passive copy that changes nothing the
-    # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
-    needs_teacher = (stage >= 2 and (config.cr or config.ema)) or method is not None
-    teacher = EMATeacher(model.segmenter, use_ema=config.ema or method is not None).to(device) if needs_teacher else None
-    steps = config.stage1_steps if stage == 1 else config.steps
-    decays = (((config.teacher_decay,), ()) if method is not None
-              else (scale_decays(config.ema_decays, config.ema_reference_steps, steps), tuple(config.ema_milestones)))
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    if isinstance(view, TrainingView):
-        batches = BatchSource(view, pseudo, config, stage, device, world)
-    else:  # a dataset read from files: per-sample crops (stage_files.py); ``pseudo`` is the PNG folder
-        from .stage_files import FileBatchSource
-
-        batches = FileBatchSource(view, pseudo, config, stage, device, world)
+    batches = BatchSource(view, pseudo, config, stage, device, world)
+    method = batches.method
+    teacher = method.teacher(model.segmenter)
+    teacher = teacher.to(device) if teacher is not None else None
     trained = model
     if world.enabled:  # same initial weights on every rank (seeded by (seed, stage)): DDP checks it
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                       broadcast_buffers=False)  # train_step averages them instead
     if config.compile:
         trained = torch.compile(trained)
-    return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches,
-                      weights=LossWeights(config.lambda1, config.lambda2, config.cr, config.t2),
-                      steps=steps, method=method, decays=decays,
-                      precision=precision, scaler=precision.grad_scaler(), world=world, trained=trained)
+    return StageParts(model=model, teacher=teacher, optimizer=optimizer, batches=batches, method=method,
+                      steps=method.steps, precision=precision, scaler=precision.grad_scaler(), world=world,
+                      trained=trained)
 
 
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
@@ -436,13 +279,9 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
 
     Inputs named by a path enter by content: ``split_file`` as the digest of its ids, a
     ``pretrained`` checkpoint file as the digest of its bytes, a dataset read from files as the
-    fingerprint of its files (:func:`selftrain_lib.data.data_fingerprint`). The source digest of
-    the generator (data/synthetic.py) enters the runs that use its output only: the generated
-    datasets, and runs starting from the synthetic pre-training."""
-    from .data import dataset_info
-    from .data.synthetic import generator_digest
-    from .runs import file_sha256, id_list_digest, split_file_ids
-
+    fingerprint of its files (:func:`selftrain_lib.data.data_fingerprint`). The digest of the
+    generator (data/synthetic/) enters the runs that use its output only: the generated datasets,
+    and runs starting from the synthetic pre-training."""
     config_key = stage_key(config, stage)
     if config.split_file is not None:
         config_key["split_file"] = id_list_digest(split_file_ids(config.split_file))
@@ -451,8 +290,6 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
     if dataset_info(config.dataset).format == "synthetic":
         data: Any = generator_digest()  # as before: the generated datasets' run hashes are pinned
     else:
-        from .data import data_fingerprint
-
         data = {"files": data_fingerprint(config)}
         if config.pretrained == "synthetic":
             data["generator"] = generator_digest()
@@ -487,7 +324,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     """
     if stage < 1:
         raise ValueError(f"stage: must be >= 1, got {stage}")
-    if stage >= 2 and config.method != "three-stage":
+    if stage >= 2 and METHODS[config.method].single_stage:
         raise ValueError(f"method {config.method!r} is a single-stage run: stage must be 1, got {stage}")
     if stage >= 2 and pseudo_masks is None:
         raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
@@ -589,23 +426,14 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
-    if not isinstance(data, SegmentationData):  # files: a bad one is found now, not after a stage
-        from .data import check_files_once
-
-        check_files_once(config, data, progress)
+    data.check_once(config, progress)  # files: a bad one is found now, not after a stage
     split = select_split(config, data, out)
     if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
         write_labelled_ids(run_dir, data.train_ids, split.labelled.tolist())
-    view = training_view(data, split)
-    in_memory = isinstance(data, SegmentationData)  # else read from files, image by image (stage_files.py)
-    if stage < 2:
-        pseudo = None
-    else:
-        pseudo = pseudo_masks.load(data.train_ids) if in_memory else pseudo_masks.directory
-
-    parts = build_stage_parts(config, stage, view, pseudo, data.info.num_classes, device, world)
+    pseudo = pseudo_masks.directory if stage >= 2 else None
+    parts = build_stage_parts(config, stage, data.training_view(split), pseudo, data.info.num_classes, device, world)
     model, teacher, optimizer, batches = parts.model, parts.teacher, parts.optimizer, parts.batches
-    steps, weights, info = parts.steps, parts.weights, data.info
+    steps, info = parts.steps, data.info
 
     start, rows, elapsed = 0, [], 0.0
     sums: dict[str, Tensor] = {}  # loss sums since the last logged row
@@ -621,14 +449,9 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
         start, rows, elapsed = ckpt["step"], ckpt["rows"], ckpt["elapsed"]
         sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
 
-    def validate(net: nn.Module, progress: bool = False):
+    def validate(net: nn.Module) -> EvalResult:
         """Scores of ``net`` (a segmenter) on the validation set."""
-        if not in_memory:
-            from .stage_files import evaluate_files
-
-            return evaluate_files(net, data.val, info.num_classes, info.ignore_index, device, progress)
-        return evaluate(net, data.val_images, data.val_masks, info.num_classes, info.ignore_index,
-                        config.eval_batch_size, device, progress=progress)
+        return evaluate_part(net, data.val, info.num_classes, info.ignore_index, config.eval_batch_size, device)
 
     nets = evaluated_networks(model, teacher)
     evaluated = config.eval_model if config.eval_model in nets else "student"
@@ -640,8 +463,8 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=not progress, dynamic_ncols=True)
     for step in range(start, steps):
         decay = parts.ema_decay(step)
-        losses = train_step(parts.trained, teacher, optimizer, batches(step), batches.strong, weights, info.ignore_index,
-                            decay, parts.method, parts.precision, parts.scaler)
+        losses = train_step(parts.trained, teacher, optimizer, batches(step), parts.method, info.ignore_index, decay,
+                            parts.precision, parts.scaler)
         for k, v in losses.items():  # stays on the device: no host sync inside the step
             sums[k] = sums.get(k, 0) + v.detach()
         done = step + 1
@@ -651,8 +474,8 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
             row.update({k: float(v) / n for k, v in world.mean(sums).items()})  # mean over ranks
             _check_finite(row, stage, done - n, done, run_dir)
             if (done % config.eval_every == 0 or done == steps) and world.is_main:  # rank 0 writes the curves
-                for name, net in nets.items():
-                    row[f"val_miou_{name}"] = validate(net).miou
+                evals = {name: validate(net) for name, net in nets.items()}
+                row.update({f"val_miou_{name}": v.miou for name, v in evals.items()})
                 row["val_miou"] = row[f"val_miou_{evaluated}"]
             rows.append(row)
             sums = {}
@@ -670,16 +493,13 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
                                           "rows": rows, "sums": sums, "elapsed": elapsed + time.perf_counter() - t0})
     bar.close()
     train_time = elapsed + time.perf_counter() - t0
-    # the network not evaluated is scored too (rank 0), so every metrics.json has both
-    other_vals = {name: validate(net) for name, net in nets.items() if name != evaluated} if world.is_main else {}
-    if not in_memory:
-        from .stage_files import finish_file_stage
-
-        result = finish_file_stage(nets[evaluated], config, stage, run_dir, run_hash, data, split, rows, train_time,
-                                   device, progress, pseudo_masks, world, evaluated, other_vals)
-    else:
-        result = _finish_stage(nets[evaluated], config, stage, run_dir, run_hash, data, split, rows, train_time, device,
-                               progress, pseudo_masks, world, evaluated, other_vals)
+    # Both networks are scored (rank 0), so every metrics.json has both: the scores of the last
+    # step's curve row when this process trained it, else (resumed after the last step) now.
+    if world.is_main and start == steps:
+        evals = {name: validate(net) for name, net in nets.items()}
+    final = _FinalPass(config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
+                       pseudo_masks, world)
+    result = _finish_stage(final, nets[evaluated], evaluated, evals if world.is_main else {})
     world.barrier()  # rank 0 has written the run: the others read it back
     return result if world.is_main else StageResult.load(run_dir, reused=False)
 
@@ -693,63 +513,70 @@ def evaluated_networks(model: MultiTaskDeepLab, teacher: EMATeacher | None) -> d
     return nets
 
 
-def _finish_stage(f, config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
-                  parent: PseudoMasks | None, world: World = SINGLE, evaluated: str = "student",
-                  other_vals: dict | None = None) -> StageResult | None:
-    """Final evaluation of ``f`` (the ``evaluated`` network), its pseudo-masks of L∪U, and the files
-    of a finished run (metrics.json last). With several ranks, each predicts its share of the pool
-    and rank 0 does the rest (others: None)."""
-    info = data.info
+@dataclass
+class _FinalPass:
+    """What the end of a stage writes its files from (see :func:`_finish_stage`)."""
+
+    config: Config
+    stage: int
+    run_dir: Path
+    run_hash: str
+    data: Any  # SegmentationData or FileSegmentationData: both have .train, .val and .info
+    split: Split
+    rows: list
+    train_time: float
+    device: torch.device
+    progress: bool
+    parent: PseudoMasks | None
+    world: World
+
+
+def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, EvalResult]) -> StageResult | None:
+    """The end of a stage, for data in memory and read from files alike: the pseudo-masks of L∪U
+    by ``f`` (the ``evaluated`` network: one PNG per pool image at its size, written into a temporary
+    folder renamed at the end), their quality on U, the predictions on the fixed validation sample,
+    the weights and ``metrics.json`` with the validation ``evals`` of each network. With several
+    ranks, each writes its share of the pseudo-masks and rank 0 does the rest (others: None)."""
+    data, info, world, run_dir = p.data, p.data.info, p.world, Path(p.run_dir)
     t0 = time.perf_counter()
-    shard = torch.tensor(list(world.shard(data.train_images.shape[0])), dtype=torch.long)
-    part = predict(f, data.train_images[shard], config.eval_batch_size, device, desc="pseudo-masks", progress=progress)
-    parts = world.gather_to_main((shard, part))
+    unlabelled = set(p.split.unlabelled.tolist())
+    cm_u = ConfusionMatrix(info.num_classes, info.ignore_index)  # U's ground truth: read here, to score only
+    with atomic_directory(run_dir / "pseudo_masks") if world.is_main else contextlib.nullcontext() as tmp:
+        tmp = world.broadcast_from_main(tmp)
+        for idx, pred in predictions(f, data.train, world.shard(len(data.train)), p.config.eval_batch_size, p.device,
+                                     "pseudo-masks", p.progress):
+            for i, mask in zip(idx, pred.to(torch.uint8).cpu()):
+                write_mask_png(tmp / f"{data.train.ids[i]}.png", mask)
+                if i in unlabelled:
+                    cm_u.update(mask, data.train.mask(i))
+        matrices = world.gather_to_main(cm_u.mat)  # also: every shard is written before the rename
     if not world.is_main:
         return None
-    pool_pred = torch.empty((data.train_images.shape[0],) + tuple(part.shape[1:]), dtype=torch.uint8)
-    for idx, pred in parts:
-        pool_pred[idx] = pred
-    val = evaluate(f, data.val_images, data.val_masks, info.num_classes, info.ignore_index, config.eval_batch_size,
-                   device, progress=progress)
+    cm_u.mat = torch.stack(matrices).sum(0)
     pseudo_time = time.perf_counter() - t0
-    u_idx, u_truth = hidden_truth(data, split)
-    pseudo_u = evaluate_masks(pool_pred[u_idx], u_truth, info.num_classes, info.ignore_index)
-    write_mask_pngs(run_dir / "pseudo_masks", data.train_ids, pool_pred)
-
-    sample = np.unique(np.linspace(0, data.val_images.shape[0] - 1, config.num_val_samples).round().astype(int)) \
-        if config.num_val_samples else np.zeros(0, dtype=int)
-    sample_t = torch.from_numpy(sample)
-    val_pred = predict(f, data.val_images[sample_t], config.eval_batch_size, device)
-    atomic_savez(run_dir / "val_samples.npz", indices=sample, predictions=val_pred.numpy())
+    n_val = len(data.val)
+    sample = np.unique(np.linspace(0, n_val - 1, p.config.num_val_samples).round().astype(int)) \
+        if p.config.num_val_samples else np.zeros(0, dtype=int)
+    preds = [pred.to(torch.uint8).cpu().numpy() for _, chunk in predictions(f, data.val, sample, p.config.eval_batch_size,
+                                                                              p.device) for pred in chunk]
+    # one array per image (images read from files differ in size)
+    atomic_savez(run_dir / "val_samples.npz", indices=sample, **{f"prediction_{k}": a for k, a in enumerate(preds)})
     atomic_torch_save(run_dir / "model.pt", {k: v.cpu() for k, v in f.state_dict().items()})
-    return write_stage_results(config, stage, run_dir, run_hash, parent, split, info, rows, val, pseudo_u,
-                               train_time, pseudo_time, device, evaluated, other_vals)
-
-
-def write_stage_results(config, stage, run_dir, run_hash, parent: PseudoMasks | None, split, info, rows, val,
-                        pseudo_u, train_time, pseudo_time, device, evaluated: str = "student",
-                        other_vals: dict | None = None) -> StageResult:
-    """The curves and ``metrics.json`` of a finished run (written last: its presence marks the run
-    finished), then the checkpoint goes. Shared by in-memory and file datasets.
-
-    ``val`` scores the ``evaluated`` network (``"student"`` or ``"teacher"``); ``other_vals`` the
-    other one, when the stage has it. ``val`` is the reported mIoU; ``val_student`` and
-    ``val_teacher`` (None without a teacher) are both recorded."""
-    run_dir = Path(run_dir)
-    by_model = {**(other_vals or {}), evaluated: val}
-    write_csv(run_dir / "curves.csv", rows, CURVE_COLUMNS)
+    # the curves, then metrics.json (written last: its presence marks the run finished); the
+    # ``evaluated`` network's scores are the reported ``val``, both networks' are recorded
+    write_csv(run_dir / "curves.csv", p.rows, CURVE_COLUMNS)
+    config, names = p.config, info.class_names
     metrics = {
-        "stage": stage, "run_hash": run_hash, "pseudo_masks_from": parent.source_hash if parent else None,
-        "dataset": config.dataset, "labels": int(split.labelled.numel()), "seed": config.seed,
-        "num_classes": info.num_classes, "class_names": list(info.class_names),
-        "steps": config.stage1_steps if stage == 1 else config.steps,
-        "val": val.as_dict(info.class_names), "eval_model": evaluated,
-        **{f"val_{name}": by_model[name].as_dict(info.class_names) if name in by_model else None
-           for name in ("student", "teacher")},
-        "pseudo_masks_unlabelled": pseudo_u.as_dict(info.class_names),
-        "train_time_s": train_time, "eval_and_pseudo_time_s": pseudo_time,
-        "protocol": PROTOCOL, "device": str(device), "precision": resolve_precision(config.precision, device).name,
+        "stage": p.stage, "run_hash": p.run_hash, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
+        "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
+        "num_classes": info.num_classes, "class_names": list(names),
+        "steps": config.stage1_steps if p.stage == 1 else config.steps,
+        "val": evals[evaluated].as_dict(names), "eval_model": evaluated,
+        **{f"val_{name}": evals[name].as_dict(names) if name in evals else None for name in ("student", "teacher")},
+        "pseudo_masks_unlabelled": scores(cm_u).as_dict(names),
+        "train_time_s": p.train_time, "eval_and_pseudo_time_s": pseudo_time, "protocol": PROTOCOL,
+        "device": str(p.device), "precision": resolve_precision(config.precision, p.device).name,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return StageResult(stage=stage, run_dir=run_dir, run_hash=run_hash, metrics=metrics, reused=False)
+    return StageResult(stage=p.stage, run_dir=run_dir, run_hash=p.run_hash, metrics=metrics, reused=False)

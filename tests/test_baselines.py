@@ -1,4 +1,4 @@
-"""The baselines (selftrain_lib/baselines.py): box masks, mixing and the confidence threshold on
+"""The baselines (selftrain_lib/methods/mean_teacher.py): box masks, mixing and the confidence threshold on
 constructed inputs, the run hashes, and one smoke-scale run of each method."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import selftrain_lib
-from selftrain_lib import baselines as bl
+from selftrain_lib.methods import mean_teacher as bl
 from selftrain_lib.config import ConfigError, load_config
 from selftrain_lib.runs import config_hash
 from selftrain_lib.stage import run_stage, stage_run_key

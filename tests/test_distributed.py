@@ -15,7 +15,7 @@ from selftrain_lib.config import load_config
 from selftrain_lib.data import load_data, make_split, training_view
 from selftrain_lib.distributed import SINGLE, World
 from selftrain_lib.pipeline import run
-from selftrain_lib.stage import BatchSource
+from selftrain_lib.train import BatchSource
 
 ROOT = Path(__file__).resolve().parent.parent
 

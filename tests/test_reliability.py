@@ -68,12 +68,12 @@ def test_data_root_enters_the_hash_by_its_files(tmp_path):
 
 
 def test_generator_digest_enters_generated_datasets_only(tmp_path, monkeypatch):
-    from selftrain_lib.data import synthetic
+    from selftrain_lib.data.synthetic import spec
 
     street = load_config("synth-street", "smoke")
     leaves = _leaves(tmp_path)
     before = stage_hashes(street, 1), stage_hashes(leaves, 1)
-    monkeypatch.setattr(synthetic, "generator_digest", lambda: "v9-edited")
+    monkeypatch.setattr(spec, "GENERATOR_DIGEST", "v9-edited")
     assert stage_hashes(street, 1) != before[0]
     assert stage_hashes(leaves, 1) == before[1]  # pretrained: none, a folder dataset
     # the synthetic pre-training is built by the generator: runs starting from it depend on it

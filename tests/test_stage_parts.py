@@ -6,10 +6,12 @@ from selftrain_lib.augment import StrongAugment
 from selftrain_lib.config import load_config
 from selftrain_lib.data import TrainingView, make_split
 from selftrain_lib.ema import EMATeacher
-from selftrain_lib.losses import LossWeights, pixel_cross_entropy
+from selftrain_lib.losses import pixel_cross_entropy
+from selftrain_lib.methods.three_stage import ThreeStage
 from selftrain_lib.models import MultiTaskDeepLab, build_segmenter
 from selftrain_lib.pretrain import load_pretrained, synthetic_backbone_state
-from selftrain_lib.stage import BatchSource, EpochSampler, StepBatch, compute_losses, derive_seed
+from selftrain_lib.stage import compute_losses
+from selftrain_lib.train import BatchSource, EpochSampler, StepBatch, derive_seed
 
 
 def test_epoch_sampler_visits_everything_once_per_epoch_and_is_pure():
@@ -61,8 +63,10 @@ def test_losses_follow_the_sub_batches():
     labels = torch.randint(0, 3, (2, 16, 16), generator=g)
     pseudo = torch.randint(0, 3, (5, 16, 16), generator=g)
     batch = StepBatch(images=images, labels=labels, pseudo=pseudo, clean=clean, aug=params)
-    weights = LossWeights(lambda1=0.5, lambda2=0.25)
-    losses = compute_losses(model, teacher, batch, strong, weights, 255)
+    config = load_config("synth-street", "smoke", lambda1=0.5, lambda2=0.25)
+    method = ThreeStage(config, 2)
+    method.strong = strong  # the ops drawn above
+    losses = compute_losses(method, model, teacher, batch, 255)
 
     out = model(images)
     t = teacher.module(clean).argmax(1)
@@ -75,7 +79,9 @@ def test_losses_follow_the_sub_batches():
     assert torch.allclose(losses["loss"], seg + 0.5 * con + 0.25 * pl)
     assert (t[:3] == 255).any()  # B put the ignore value where the warp left the image
 
-    no_cr = compute_losses(model, teacher, batch, strong, LossWeights(0.5, 0.25, cr=False), 255)
+    method = ThreeStage(config.replace(cr=False), 2)
+    method.strong = strong
+    no_cr = compute_losses(method, model, teacher, batch, 255)
     assert "loss_con" not in no_cr and torch.allclose(no_cr["loss"], seg + 0.25 * pl)
 
 

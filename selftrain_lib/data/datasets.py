@@ -1,16 +1,28 @@
-"""Dataset registry, label splits and the training view that keeps U's ground truth out of training.
+"""Dataset registry, the two kinds of data, label splits and the training views that keep U's
+ground truth out of training.
 
-Tensors are held in memory as ``uint8``: images ``(N, 3, H, W)``, masks ``(N, H, W)`` with
-``ignore_index`` (255) for void pixels. The embedded benchmarks are a few tens of MB.
+The generated benchmarks are held in memory (:class:`SegmentationData`, a few tens of MB) as
+``uint8``: images ``(N, 3, H, W)``, masks ``(N, H, W)`` with ``ignore_index`` (255) for void
+pixels. Datasets read from files (:class:`FileSegmentationData`: Cityscapes, VOC, folders) hold
+paths and read each image when it is used. Both offer the same parts (``data.train``,
+``data.val``: ``ids``, ``image(i)``, ``mask(i)``, ``chunks(...)``) and ``training_view(split)``;
+what differs is read by the training readers (:mod:`selftrain_lib.train.batches`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+from ..runs import atomic_write_text, config_hash, files_fingerprint
+from . import cityscapes, voc
+from .files import FileDataset
+from .folder import folder
+from .synthetic import SPECS, cache_root, load_synthetic
 
 IGNORE_INDEX = 255
 
@@ -36,7 +48,7 @@ class DatasetInfo:
 # Figure colours that override a synthetic spec's palette. synth-objects borrowed VOC's palette, which
 # gives its background near-black and three of its shapes dark reds; these are distinct at a glance
 # (tab10's hues and a light grey background; white stays "ignore"). Colours are for figures only: they
-# are not part of the generated data, its cache key or any run hash (synthetic.py is left unchanged).
+# are not part of the generated data, its cache key or any run hash (the generator is left unchanged).
 FIGURE_PALETTES = {
     "synth-objects": ((205, 205, 205), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
                       (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207),
@@ -45,8 +57,6 @@ FIGURE_PALETTES = {
 
 
 def _synthetic_infos() -> dict[str, DatasetInfo]:
-    from .synthetic import SPECS
-
     return {name: DatasetInfo(name=s.name, class_names=tuple(s.class_names),
                               palette=tuple(FIGURE_PALETTES.get(name, s.palette)),
                               image_size=tuple(s.image_size), default_pool_size=s.default_pool_size,
@@ -55,8 +65,6 @@ def _synthetic_infos() -> dict[str, DatasetInfo]:
 
 
 def _file_infos() -> dict[str, DatasetInfo]:
-    from . import cityscapes, voc
-
     names, palette = cityscapes.train_classes()
     return {
         "cityscapes": DatasetInfo(name="cityscapes", class_names=names, palette=palette,
@@ -76,43 +84,14 @@ PAPER_LABEL_COUNTS: dict[str, tuple[int, ...]] = {
 }
 
 
-class _Registry(dict):
-    """Name → :class:`DatasetInfo`, filled on first use (the generators import numpy only)."""
-
-    def _fill(self):
-        if not super().__len__():
-            self.update(_synthetic_infos())
-            self.update(_file_infos())
-
-    def __contains__(self, key):
-        self._fill()
-        return super().__contains__(key)
-
-    def __getitem__(self, key):
-        self._fill()
-        return super().__getitem__(key)
-
-    def __iter__(self):
-        self._fill()
-        return super().__iter__()
-
-    def __len__(self):
-        self._fill()
-        return super().__len__()
-
-    def keys(self):
-        self._fill()
-        return super().keys()
-
-
-DATASETS: dict[str, DatasetInfo] = _Registry()
+DATASETS: dict[str, DatasetInfo] = {**_synthetic_infos(), **_file_infos()}  # and folder datasets, registered
 
 
 def register_dataset(info: DatasetInfo) -> None:
     """Add (or replace) a folder dataset; the built-in names cannot be replaced."""
     if info.name in DATASETS and DATASETS[info.name].format != "folder":
         raise ValueError(f"dataset: {info.name!r} is a built-in dataset; give your folder dataset another name")
-    dict.__setitem__(DATASETS, info.name, info)
+    DATASETS[info.name] = info
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -121,13 +100,39 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Images and masks held in memory, with the interface of a :class:`~selftrain_lib.data.files.FileDataset`."""
+
+    images: Tensor        # uint8 (N, 3, H, W)
+    masks: Tensor | None  # uint8 (N, H, W); None: images to predict only
+    ids: Sequence[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def image(self, i: int) -> Tensor:
+        return self.images[i]
+
+    def mask(self, i: int) -> Tensor:
+        return self.masks[i]
+
+    def chunks(self, indices: Sequence[int], batch_size: int) -> Iterator[tuple[list[int], Tensor]]:
+        """``indices`` in batches of ``batch_size``: (indices, uint8 images (b, 3, H, W))."""
+        indices = [int(i) for i in indices]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            yield chunk, self.images[chunk]
+
+
 @dataclass
 class SegmentationData:
-    """A train pool and a validation set, with ground truth for both (held by the loader only)."""
+    """A train pool and a validation set held in memory, with ground truth for both (held by the
+    loader and the evaluation only: training sees a :class:`TrainingView`)."""
 
     info: DatasetInfo
     train_images: Tensor  # uint8 (N, 3, H, W)
-    train_masks: Tensor   # uint8 (N, H, W): for U, read by evaluation only (see hidden_truth)
+    train_masks: Tensor   # uint8 (N, H, W): for U, read by evaluation only
     val_images: Tensor    # uint8 (M, 3, H, W)
     val_masks: Tensor     # uint8 (M, H, W)
     train_ids: list[str]
@@ -136,11 +141,49 @@ class SegmentationData:
     def pool_size(self) -> int:
         return self.train_images.shape[0]
 
+    @property
+    def train(self) -> ArrayDataset:
+        return ArrayDataset(self.train_images, self.train_masks, self.train_ids)
+
+    @property
+    def val(self) -> ArrayDataset:
+        return ArrayDataset(self.val_images, self.val_masks, [f"val_{i:05d}" for i in range(self.val_images.shape[0])])
+
+    def training_view(self, split: Split) -> TrainingView:
+        return TrainingView(images=self.train_images, labelled=split.labelled,
+                            labelled_masks=self.train_masks[split.labelled].clone(),
+                            ignore_index=self.info.ignore_index, ids=tuple(self.train_ids))
+
+    def check_once(self, config, progress: bool = False) -> None:
+        """Nothing to check: generated arrays (see :meth:`FileSegmentationData.check_once`)."""
+
+
+@dataclass
+class FileSegmentationData:
+    """A train pool and a validation set read from files, image by image."""
+
+    info: DatasetInfo
+    train: FileDataset
+    val: FileDataset
+
+    @property
+    def train_ids(self) -> list[str]:
+        return self.train.ids
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.train)
+
+    def training_view(self, split: Split) -> FileTrainingView:
+        return FileTrainingView(self, split)
+
+    def check_once(self, config, progress: bool = False) -> Path:
+        """Decode every file before training (once per fingerprint: :func:`check_files_once`)."""
+        return check_files_once(config, self, progress)
+
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """``cache_dir`` when given, else the library's cache root (:func:`synthetic.cache_root`)."""
-    from .synthetic import cache_root
-
     return Path(cache_dir) if cache_dir else cache_root()
 
 
@@ -148,25 +191,15 @@ def load_data(config) -> SegmentationData:
     """Load (generating and caching on first use) the dataset named by ``config.dataset``.
 
     Datasets read from files (Cityscapes, VOC, folders) come back as a
-    :class:`~selftrain_lib.data.lazy.FileSegmentationData` that reads each file when it is used.
+    :class:`FileSegmentationData` that reads each file when it is used.
     """
-    from .synthetic import load_synthetic
-
     info = dataset_info(config.dataset)
     if info.format != "synthetic":
-        from .lazy import FileSegmentationData
-
         return FileSegmentationData(info=info, **open_parts(config))
-    from ..runs import fix_mode
-    from .synthetic import cache_path
-
     sizes = (config.pool_size or info.default_pool_size, config.val_size or info.default_val_size)
     cache = default_cache_dir(config.cache_dir) / "synthetic"
     arrays = load_synthetic(config.dataset, pool_size=sizes[0], val_size=sizes[1], seed=config.data_seed,
                             cache_dir=cache)
-    # synthetic.py writes its cache through mkstemp (0600); it is not edited here because its source
-    # digest is part of the pinned run hashes
-    fix_mode(cache_path(config.dataset, sizes[0], sizes[1], config.data_seed, cache))
 
     def images(a):  # (N, H, W, 3) numpy → (N, 3, H, W) tensor
         return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
@@ -183,10 +216,6 @@ def open_files(config, part: str = "train"):
 
     Reads ``config.data_root``, ``config.train_list`` / ``config.val_list`` and ``config.resize``.
     """
-    from .cityscapes import RESIZE, cityscapes
-    from .folder import folder
-    from .voc import voc
-
     info = dataset_info(config.dataset)
     if info.format == "synthetic":
         raise ValueError(f"dataset: {config.dataset!r} is generated in memory; use load_data")
@@ -199,9 +228,9 @@ def open_files(config, part: str = "train"):
         raise FileNotFoundError(f"data_root: no such folder {root}")
     list_file = config.train_list if part == "train" else config.val_list
     if info.format == "cityscapes":
-        return cityscapes(root, part, resize=config.resize or RESIZE)
+        return cityscapes.cityscapes(root, part, resize=config.resize or cityscapes.RESIZE)
     if info.format == "voc":
-        return voc(root, part, list_file=list_file, resize=config.resize)
+        return voc.voc(root, part, list_file=list_file, resize=config.resize)
     return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,
                   resize=config.resize, name=info.name)
 
@@ -222,8 +251,6 @@ def data_fingerprint(config) -> str:
     """What a dataset read from files holds, for the run hash: every image and mask file of the
     train and val parts, in pool order, with size and mtime (:func:`selftrain_lib.runs.files_fingerprint`).
     Another folder, an edited list or a replaced image gives another fingerprint."""
-    from ..runs import files_fingerprint
-
     parts = open_parts(config).values()
     return files_fingerprint([p for d in parts for p in (*d.image_paths, *d.mask_paths)], config.data_root)
 
@@ -232,8 +259,6 @@ def check_files_once(config, data, progress: bool = False) -> Path:
     """Decode every image and mask of ``data`` (a dataset read from files) before training, so a bad
     file is named in seconds, not after a stage. Done once per data fingerprint and label set: a
     marker under ``<cache>/checked/`` records it. Returns the marker."""
-    from ..runs import atomic_write_text, config_hash
-
     info = data.info
     key = {"files": data_fingerprint(config), "num_classes": info.num_classes, "ignore_index": info.ignore_index,
            "resize": config.resize, "format": info.format}
@@ -285,8 +310,6 @@ def _split_from(labelled: Tensor, pool_size: int) -> Split:
 
 def write_split(path: str | os.PathLike, split: Split, ids: list[str]) -> Path:
     """Write the labelled image ids, one per line (the format ST++ and others publish)."""
-    from ..runs import atomic_write_text
-
     path = Path(path)
     atomic_write_text(path, "".join(f"{ids[i]}\n" for i in split.labelled.tolist()))
     return path
@@ -319,7 +342,7 @@ def read_split(path: str | os.PathLike, ids: list[str]) -> Split:
 class TrainingView:
     """The data a stage trains on: every pool image, but masks of L only.
 
-    U's ground truth is not in here, so no loss can read it (``tests/test_data.py`` proves that
+    U's ground truth is not in here, so no loss can read it (``tests/test_pipeline.py`` proves that
     changing it leaves training bit-identical).
     """
 
@@ -327,17 +350,34 @@ class TrainingView:
     labelled: Tensor         # int64 (|L|,): indices into images
     labelled_masks: Tensor   # uint8 (|L|, H, W): ground truth of images[labelled]
     ignore_index: int = IGNORE_INDEX
+    ids: Sequence[str] | None = None  # of the pool images (to read pseudo-masks by id)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
 
 
-def training_view(data: SegmentationData, split: Split) -> TrainingView:
-    if not isinstance(data, SegmentationData):  # read from files: a view that refuses U's masks
-        from .lazy import FileTrainingView
+class FileTrainingView:
+    """Images of L∪U read from files, masks of L only: ``mask(i)`` of an unlabelled image is an error."""
 
-        return FileTrainingView(data, split)
-    return TrainingView(images=data.train_images, labelled=split.labelled,
-                        labelled_masks=data.train_masks[split.labelled].clone(), ignore_index=data.info.ignore_index)
+    def __init__(self, data: FileSegmentationData, split: Split):
+        self._files = data.train
+        self.labelled = split.labelled
+        self._is_labelled = set(split.labelled.tolist())
+        self.ignore_index = data.info.ignore_index
+        self.ids = data.train.ids
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def image(self, i: int) -> Tensor:
+        return self._files.image(i)
+
+    def mask(self, i: int) -> Tensor:
+        if i not in self._is_labelled:
+            raise PermissionError(f"image {self.ids[i]!r} is unlabelled: training may not read its mask")
+        return self._files.mask(i)
 
 
-def hidden_truth(data: SegmentationData, split: Split) -> tuple[Tensor, Tensor]:
-    """(indices of U, their ground-truth masks): for measuring pseudo-mask quality only."""
-    return split.unlabelled, data.train_masks[split.unlabelled]
+def training_view(data: SegmentationData | FileSegmentationData, split: Split) -> TrainingView | FileTrainingView:
+    """What a stage of ``data`` may train on (``data.training_view(split)``)."""
+    return data.training_view(split)

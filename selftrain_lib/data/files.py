@@ -115,6 +115,11 @@ class FileDataset:
             mask = torch.from_numpy(np.asarray(pil).copy())
         return mask
 
+    def chunks(self, indices: Sequence[int], batch_size: int) -> Iterator[tuple[list[int], Tensor]]:
+        """``indices`` one at a time, whole (images may differ in size): ([i], uint8 (1, 3, H, W))."""
+        for i in indices:
+            yield [int(i)], self.image(int(i))[None]
+
     def check(self, indices: Sequence[int] | None = None, progress: bool = False) -> None:
         """Read (decode) the images and masks of ``indices`` (all by default): raise on the first bad
         file, naming it."""
@@ -177,3 +182,15 @@ def find_image(directory: Path, stem: str) -> Path:
     if len(found) > 1:
         raise ValueError(f"{directory}: images {[p.name for p in found]} share the id {stem!r}; keep one")
     return found[0] if found else directory / f"{stem}.jpg"
+
+
+def read_pseudo_mask(directory: str | os.PathLike, image_id: str, size: tuple[int, int]) -> Tensor:
+    """The pseudo-mask PNG ``<directory>/<image_id>.png`` (uint8 (H, W)); it must have the image's size."""
+    path = Path(directory) / f"{image_id}.png"
+    if not path.is_file():
+        raise FileNotFoundError(f"pseudo-mask {path} is missing")
+    with Image.open(path) as m:
+        a = np.asarray(m, dtype=np.uint8)
+    if a.shape != tuple(size):
+        raise ValueError(f"{path}: pseudo-mask size {a.shape} differs from its image {tuple(size)}")
+    return torch.from_numpy(a.copy())

@@ -1,11 +1,9 @@
-"""Baselines trained by the same code: supervised, mean teacher + Cutout, mean teacher + CutMix.
+"""The mean teacher baselines, trained by the same code: mean teacher + Cutout, mean teacher + CutMix.
 
 French, Laine, Aila, Mackiewicz, Finlayson, "Semi-supervised semantic segmentation needs strong,
 varied perturbations", BMVC 2020 (code: Britefury/cutmix-semisup-seg, ``train_seg_semisup_mask_mt.py``
 with the settings of its ``run_cityscapes_experiments.sh`` / ``run_pascal_aug_experiments.sh``):
 
-- **supervised** is Stage 1 of the three-stage method (L_seg on L only); it needs nothing here and
-  shares Stage 1's run (same hash).
 - **mt-cutout**: the student sees an unlabelled image with a box erased (set to 0); the
   consistency loss compares its prediction with the EMA teacher's prediction on the whole image,
   on the pixels that were not erased. Box area / image area ~ U(``cutout_area``), default (0, 1).
@@ -21,9 +19,9 @@ summed over classes and averaged over the pixels (French et al.'s ``cons_loss_fn
 ``conf_per_pixel=False``), with ``conf_per_pixel`` only the confident pixels count; the teacher is
 an EMA of the student with a constant decay ``teacher_decay`` (0.99, the code's ``teacher_alpha``).
 
-The baselines plug into :func:`selftrain_lib.stage.compute_losses` (``method=``); the batch
-(labelled Sub-batch 2 from L, Sub-batch 1 from L∪U, weak augmentation only) comes from
-:class:`selftrain_lib.stage.BatchSource`, which draws the boxes below from the step's generator.
+Each is a :class:`~selftrain_lib.methods.Method`: its batch (labelled Sub-batch 2 from L, Sub-batch 1
+from L∪U, weak augmentation only, the boxes below drawn from the step's generator) comes from
+:class:`selftrain_lib.train.BatchSource`.
 """
 from __future__ import annotations
 
@@ -32,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import MEAN_TEACHER_METHODS, Config
-from .losses import pixel_cross_entropy
+from ..ema import EMATeacher
+from ..losses import pixel_cross_entropy
+from .base import Method
 
 
 # ------------------------------------------------------------------------------------------
@@ -77,7 +76,23 @@ def box_mask(boxes: Tensor, height: int, width: int, device: torch.device | str 
 
 
 @dataclass(frozen=True)
-class CutoutMask:
+class BoxMask:
+    """One random box per image, area / image area ~ U(``area_range``)."""
+
+    area_range: tuple[float, float]
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+        return sample_boxes(n, height, width, self.area_range, generator)
+
+    def perturb(self, x: Tensor, teacher_prob: Tensor, valid: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The student's input, the teacher's probabilities moved the same way and the pixels the
+        loss counts, from images x (B, 3, H, W), teacher_prob (B, C, H, W), valid (B, H, W) float
+        (pixels inside the source image) and boxes (B, 4): (B, 3, H, W), (B, C, H, W), (B, H, W)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class CutoutMask(BoxMask):
     """Cutout (French et al.'s ``mask_mode=zero``): erase one random box per image.
 
     The original code keeps a box and zeroes its complement (``invert=True``); with the area drawn
@@ -87,8 +102,9 @@ class CutoutMask:
 
     area_range: tuple[float, float] = (0.0, 1.0)
 
-    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
-        return sample_boxes(n, height, width, self.area_range, generator)
+    def perturb(self, x: Tensor, teacher_prob: Tensor, valid: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        erased, kept = self.apply(x, boxes)  # the teacher sees the whole image
+        return erased, teacher_prob, kept * valid
 
     def apply(self, images: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         """Erase the boxes.
@@ -105,15 +121,16 @@ class CutoutMask:
 
 
 @dataclass(frozen=True)
-class CutMixMask:
+class CutMixMask(BoxMask):
     """CutMix for segmentation (French et al.'s ``mask_mode=mix``): image ``a`` outside one random
     box, image ``b`` inside it. Partners come from the same sub-batch: sample i is mixed with
     sample i−1 (``torch.roll`` by one), so the sub-batch needs at least two images."""
 
     area_range: tuple[float, float] = (0.5, 0.5)
 
-    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
-        return sample_boxes(n, height, width, self.area_range, generator)
+    def perturb(self, x: Tensor, teacher_prob: Tensor, valid: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        m = box_mask(boxes, x.shape[2], x.shape[3], x.device)
+        return tuple(self.mix(t, self.partners(t), m) for t in (x, teacher_prob, valid))
 
     @staticmethod
     def partners(x: Tensor) -> Tensor:
@@ -130,15 +147,6 @@ class CutMixMask:
         """
         m = mask[:, None] if a.dim() == 4 else mask
         return a * (1 - m) + b * m if a.is_floating_point() else torch.where(m.bool(), b, a)
-
-
-def perturbation(config: Config) -> CutoutMask | CutMixMask | None:
-    """The box mask a configuration's method uses (None for the three-stage method and supervised)."""
-    if config.method == "mt-cutout":
-        return CutoutMask(tuple(config.cutout_area))
-    if config.method == "mt-cutmix":
-        return CutMixMask(tuple(config.cutmix_area))
-    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,27 +193,28 @@ def consistency_loss(student_logits: Tensor, teacher_prob: Tensor, region: Tenso
 # the step's losses
 # ------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MeanTeacherBaseline:
-    """One mean teacher baseline: its box mask and its loss settings (from :class:`Config`)."""
+class MeanTeacher(Method):
+    """A mean teacher baseline (a single stage): its box mask and its loss settings from the
+    configuration's ``cons_weight``, ``conf_threshold``, ``conf_per_pixel`` and ``teacher_decay``."""
 
-    name: str
-    mask: CutoutMask | CutMixMask
-    cons_weight: float = 1.0
-    conf_threshold: float = 0.97
-    conf_per_pixel: bool = False
+    pool = True
 
-    @classmethod
-    def from_config(cls, config: Config) -> "MeanTeacherBaseline | None":
-        if config.method not in MEAN_TEACHER_METHODS:
-            return None
-        return cls(config.method, perturbation(config), config.cons_weight, config.conf_threshold,
-                   config.conf_per_pixel)
+    def __init__(self, config, stage: int, mask: BoxMask):
+        self.boxes = mask
+        self.steps = config.stage1_steps
+        self.cons_weight, self.conf_threshold = config.cons_weight, config.conf_threshold
+        self.conf_per_pixel, self.decay = config.conf_per_pixel, config.teacher_decay
+
+    def teacher(self, segmenter) -> EMATeacher:
+        return EMATeacher(segmenter, use_ema=True)
+
+    def ema_decay(self, step: int) -> float:
+        return self.decay  # constant (French et al.'s teacher_alpha)
 
     def losses(self, model, teacher, batch, ignore_index: int) -> dict[str, Tensor]:
         """Forward pass and losses of one step.
 
-        ``batch`` (a :class:`selftrain_lib.stage.StepBatch`): images (B, 3, h, w), Sub-batch 1
+        ``batch`` (a :class:`selftrain_lib.train.StepBatch`): images (B, 3, h, w), Sub-batch 1
         (n1 images from L∪U, weak augmentation only) first, then Sub-batch 2 (labels (n2, h, w));
         ``valid`` (n1, h, w) bool, the pixels of Sub-batch 1 inside the source image; ``boxes``
         (n1, 4) from this baseline's mask. L_seg is averaged over Sub-batch 2; the consistency
@@ -213,22 +222,27 @@ class MeanTeacherBaseline:
         """
         n2 = batch.labels.shape[0]
         x1, x2 = batch.images[:-n2], batch.images[-n2:]
-        _, _, h, w = x1.shape
         teacher_prob = F.softmax(teacher.logits(x1), 1)
-        valid = batch.valid.float()
-        if isinstance(self.mask, CutMixMask):
-            m = box_mask(batch.boxes, h, w, x1.device)
-            student_in = self.mask.mix(x1, self.mask.partners(x1), m)
-            teacher_prob = self.mask.mix(teacher_prob, self.mask.partners(teacher_prob), m)
-            region = self.mask.mix(valid, self.mask.partners(valid), m)
-        else:
-            student_in, kept = self.mask.apply(x1, batch.boxes)
-            region = kept * valid
+        student_in, teacher_prob, region = self.boxes.perturb(x1, teacher_prob, batch.valid.float(), batch.boxes)
         logits = model(torch.cat([student_in, x2]))["f"]
         seg = pixel_cross_entropy(logits[-n2:], batch.labels, ignore_index)
         con, rate = consistency_loss(logits[:-n2], teacher_prob, region, self.conf_threshold, self.conf_per_pixel)
         return {"loss_seg": seg, "loss_con": con, "conf_rate": rate, "loss": seg + self.cons_weight * con}
 
 
-__all__ = ["sample_boxes", "box_mask", "CutoutMask", "CutMixMask", "perturbation", "confidence_mask",
-           "squared_prob_distance", "consistency_loss", "MeanTeacherBaseline"]
+class Cutout(MeanTeacher):
+    """``mt-cutout``: one erased box per unlabelled image, area ~ U(``cutout_area``)."""
+
+    def __init__(self, config, stage: int):
+        super().__init__(config, stage, CutoutMask(tuple(config.cutout_area)))
+
+
+class CutMix(MeanTeacher):
+    """``mt-cutmix``: pairs of unlabelled images mixed by a box, area ~ U(``cutmix_area``)."""
+
+    def __init__(self, config, stage: int):
+        super().__init__(config, stage, CutMixMask(tuple(config.cutmix_area)))
+
+
+__all__ = ["sample_boxes", "box_mask", "BoxMask", "CutoutMask", "CutMixMask", "confidence_mask", "squared_prob_distance",
+           "consistency_loss", "MeanTeacher", "Cutout", "CutMix"]

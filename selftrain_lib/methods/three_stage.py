@@ -1,0 +1,62 @@
+"""The three-stage method of docs/method.md (and ``supervised``, which is its Stage 1).
+
+Stage 1 minimises L_seg on L (the whole batch from L). Stage k >= 2 draws Sub-batch 1 from L∪U
+(strongly augmented by A/B) and Sub-batch 2 from L, both with the previous stage's pseudo-masks,
+and minimises ``L_seg + λ1 L_con + λ2 L_pl`` (eqs. 1-5); its EMA teacher gives L_con's targets.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..augment import StrongAugment
+from ..ema import EMATeacher, ema_decay, scale_decays
+from ..losses import LossWeights, pixel_cross_entropy, total_loss
+from .base import Method
+
+
+class ThreeStage(Method):
+    """Stage ``stage`` of the three-stage method, from a configuration's ``cr``, ``t2``, ``sa``,
+    ``ema``, λ1, λ2, strong-augmentation and EMA keys (``n2`` shapes the model: ``stage.private_blocks``)."""
+
+    def __init__(self, config, stage: int):
+        self.pool = self.pseudo = stage >= 2
+        self.steps = config.stage1_steps if stage == 1 else config.steps
+        self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
+                                    ignore_index=config.ignore_index, enabled=config.sa, prob=config.randaug_prob,
+                                    cutout_count=config.cutout_count, style=config.randaug_style)
+        self.weights = LossWeights(config.lambda1, config.lambda2, config.cr, config.t2)
+        # Stages >= 2 keep an EMA teacher even without L_con: a passive copy that changes nothing the
+        # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
+        self._has_teacher = stage >= 2 and (config.cr or config.ema)
+        self._use_ema = config.ema
+        self._decays = (scale_decays(config.ema_decays, config.ema_reference_steps, self.steps),
+                        tuple(config.ema_milestones))
+
+    def teacher(self, segmenter) -> EMATeacher | None:
+        return EMATeacher(segmenter, use_ema=self._use_ema) if self._has_teacher else None
+
+    def ema_decay(self, step: int) -> float:
+        return ema_decay(step, self.steps, *self._decays)
+
+    def losses(self, model, teacher: EMATeacher | None, batch, ignore_index: int) -> dict[str, Tensor]:
+        """Forward pass and losses of one step (docs/method.md eqs. 1-5).
+
+        L_seg is averaged over Sub-batch 2 only (the last ``labels.shape[0]`` images); L_con and
+        L_pl over both sub-batches. The teacher sees the images before strong augmentation and its
+        argmax is moved by B, exactly like the stored pseudo-masks.
+        """
+        weights = self.weights
+        out = model(batch.images)
+        n2 = batch.labels.shape[0]
+        losses = {"loss_seg": pixel_cross_entropy(out["f"][-n2:], batch.labels, ignore_index)}
+        if batch.pseudo is not None:
+            if weights.cr and teacher is not None:
+                target = teacher.predict(batch.clean)
+                n1 = target.shape[0] - n2
+                target = torch.cat([self.strong.apply_mask(target[:n1], batch.aug), target[n1:]])
+                losses["loss_con"] = pixel_cross_entropy(out["f"], target, ignore_index)
+            if weights.t2 and "g" in out:
+                losses["loss_pl"] = pixel_cross_entropy(out["g"], batch.pseudo, ignore_index)
+        losses["loss"] = total_loss(losses["loss_seg"], losses.get("loss_con"), losses.get("loss_pl"), weights)
+        return losses
