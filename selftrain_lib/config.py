@@ -379,7 +379,7 @@ def _by_labels_key(dataset: str, labels: Any, pool_size: int | None) -> Any:
         return labels
     try:
         info = dataset_info(dataset)
-    except (KeyError, ValueError):
+    except ValueError:   # a dataset the params file declares itself: no default pool to scale from
         return labels
     default = info.default_pool_size
     if info.format != "synthetic" or not default or pool_size >= default:

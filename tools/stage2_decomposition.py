@@ -62,6 +62,10 @@ def main() -> None:
     p.add_argument("--build", default="build/experiments")
     a = p.parse_args()
     jobs = a.jobs if a.jobs == "auto" else int(a.jobs)
+    unknown = [n for n in a.labels or [] if not any(n in ex.LABEL_COUNTS[d] for d in a.datasets)]
+    if unknown:   # a count no dataset has would otherwise leave an empty grid and an empty table
+        p.error(f"--labels: {unknown} are not nominal label counts of {a.datasets} "
+                f"({ {d: list(ex.LABEL_COUNTS[d]) for d in a.datasets} })")
     if a.study == "decomposition":
         grid = ex.stage2_grid(a.datasets, a.seeds)
     else:
