@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .evaluate import class_map
+
 # The authors' schedule at 60,000 steps: 0.99 to 20k, 0.995 to 40k, 0.9975 to 50k, 0.999 after.
 PAPER_DECAYS = (0.99, 0.995, 0.9975, 0.999)
 PAPER_MILESTONES = (20_000 / 60_000, 40_000 / 60_000, 50_000 / 60_000)
@@ -76,7 +78,7 @@ class EMATeacher(nn.Module):
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
         """Hard targets ``argmax f_θ'(x)``: (B, 3, H, W) → int64 (B, H, W)."""
-        return self.logits(images).argmax(1)
+        return class_map(self.logits(images))
 
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:

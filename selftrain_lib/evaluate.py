@@ -89,6 +89,13 @@ def evaluate_masks(pred: Tensor, target: Tensor, num_classes: int, ignore_index:
     return scores(cm)
 
 
+def class_map(logits: Tensor) -> Tensor:
+    """The predicted class per pixel: logits (B, C, H, W) -> int64 (B, H, W). ``max(1).indices`` equals
+    ``argmax(1)`` (the first maximum on ties) at a sixth of its time on the CPU: torch's strided argmax
+    over C took a sixth of a Stage-2 run's time (teacher targets, evaluation, pseudo-masks)."""
+    return logits.max(1).indices
+
+
 def predictions(model: nn.Module, part, indices: Sequence[int], batch_size: int = 64,
                 device: torch.device | str = "cpu", desc: str | None = None,
                 progress: bool = False) -> Iterator[tuple[list[int], Tensor]]:
@@ -100,7 +107,7 @@ def predictions(model: nn.Module, part, indices: Sequence[int], batch_size: int 
     try:
         with torch.no_grad():
             for idx, images in tqdm(part.chunks(indices, batch_size), desc=desc, disable=not progress, leave=False):
-                yield idx, model(to_input(images, device)).argmax(1)
+                yield idx, class_map(model(to_input(images, device)))
     finally:
         model.train(was_training)
 

@@ -301,6 +301,14 @@ class GridResult:
         return len(self.pairs)
 
 
+def grid_run_kwargs(specs: Sequence[RunSpec], scale: str, data_roots: Mapping[str, str] | None = None,
+                    config: Mapping[str, Any] | None = None) -> dict[RunSpec, dict[str, Any]]:
+    """Keyword arguments of :func:`selftrain_lib.run` for each distinct spec, as :func:`run_grid`
+    runs them (``config`` under the spec's own keys)."""
+    roots = dict(data_roots or {})
+    return {s: {**dict(config or {}), **s.run_kwargs(scale, roots.get(s.dataset))} for s in dict.fromkeys(specs)}
+
+
 def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = None, progress: bool = True,
              desc: str = "runs", jobs: int | str = 1, data_roots: Mapping[str, str] | None = None,
              config: Mapping[str, Any] | None = None) -> GridResult:
@@ -318,8 +326,7 @@ def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = N
     from .pipeline import run
 
     out = runs_dir(out)
-    roots = dict(data_roots or {})
-    kwargs = {s: {**dict(config or {}), **s.run_kwargs(scale, roots.get(s.dataset))} for s in dict.fromkeys(specs)}
+    kwargs = grid_run_kwargs(specs, scale, data_roots, config)
     if jobs != 1:
         from .sweep import run_parallel
 

@@ -15,6 +15,7 @@ import torch
 
 from . import figures
 from .data import load_data
+from .evaluate import class_map
 from .methods import SWITCHES
 from .paths import runs_dir
 from .results import list_runs
@@ -56,7 +57,7 @@ def panels(run_dir: str | Path, index: int, data, title: str = ""):
     r = StageResult.load(Path(run_dir))
     image = data.train.image(index)[None]
     with torch.no_grad():
-        pred = r.load_model()(image.float() / 255).argmax(1).to(torch.uint8).numpy()
+        pred = class_map(r.load_model()(image.float() / 255)).to(torch.uint8).numpy()
     pseudo = r.pseudo_masks.load([data.train_ids[index]]).numpy()
     truth = data.train.mask(index)[None].numpy()
     fig = figures.prediction_grid(image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo,

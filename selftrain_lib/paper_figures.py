@@ -30,18 +30,19 @@ NOTEBOOK_ORDER = ("table2", "table3_4", "table5", "table6", "fig2", "fig3", "fig
 
 
 # What `make paper-figures` runs at a CPU scale, as notebook parameters (a `-p` of the user's wins).
-# At `quick` a stage run costs about a minute of one core (README "Scales"), so the 45-minute
-# regeneration drops columns and one baseline: Tables II-IV at the ablation label count (where the
-# ablations' runs are the same runs) with CutMix as the mean-teacher baseline (Cutout: the
-# `baselines` notebook), Tables V and VI on synth-street only (Fig. 2 keeps synth-objects' T2
-# ablation), Fig. 3 at three values of λ, pseudo-masks over three stages. `cpu` and `paper` run everything.
+# At `quick` the 45-minute regeneration (README "Scales") drops columns and one baseline: Tables
+# II-IV at the ablation label count (where the ablations' runs are the same runs) with CutMix as the
+# mean-teacher baseline (Cutout: the `baselines` notebook), Tables V and VI on synth-street only
+# (Fig. 2 keeps synth-objects' T2 ablation), Fig. 3 and the λ curve on synth-street at three values
+# of λ, pseudo-masks over three stages. `cpu` and `paper` run everything.
 SCALE_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "table2": {"labels": [100], "baselines": ["mt-cutmix"]},
         "table3_4": {"labels": [60], "baselines": ["mt-cutmix"]},
         "table5": {"datasets": ["synth-street"]},
         "table6": {"datasets": ["synth-street"]},
-        "fig3": {"lambdas": [0.25, 0.5, 1.0]},
+        "fig3": {"datasets": ["synth-street"], "lambdas": [0.25, 0.5, 1.0]},
+        "lambda_curve": {"lambdas": [0.25, 0.5, 1.0]},
         "pseudo_stages": {"stages": 3},
     },
 }
@@ -120,6 +121,21 @@ def _files(folder: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
 
 
+def _stamp(name: str, parameters: Mapping[str, Any], build_dir: str | Path, notebook_dir: str | Path = NOTEBOOK_DIR,
+           source_digest: str | None = None) -> tuple[Path, str, bool]:
+    """(stamp file, key of this execution, whether the last successful execution had this key and
+    its executed notebook and outputs are all still there)."""
+    src, executed = Path(notebook_dir) / f"{name}.ipynb", Path(build_dir) / f"{name}.ipynb"
+    stamp_path = Path(build_dir) / ".stamps" / f"{name}.json"
+    key = hashlib.sha256(json.dumps({"notebook": src.read_bytes().decode(), "parameters": dict(parameters),
+                                     "library": source_digest or _source_digest()},
+                                    sort_keys=True, default=str).encode()).hexdigest()
+    if not (stamp_path.is_file() and executed.is_file()):
+        return stamp_path, key, False
+    stamp = json.loads(stamp_path.read_text())
+    return stamp_path, key, stamp.get("key") == key and all(Path(p).is_file() for p in stamp.get("outputs", []))
+
+
 def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, notebook_dir: str | Path = NOTEBOOK_DIR,
             force: bool = False, figures_dir: str | Path | None = None, source_digest: str | None = None,
             progress: bool = False) -> tuple[Path, bool]:
@@ -133,14 +149,9 @@ def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, not
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     executed = build_dir / f"{name}.ipynb"
-    stamp_path = build_dir / ".stamps" / f"{name}.json"
-    key = hashlib.sha256(json.dumps({"notebook": src.read_bytes().decode(), "parameters": dict(parameters),
-                                     "library": source_digest or _source_digest()},
-                                    sort_keys=True, default=str).encode()).hexdigest()
-    if not force and stamp_path.is_file() and executed.is_file():
-        stamp = json.loads(stamp_path.read_text())
-        if stamp.get("key") == key and all(Path(p).is_file() for p in stamp.get("outputs", [])):
-            return executed, False
+    stamp_path, key, current = _stamp(name, parameters, build_dir, notebook_dir, source_digest)
+    if current and not force:
+        return executed, False
     fig_dir = Path(figures_dir) if figures_dir is not None else None
     before = _files(fig_dir) if fig_dir else {}
     env_path = os.environ.get("PYTHONPATH", "")
@@ -165,16 +176,45 @@ def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, not
     return executed, True
 
 
+def planned_runs(path: Path, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stage runs notebook ``path`` asks for with ``parameters``, as keyword arguments of
+    :func:`selftrain_lib.run`: its parameters cell, then ``parameters``, then its cell of derived
+    values (which builds ``specs``, or the one ``spec``) run here, training nothing. ``[]`` for a
+    notebook that builds neither, or whose cell raises (papermill then reports the error, with the
+    executed notebook, when the notebook itself runs)."""
+    import contextlib
+    import io
+
+    import nbformat
+
+    from .experiments import grid_run_kwargs
+
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    space: dict[str, Any] = {}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(cells[0], space)
+            space.update(parameters)
+            exec(cells[1], space)
+    except Exception:
+        return []
+    specs = space.get("specs") or ([space["spec"]] if "spec" in space else [])
+    return list(grid_run_kwargs(specs, space["scale"], space.get("data_roots"), space.get("config")).values())
+
+
 def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | Path = "figures",
           build_dir: str | Path = "build/notebooks", out: str | Path | None = None, only: Sequence[str] | None = None,
           extra: Mapping[str, Mapping[str, Any]] | None = None, force: bool = False,
           notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True,
           jobs: int | str = 1, data: Mapping[str, str] | None = None) -> list[tuple[str, Path, bool]]:
     """Execute the notebooks (all, or ``only``) in :data:`NOTEBOOK_ORDER`. ``extra[name]`` adds
-    parameters for one notebook (``extra["*"]`` for all that declare them). ``jobs``: stage runs
-    trained at once by each notebook's grid (:func:`selftrain_lib.sweep.run_parallel`). ``data``:
-    ``{"cityscapes": folder, "voc": folder}`` runs the notebooks on those datasets in place of their
-    embedded stand-ins (:func:`real_data_parameters`); notebooks of a stand-in not given are skipped."""
+    parameters for one notebook (``extra["*"]`` for all that declare them). ``jobs`` > 1: the stage
+    runs of every notebook are trained first, ``jobs`` at a time in one pool
+    (:func:`selftrain_lib.sweep.run_parallel`, each run as soon as the stage it needs is done), so
+    that no core waits while one notebook finishes a chain of stages; the notebooks then read them
+    from the cache. ``data``: ``{"cityscapes": folder, "voc": folder}`` runs the notebooks on those
+    datasets in place of their embedded stand-ins (:func:`real_data_parameters`); notebooks of a
+    stand-in not given are skipped."""
     from .paths import runs_dir
 
     out = runs_dir(out)
@@ -183,22 +223,31 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     if unknown:
         raise ValueError(f"only: unknown notebooks {unknown} (known: {list(NOTEBOOK_ORDER)})")
     digest = _source_digest()
-    done = []
-    bar = tqdm(names, desc="notebooks", disable=not progress, dynamic_ncols=True)
-    for name in bar:
-        bar.set_postfix_str(name)
+    todo: list[tuple[str, dict[str, Any] | None]] = []   # (name, parameters; None: skipped)
+    for name in names:
         path = Path(notebook_dir) / f"{name}.ipynb"
         more = {**(extra or {}).get("*", {}), **(extra or {}).get(name, {})}
         declared = declared_parameters(path)
         real = real_data_parameters(declared, data or {})
         if real is not None and not real:   # the embedded stand-ins: the scale's plan of runs
             more = {**SCALE_PARAMETERS.get(scale, {}).get(name, {}), **more}
-        if real is None:
-            done.append((name, build_dir / f"{name}.ipynb", False))
+        todo.append((name, None if real is None else notebook_parameters(
+            path, scale, seeds, out, figures_dir, {k: v for k, v in {**real, **more}.items() if k in declared}, jobs)))
+    if jobs != 1:
+        from .sweep import run_parallel
+
+        runs = [r for name, params in todo if params is not None
+                and (force or not _stamp(name, params, build_dir, notebook_dir, digest)[2])
+                for r in planned_runs(Path(notebook_dir) / f"{name}.ipynb", params)]
+        run_parallel(runs, out=out, jobs=jobs, progress=progress, desc="stage runs of every notebook")
+    done = []
+    bar = tqdm(todo, desc="notebooks", disable=not progress, dynamic_ncols=True)
+    for name, params in bar:
+        bar.set_postfix_str(name)
+        if params is None:
+            done.append((name, Path(build_dir) / f"{name}.ipynb", False))
             bar.write(f"{name}: skipped (its dataset's real counterpart was not given)")
             continue
-        params = notebook_parameters(path, scale, seeds, out, figures_dir,
-                                     {k: v for k, v in {**real, **more}.items() if k in declared}, jobs)
         executed, ran = execute(name, params, build_dir, notebook_dir, force, figures_dir, digest)
         done.append((name, executed, ran))
     return done

@@ -6,7 +6,7 @@ from torch import nn
 
 from selftrain_lib.ema import EMATeacher, ema_decay
 from selftrain_lib.data import ArrayDataset
-from selftrain_lib.evaluate import ConfusionMatrix, evaluate_masks, evaluate_part
+from selftrain_lib.evaluate import ConfusionMatrix, class_map, evaluate_masks, evaluate_part
 from selftrain_lib.losses import LossWeights, pixel_cross_entropy, total_loss
 
 
@@ -19,6 +19,17 @@ def test_confusion_matrix_iou_by_hand():
     assert torch.allclose(cm.iou(), torch.tensor([1 / 3, 2 / 3, 1 / 2], dtype=torch.float64))
     assert math.isclose(cm.miou(), (1 / 3 + 2 / 3 + 1 / 2) / 3)
     assert cm.mat.sum() == 6  # ignored pixels do not count
+
+
+def test_class_map_is_argmax_over_classes_with_first_maximum_on_ties():
+    logits = torch.randn(2, 5, 7, 9, generator=torch.Generator().manual_seed(0))
+    logits[0, 1, 0, 0] = logits[0, 3, 0, 0] = 10.0    # a tie: the first class wins
+    logits[1, :, 2, 3] = 0.0                            # all equal: class 0
+    got = class_map(logits)
+    assert got.dtype == torch.int64 and got.shape == (2, 7, 9)
+    assert torch.equal(got, logits.argmax(1))
+    assert got[0, 0, 0] == 1 and got[1, 2, 3] == 0
+    assert torch.equal(class_map(logits.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)), got)
 
 
 def test_absent_class_is_nan_and_excluded():

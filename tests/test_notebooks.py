@@ -199,7 +199,46 @@ def test_quick_plan_passes_fewer_columns_and_user_parameters_win(tmp_path, monke
     pf.build("quick", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table2", "table5", "fig3"],
              extra={"fig3": {"lambdas": [0.5]}}, progress=False)
     assert seen["table2"]["labels"] == [100] and seen["table5"]["datasets"] == ["synth-street"]
-    assert seen["fig3"]["lambdas"] == [0.5]
+    assert seen["fig3"]["lambdas"] == [0.5] and seen["fig3"]["datasets"] == ["synth-street"]
     seen.clear()
     pf.build("cpu", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table2"], progress=False)
     assert "labels" not in seen["table2"]
+
+
+def _quick_parameters(name: str, tmp_path: Path, seeds=(0, 1), **more) -> dict:
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    plan = {**pf.SCALE_PARAMETERS["quick"].get(name, {}), **more}
+    return pf.notebook_parameters(path, "quick", list(seeds), tmp_path / "runs", tmp_path / "fig", plan, jobs=2)
+
+
+def test_planned_runs_are_the_runs_of_the_notebooks_own_grid(tmp_path):
+    """`make paper-figures` trains every notebook's runs in one pool first: the plan is the notebook's
+    own cell of derived values run on its parameters, so it asks for exactly the runs the notebook will."""
+    params = _quick_parameters("table5", tmp_path, config={"steps": 7})
+    want = ex.grid_run_kwargs(ex.ablation_grid(["synth-street"], [0, 1]), "quick", config={"steps": 7})
+    assert pf.planned_runs(ROOT / "notebooks" / "table5.ipynb", params) == list(want.values())
+    params = _quick_parameters("baselines", tmp_path, method="mt-cutout", labels=60, dataset="synth-objects")
+    (run,) = pf.planned_runs(ROOT / "notebooks" / "baselines.ipynb", params)
+    assert run == {"dataset": "synth-objects", "labels": 12, "stages": 1, "seed": 0, "scale": "quick",
+                   "method": "mt-cutout"}
+    assert pf.planned_runs(ROOT / "notebooks" / "explore.ipynb", _quick_parameters("explore", tmp_path)) == []
+    # a parameter the notebook's own cell rejects: nothing planned, papermill reports it when it runs
+    bad = _quick_parameters("table5", tmp_path, seeds="12")
+    assert pf.planned_runs(ROOT / "notebooks" / "table5.ipynb", bad) == []
+
+
+def test_build_with_jobs_trains_every_notebooks_runs_in_one_pool_first(tmp_path, monkeypatch):
+    import selftrain_lib.sweep as sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "run_parallel", lambda runs, **kw: calls.append(("train", runs, kw["jobs"])) or [])
+    monkeypatch.setattr(pf, "execute", lambda name, *a, **k: (calls.append(("execute", name)), (Path(name), True))[1])
+    pf.build("quick", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table6", "fig2"],
+             jobs=2, progress=False)
+    (train, runs, jobs), *executed = calls
+    assert train == "train" and jobs == 2 and executed == [("execute", "table6"), ("execute", "fig2")]
+    table6 = pf.planned_runs(ROOT / "notebooks" / "table6.ipynb", _quick_parameters("table6", tmp_path, seeds=[0]))
+    assert runs[:len(table6)] == table6 and {r["dataset"] for r in runs} == {"synth-street", "synth-objects"}
+    calls.clear()   # one job: no pool, each notebook trains its own runs
+    pf.build("quick", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table6"], progress=False)
+    assert calls == [("execute", "table6")]
