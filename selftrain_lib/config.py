@@ -25,7 +25,6 @@ import yaml
 
 from .methods import METHOD_KEYS, METHODS, SWITCH_KEYS, SWITCHES
 
-SCALES = ("smoke", "quick", "cpu", "paper")
 PARAMS_DIR_ENV = "SELFTRAIN_PARAMS"
 
 

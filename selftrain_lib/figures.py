@@ -20,7 +20,6 @@ from .runs import atomic_write_bytes
 
 COLUMN_WIDTH = 3.5   # inches: one column of a two-column paper
 PAGE_WIDTH = 7.1     # inches: both columns
-STAGE_COLOURS = dict(zip(("Stage 1", "Stage 2", "Stage 3", "Stage 4"), sns.color_palette("colorblind", 4)))
 
 
 def use_style() -> None:

@@ -526,10 +526,7 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
         if indices is not None and not np.array_equal(z["indices"][:len(indices)], indices):
             raise ValueError(f"{r.run_dir} kept another validation sample than the other runs")
         indices = z["indices"][:max_images] if indices is None else indices
-        if "predictions" in z:      # runs of generated data cached before 2026-12: one (N, H, W) array
-            columns[name] = list(z["predictions"][:len(indices)])
-        else:                       # prediction_<k>, one array per image
-            columns[name] = [z[f"prediction_{k}"] for k in range(len(indices))]
+        columns[name] = [z[f"prediction_{k}"] for k in range(len(indices))]
     if indices is None:
         raise ValueError("no stage results given")
     idx = [int(i) for i in indices]
@@ -540,7 +537,6 @@ def list_runs(out: str | Path | None = None) -> pd.DataFrame:
     """Every finished stage run in the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`):
     one row per ``<hash>/metrics.json``."""
     out = runs_dir(out)
-
     rows = []
     for m in sorted(Path(out).glob("*/metrics.json")):
         metrics = read_json(m)
