@@ -67,12 +67,9 @@ def _model_mious(metrics: dict) -> dict[str, Any]:
 def per_class(pairs: Iterable, which: str = "val") -> pd.DataFrame:
     """Per-class IoU, one row per (run, stage, class). ``which``: "val" or "pseudo" (on U)."""
     key = {"val": "val", "pseudo": "pseudo_masks_unlabelled"}[which]
-    rows = []
-    for spec, result in pairs:
-        for r in result.stages:
-            for cls, iou in r.metrics[key]["per_class_iou"].items():
-                rows.append({"dataset": spec.dataset, "labels": spec.labels, "variant": spec.variant,
-                             "seed": result.config.seed, "stage": r.stage, "class": cls, "iou": iou})
+    rows = [{"dataset": spec.dataset, "labels": spec.labels, "variant": spec.variant, "seed": result.config.seed,
+             "stage": r.stage, "class": cls, "iou": iou}
+            for spec, result in pairs for r in result.stages for cls, iou in r.metrics[key]["per_class_iou"].items()]
     return pd.DataFrame(rows, columns=["dataset", "labels", "variant", "seed", "stage", "class", "iou"])
 
 
@@ -320,8 +317,7 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
         s = join_published(s, "III", column="published (Table III, ImageNet)")
         s = join_published(s, "IV", method_col="paper_method_iv", column="published (Table IV, ImageNet+COCO)")
         pub = ["published (Table III, ImageNet)", "published (Table IV, ImageNet+COCO)"]
-    order = {SUPERVISED_ROW: 0, "Cutout (mean teacher)": 1, "CutMix (mean teacher)": 2, "Stage 2": 3,
-             "Ours (three-stage)": 4, "full supervision (Stage 1 on the pool)": 5}
+    order = {r: i for i, r in enumerate(LABEL_ROWS)}  # the paper's row order
     s["_o"] = s["method"].map(order)
     s["_l"] = s["labels"].map(lambda v: 10 ** 9 if v == "full" else int(v))
     s = s.sort_values(["_o", "_l"]).drop(columns=["_o", "_l"])
