@@ -119,6 +119,13 @@ def _check_mask(mask: Tensor) -> None:
         raise ValueError("masks must be integer tensors of shape (B, H, W)")
 
 
+def _check_sampled(params, batch: int, hw: tuple[int, int], sampled_hw: tuple[int, int]) -> None:
+    """Parameters fit the batch size and image size they were sampled for, and no other."""
+    if batch != params.batch_size or tuple(hw) != tuple(sampled_hw):
+        raise ValueError(f"params were sampled for batch {params.batch_size} at {sampled_hw[0]}x{sampled_hw[1]}, "
+                         f"got batch {batch} at {hw[0]}x{hw[1]}")
+
+
 # --------------------------------------------------------------------------- geometry
 
 def matrix_to_theta(matrix: Tensor, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
@@ -361,17 +368,14 @@ class StrongAugment:
             raise ValueError(f"style must be one of {list(STYLES)}, got {style!r}")
         if not 0.0 <= float(prob) <= 1.0:
             raise ValueError(f"prob (of applying each drawn op) must be in [0, 1], got {prob}")
-        if int(cutout_count) != cutout_count or cutout_count < 0:
-            raise ValueError(f"cutout_count must be a non-negative integer, got {cutout_count}")
         if style == "authors" and random_magnitude and round(float(magnitude) / MAX_MAGNITUDE * _LEVELS) < 2:
             raise ValueError(f"style 'authors' draws integer levels 1 .. magnitude/3 - 1: magnitude must be >= 6, "
                              f"got {magnitude}")
-        if int(num_ops) != num_ops or num_ops < 0:
-            raise ValueError(f"num_ops must be a non-negative integer, got {num_ops}")
+        for name, n in (("cutout_count", cutout_count), ("num_ops", num_ops), ("cutout_size", cutout_size)):
+            if int(n) != n or n < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {n}")
         if not 0.0 <= float(magnitude) <= MAX_MAGNITUDE:
             raise ValueError(f"magnitude must be in [0, {MAX_MAGNITUDE:g}] (RandAugment scale), got {magnitude}")
-        if int(cutout_size) != cutout_size or cutout_size < 0:
-            raise ValueError(f"cutout_size must be a non-negative integer, got {cutout_size}")
         if ops is None:
             ops = ALL_OPS
         if isinstance(ops, str):
@@ -465,18 +469,13 @@ class StrongAugment:
         return AugmentParams(H, W, op_index, magnitudes, signs, matrix, geometric, boxes)
 
     # ---------------------------------------------------------------- operators
-    def _check(self, shape_hw: tuple[int, int], batch: int, params: AugmentParams) -> None:
-        if batch != params.batch_size or tuple(shape_hw) != (params.height, params.width):
-            raise ValueError(f"params were sampled for batch {params.batch_size} at {params.height}x{params.width}, "
-                             f"got batch {batch} at {shape_hw[0]}x{shape_hw[1]}")
-
     def apply_image(self, images: Tensor, params: AugmentParams, _grid=None) -> Tensor:
         """Operator A: (B, 3, H, W) float in [0, 1] -> (B, 3, H, W) float in [0, 1]."""
         if not self.enabled:
             return images
         _check_images(images)
         B, C, H, W = images.shape
-        self._check((H, W), B, params)
+        _check_sampled(params, B, (H, W), (params.height, params.width))
         dev = images.device
         out = images
         # photometric ops, slot by slot so that each sample's ops keep their order
@@ -520,7 +519,7 @@ class StrongAugment:
             return masks
         _check_mask(masks)
         B, H, W = masks.shape
-        self._check((H, W), B, params)
+        _check_sampled(params, B, (H, W), (params.height, params.width))
         dev = masks.device
         sel = params.geometric.nonzero().squeeze(1)
         if sel.numel() == 0:
@@ -640,16 +639,11 @@ class WeakAugment:
         matrix[:, 1, 2] = (0.5 + oy) / scale - 0.5
         return WeakParams((H, W), (ch, cw), scale, torch.stack([oy, ox], 1), flip, matrix)
 
-    def _check(self, shape_hw, batch: int, params: WeakParams) -> None:
-        if batch != params.batch_size or tuple(shape_hw) != tuple(params.in_size):
-            raise ValueError(f"params were sampled for batch {params.batch_size} at {params.in_size}, "
-                             f"got batch {batch} at {tuple(shape_hw)}")
-
     def apply_image(self, images: Tensor, params: WeakParams, _grid=None) -> Tensor:
         """(B, 3, H, W) float -> (B, 3, ch, cw) float (bilinear, outside -> fill)."""
         _check_images(images)
         B, _, H, W = images.shape
-        self._check((H, W), B, params)
+        _check_sampled(params, B, (H, W), params.in_size)
         grid = _grid if _grid is not None else _source_grid(params.matrix, (H, W), params.out_size, images.device)
         return _warp_images(images, grid, self.fill)
 
@@ -657,7 +651,7 @@ class WeakAugment:
         """(B, H, W) integer -> (B, ch, cw) same dtype (nearest, outside -> ignore_index)."""
         _check_mask(masks)
         B, H, W = masks.shape
-        self._check((H, W), B, params)
+        _check_sampled(params, B, (H, W), params.in_size)
         grid = _grid if _grid is not None else _source_grid(params.matrix, (H, W), params.out_size, masks.device)
         return _warp_mask(masks, grid, self.ignore_index)
 

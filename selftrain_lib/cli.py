@@ -104,16 +104,14 @@ def run_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _run(args) -> int:
-    from .pipeline import run
-
+    from .distributed import current
     from .paths import runs_dir
+    from .pipeline import run
 
     kwargs = run_kwargs(args)
     out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/
     _check_out(out)
     result = run(out=out, progress=not args.no_progress, **kwargs)
-    from .distributed import current
-
     if not current().is_main:  # under torchrun: rank 0 reports
         return 0
     name = f"{result.config.method} " if METHODS[result.config.method].single_stage else ""

@@ -25,7 +25,6 @@ import yaml
 
 from .methods import METHOD_KEYS, METHODS, SWITCH_KEYS, SWITCHES
 
-SCALES = ("smoke", "quick", "cpu", "paper")
 PARAMS_DIR_ENV = "SELFTRAIN_PARAMS"
 
 
@@ -326,6 +325,11 @@ def _register_folder_dataset(c: Config) -> None:
         default_pool_size=0, default_val_size=0, ignore_index=c.ignore_index, format="folder"))
 
 
+# annotation -> (the types a value may have, what an error calls it); a bool is never a number
+_SCALARS = {bool: (bool, "true or false"), int: (int, "an integer"), float: ((int, float), "a number"),
+            str: (str, "a string")}
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against the field's annotation; lists become tuples, ints become floats."""
     origin = typing.get_origin(annotation)
@@ -343,29 +347,20 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {list(value)!r}")
         return tuple(_coerce(key, v, a) for v, a in zip(value, args))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation not in _SCALARS:
+        raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # a bug in Config, not user input
+    accepted, what = _SCALARS[annotation]
+    if not isinstance(value, accepted) or (isinstance(value, bool) and annotation is not bool):
+        raise ConfigError(f"{key}: expected {what}, got {value!r}")
+    if annotation is not float:
         return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond a float's range
-            number = math.inf
-        if not math.isfinite(number):  # inf / nan pass every comparison of validate() the wrong way
-            raise ConfigError(f"{key}: expected a finite number, got {_short(value)}")
-        return number
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # a bug in Config, not user input
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        number = math.inf
+    if not math.isfinite(number):  # inf / nan pass every comparison of validate() the wrong way
+        raise ConfigError(f"{key}: expected a finite number, got {_short(value)}")
+    return number
 
 
 def _by_labels_key(dataset: str, labels: Any, pool_size: int | None) -> Any:
@@ -412,6 +407,14 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+# key -> the least value it may take (None, where the key allows it, means "not set")
+_LEAST = {"pool_size": 1, "val_size": 1, "seed": 0, "data_seed": 0, "stage1_steps": 1, "steps": 1, "batch_size": 1,
+          "eval_every": 1, "log_every": 1, "checkpoint_every": 1, "eval_batch_size": 1, "randaug_ops": 0,
+          "pretrain_steps": 1, "backbone_lr_mult": 0, "weight_decay": 0, "lambda1": 0, "lambda2": 0,
+          "ema_reference_steps": 1, "cutout_count": 0, "num_val_samples": 0, "num_threads": 1, "num_workers": 0,
+          "cons_weight": 0}
+
+
 def validate(c: Config) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is impossible."""
     from .augment import STYLES
@@ -421,12 +424,10 @@ def validate(c: Config) -> None:
     _require(c.dataset in DATASETS, "dataset", f"unknown dataset {c.dataset!r} (known: {sorted(DATASETS)})")
     info = dataset_info(c.dataset)
     _require(c.model in MODELS, "model", f"unknown model {c.model!r} (known: {sorted(MODELS)})")
-    for key in ("pool_size", "val_size"):
+    for key, least in _LEAST.items():
         v = getattr(c, key)
-        _require(v is None or v >= 1, key, f"must be >= 1, got {v}")
+        _require(v is None or v >= least, key, f"must be >= {least}, got {v}")
     pool = c.pool_size or info.default_pool_size  # 0: a folder dataset, counted when it is read
-    for key in ("seed", "data_seed"):
-        _require(getattr(c, key) >= 0, key, f"must be >= 0, got {getattr(c, key)}")
     _require(1 <= c.labels and (not pool or c.labels <= pool), "labels",
              f"must be between 1 and the pool size {pool}, got {c.labels}")
     if info.format != "folder":
@@ -447,23 +448,14 @@ def validate(c: Config) -> None:
     _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
     if c.split_file is not None:
         _require(Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
-    for key in ("stage1_steps", "steps", "batch_size", "eval_every", "log_every", "checkpoint_every",
-                "eval_batch_size", "randaug_ops", "pretrain_steps"):
-        _require(getattr(c, key) >= (0 if key == "randaug_ops" else 1), key, f"must be positive, got {getattr(c, key)}")
     _require(1 <= c.labelled_per_batch < c.batch_size, "labelled_per_batch",
              f"must be at least 1 and less than batch_size={c.batch_size} (the rest of the batch comes from L∪U), "
              f"got {c.labelled_per_batch}")
     _require(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
-    _require(c.backbone_lr_mult >= 0, "backbone_lr_mult", f"must be >= 0, got {c.backbone_lr_mult}")
-    _require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
-    for key in ("lambda1", "lambda2"):
-        _require(getattr(c, key) >= 0, key, f"must be >= 0, got {getattr(c, key)}")
     _require(c.eval_model in EVAL_MODELS, "eval_model", f"must be one of {list(EVAL_MODELS)}, got {c.eval_model!r}")
     _require(len(c.ema_decays) == len(c.ema_milestones) + 1, "ema_decays",
              f"needs one more value than ema_milestones ({len(c.ema_milestones)}), got {len(c.ema_decays)}")
     _require(all(0 <= d < 1 for d in c.ema_decays), "ema_decays", f"each must be in [0, 1), got {c.ema_decays}")
-    _require(c.ema_reference_steps is None or c.ema_reference_steps >= 1, "ema_reference_steps",
-             f"must be a positive number of steps or null, got {c.ema_reference_steps}")
     _require(all(0 < m < 1 for m in c.ema_milestones) and list(c.ema_milestones) == sorted(c.ema_milestones),
              "ema_milestones", f"must be increasing fractions in (0, 1), got {c.ema_milestones}")
     h, w = tuple(c.resize) if c.resize else info.image_size
@@ -478,12 +470,10 @@ def validate(c: Config) -> None:
     _require(0 <= c.cutout_size <= max(ch, cw), "cutout_size",
              f"must be between 0 and the crop size {max(ch, cw)}, got {c.cutout_size}")
     _require(0 <= c.randaug_prob <= 1, "randaug_prob", f"must be in [0, 1], got {c.randaug_prob}")
-    _require(c.cutout_count >= 0, "cutout_count", f"must be >= 0, got {c.cutout_count}")
     _require(c.randaug_style in STYLES, "randaug_style", f"must be one of {list(STYLES)}, got {c.randaug_style!r}")
     _require(c.randaug_style != "authors" or c.randaug_magnitude >= 6, "randaug_magnitude",
              f"randaug_style 'authors' draws integer levels 1 .. randaug_magnitude/3 - 1 (their code: 30, i.e. "
              f"levels 1..9 of 10): must be >= 6, got {c.randaug_magnitude}")
-    _require(c.num_val_samples >= 0, "num_val_samples", f"must be >= 0, got {c.num_val_samples}")
     _require(c.model != "deeplabv2-small" or (len(c.widths) == 4 and min(c.widths) >= 2), "widths",
              f"needs four positive channel widths (conv2..conv5), got {list(c.widths)}")
     _require(c.output_stride in (4, 8), "output_stride", f"must be 4 or 8, got {c.output_stride}")
@@ -498,11 +488,8 @@ def validate(c: Config) -> None:
              f"must be 'synthetic', 'imagenet', 'none' or an existing checkpoint file, got {p!r}")
     _require(p != "synthetic" or c.model == "deeplabv2-small", "pretrained",
              "'synthetic' pre-training exists for deeplabv2-small only (use 'imagenet' or a checkpoint)")
-    _require(c.num_threads is None or c.num_threads >= 1, "num_threads", f"must be >= 1, got {c.num_threads}")
-    _require(c.num_workers >= 0, "num_workers", f"must be >= 0, got {c.num_workers}")
     _require(c.method in METHODS, "method", f"must be one of {list(METHODS)}, got {c.method!r}")
     need = METHODS[c.method].min_pool_per_batch
-    _require(c.cons_weight >= 0, "cons_weight", f"must be >= 0, got {c.cons_weight}")
     _require(0 <= c.conf_threshold <= 1, "conf_threshold", f"must be in [0, 1], got {c.conf_threshold}")
     _require(0 <= c.teacher_decay < 1, "teacher_decay", f"must be in [0, 1), got {c.teacher_decay}")
     for key in ("cutout_area", "cutmix_area"):

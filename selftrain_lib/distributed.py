@@ -118,10 +118,8 @@ def average_buffers(model: torch.nn.Module) -> None:
     flat = torch.cat([b.reshape(-1) for b in buffers])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
-    offset = 0
-    for b in buffers:
-        b.copy_(flat[offset:offset + b.numel()].view_as(b))
-        offset += b.numel()
+    for b, mean in zip(buffers, flat.split([b.numel() for b in buffers])):
+        b.copy_(mean.view_as(b))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
-from .progress import tqdm
-
 from .data.datasets import PAPER_LABEL_COUNTS
 from .methods import BASELINES, SWITCHES
+from .progress import tqdm
 
 DATASETS = ("synth-street", "synth-objects")
 # the paper's datasets (read from files, README "Datasets"), and the embedded data standing in for each
@@ -175,11 +174,9 @@ def baseline_spec(dataset: str, labels: int | str, method: str, seed: int = 0, *
 def baseline_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,),
                   methods: Sequence[str] = tuple(BASELINES), labels: Sequence[int] | None = None) -> list[RunSpec]:
     """The mean teacher baselines at each label count (default: the ablation label count)."""
-    out = []
-    for d in datasets:
-        for n in (list(labels) if labels is not None else [ABLATION_LABELS[check_dataset(d)]]):
-            out += [baseline_spec(d, n, m, s) for m in methods for s in _seeds(seeds)]
-    return out
+    return [baseline_spec(d, n, m, s) for d in datasets
+            for n in (list(labels) if labels is not None else [ABLATION_LABELS[check_dataset(d)]])
+            for m in methods for s in _seeds(seeds)]
 
 
 def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] | None = None,

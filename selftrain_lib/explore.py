@@ -22,7 +22,6 @@ from .results import list_runs
 from .stage import StageResult
 
 
-
 def chain(runs: pd.DataFrame, run: str) -> list[str]:
     """The run hashes from Stage 1 to ``run``, following ``pseudo_masks_from``."""
     by_hash = runs.set_index("run")

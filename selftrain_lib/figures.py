@@ -9,7 +9,6 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -20,7 +19,6 @@ from .runs import atomic_write_bytes
 
 COLUMN_WIDTH = 3.5   # inches: one column of a two-column paper
 PAGE_WIDTH = 7.1     # inches: both columns
-STAGE_COLOURS = dict(zip(("Stage 1", "Stage 2", "Stage 3", "Stage 4"), sns.color_palette("colorblind", 4)))
 
 
 def use_style() -> None:
@@ -49,6 +47,14 @@ def save(fig, stem: str | Path, close: bool = True) -> list[Path]:
     if close:
         plt.close(fig)
     return paths
+
+
+def _finish(fig, title: str = ""):
+    """A figure of several panels: ``title`` above them all, the panels laid out tight."""
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def show(fig, stem: str | Path) -> list[Path]:
@@ -102,16 +108,18 @@ def miou_axis(ax, values, span: float = MIN_SPAN, lower: float = 0.0, upper: flo
     return lo, hi
 
 
+def _val_line(ax, curves: pd.DataFrame, name: str) -> list[float]:
+    """Plot the validation mIoU (%) of one curve frame; returns the values drawn."""
+    v = curves.dropna(subset=["val_miou"])
+    ax.plot(v["step"], 100 * v["val_miou"], marker="o", ms=3, label=name)
+    return list(100 * v["val_miou"])
+
+
 def plot_val_miou(curves_by_name: Mapping[str, pd.DataFrame], title: str = "", ax=None, note: str = ""):
     """Validation mIoU (%) over training, one line per named curve frame (y-span at least
     :data:`MIN_SPAN` points). ``note``: a line of text under the axes (e.g. the paper's numbers)."""
     fig, ax = (ax.figure, ax) if ax is not None else figure()
-    seen = []
-    for name, c in curves_by_name.items():
-        v = c.dropna(subset=["val_miou"])
-        ax.plot(v["step"], 100 * v["val_miou"], marker="o", ms=3, label=name)
-        seen += list(100 * v["val_miou"])
-    miou_axis(ax, seen)
+    miou_axis(ax, [m for name, c in curves_by_name.items() for m in _val_line(ax, c, name)])
     ax.set(xlabel="step", ylabel="val mIoU (%)", title=title)
     ax.legend()
     if note:
@@ -125,17 +133,12 @@ def plot_fig2(with_pl: pd.DataFrame, without_pl: pd.DataFrame, title: str = ""):
     seen = []
     for name, c in (("with $L_{pl}$", with_pl), ("without $L_{pl}$", without_pl)):
         a.plot(c["step"], c["loss_con"], label=name)
-        v = c.dropna(subset=["val_miou"])
-        b.plot(v["step"], 100 * v["val_miou"], marker="o", ms=3, label=name)
-        seen += list(100 * v["val_miou"])
+        seen += _val_line(b, c, name)
     miou_axis(b, seen)
     a.set(xlabel="step", ylabel=r"$L_{con}$")
     b.set(xlabel="step", ylabel="val mIoU (%)")
     a.legend()
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def plot_lambda(table: pd.DataFrame, title: str = "", paper: Mapping | None = PAPER_FIG3):
@@ -167,10 +170,7 @@ def plot_lambda(table: pd.DataFrame, title: str = "", paper: Mapping | None = PA
     rel.set(ylabel=r"mIoU $-$ mIoU at $\lambda_1 = 1/2$ (points)")
     ax.legend()
     rel.legend(fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def plot_pseudo_stages(runs: pd.DataFrame, title: str = ""):
@@ -219,10 +219,7 @@ def plot_per_class_gains(gains: pd.DataFrame, title: str = ""):
             ax.legend(handles=[Patch(facecolor="lightgrey", edgecolor="grey", hatch="////",
                                      label="IoU 0 at both stages (never predicted correctly)")],
                       loc="lower right", fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 # ------------------------------------------------------------------------------------------

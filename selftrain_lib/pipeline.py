@@ -34,8 +34,7 @@ class PipelineResult:
     def summary(self) -> dict[str, Any]:
         """One JSON-able object: per stage, validation mIoU, pseudo-mask mIoU on U and run folder."""
         return {"dataset": self.config.dataset, "method": self.config.method, "labels": self.config.labels,
-                "seed": self.config.seed,
-                "scale": self.config.scale, "wall_time_s": round(self.wall_time_s, 2),
+                "seed": self.config.seed, "scale": self.config.scale, "wall_time_s": round(self.wall_time_s, 2),
                 "stages": {str(r.stage): {k: None if v != v else v for k, v in r.summary().items() if k != "stage"}
                            for r in self.stages}}
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .progress import tqdm
 
 from .data.datasets import default_cache_dir
 from .data.synthetic import PRETRAIN_NUM_CLASSES, generate_pretraining_images, generator_digest
 from .evaluate import to_input
 from .models import build_segmenter
+from .progress import tqdm
 from .runs import atomic_torch_save, config_hash, set_aside
 
 PRETRAIN_FORMAT_VERSION = 1
@@ -46,8 +46,7 @@ class _Classifier(nn.Module):
 def synthetic_pretrain_key(widths, steps: int, seed: int, batch_size: int, num_images: int, lr: float,
                            output_stride: int = 8) -> dict:
     return {"model": "deeplabv2-small", "widths": list(widths), "output_stride": output_stride, "steps": steps,
-            "seed": seed,
-            "batch_size": batch_size, "num_images": num_images, "lr": lr,
+            "seed": seed, "batch_size": batch_size, "num_images": num_images, "lr": lr,
             "data": generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
 
 
@@ -109,7 +108,9 @@ IMAGENET_FILE = "resnet101-63fe2227.pth"  # torchvision's ResNet101_Weights.IMAG
 _WRAPPER_PREFIXES = ("module.", "Scale.", "model.", "net.")
 # Classifier heads of other tasks (ImageNet's fc, torchvision segmentation heads): dropped, reported.
 _FOREIGN_HEADS = ("fc.", "classifier.", "aux_classifier.")
-_TV_STAGES = {"layer1.": "conv2.", "layer2.": "conv3.", "layer3.": "conv4.", "layer4.": "conv5."}
+# torchvision ResNet's key prefixes -> ours under "backbone."
+_TV_PREFIXES = {"conv1.": "conv1.conv.", "bn1.": "conv1.bn.", "layer1.": "conv2.", "layer2.": "conv3.",
+                "layer3.": "conv4.", "layer4.": "conv5."}
 
 
 @dataclass
@@ -148,11 +149,7 @@ def map_checkpoint_key(key: str) -> str | None:
         key = key[len("backbone."):]
     if key.startswith(_FOREIGN_HEADS):
         return None
-    if key.startswith("conv1."):
-        return "backbone.conv1.conv." + key[len("conv1."):]
-    if key.startswith("bn1."):
-        return "backbone.conv1.bn." + key[len("bn1."):]
-    for old, new in _TV_STAGES.items():
+    for old, new in _TV_PREFIXES.items():
         if key.startswith(old):
             return "backbone." + new + key[len(old):]
     if key.startswith("layer5.conv2d_list."):

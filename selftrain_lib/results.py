@@ -67,12 +67,9 @@ def _model_mious(metrics: dict) -> dict[str, Any]:
 def per_class(pairs: Iterable, which: str = "val") -> pd.DataFrame:
     """Per-class IoU, one row per (run, stage, class). ``which``: "val" or "pseudo" (on U)."""
     key = {"val": "val", "pseudo": "pseudo_masks_unlabelled"}[which]
-    rows = []
-    for spec, result in pairs:
-        for r in result.stages:
-            for cls, iou in r.metrics[key]["per_class_iou"].items():
-                rows.append({"dataset": spec.dataset, "labels": spec.labels, "variant": spec.variant,
-                             "seed": result.config.seed, "stage": r.stage, "class": cls, "iou": iou})
+    rows = [{"dataset": spec.dataset, "labels": spec.labels, "variant": spec.variant, "seed": result.config.seed,
+             "stage": r.stage, "class": cls, "iou": iou}
+            for spec, result in pairs for r in result.stages for cls, iou in r.metrics[key]["per_class_iou"].items()]
     return pd.DataFrame(rows, columns=["dataset", "labels", "variant", "seed", "stage", "class", "iou"])
 
 
@@ -320,8 +317,7 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
         s = join_published(s, "III", column="published (Table III, ImageNet)")
         s = join_published(s, "IV", method_col="paper_method_iv", column="published (Table IV, ImageNet+COCO)")
         pub = ["published (Table III, ImageNet)", "published (Table IV, ImageNet+COCO)"]
-    order = {SUPERVISED_ROW: 0, "Cutout (mean teacher)": 1, "CutMix (mean teacher)": 2, "Stage 2": 3,
-             "Ours (three-stage)": 4, "full supervision (Stage 1 on the pool)": 5}
+    order = {r: i for i, r in enumerate(LABEL_ROWS)}  # the paper's row order
     s["_o"] = s["method"].map(order)
     s["_l"] = s["labels"].map(lambda v: 10 ** 9 if v == "full" else int(v))
     s = s.sort_values(["_o", "_l"]).drop(columns=["_o", "_l"])
@@ -526,10 +522,7 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
         if indices is not None and not np.array_equal(z["indices"][:len(indices)], indices):
             raise ValueError(f"{r.run_dir} kept another validation sample than the other runs")
         indices = z["indices"][:max_images] if indices is None else indices
-        if "predictions" in z:      # runs of generated data cached before 2026-12: one (N, H, W) array
-            columns[name] = list(z["predictions"][:len(indices)])
-        else:                       # prediction_<k>, one array per image
-            columns[name] = [z[f"prediction_{k}"] for k in range(len(indices))]
+        columns[name] = [z[f"prediction_{k}"] for k in range(len(indices))]
     if indices is None:
         raise ValueError("no stage results given")
     idx = [int(i) for i in indices]
@@ -540,7 +533,6 @@ def list_runs(out: str | Path | None = None) -> pd.DataFrame:
     """Every finished stage run in the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`):
     one row per ``<hash>/metrics.json``."""
     out = runs_dir(out)
-
     rows = []
     for m in sorted(Path(out).glob("*/metrics.json")):
         metrics = read_json(m)

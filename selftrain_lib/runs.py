@@ -99,13 +99,6 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], root: str | os.PathLik
 # atomic writes
 # ------------------------------------------------------------------------------------------
 
-def make_dirs(path: str | os.PathLike) -> Path:
-    """``mkdir -p``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def current_umask() -> int:
     """The process's umask, read without changing it where Linux allows (``os.umask`` sets it:
     the round trip below briefly changes it for every thread)."""
@@ -194,7 +187,7 @@ def run_lock(run_dir: str | os.PathLike, what: str = "run") -> Iterator[None]:
     ``flock`` onto NFS locks, so this holds on a shared cluster filesystem too.)"""
     run_dir = Path(run_dir)
     while True:
-        make_dirs(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .progress import tqdm
-
 from .config import Config
+from .progress import tqdm
 
 
 @dataclass(frozen=True)

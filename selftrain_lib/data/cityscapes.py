@@ -23,25 +23,11 @@ IGNORE = 255
 
 
 def _label_table() -> list[tuple[str, int, int, tuple[int, int, int]]]:
-    """(name, id, trainId, colour) of every Cityscapes label."""
-    try:
-        from cityscapesscripts.helpers.labels import labels
-        return [(l.name, l.id, l.trainId, tuple(l.color)) for l in labels]
-    except ImportError:  # pragma: no cover - the package is a dependency; this is the same table
-        rows = [("unlabeled", 0, 255), ("ego vehicle", 1, 255), ("rectification border", 2, 255),
-                ("out of roi", 3, 255), ("static", 4, 255), ("dynamic", 5, 255), ("ground", 6, 255),
-                ("road", 7, 0), ("sidewalk", 8, 1), ("parking", 9, 255), ("rail track", 10, 255),
-                ("building", 11, 2), ("wall", 12, 3), ("fence", 13, 4), ("guard rail", 14, 255),
-                ("bridge", 15, 255), ("tunnel", 16, 255), ("pole", 17, 5), ("polegroup", 18, 255),
-                ("traffic light", 19, 6), ("traffic sign", 20, 7), ("vegetation", 21, 8), ("terrain", 22, 9),
-                ("sky", 23, 10), ("person", 24, 11), ("rider", 25, 12), ("car", 26, 13), ("truck", 27, 14),
-                ("bus", 28, 15), ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16),
-                ("motorcycle", 32, 17), ("bicycle", 33, 18)]
-        colours = [(128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-                   (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-                   (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-                   (0, 80, 100), (0, 0, 230), (119, 11, 32)]
-        return [(n, i, t, colours[t] if t != 255 else (0, 0, 0)) for n, i, t in rows]
+    """(name, id, trainId, colour) of every Cityscapes label: the official table (``cityscapesscripts``,
+    a pinned dependency)."""
+    from cityscapesscripts.helpers.labels import labels
+
+    return [(l.name, l.id, l.trainId, tuple(l.color)) for l in labels]
 
 
 def train_classes() -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:

@@ -274,11 +274,9 @@ def paper_splits(dataset: str, ids: list[str], out_dir: str | os.PathLike, seed:
     """Write one split file per paper label count (``<out_dir>/<dataset>_<labels>_seed<seed>.txt``)."""
     if dataset not in PAPER_LABEL_COUNTS:
         raise ValueError(f"dataset: no paper label counts for {dataset!r} (known: {sorted(PAPER_LABEL_COUNTS)})")
-    out = {}
-    for labels in PAPER_LABEL_COUNTS[dataset]:
-        split = make_split(len(ids), labels, seed)
-        out[labels] = write_split(Path(out_dir) / f"{dataset}_{labels}_seed{seed}.txt", split, ids)
-    return out
+    out_dir = Path(out_dir)
+    return {n: write_split(out_dir / f"{dataset}_{n}_seed{seed}.txt", make_split(len(ids), n, seed), ids)
+            for n in PAPER_LABEL_COUNTS[dataset]}
 
 
 # ------------------------------------------------------------------------------------------

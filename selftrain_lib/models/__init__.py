@@ -101,9 +101,8 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> 
     ``model``: a :class:`DeepLabV2` or a :class:`MultiTaskDeepLab`.
     """
     backbone_ids = {id(p) for p in _segmenter_of(model).backbone.parameters()}
-    backbone, head = [], []
-    for p in model.parameters():
-        (backbone if id(p) in backbone_ids else head).append(p)
+    backbone = [p for p in model.parameters() if id(p) in backbone_ids]
+    head = [p for p in model.parameters() if id(p) not in backbone_ids]
     return [
         {"name": "backbone", "params": backbone, "lr": lr * backbone_lr_mult, "lr_mult": float(backbone_lr_mult)},
         {"name": "head", "params": head, "lr": lr, "lr_mult": 1.0},

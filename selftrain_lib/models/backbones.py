@@ -172,10 +172,6 @@ class ResNetBackbone(nn.Module):
         self.register_buffer("input_mean", torch.tensor(fmt["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(fmt["std"]).view(1, 3, 1, 1), persistent=False)
 
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """``[(name, module)]`` for ``conv1`` .. ``conv5``, input to output."""
-        return [(name, getattr(self, name)) for name in STAGES]
-
     def run(self, x: Tensor, start: str = "conv1", end: str = "conv5") -> Tensor:
         """Run the stages ``start`` .. ``end`` (both included) on ``x``.
 

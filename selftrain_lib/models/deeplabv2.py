@@ -10,7 +10,7 @@ this module sums all four, as DeepLabv2 and the paper describe.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -85,11 +85,3 @@ class DeepLabV2(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.backbone(x), x.shape[-2:])
-
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of ``conv1`` .. ``conv5`` (the pre-trainable layers)."""
-        return self.backbone.parameters()
-
-    def head_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the ASPP head (new layers)."""
-        return self.aspp.parameters()
