@@ -85,6 +85,22 @@ def test_losses_follow_the_sub_batches():
     assert "loss_con" not in no_cr and torch.allclose(no_cr["loss"], seg + 0.25 * pl)
 
 
+def test_synthetic_pretraining_does_not_depend_on_the_callers_thread_count(tmp_path):
+    """A sweep's worker (one thread) and a notebook (all cores) build the same backbone, and the
+    caller's thread count is given back."""
+    kw = dict(widths=(8, 8, 16, 16), steps=4, batch_size=16, num_images=32, progress=False)
+    threads = torch.get_num_threads()
+    try:
+        states = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            states.append(synthetic_backbone_state(cache_dir=tmp_path / f"threads{n}", **kw))
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_synthetic_pretraining_is_deterministic_cached_and_loaded(tmp_path):
     kw = dict(widths=(4, 4, 8, 8), steps=3, cache_dir=tmp_path, batch_size=8, num_images=32, progress=False)
     a = synthetic_backbone_state(**kw)
