@@ -46,13 +46,6 @@ class _Classifier(nn.Module):
         return self.fc(self.backbone(x).mean((2, 3)))
 
 
-def synthetic_pretrain_key(widths, steps: int, seed: int, batch_size: int, num_images: int, lr: float,
-                           output_stride: int = 8) -> dict:
-    return {"model": "deeplabv2-small", "widths": list(widths), "output_stride": output_stride, "steps": steps,
-            "seed": seed, "batch_size": batch_size, "num_images": num_images, "lr": lr,
-            "data": generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
-
-
 def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_dir=None, seed: int = 0,
                              batch_size: int = 64, num_images: int = 8000, lr: float = 2e-3,
                              progress: bool = True, output_stride: int = 8) -> dict[str, torch.Tensor]:
@@ -61,7 +54,9 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
     Cached as ``<cache>/pretrain/<hash>.pt`` (written atomically) and reused; deterministic on
     the CPU for a given (widths, steps, seed).
     """
-    key = synthetic_pretrain_key(widths, steps, seed, batch_size, num_images, lr, output_stride)
+    key = {"model": "deeplabv2-small", "widths": list(widths), "output_stride": output_stride, "steps": steps,
+           "seed": seed, "batch_size": batch_size, "num_images": num_images, "lr": lr,
+           "data": generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
     path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
     if path.is_file():
         try:
@@ -133,12 +128,8 @@ class CheckpointReport:
 
 
 def _strip_wrappers(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+    while key.startswith(_WRAPPER_PREFIXES):  # each prefix is one name and its dot
+        key = key.partition(".")[2]
     return key
 
 

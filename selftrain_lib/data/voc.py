@@ -27,18 +27,12 @@ IGNORE = 255
 
 
 def voc_palette(n: int = 256) -> tuple[tuple[int, int, int], ...]:
-    """The VOC colour map (bit-interleaved label index)."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return tuple(out)
+    """The VOC colour map (bit-interleaved label index): bits 0, 3, 6... of the index are red's
+    bits 7, 6, 5..., bits 1, 4, 7... green's, bits 2, 5, 8... blue's."""
+    def channel(i: int, k: int) -> int:
+        return sum(((i >> (3 * j + k)) & 1) << (7 - j) for j in range(8))
+
+    return tuple((channel(i, 0), channel(i, 1), channel(i, 2)) for i in range(n))
 
 
 PALETTE = voc_palette(21)
