@@ -70,6 +70,7 @@ ALL_OPS: tuple[str, ...] = (
 GEOMETRIC_OPS: tuple[str, ...] = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 PHOTOMETRIC_OPS: tuple[str, ...] = tuple(o for o in ALL_OPS if o not in GEOMETRIC_OPS)
 _OP_ID = {name: k for k, name in enumerate(ALL_OPS)}
+_GEOMETRIC_IDS = torch.tensor([_OP_ID[name] for name in GEOMETRIC_OPS])
 
 #: Magnitudes use RandAugment's 0-30 scale (torchvision ``num_magnitude_bins=31``).
 MAX_MAGNITUDE = 30.0
@@ -322,6 +323,20 @@ class AugmentParams:
         return matrix_to_theta(self.matrix, hw, hw)
 
 
+def _warp_geometric(x: Tensor, params: AugmentParams, grid, warp, fill) -> Tensor:
+    """``warp`` (:func:`_warp_images` or :func:`_warp_mask`, outside -> ``fill``) of the samples of
+    ``x`` (B, ..., H, W) that drew a geometric op, the others unchanged; ``grid``: the whole batch's."""
+    sel = params.geometric.nonzero().squeeze(1)
+    if sel.numel() == 0:
+        return x
+    hw = tuple(x.shape[-2:])
+    if sel.numel() == x.shape[0]:
+        return warp(x, grid if grid is not None else _source_grid(params.matrix, hw, hw, x.device), fill)
+    sel_d = sel.to(x.device)
+    return x.index_copy(0, sel_d, warp(x.index_select(0, sel_d), _source_grid(params.matrix[sel], hw, hw, x.device),
+                                       fill))
+
+
 class StrongAugment:
     """Strong augmentation: operators A (images) and B (masks) of the paper.
 
@@ -458,10 +473,7 @@ class StrongAugment:
         to_centred = torch.tensor([[1, 0, 0.5 - W / 2], [0, 1, 0.5 - H / 2], [0, 0, 1]], dtype=torch.float64)
         to_index = torch.tensor([[1, 0, W / 2 - 0.5], [0, 1, H / 2 - 0.5], [0, 0, 1]], dtype=torch.float64)
         matrix = (to_index @ inv @ to_centred)[:, :2].contiguous()
-        is_geo = torch.zeros_like(op_index, dtype=torch.bool)
-        for name in GEOMETRIC_OPS:
-            is_geo |= op_index == _OP_ID[name]
-        geometric = is_geo.any(1) if n > 0 else torch.zeros(B, dtype=torch.bool)
+        geometric = torch.isin(op_index, _GEOMETRIC_IDS).any(1)  # (B,) False when n = 0
 
         s = self.cutout_size
         y0, x0 = cy - s // 2, cx - s // 2
@@ -495,15 +507,7 @@ class StrongAugment:
                     sel_d = sel.to(dev)
                     out = out.index_copy(0, sel_d, _photometric(name, out.index_select(0, sel_d), mag, sign,
                                                                 self.style))
-        # geometric warp (only samples that drew a geometric op)
-        sel = params.geometric.nonzero().squeeze(1)
-        if sel.numel() == B:
-            grid = _grid if _grid is not None else _source_grid(params.matrix, (H, W), (H, W), dev)
-            out = _warp_images(out, grid, self.fill)
-        elif sel.numel() > 0:
-            sel_d = sel.to(dev)
-            grid = _source_grid(params.matrix[sel], (H, W), (H, W), dev)
-            out = out.index_copy(0, sel_d, _warp_images(out.index_select(0, sel_d), grid, self.fill))
+        out = _warp_geometric(out, params, _grid, _warp_images, self.fill)
         # cutout
         if self.cutout_size > 0 and self.cutout_count > 0:
             box = params.cutout_boxes.to(dev)[..., None, None]           # (B, k, 4, 1, 1)
@@ -520,16 +524,7 @@ class StrongAugment:
         _check_mask(masks)
         B, H, W = masks.shape
         _check_sampled(params, B, (H, W), (params.height, params.width))
-        dev = masks.device
-        sel = params.geometric.nonzero().squeeze(1)
-        if sel.numel() == 0:
-            return masks
-        if sel.numel() == B:
-            grid = _grid if _grid is not None else _source_grid(params.matrix, (H, W), (H, W), dev)
-            return _warp_mask(masks, grid, self.ignore_index)
-        sel_d = sel.to(dev)
-        grid = _source_grid(params.matrix[sel], (H, W), (H, W), dev)
-        return masks.index_copy(0, sel_d, _warp_mask(masks.index_select(0, sel_d), grid, self.ignore_index))
+        return _warp_geometric(masks, params, _grid, _warp_mask, self.ignore_index)
 
     def __call__(self, images: Tensor, masks: Sequence[Tensor], generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
         """Sample once, apply A to images (B,3,H,W) and B to each mask (B,H,W)."""
