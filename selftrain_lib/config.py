@@ -182,11 +182,6 @@ def stage_key(config: Config, stage: int) -> dict[str, Any]:
     else:
         drop.add("stage1_steps")
         drop |= {s.key for s in SWITCHES if s.first_stage > stage}
-    return _key(config, drop)
-
-
-def _key(config: Config, drop: set[str]) -> dict[str, Any]:
-    drop = set(drop)
     if config.model != "deeplabv2-small":
         drop |= {"widths", "output_stride"}
     if config.pretrained != "synthetic":

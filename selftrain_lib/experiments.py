@@ -200,15 +200,12 @@ def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] 
 def ablation_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,),
                   drops: Sequence[str] = ("none", "CR", "T2", "SA", "N2")) -> list[RunSpec]:
     """Table V: the full method and one run per dropped component, at the ablation label count."""
-    out = []
-    for d in datasets:
-        for drop in drops:
-            if drop not in DROPS:
-                raise ValueError(f"drop: expected one of {list(DROPS)}, got {drop!r}")
-            for s in _seeds(seeds):
-                out.append(spec(d, ABLATION_LABELS[check_dataset(d)], s,
-                                variant="full method" if drop == "none" else f"without {drop}", **DROPS[drop]))
-    return out
+    for drop in drops:
+        if drop not in DROPS:
+            raise ValueError(f"drop: expected one of {list(DROPS)}, got {drop!r}")
+    return [spec(d, ABLATION_LABELS[check_dataset(d)], s,
+                 variant="full method" if drop == "none" else f"without {drop}", **DROPS[drop])
+            for d in datasets for drop in drops for s in _seeds(seeds)]
 
 
 def ema_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,)) -> list[RunSpec]:

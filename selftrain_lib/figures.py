@@ -226,10 +226,6 @@ def plot_per_class_gains(gains: pd.DataFrame, title: str = ""):
 # image grids
 # ------------------------------------------------------------------------------------------
 
-def class_legend(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> list[Patch]:
-    return [Patch(facecolor=np.asarray(c) / 255, edgecolor="none", label=n) for n, c in zip(class_names, palette)]
-
-
 def prediction_grid(images: Sequence[np.ndarray], columns: Mapping[str, Sequence[np.ndarray]], dataset: str,
                     class_names: Sequence[str], palette: Sequence[Sequence[int]], width: float = PAGE_WIDTH):
     """Rows: images; columns: the image, then one coloured mask per entry of ``columns`` (e.g.
@@ -256,7 +252,8 @@ def prediction_grid(images: Sequence[np.ndarray], columns: Mapping[str, Sequence
                 s.set_visible(False)
             if i == 0:
                 ax.set_title((["image"] + list(columns))[j])
-    fig.legend(handles=class_legend(class_names, palette), loc="lower center", ncol=min(len(class_names), 6),
+    legend = [Patch(facecolor=np.asarray(c) / 255, edgecolor="none", label=n) for n, c in zip(class_names, palette)]
+    fig.legend(handles=legend, loc="lower center", ncol=min(len(class_names), 6),
                bbox_to_anchor=(0.5, 0.0), handlelength=1.0, columnspacing=0.8)
     fig.subplots_adjust(wspace=0.03, hspace=0.03, bottom=0.45 / (cell * h / w * n + 0.45) + 0.02)
     return fig

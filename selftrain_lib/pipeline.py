@@ -53,14 +53,12 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
     results: list[StageResult] = []
     for k in range(1, stages + 1):
         previous = results[-1].pseudo_masks if results else None
-        if data is None and not _finished(config, k, previous, out):
-            data = load_data(config)
+        if data is None:  # loaded once, by the first stage not in the run cache
+            key = stage_run_key(config, k, previous, current().size)
+            if not (out / config_hash(key) / "metrics.json").is_file():
+                data = load_data(config)
         results.append(run_stage(config, k, previous, out=out, progress=progress, data=data))
     return PipelineResult(config, results, time.perf_counter() - t0)
-
-
-def _finished(config, stage, previous, out) -> bool:
-    return (Path(out) / config_hash(stage_run_key(config, stage, previous, current().size)) / "metrics.json").is_file()
 
 
 def resolve_run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",

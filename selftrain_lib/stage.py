@@ -453,7 +453,11 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
         """Scores of ``net`` (a segmenter) on the validation set."""
         return evaluate_part(net, data.val, info.num_classes, info.ignore_index, config.eval_batch_size, device)
 
-    nets = evaluated_networks(model, teacher)
+    # the networks the stage can report; no teacher where the stage has no EMA teacher of its own
+    # (Stage 1, the Γ-model without EMA)
+    nets = {"student": model.segmenter}
+    if teacher is not None and teacher.use_ema:
+        nets["teacher"] = teacher.module
     evaluated = config.eval_model if config.eval_model in nets else "student"
 
     model.train()
@@ -502,15 +506,6 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     result = _finish_stage(final, nets[evaluated], evaluated, evals if world.is_main else {})
     world.barrier()  # rank 0 has written the run: the others read it back
     return result if world.is_main else StageResult.load(run_dir, reused=False)
-
-
-def evaluated_networks(model: MultiTaskDeepLab, teacher: EMATeacher | None) -> dict[str, nn.Module]:
-    """The networks a stage can report: ``{"student": f_θ, "teacher": f_θ'}``; no ``"teacher"`` where
-    the stage has no EMA teacher of its own (Stage 1, the Γ-model without EMA)."""
-    nets = {"student": model.segmenter}
-    if teacher is not None and teacher.use_ema:
-        nets["teacher"] = teacher.module
-    return nets
 
 
 @dataclass

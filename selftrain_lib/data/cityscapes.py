@@ -56,10 +56,8 @@ def cityscapes(root: str | os.PathLike, split: str = "train", resize: tuple[int,
     images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
     if not images:
         raise ValueError(f"cityscapes: no *_leftImg8bit.png images under {image_dir}/<city>/")
-    ids, masks = [], []
-    for p in images:
-        stem = p.name[: -len("_leftImg8bit.png")]
-        ids.append(f"{p.parent.name}/{stem}")
-        masks.append(root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_labelIds.png")
+    stems = [(p.parent.name, p.name[: -len("_leftImg8bit.png")]) for p in images]  # (city, stem)
+    ids = [f"{city}/{stem}" for city, stem in stems]
+    masks = [root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png" for city, stem in stems]
     return FileDataset(name="cityscapes", ids=ids, image_paths=images, mask_paths=masks, num_classes=19,
                        ignore_index=IGNORE, resize=tuple(resize) if resize else None, label_map=label_map())

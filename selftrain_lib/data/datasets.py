@@ -56,26 +56,6 @@ FIGURE_PALETTES = {
 }
 
 
-def _synthetic_infos() -> dict[str, DatasetInfo]:
-    return {name: DatasetInfo(name=s.name, class_names=tuple(s.class_names),
-                              palette=tuple(FIGURE_PALETTES.get(name, s.palette)),
-                              image_size=tuple(s.image_size), default_pool_size=s.default_pool_size,
-                              default_val_size=s.default_val_size)
-            for name, s in SPECS.items()}
-
-
-def _file_infos() -> dict[str, DatasetInfo]:
-    names, palette = cityscapes.train_classes()
-    return {
-        "cityscapes": DatasetInfo(name="cityscapes", class_names=names, palette=palette,
-                                  image_size=cityscapes.RESIZE, default_pool_size=2975, default_val_size=500,
-                                  format="cityscapes"),
-        # VOC images vary in size (at most 500x500); crops larger than an image are padded with ignore
-        "voc": DatasetInfo(name="voc", class_names=voc.CLASS_NAMES, palette=voc.PALETTE, image_size=(500, 500),
-                           default_pool_size=voc.TRAIN_SIZE, default_val_size=voc.VAL_SIZE, format="voc"),
-    }
-
-
 # The paper's label counts |L|: Cityscapes 100, 372, 744, 1488 of 2,975; VOC 1/100, 1/50, 1/20,
 # 1/8 of the 10,582 augmented training images (rounded).
 PAPER_LABEL_COUNTS: dict[str, tuple[int, ...]] = {
@@ -84,7 +64,19 @@ PAPER_LABEL_COUNTS: dict[str, tuple[int, ...]] = {
 }
 
 
-DATASETS: dict[str, DatasetInfo] = {**_synthetic_infos(), **_file_infos()}  # and folder datasets, registered
+_CITYSCAPES_CLASSES, _CITYSCAPES_PALETTE = cityscapes.train_classes()
+DATASETS: dict[str, DatasetInfo] = {  # and folder datasets, registered
+    **{name: DatasetInfo(name=s.name, class_names=tuple(s.class_names),
+                         palette=tuple(FIGURE_PALETTES.get(name, s.palette)), image_size=tuple(s.image_size),
+                         default_pool_size=s.default_pool_size, default_val_size=s.default_val_size)
+       for name, s in SPECS.items()},
+    "cityscapes": DatasetInfo(name="cityscapes", class_names=_CITYSCAPES_CLASSES, palette=_CITYSCAPES_PALETTE,
+                              image_size=cityscapes.RESIZE, default_pool_size=2975, default_val_size=500,
+                              format="cityscapes"),
+    # VOC images vary in size (at most 500x500); crops larger than an image are padded with ignore
+    "voc": DatasetInfo(name="voc", class_names=voc.CLASS_NAMES, palette=voc.PALETTE, image_size=(500, 500),
+                       default_pool_size=voc.TRAIN_SIZE, default_val_size=voc.VAL_SIZE, format="voc"),
+}
 
 
 def register_dataset(info: DatasetInfo) -> None:

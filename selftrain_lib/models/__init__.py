@@ -82,15 +82,6 @@ def build_model(name: str, num_classes: int, private_blocks: int | None = None, 
     return MultiTaskDeepLab(build_segmenter(name, num_classes, **kwargs), private_blocks, width_factor)
 
 
-def _segmenter_of(model: nn.Module) -> DeepLabV2:
-    if isinstance(model, DeepLabV2):
-        return model
-    segmenter = getattr(model, "segmenter", None)
-    if isinstance(segmenter, DeepLabV2):
-        return segmenter
-    raise TypeError(f"expected a DeepLabV2 or a model with a .segmenter DeepLabV2, got {type(model).__name__}")
-
-
 def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> list[dict]:
     """Optimiser parameter groups: f's trunk (pre-trainable) and the new layers.
 
@@ -100,7 +91,10 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> 
     appears exactly once (frozen ones included: optimisers skip parameters without gradients).
     ``model``: a :class:`DeepLabV2` or a :class:`MultiTaskDeepLab`.
     """
-    backbone_ids = {id(p) for p in _segmenter_of(model).backbone.parameters()}
+    segmenter = model if isinstance(model, DeepLabV2) else getattr(model, "segmenter", None)
+    if not isinstance(segmenter, DeepLabV2):
+        raise TypeError(f"expected a DeepLabV2 or a model with a .segmenter DeepLabV2, got {type(model).__name__}")
+    backbone_ids = {id(p) for p in segmenter.backbone.parameters()}
     backbone = [p for p in model.parameters() if id(p) in backbone_ids]
     head = [p for p in model.parameters() if id(p) not in backbone_ids]
     return [

@@ -112,9 +112,6 @@ class StepDraws:
         self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
                                 ignore_index=ignore_index)
 
-    def global_step(self, step: int) -> int:
-        return step * self.world.size + self.world.rank
-
     def indices(self, step: int) -> tuple[Tensor, Tensor]:
         """(positions in L of Sub-batch 2, pool indices of Sub-batch 1) at the *global* ``step``."""
         return self.labelled.indices(step), self.pool.indices(step)[: self.n_pool]
@@ -139,11 +136,8 @@ class ArrayReader:
             pseudo = read_mask_pngs(pseudo, view.ids)
         self.view, self.pseudo, self.draws, self.device = view, pseudo, draws, device
 
-    def _masks(self, m: Tensor) -> Tensor:
-        return m.to(self.device).long()
-
     def _weak(self, images: Tensor, masks: list[Tensor], g: torch.Generator) -> tuple[Tensor, list[Tensor]]:
-        return self.draws.weak(to_input(images, self.device), [self._masks(m) for m in masks], g)
+        return self.draws.weak(to_input(images, self.device), [m.to(self.device).long() for m in masks], g)
 
     def crops(self, step: int, g: torch.Generator) -> Crops:
         """The crops of the global ``step``; the weak augmentation of Sub-batch 2, then of Sub-batch 1,
@@ -255,7 +249,7 @@ class BatchSource:
         self.device = device
 
     def __call__(self, step: int) -> StepBatch:
-        step = self.draws.global_step(step)
+        step = step * self.draws.world.size + self.draws.world.rank  # the global step (StepDraws)
         g = self.draws.generator(step)
         c = self.reader.crops(step, g)  # the arrays reader draws its weak augmentation from g
         if c.pool_image is None:  # Stage 1 / supervised: the whole batch from L
