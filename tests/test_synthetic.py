@@ -162,7 +162,7 @@ def test_load_synthetic_caches_atomically(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("generate called although the cache holds the data")
 
-    monkeypatch.setattr(S.cache, "generate", boom)  # what load_synthetic calls
+    monkeypatch.setattr(S.scenes, "generate", boom)  # what load_synthetic calls
     again = S.load_synthetic("synth-objects", pool_size=6, val_size=3, seed=2, cache_dir=tmp_path)
     for key in data:
         assert np.array_equal(again[key], data[key]) and again[key].dtype == data[key].dtype

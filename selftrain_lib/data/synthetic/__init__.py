@@ -28,12 +28,12 @@ Everything is deterministic from the seed and image ``i`` is drawn from its own 
 ``default_rng([seed, dataset, stream, i])``, so it does not depend on how many images are drawn.
 
 Modules: ``spec`` (a dataset's spec, the generator's version and digest), ``draw`` (primitives),
-``street`` and ``objects`` (one scene generator per dataset), ``scenes`` (the datasets by name),
-``pretraining`` (the pre-training task), ``cache`` (the generated sets cached on disk).
+``street`` and ``objects`` (one scene generator per dataset), ``scenes`` (the datasets by name and
+their cache on disk), ``pretraining`` (the pre-training task).
 """
-from .cache import CACHE_ENV, cache_path, cache_root, default_cache_dir, load_synthetic
 from .pretraining import PRETRAIN_NUM_CLASSES, PRETRAIN_SHAPES, PRETRAIN_TEXTURES, generate_pretraining_images
-from .scenes import SPECS, colorize, generate, get_spec
+from .scenes import (CACHE_ENV, SPECS, cache_path, cache_root, colorize, default_cache_dir, generate, get_spec,
+                     load_synthetic)
 from .spec import GENERATOR_DIGEST, GENERATOR_VERSION, IGNORE_INDEX, SyntheticSpec, generator_digest
 
 __all__ = [
