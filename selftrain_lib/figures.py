@@ -246,10 +246,7 @@ def prediction_grid(images: Sequence[np.ndarray], columns: Mapping[str, Sequence
         panels = [rows[i]] + [lut[np.asarray(m[i], np.uint8)] for m in columns.values()]
         for j, (ax, p) in enumerate(zip(axes[i], panels)):
             ax.imshow(p, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            ax.set_axis_off()  # no ticks, no frame (the title stays)
             if i == 0:
                 ax.set_title((["image"] + list(columns))[j])
     legend = [Patch(facecolor=np.asarray(c) / 255, edgecolor="none", label=n) for n, c in zip(class_names, palette)]

@@ -300,9 +300,7 @@ def _split_from(labelled: Tensor, pool_size: int) -> Split:
 
 def write_split(path: str | os.PathLike, split: Split, ids: list[str]) -> Path:
     """Write the labelled image ids, one per line (the format ST++ and others publish)."""
-    path = Path(path)
-    atomic_write_text(path, "".join(f"{ids[i]}\n" for i in split.labelled.tolist()))
-    return path
+    return atomic_write_text(path, "".join(f"{ids[i]}\n" for i in split.labelled.tolist()))  # the Path written
 
 
 def read_split(path: str | os.PathLike, ids: list[str]) -> Split:
