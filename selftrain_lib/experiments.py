@@ -187,9 +187,7 @@ def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] 
     if labels is not None and (isinstance(labels, (str, int)) or not isinstance(labels, Iterable)):
         raise ValueError(f"labels: expected a list of label counts such as [100, 375] (or None), got {labels!r}")
     labels = list(labels) if labels is not None else list(LABEL_COUNTS[check_dataset(dataset)])
-    for n in labels:
-        _check_labels(n)
-    out = [spec(dataset, n, s) for n in labels for s in _seeds(seeds)]
+    out = [spec(dataset, n, s) for n in labels for s in _seeds(seeds)]  # spec checks each label count
     out += [baseline_spec(dataset, n, m, s) for m in baselines if m != "supervised" for n in labels
             for s in _seeds(seeds)]
     if full:

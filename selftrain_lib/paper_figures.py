@@ -56,13 +56,6 @@ class NotebookFailed(RuntimeError):
         super().__init__(f"notebook {name} failed; executed notebook (with the error): {executed}\n{error}")
 
 
-def kernel_name() -> str:
-    """The project's kernel ``selftrain`` when registered, else ``python3``."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    return "selftrain" if "selftrain" in KernelSpecManager().find_kernel_specs() else "python3"
-
-
 def declared_parameters(path: Path) -> dict[str, Any]:
     import papermill as pm
 
@@ -144,6 +137,7 @@ def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, not
     Returns (executed notebook, whether it ran). Skips when the stamp of the last successful
     execution matches and its outputs exist (unless ``force``). Raises :class:`NotebookFailed`."""
     import papermill as pm
+    from jupyter_client.kernelspec import KernelSpecManager
 
     src = Path(notebook_dir) / f"{name}.ipynb"
     build_dir = Path(build_dir)
@@ -158,7 +152,8 @@ def execute(name: str, parameters: Mapping[str, Any], build_dir: str | Path, not
     # the kernel imports this checkout, whatever its working directory
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + env_path if env_path else "")
     try:
-        pm.execute_notebook(str(src), str(executed), parameters=dict(parameters), kernel_name=kernel_name(),
+        kernel = "selftrain" if "selftrain" in KernelSpecManager().find_kernel_specs() else "python3"  # the project's
+        pm.execute_notebook(str(src), str(executed), parameters=dict(parameters), kernel_name=kernel,
                             progress_bar=progress, cwd=str(ROOT), log_output=False)
     except pm.PapermillExecutionError as err:
         stamp_path.unlink(missing_ok=True)

@@ -114,24 +114,12 @@ def current_umask() -> int:
     return mask
 
 
-def fix_mode(path: str | os.PathLike, directory: bool = False) -> None:
-    """Give a file (0666) or folder (0777) made by ``tempfile`` (0600 / 0700, whatever the umask)
-    the mode an ordinary ``open`` / ``mkdir`` would, so that a run cache shared by a group (a
-    cluster's, umask 002) is readable by the group. Files of other users are left alone."""
-    path = Path(path)
-    try:
-        if path.stat().st_uid == os.getuid():
-            os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
-    except (FileNotFoundError, PermissionError):
-        pass
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files: the mode open would give
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -273,7 +261,9 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     when the block ends normally, and is removed when it raises."""
     directory = Path(directory)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    fix_mode(tmp, directory=True)  # mkdtemp makes 0700 folders
+    # mkdtemp makes 0700 folders: give it the mode mkdir would, so that a run cache shared by a
+    # group (a cluster's, umask 002) is readable by the group
+    os.chmod(tmp, 0o777 & ~current_umask())
     try:
         yield tmp
         old = None

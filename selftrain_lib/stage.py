@@ -342,18 +342,13 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         try:
             return _train_stage(config, stage, pseudo_masks, out, progress, data, world, key, run_hash, run_dir)
         except Exception as err:  # an error, not an interruption (KeyboardInterrupt, a kill): resumable runs stay
-            if world.is_main:
-                _after_failure(run_dir, err)
+            # a failed run leaves no folder that looks like an interrupted run: without a checkpoint
+            # (nothing to resume) the folder goes; with one, error.txt says why it stopped
+            if world.is_main and (run_dir / "checkpoint.pt").is_file():
+                atomic_write_text(run_dir / ERROR_FILE, f"{type(err).__name__}: {err}\n")
+            elif world.is_main:
+                shutil.rmtree(run_dir, ignore_errors=True)
             raise
-
-
-def _after_failure(run_dir: Path, err: Exception) -> None:
-    """A run that failed leaves no folder that looks like an interrupted run: without a checkpoint
-    (nothing to resume) the folder goes; with one, ``error.txt`` says why it stopped."""
-    if (run_dir / "checkpoint.pt").is_file():
-        atomic_write_text(run_dir / ERROR_FILE, f"{type(err).__name__}: {err}\n")
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _reusable(run_dir: Path) -> bool:
