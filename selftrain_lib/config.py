@@ -441,8 +441,7 @@ def validate(c: Config) -> None:
             p = Path(v) if Path(v).is_absolute() else Path(c.data_root).expanduser() / v
             _require(p.is_file(), key, f"no such list file {p}")
     _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
-    if c.split_file is not None:
-        _require(Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
+    _require(c.split_file is None or Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
     _require(1 <= c.labelled_per_batch < c.batch_size, "labelled_per_batch",
              f"must be at least 1 and less than batch_size={c.batch_size} (the rest of the batch comes from L∪U), "
              f"got {c.labelled_per_batch}")
