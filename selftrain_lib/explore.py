@@ -118,11 +118,10 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
             return
         drawn["key"] = (stage.value, image.value)
         r = StageResult.load(out / stage.value)
-        key = r.run_dir
-        if key not in cache:
+        if r.run_dir not in cache:  # one run's data at a time
             cache.clear()
-            cache[key] = load_data(r.config)
-        data = cache[key]
+            cache[r.run_dir] = load_data(r.config)
+        data = cache[r.run_dir]
         image.max = len(data.train) - 1
         index = min(image.value, image.max)
         view.value = _png(panels(r.run_dir, index, data, title=f"{labels[stage.value]}: pool image {index}"))

@@ -25,8 +25,7 @@ if _IN_KERNEL:
         text in the saved output (module docstring)."""
 
         def __init__(self, *args, **kwargs):
-            kwargs.setdefault("display", True)
-            wanted = kwargs.pop("display")
+            wanted = kwargs.pop("display", True)
             self._handle = None
             super().__init__(*args, display=False, **kwargs)
             if wanted and not self.disable and getattr(self, "delay", 0) <= 0:

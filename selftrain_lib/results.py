@@ -336,11 +336,9 @@ ABLATION_ROWS = [  # (variant, stage, row label, the paper's method name in Tabl
 
 
 def _rows_table(runs: pd.DataFrame, rows: Sequence[tuple], table: str) -> pd.DataFrame:
-    parts = []
-    for variant, stage, label, method in rows:
-        sel = runs[(runs["variant"] == variant) & (runs["stage"] == stage)]
-        if len(sel):
-            parts.append(sel.assign(row=label, paper_method=method))
+    parts = [runs[(runs["variant"] == variant) & (runs["stage"] == stage)].assign(row=label, paper_method=method)
+             for variant, stage, label, method in rows]
+    parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=["dataset", "row", "labels (ours)", "labels used at this scale", "labels (paper)",
                                      "reproduced mIoU (%)",

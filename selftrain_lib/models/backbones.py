@@ -327,8 +327,7 @@ def small_resnet(widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int
     for width, n, stride, dilation in zip(widths, blocks, (1, 2, 1, 1), (1, 1, 2, 4)):
         stages.append(make_resnet_stage(DilatedBasicBlock, inplanes, width, n, stride=stride, dilation=dilation))
         inplanes = width
-    channels = {"conv1": stem_channels, "conv2": widths[0], "conv3": widths[1], "conv4": widths[2],
-                "conv5": widths[3]}
+    channels = dict(zip(STAGES, (stem_channels, *widths)))
     spec = dict(block=DilatedBasicBlock, blocks=blocks[3], planes=widths[3], dilation=4,
                 projection=stages[3][0].downsample is not None)
     return ResNetBackbone(stem, *stages, channels, spec, output_stride=output_stride)

@@ -133,15 +133,10 @@ def street_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     # -- things standing on the ground, drawn far to near (occlusion by drawing order)
     # A long tail, as in real street scenes: people, fences, poles and signs appear in a
     # minority of images, so a few labelled images show few of them.
-    things = []
-    for _ in range(rng.integers(0, 5)):
-        things.append(("tree", rng.uniform(yh + 1, h + 6)))
-    for _ in range(rng.integers(1, 4) if rng.random() < 0.5 else 0):
-        things.append(("pole", rng.uniform(yh + 2, h + 4)))
-    for _ in range(rng.integers(1, 5) if rng.random() < 0.6 else 0):
-        things.append(("car", rng.uniform(yh + 2, h + 6)))
-    for _ in range(rng.integers(1, 5) if rng.random() < 0.25 else 0):
-        things.append(("person", rng.uniform(yh + 2, h + 3)))
+    things = [("tree", rng.uniform(yh + 1, h + 6)) for _ in range(rng.integers(0, 5))]
+    things += [("pole", rng.uniform(yh + 2, h + 4)) for _ in range(rng.integers(1, 4) if rng.random() < 0.5 else 0)]
+    things += [("car", rng.uniform(yh + 2, h + 6)) for _ in range(rng.integers(1, 5) if rng.random() < 0.6 else 0)]
+    things += [("person", rng.uniform(yh + 2, h + 3)) for _ in range(rng.integers(1, 5) if rng.random() < 0.25 else 0)]
     things.sort(key=lambda t: t[1])
     for kind, yb in things:
         dd = yb - yh
