@@ -58,6 +58,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _step_fn(config: Config, view, pseudo, num_classes: int, device, stage: int, compile_model: bool = False,
+             channels_last: bool = True) -> tuple[Callable, Callable, Any]:
+    """(draw(step) -> batch, step(batch, step) -> losses, parts) of one stage's training step."""
+    parts = build_stage_parts(config, stage, view, pseudo, num_classes, device)
+    if not channels_last:
+        parts.model.to(memory_format=torch.contiguous_format)
+    parts.model.train()
+    trained = torch.compile(parts.model) if compile_model else parts.model
+
+    def step(batch, s):
+        return train_step(trained, parts.teacher, parts.optimizer, batch, parts.method, view.ignore_index,
+                          parts.ema_decay(s), parts.precision, parts.scaler)
+
+    return parts.batches, step, parts
+
+
 def count_flops(draw: Callable, step: Callable, s: int = 0) -> float:
     """FLOPs of one training step (forward, backward, the teacher's forward), by torch's counter."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -75,17 +91,7 @@ def time_steps(config: Config, view, pseudo, num_classes: int, device, steps: in
     Two passes: end to end without host synchronisation (images/s, as training runs), then step
     by step with a synchronisation after drawing the batch and after the step (the share of time
     in drawing: sampling, loading and augmentation)."""
-    parts = build_stage_parts(config, stage, view, pseudo, num_classes, device)
-    if not channels_last:
-        parts.model.to(memory_format=torch.contiguous_format)
-    parts.model.train()
-    trained = torch.compile(parts.model) if compile_model else parts.model
-    draw = parts.batches  # draw(step) -> batch
-
-    def step(batch, s):
-        return train_step(trained, parts.teacher, parts.optimizer, batch, parts.method, view.ignore_index,
-                          parts.ema_decay(s), parts.precision, parts.scaler)
-
+    draw, step, parts = _step_fn(config, view, pseudo, num_classes, device, stage, compile_model, channels_last)
     for s in range(warmup):
         step(draw(s), s)
     _sync(device)
