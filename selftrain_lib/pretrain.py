@@ -156,16 +156,6 @@ def map_checkpoint_key(key: str) -> str | None:
     return key  # unknown: reported as unexpected
 
 
-def _unwrap_state(state, path) -> dict:
-    for key in ("model", "state_dict", "model_state_dict", "state"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"pretrained: {path}: expected a state dict (or a dict holding one under 'model' or "
-                         "'state_dict')")
-    return state
-
-
 CAFFE_MODEL = "deeplabv2-r101-caffe"
 COCO_FILE = "MS_DeepLab_resnet_pretrained_COCO_init.pth"  # Hung et al.'s MS-COCO initialisation
 
@@ -180,10 +170,9 @@ def checkpoint_layout(state: dict) -> str:
     strides on the 3x3 convolutions, ImageNet-normalised RGB. ``"unknown"``: anything else (this
     library's own checkpoints, whose keys do not say which ResNet-101 style wrote them).
     """
-    keys = list(state)
-    if any(k.startswith("Scale.") or _strip_wrappers(k).startswith("layer5.conv2d_list.") for k in keys):
+    if any(k.startswith("Scale.") or _strip_wrappers(k).startswith("layer5.conv2d_list.") for k in state):
         return "deeplab-caffe"
-    plain = {_strip_wrappers(k) for k in keys}
+    plain = {_strip_wrappers(k) for k in state}
     if "fc.weight" in plain and any(k.startswith("layer4.") for k in plain):
         return "torchvision"
     return "unknown"
@@ -277,12 +266,17 @@ def load_checkpoint_into(module: nn.Module, path: str | Path) -> CheckpointRepor
     if not path.is_file():
         raise FileNotFoundError(f"pretrained: no checkpoint file {path}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a text file, a pickle of other objects, a truncated download...
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(f"pretrained: {path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
                          f"{first[:200]})") from err
-    state = _unwrap_state(loaded, path)
+    for key in ("model", "state_dict", "model_state_dict", "state"):  # the state dict a wrapper holds
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"pretrained: {path}: expected a state dict (or a dict holding one under 'model' or "
+                         "'state_dict')")
     return load_state_into(module, state, str(path))
 
 

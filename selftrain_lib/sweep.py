@@ -136,9 +136,7 @@ def _warm_caches(jobs: Sequence[StageJob]) -> None:
     from .pretrain import synthetic_state
 
     seen = set()
-    for job in jobs:
-        if job.after is not None:
-            continue
+    for job in [j for j in jobs if j.after is None]:  # the first stages of the chains
         c, _ = _config(dict(job.run_kwargs))
         key = (c.dataset, c.data_root, c.pool_size, c.val_size, c.cache_dir, c.pretrained, c.widths,
                c.pretrain_steps, c.output_stride)

@@ -127,10 +127,9 @@ def _blend(t: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
     return c1 + w * (c2 - c1)
 
 
-def _textured(rng, family: str, Y, X, c1, c2=None, contrast=(0.15, 0.5), grain=(0.0, 0.08)):
-    """Colour field of texture ``family`` around base colour ``c1`` (second colour ``c2``)."""
-    if c2 is None:
-        c2 = _shift(rng, c1, rng.uniform(*contrast))
+def _textured(rng, family: str, Y, X, c1, contrast=(0.15, 0.5), grain=(0.0, 0.08)):
+    """Colour field of texture ``family`` around base colour ``c1`` (and a second colour ``contrast`` away)."""
+    c2 = _shift(rng, c1, rng.uniform(*contrast))
     col = _blend(_TEXTURES[family](rng, Y, X), c1, c2)
     g = rng.uniform(*grain)
     if g > 0.01:
