@@ -415,6 +415,7 @@ def validate(c: Config) -> None:
     from .augment import STYLES
     from .data import dataset_info, DATASETS
     from .models import MODELS
+    from .precision import PRECISIONS
 
     _require(c.dataset in DATASETS, "dataset", f"unknown dataset {c.dataset!r} (known: {sorted(DATASETS)})")
     info = dataset_info(c.dataset)
@@ -446,7 +447,9 @@ def validate(c: Config) -> None:
              f"must be at least 1 and less than batch_size={c.batch_size} (the rest of the batch comes from L∪U), "
              f"got {c.labelled_per_batch}")
     _require(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
-    _require(c.eval_model in EVAL_MODELS, "eval_model", f"must be one of {list(EVAL_MODELS)}, got {c.eval_model!r}")
+    for key, allowed in (("eval_model", EVAL_MODELS), ("randaug_style", STYLES), ("output_stride", (4, 8)),
+                         ("precision", PRECISIONS), ("method", tuple(METHODS))):
+        _require(getattr(c, key) in allowed, key, f"must be one of {list(allowed)}, got {getattr(c, key)!r}")
     _require(len(c.ema_decays) == len(c.ema_milestones) + 1, "ema_decays",
              f"needs one more value than ema_milestones ({len(c.ema_milestones)}), got {len(c.ema_decays)}")
     _require(all(0 <= d < 1 for d in c.ema_decays), "ema_decays", f"each must be in [0, 1), got {c.ema_decays}")
@@ -460,21 +463,17 @@ def validate(c: Config) -> None:
              f"{list(c.crop_size)} does not fit in the {c.dataset} images of size {[h, w]}")
     lo, hi = c.scale_range
     _require(0 < lo <= hi, "scale_range", f"must satisfy 0 < low <= high, got {list(c.scale_range)}")
-    _require(0 <= c.randaug_magnitude <= 30, "randaug_magnitude", f"must be in [0, 30], got {c.randaug_magnitude}")
+    for key, lo, hi in (("randaug_magnitude", 0, 30), ("randaug_prob", 0, 1), ("conf_threshold", 0, 1)):
+        _require(lo <= getattr(c, key) <= hi, key, f"must be in [{lo}, {hi}], got {getattr(c, key)}")
     _require(0 <= c.cutout_size <= max(ch, cw), "cutout_size",
              f"must be between 0 and the crop size {max(ch, cw)}, got {c.cutout_size}")
-    _require(0 <= c.randaug_prob <= 1, "randaug_prob", f"must be in [0, 1], got {c.randaug_prob}")
-    _require(c.randaug_style in STYLES, "randaug_style", f"must be one of {list(STYLES)}, got {c.randaug_style!r}")
     _require(c.randaug_style != "authors" or c.randaug_magnitude >= 6, "randaug_magnitude",
              f"randaug_style 'authors' draws integer levels 1 .. randaug_magnitude/3 - 1 (their code: 30, i.e. "
              f"levels 1..9 of 10): must be >= 6, got {c.randaug_magnitude}")
     _require(c.model != "deeplabv2-small" or (len(c.widths) == 4 and min(c.widths) >= 2), "widths",
              f"needs four positive channel widths (conv2..conv5), got {list(c.widths)}")
-    _require(c.output_stride in (4, 8), "output_stride", f"must be 4 or 8, got {c.output_stride}")
     _require(c.output_stride == 8 or c.model == "deeplabv2-small", "output_stride",
              f"{c.model} has output stride 8 (4 exists for deeplabv2-small only)")
-    _require(c.precision in ("auto", "fp32", "bf16", "fp16"), "precision",
-             f"must be 'auto', 'fp32', 'bf16' or 'fp16', got {c.precision!r}")
     _require(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
              f"must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
     p = c.pretrained
@@ -482,13 +481,11 @@ def validate(c: Config) -> None:
              f"must be 'synthetic', 'imagenet', 'none' or an existing checkpoint file, got {p!r}")
     _require(p != "synthetic" or c.model == "deeplabv2-small", "pretrained",
              "'synthetic' pre-training exists for deeplabv2-small only (use 'imagenet' or a checkpoint)")
-    _require(c.method in METHODS, "method", f"must be one of {list(METHODS)}, got {c.method!r}")
-    need = METHODS[c.method].min_pool_per_batch
-    _require(0 <= c.conf_threshold <= 1, "conf_threshold", f"must be in [0, 1], got {c.conf_threshold}")
     _require(0 <= c.teacher_decay < 1, "teacher_decay", f"must be in [0, 1), got {c.teacher_decay}")
     for key in ("cutout_area", "cutmix_area"):
         a, b = getattr(c, key)
         _require(0 <= a <= b <= 1, key, f"must satisfy 0 <= low <= high <= 1, got {list(getattr(c, key))}")
+    need = METHODS[c.method].min_pool_per_batch
     _require(c.batch_size - c.labelled_per_batch >= need, "labelled_per_batch",
              f"{c.method} needs {need} images from L∪U per batch: batch_size - labelled_per_batch must be >= {need}, "
              f"got {c.batch_size} - {c.labelled_per_batch}")
