@@ -17,8 +17,8 @@ from .data import load_data
 from .distributed import current, init_from_env
 from .methods import METHODS
 from .paths import runs_dir
-from .runs import config_hash
-from .stage import StageResult, run_stage, stage_run_key
+from .stage import StageResult, run_stage
+from .sweep import stage_hashes
 
 
 @dataclass
@@ -49,14 +49,12 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
         raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
     init_from_env(config.device)  # under torchrun: join the process group (else one process)
     t0 = time.perf_counter()
-    data = None
+    # the data is loaded once, here, unless every stage is in the run cache (then no stage reads it)
+    finished = all((out / h / "metrics.json").is_file() for h in stage_hashes(config, stages, current().size))
+    data = None if finished else load_data(config)
     results: list[StageResult] = []
     for k in range(1, stages + 1):
         previous = results[-1].pseudo_masks if results else None
-        if data is None:  # loaded once, by the first stage not in the run cache
-            key = stage_run_key(config, k, previous, current().size)
-            if not (out / config_hash(key) / "metrics.json").is_file():
-                data = load_data(config)
         results.append(run_stage(config, k, previous, out=out, progress=progress, data=data))
     return PipelineResult(config, results, time.perf_counter() - t0)
 

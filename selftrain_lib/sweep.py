@@ -45,16 +45,16 @@ class StageJob:
                 + (f" {extra}" if extra else ""))
 
 
-def stage_hashes(config: Config, stages: int) -> list[str]:
-    """The run hashes of stages 1..``stages`` of ``config``, computed without training: stage k's
-    hash includes stage k-1's, as its pseudo-masks come from there."""
+def stage_hashes(config: Config, stages: int, world_size: int = 1) -> list[str]:
+    """The run hashes of stages 1..``stages`` of ``config`` (trained by ``world_size`` processes),
+    computed without training: stage k's hash includes stage k-1's, as its pseudo-masks come from there."""
     from .runs import config_hash
     from .stage import PseudoMasks, stage_run_key
 
     hashes: list[str] = []
     for k in range(1, stages + 1):
         previous = PseudoMasks(Path(), hashes[-1], k - 1) if hashes else None
-        hashes.append(config_hash(stage_run_key(config, k, previous)))
+        hashes.append(config_hash(stage_run_key(config, k, previous, world_size)))
     return hashes
 
 
