@@ -17,8 +17,7 @@ from .data import load_data
 from .distributed import current, init_from_env
 from .methods import METHODS
 from .paths import runs_dir
-from .stage import StageResult, run_stage
-from .sweep import stage_hashes
+from .stage import StageResult, run_stage, stage_hashes
 
 
 @dataclass

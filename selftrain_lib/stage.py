@@ -300,6 +300,16 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
     return key
 
 
+def stage_hashes(config: Config, stages: int, world_size: int = 1) -> list[str]:
+    """The run hashes of stages 1..``stages`` of ``config`` (trained by ``world_size`` processes),
+    computed without training: stage k's hash includes stage k-1's, as its pseudo-masks come from there."""
+    hashes: list[str] = []
+    for k in range(1, stages + 1):
+        previous = PseudoMasks(Path(), hashes[-1], k - 1) if hashes else None
+        hashes.append(config_hash(stage_run_key(config, k, previous, world_size)))
+    return hashes
+
+
 def select_split(config: Config, data: SegmentationData, out: Path):
     """The labelled set: from ``split_file`` when given, else drawn from ``seed``; written out
     as ``<out>/splits/<dataset>_<labels>_seed<seed>.txt``."""

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from .config import Config
 from .progress import tqdm
+from .stage import stage_hashes
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,6 @@ class StageJob:
         extra = {k: v for k, v in kw.items() if k not in ("dataset", "labels", "seed", "scale")}
         return (f"{kw.get('dataset')} labels={kw.get('labels')} seed={kw.get('seed', 0)} stage {self.stages}"
                 + (f" {extra}" if extra else ""))
-
-
-def stage_hashes(config: Config, stages: int, world_size: int = 1) -> list[str]:
-    """The run hashes of stages 1..``stages`` of ``config`` (trained by ``world_size`` processes),
-    computed without training: stage k's hash includes stage k-1's, as its pseudo-masks come from there."""
-    from .runs import config_hash
-    from .stage import PseudoMasks, stage_run_key
-
-    hashes: list[str] = []
-    for k in range(1, stages + 1):
-        previous = PseudoMasks(Path(), hashes[-1], k - 1) if hashes else None
-        hashes.append(config_hash(stage_run_key(config, k, previous, world_size)))
-    return hashes
 
 
 def _config(run_kwargs: Mapping[str, Any]) -> tuple[Config, int]:
