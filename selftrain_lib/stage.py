@@ -506,29 +506,45 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     # step's curve row when this process trained it, else (resumed after the last step) now.
     if world.is_main and start == steps:
         evals = {name: validate(net) for name, net in nets.items()}
-    result = _finish_stage(config, stage, run_dir, data, split, rows, train_time, device, progress, pseudo_masks, world,
-                           nets[evaluated], evaluated, evals if world.is_main else {})
+    final = _FinalPass(config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
+                       pseudo_masks, world)
+    result = _finish_stage(final, nets[evaluated], evaluated, evals if world.is_main else {})
     world.barrier()  # rank 0 has written the run: the others read it back
     return result if world.is_main else StageResult.load(run_dir, reused=False)
 
 
-def _finish_stage(config: Config, stage: int, run_dir: Path, data, split: Split, rows: list, train_time: float,
-                  device: torch.device, progress: bool, parent: PseudoMasks | None, world: World, f: nn.Module,
-                  evaluated: str, evals: dict[str, EvalResult]) -> StageResult | None:
-    """The end of a stage, for data in memory and read from files alike (``data``: both kinds have
-    ``.train``, ``.val`` and ``.info``): the pseudo-masks of L∪U by ``f`` (the ``evaluated`` network:
-    one PNG per pool image at its size, written into a temporary folder renamed at the end), their
-    quality on U, the predictions on the fixed validation sample, the weights and ``metrics.json``
-    with the validation ``evals`` of each network and the curves' ``rows``. With several ranks,
-    each writes its share of the pseudo-masks and rank 0 does the rest (others: None)."""
-    info = data.info
+@dataclass
+class _FinalPass:
+    """What the end of a stage writes its files from (see :func:`_finish_stage`)."""
+
+    config: Config
+    stage: int
+    run_dir: Path
+    run_hash: str
+    data: Any  # SegmentationData or FileSegmentationData: both have .train, .val and .info
+    split: Split
+    rows: list
+    train_time: float
+    device: torch.device
+    progress: bool
+    parent: PseudoMasks | None
+    world: World
+
+
+def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, EvalResult]) -> StageResult | None:
+    """The end of a stage, for data in memory and read from files alike: the pseudo-masks of L∪U
+    by ``f`` (the ``evaluated`` network: one PNG per pool image at its size, written into a temporary
+    folder renamed at the end), their quality on U, the predictions on the fixed validation sample,
+    the weights and ``metrics.json`` with the validation ``evals`` of each network. With several
+    ranks, each writes its share of the pseudo-masks and rank 0 does the rest (others: None)."""
+    data, info, world, run_dir = p.data, p.data.info, p.world, Path(p.run_dir)
     t0 = time.perf_counter()
-    unlabelled = set(split.unlabelled.tolist())
+    unlabelled = set(p.split.unlabelled.tolist())
     cm_u = ConfusionMatrix(info.num_classes, info.ignore_index)  # U's ground truth: read here, to score only
     with atomic_directory(run_dir / "pseudo_masks") if world.is_main else contextlib.nullcontext() as tmp:
         tmp = world.broadcast_from_main(tmp)
-        for idx, pred in predictions(f, data.train, world.shard(len(data.train)), config.eval_batch_size, device,
-                                     "pseudo-masks", progress):
+        for idx, pred in predictions(f, data.train, world.shard(len(data.train)), p.config.eval_batch_size, p.device,
+                                     "pseudo-masks", p.progress):
             for i, mask in zip(idx, pred.to(torch.uint8).cpu()):
                 write_mask_png(tmp / f"{data.train.ids[i]}.png", mask)
                 if i in unlabelled:
@@ -539,28 +555,28 @@ def _finish_stage(config: Config, stage: int, run_dir: Path, data, split: Split,
     cm_u.mat = torch.stack(matrices).sum(0)
     pseudo_time = time.perf_counter() - t0
     n_val = len(data.val)
-    sample = np.unique(np.linspace(0, n_val - 1, config.num_val_samples).round().astype(int)) \
-        if config.num_val_samples else np.zeros(0, dtype=int)
-    preds = [pred.to(torch.uint8).cpu().numpy() for _, chunk in predictions(f, data.val, sample, config.eval_batch_size,
-                                                                              device) for pred in chunk]
+    sample = np.unique(np.linspace(0, n_val - 1, p.config.num_val_samples).round().astype(int)) \
+        if p.config.num_val_samples else np.zeros(0, dtype=int)
+    preds = [pred.to(torch.uint8).cpu().numpy() for _, chunk in predictions(f, data.val, sample, p.config.eval_batch_size,
+                                                                              p.device) for pred in chunk]
     # one array per image (images read from files differ in size)
     atomic_savez(run_dir / "val_samples.npz", indices=sample, **{f"prediction_{k}": a for k, a in enumerate(preds)})
     atomic_torch_save(run_dir / "model.pt", {k: v.cpu() for k, v in f.state_dict().items()})
     # the curves, then metrics.json (written last: its presence marks the run finished); the
     # ``evaluated`` network's scores are the reported ``val``, both networks' are recorded
-    write_csv(run_dir / "curves.csv", rows, CURVE_COLUMNS)
-    names = info.class_names
+    write_csv(run_dir / "curves.csv", p.rows, CURVE_COLUMNS)
+    config, names = p.config, info.class_names
     metrics = {
-        "stage": stage, "run_hash": run_dir.name, "pseudo_masks_from": parent.source_hash if parent else None,
-        "dataset": config.dataset, "labels": int(split.labelled.numel()), "seed": config.seed,
+        "stage": p.stage, "run_hash": p.run_hash, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
+        "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
         "num_classes": info.num_classes, "class_names": list(names),
-        "steps": config.stage1_steps if stage == 1 else config.steps,
+        "steps": config.stage1_steps if p.stage == 1 else config.steps,
         "val": evals[evaluated].as_dict(names), "eval_model": evaluated,
         **{f"val_{name}": evals[name].as_dict(names) if name in evals else None for name in ("student", "teacher")},
         "pseudo_masks_unlabelled": scores(cm_u).as_dict(names),
-        "train_time_s": train_time, "eval_and_pseudo_time_s": pseudo_time, "protocol": PROTOCOL,
-        "device": str(device), "precision": resolve_precision(config.precision, device).name,
+        "train_time_s": p.train_time, "eval_and_pseudo_time_s": pseudo_time, "protocol": PROTOCOL,
+        "device": str(p.device), "precision": resolve_precision(config.precision, p.device).name,
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return StageResult(stage=stage, run_dir=run_dir, run_hash=run_dir.name, metrics=metrics, reused=False)
+    return StageResult(stage=p.stage, run_dir=run_dir, run_hash=p.run_hash, metrics=metrics, reused=False)
