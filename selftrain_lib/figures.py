@@ -37,12 +37,13 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = COLUMN_WIDTH, height: 
 
 
 def save(fig, stem: str | Path, close: bool = True) -> list[Path]:
-    """Write ``fig`` as ``<stem>.pdf`` and ``<stem>.png``; returns both paths."""
+    """Write ``fig`` as ``<stem>.pdf`` and ``<stem>.png``; returns both paths. The PDF carries no
+    creation date, so that the same figure gives the same bytes (regenerated ``figures/`` diff clean)."""
     stem = Path(stem)
     paths = []
     for fmt in ("pdf", "png"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt)
+        fig.savefig(buf, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
         paths.append(atomic_write_bytes(stem.with_suffix(f".{fmt}"), buf.getvalue()))
     if close:
         plt.close(fig)

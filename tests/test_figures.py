@@ -83,3 +83,20 @@ def test_synth_objects_palette_is_distinct_with_no_near_black_and_one_red():
     reds = [c for c in pal if _hue(c)[1] > 0.5 and (_hue(c)[0] < 0.03 or _hue(c)[0] > 0.95)]
     assert len(reds) <= 1
     assert (255, 255, 255) not in pal                             # white stays "ignore"
+
+
+def test_save_writes_the_same_bytes_for_the_same_figure(tmp_path, monkeypatch):
+    # regenerated figures/ must diff clean: no creation date (or other clock) in the PDF
+    from matplotlib import pyplot as plt
+
+    def draw():
+        fig, ax = plt.subplots()
+        ax.plot([0, 1, 2], [3, 1, 2])
+        return fig
+
+    first = figures.save(draw(), tmp_path / "a")
+    monkeypatch.setattr("time.time", lambda: 2e9)  # a later clock, as a later regeneration has
+    second = figures.save(draw(), tmp_path / "b")
+    for a, b in zip(first, second):
+        assert a.suffix in (".pdf", ".png") and a.read_bytes() == b.read_bytes(), a.name
+    assert b"CreationDate" not in first[0].read_bytes()
