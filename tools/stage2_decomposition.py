@@ -9,6 +9,12 @@
 each nominal label count of ``--labels`` that belongs to the dataset, and full supervision. Prints a
 Markdown table of validation mIoU (student and EMA teacher) and pseudo-mask mIoU on U, mean ± std
 over seeds; writes it as CSV and Markdown under ``--build``.
+
+A measurement too long for one machine or session can be split by seed (``--seeds 0``, then
+``--seeds 1 2``, each on its own run cache); ``--from-csv`` then summarises the per-seed CSVs these
+wrote, training nothing:
+
+    python tools/stage2_decomposition.py --study stages --scale cpu --from-csv docs/measurements/stages_cpu.csv
 """
 from __future__ import annotations
 
@@ -19,6 +25,9 @@ import pandas as pd
 
 from selftrain_lib import experiments as ex
 from selftrain_lib.results import format_mean_std, to_markdown
+
+
+KEY = ["dataset", "labels", "row", "seed"]   # one measured number per key
 
 
 def rows(grid_result) -> pd.DataFrame:
@@ -36,7 +45,21 @@ def rows(grid_result) -> pd.DataFrame:
             out.append({"dataset": spec.dataset, "labels": str(spec.labels), "row": name, "seed": spec.seed, "student": 100 * r.val_miou_student,
                         "teacher": None if r.val_miou_teacher is None else 100 * r.val_miou_teacher,
                         "pseudo_U": 100 * r.pseudo_miou})
-    return pd.DataFrame(out).drop_duplicates(["dataset", "labels", "row", "seed"])
+    return pd.DataFrame(out).drop_duplicates(KEY)
+
+
+def read_rows(paths) -> pd.DataFrame:
+    """The per-seed rows of earlier runs of this tool (its CSVs), as one frame. A (dataset, labels,
+    row, seed) that two files give with different numbers is an error: it would be two measurements."""
+    frame = pd.concat([pd.read_csv(p, dtype={"labels": str}) for p in paths], ignore_index=True)
+    missing = [c for c in KEY + ["student", "teacher", "pseudo_U"] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{', '.join(map(str, paths))}: not this tool's CSV (missing columns {missing})")
+    unique = frame.drop_duplicates()
+    clash = unique[unique.duplicated(KEY, keep=False)]
+    if len(clash):
+        raise ValueError(f"{', '.join(map(str, paths))}: different numbers for the same run:\n{clash.to_string(index=False)}")
+    return unique.reset_index(drop=True)
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +83,15 @@ def main() -> None:
     p.add_argument("--out", default="runs")
     p.add_argument("--jobs", default="auto")
     p.add_argument("--build", default="build/experiments")
+    p.add_argument("--from-csv", nargs="+", metavar="CSV", default=None,
+                   help="summarise the per-seed rows of earlier runs of this tool (their CSVs); train nothing")
     a = p.parse_args()
+    if a.from_csv:
+        try:
+            print(to_markdown(summarise(read_rows(a.from_csv))))
+        except (OSError, ValueError) as e:
+            p.error(str(e))
+        return
     jobs = a.jobs if a.jobs == "auto" else int(a.jobs)
     unknown = [n for n in a.labels or [] if not any(n in ex.LABEL_COUNTS[d] for d in a.datasets)]
     if unknown:   # a count no dataset has would otherwise leave an empty grid and an empty table
