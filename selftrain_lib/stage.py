@@ -506,7 +506,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     # step's curve row when this process trained it, else (resumed after the last step) now.
     if world.is_main and start == steps:
         evals = {name: validate(net) for name, net in nets.items()}
-    final = _FinalPass(config, stage, run_dir, run_hash, data, split, rows, train_time, device, progress,
+    final = _FinalPass(config, stage, run_dir, data, split, rows, train_time, device, progress,
                        pseudo_masks, world)
     result = _finish_stage(final, nets[evaluated], evaluated, evals if world.is_main else {})
     world.barrier()  # rank 0 has written the run: the others read it back
@@ -519,8 +519,7 @@ class _FinalPass:
 
     config: Config
     stage: int
-    run_dir: Path
-    run_hash: str
+    run_dir: Path  # out / <run hash>
     data: Any  # SegmentationData or FileSegmentationData: both have .train, .val and .info
     split: Split
     rows: list
@@ -537,7 +536,7 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     folder renamed at the end), their quality on U, the predictions on the fixed validation sample,
     the weights and ``metrics.json`` with the validation ``evals`` of each network. With several
     ranks, each writes its share of the pseudo-masks and rank 0 does the rest (others: None)."""
-    data, info, world, run_dir = p.data, p.data.info, p.world, Path(p.run_dir)
+    data, info, world, run_dir = p.data, p.data.info, p.world, p.run_dir
     t0 = time.perf_counter()
     unlabelled = set(p.split.unlabelled.tolist())
     cm_u = ConfusionMatrix(info.num_classes, info.ignore_index)  # U's ground truth: read here, to score only
@@ -567,7 +566,7 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     write_csv(run_dir / "curves.csv", p.rows, CURVE_COLUMNS)
     config, names = p.config, info.class_names
     metrics = {
-        "stage": p.stage, "run_hash": p.run_hash, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
+        "stage": p.stage, "run_hash": run_dir.name, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
         "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
         "num_classes": info.num_classes, "class_names": list(names),
         "steps": config.stage1_steps if p.stage == 1 else config.steps,
@@ -579,4 +578,4 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return StageResult(stage=p.stage, run_dir=run_dir, run_hash=p.run_hash, metrics=metrics, reused=False)
+    return StageResult(stage=p.stage, run_dir=run_dir, run_hash=run_dir.name, metrics=metrics, reused=False)

@@ -14,7 +14,7 @@ A measurement too long for one machine or session can be split by seed (``--seed
 ``--seeds 1 2``, each on its own run cache); ``--from-csv`` then summarises the per-seed CSVs these
 wrote, training nothing:
 
-    python tools/stage2_decomposition.py --study stages --scale cpu --from-csv docs/measurements/stages_cpu.csv
+    python tools/stage2_decomposition.py --from-csv docs/measurements/stages_cpu.csv
 """
 from __future__ import annotations
 
