@@ -26,7 +26,7 @@ from .data.synthetic import PRETRAIN_NUM_CLASSES, generate_pretraining_images, g
 from .evaluate import to_input
 from .models import build_segmenter
 from .progress import tqdm
-from .runs import atomic_torch_save, config_hash, set_aside
+from .runs import atomic_torch_save, config_hash, file_lock, set_aside
 
 PRETRAIN_FORMAT_VERSION = 1
 # torch's reduction order follows its thread count, and 1,500 steps of Adam amplify the difference
@@ -58,12 +58,35 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
            "seed": seed, "batch_size": batch_size, "num_images": num_images, "lr": lr,
            "data": generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
     path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
+    state = _cached_backbone(path)
+    if state is not None:
+        return state
+    # one builder per backbone: processes sharing the cache (two CLI runs, cluster jobs) would
+    # otherwise each build it, and at a fixed thread count apiece they can oversubscribe the cores
+    # (two at 2 threads on 2 cores took 12 min here, against 80 s alone); the others wait, then read it
+    with file_lock(path.with_name(path.name + ".lock"),
+                   f"pre-trained backbone {path}: another process is building it; waiting for it to finish"):
+        state = _cached_backbone(path)
+        if state is None:
+            state = _build_backbone(path, key, widths, steps, seed, batch_size, num_images, lr, progress,
+                                    output_stride)
+    return state
+
+
+def _cached_backbone(path: Path) -> dict[str, torch.Tensor] | None:
+    """The backbone cached at ``path``, or None (absent, or damaged and set aside)."""
     if path.is_file():
         try:
             return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
-        except Exception as err:  # truncated or damaged: rebuilt below (it is deterministic)
+        except Exception as err:  # truncated or damaged: rebuilt (it is deterministic)
             set_aside(path, "corrupt", f"unreadable cached pre-trained backbone ({type(err).__name__}: {err}); "
                                        "building it again")
+    return None
+
+
+def _build_backbone(path: Path, key: dict, widths, steps: int, seed: int, batch_size: int, num_images: int,
+                    lr: float, progress: bool, output_stride: int) -> dict[str, torch.Tensor]:
+    """Pre-train the backbone ``key`` describes and write it to ``path`` atomically."""
     t0 = time.perf_counter()
     images, labels = generate_pretraining_images(num_images, seed=seed)
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()

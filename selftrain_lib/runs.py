@@ -174,16 +174,25 @@ def run_lock(run_dir: str | os.PathLike, what: str = "run") -> Iterator[None]:
     drops the lock when its holder dies, so a killed run never blocks the next. (Linux NFS maps
     ``flock`` onto NFS locks, so this holds on a shared cluster filesystem too.)"""
     run_dir = Path(run_dir)
+    with file_lock(run_dir / LOCK_NAME, f"{what} {run_dir}: another process is training it; waiting for it to finish"):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | os.PathLike, waiting_message: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created with its folder) for the block,
+    printing ``waiting_message`` to stderr if another process holds it first."""
+    lock_path = Path(lock_path)
     while True:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"{what} {run_dir}: another process is training it; waiting for it to finish", file=sys.stderr)
+            print(waiting_message, file=sys.stderr)
             fcntl.flock(fd, fcntl.LOCK_EX)
         try:  # the holder may have removed the folder (a failed run): then lock the new one
-            if os.fstat(fd).st_ino == os.stat(run_dir / LOCK_NAME).st_ino:
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
                 break
         except FileNotFoundError:
             pass

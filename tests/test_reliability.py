@@ -290,6 +290,31 @@ def test_a_truncated_cached_backbone_is_rebuilt(tmp_path, capsys):
     assert torch.load(cached, weights_only=True)["backbone"].keys() == first.keys()  # rebuilt in place
 
 
+def test_a_backbone_another_process_is_building_is_waited_for_and_read_not_built_twice(tmp_path, capsys):
+    import threading
+
+    from selftrain_lib.pretrain import synthetic_backbone_state
+    from selftrain_lib.runs import file_lock
+
+    kwargs = dict(widths=(4, 4, 8, 8), steps=2, cache_dir=tmp_path, batch_size=4, num_images=16, progress=False)
+    synthetic_backbone_state(**kwargs)
+    (cached,) = (tmp_path / "pretrain").glob("*.pt")
+    built = torch.load(cached, weights_only=True)
+    cached.unlink()
+    marker = {k: torch.full_like(v, 7) if v.is_floating_point() else v for k, v in built["backbone"].items()}
+    got = {}
+    with file_lock(cached.with_name(cached.name + ".lock"), "test: the builder"):  # the builder holds it
+        waiter = threading.Thread(target=lambda: got.update(synthetic_backbone_state(**kwargs)))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive()  # waiting, not building its own
+        torch.save({**built, "backbone": marker}, cached)  # what the builder writes
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert "another process is building it; waiting" in capsys.readouterr().err
+    assert all(torch.equal(got[k], marker[k]) for k in marker)  # read the builder's, not rebuilt
+
+
 # ------------------------------------------------------------------------------------------
 # 9. litter and lost work
 # ------------------------------------------------------------------------------------------
