@@ -130,8 +130,9 @@ def test_the_papers_lambda_per_fraction():
 def test_quick_keeps_the_papers_ratios():
     """The redesigned CPU preset (docs/cpu_scale.md): Stage 2 passes over L∪U at least 10 times, the
     teacher lags the paper's fraction of the stage, batch norm is frozen, and Stage 1 sees each
-    labelled image 0.8-1x as often, relative to a later stage, as the paper on the real dataset
-    (Cityscapes 5x: synth-street 4x; VOC 10x: synth-objects 8x)."""
+    labelled image, relative to a later stage, 0.8-1.6x as often as the paper on the real dataset
+    (VOC 10x: synth-objects 8x; Cityscapes 5x: synth-street 8x, because full supervision needs
+    2,000 Stage-1 steps to train while Stage 1 at 20 labels levels off by 500, docs/cpu_scale.md)."""
     from selftrain_lib.scale_ratios import scale_ratios
 
     def exposure(r):
@@ -143,7 +144,7 @@ def test_quick_keeps_the_papers_ratios():
         assert quick["pool_passes_stage2"] >= 10
         assert quick["teacher_lag_end"] == pytest.approx(paper["teacher_lag_end"])
         assert quick["frozen_bn"] is True
-        assert 0.8 * exposure(paper) <= exposure(quick) <= exposure(paper), dataset
+        assert 0.8 * exposure(paper) <= exposure(quick) <= 1.6 * exposure(paper), dataset
 
 
 # --- the ratios a CPU preset must keep (selftrain_lib.scale_ratios) ---------------------------
