@@ -68,8 +68,7 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
                    f"pre-trained backbone {path}: another process is building it; waiting for it to finish"):
         state = _cached_backbone(path)
         if state is None:
-            state = _build_backbone(path, key, widths, steps, seed, batch_size, num_images, lr, progress,
-                                    output_stride)
+            state = _build_backbone(path, key, progress)
     return state
 
 
@@ -84,9 +83,10 @@ def _cached_backbone(path: Path) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _build_backbone(path: Path, key: dict, widths, steps: int, seed: int, batch_size: int, num_images: int,
-                    lr: float, progress: bool, output_stride: int) -> dict[str, torch.Tensor]:
+def _build_backbone(path: Path, key: dict, progress: bool) -> dict[str, torch.Tensor]:
     """Pre-train the backbone ``key`` describes and write it to ``path`` atomically."""
+    widths, steps, seed, lr = key["widths"], key["steps"], key["seed"], key["lr"]
+    batch_size, num_images, output_stride = key["batch_size"], key["num_images"], key["output_stride"]
     t0 = time.perf_counter()
     images, labels = generate_pretraining_images(num_images, seed=seed)
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
