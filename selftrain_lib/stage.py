@@ -40,6 +40,7 @@ from .runs import (atomic_directory, atomic_savez, atomic_torch_save, atomic_wri
                    clean_interrupted_writes, config_hash, file_sha256, finished_run_problem, id_list_digest, read_json,
                    read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv, write_labelled_ids, write_mask_png)
 from .train import BatchSource, StepBatch, derive_seed
+from .train.log import TrainingLog
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
 # not reused.
@@ -468,6 +469,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     model.train()
     if config.freeze_bn:
         set_batchnorm_eval(model)
+    log = TrainingLog(run_dir, stage, steps, start, device=device, enabled=world.is_main)
     t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=not progress, dynamic_ncols=True)
     for step in range(start, steps):
@@ -482,10 +484,12 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
             row = {"step": done, "ema_decay": decay if teacher is not None else ""}
             row.update({k: float(v) / n for k, v in world.mean(sums).items()})  # mean over ranks
             _check_finite(row, stage, done - n, done, run_dir)
+            log.interval(row, [g["lr"] for g in optimizer.param_groups], time.perf_counter() - t0)
             if (done % config.eval_every == 0 or done == steps) and world.is_main:  # rank 0 writes the curves
                 evals = {name: validate(net) for name, net in nets.items()}
                 row.update({f"val_miou_{name}": v.miou for name, v in evals.items()})
                 row["val_miou"] = row[f"val_miou_{evaluated}"]
+                log.evaluation(done, evals, info.class_names)
             rows.append(row)
             sums = {}
             bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "val_miou") if k in row})
@@ -502,6 +506,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
                                           "rows": rows, "sums": sums, "elapsed": elapsed + time.perf_counter() - t0})
     bar.close()
     train_time = elapsed + time.perf_counter() - t0
+    log.close(f"training done in {train_time:.0f} s; writing pseudo-masks, weights and metrics.json")
     # Both networks are scored (rank 0), so every metrics.json has both: the scores of the last
     # step's curve row when this process trained it, else (resumed after the last step) now.
     if world.is_main and start == steps:
