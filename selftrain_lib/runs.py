@@ -5,20 +5,25 @@ path entering by content), ``labelled_ids.txt`` (the labelled set L), ``checkpoi
 training, for resume), ``curves.csv``, ``model.pt`` (final weights of f), ``val_samples.npz``
 (predictions on a fixed sample of validation images), ``pseudo_masks/`` (uint8 PNGs of L∪U)
 and, last of all, ``metrics.json``: its presence marks the run as finished. Every file is
-written to a temporary name and renamed, so an interrupted write never leaves a half file
-(the leftovers of one are removed when the run starts again, :func:`clean_interrupted_writes`).
-``.lock`` is the run's :func:`run_lock`; ``error.txt`` says why a resumable run last stopped.
+written to a temporary name (``.selftrain-tmp.*``) and renamed, so an interrupted write never
+leaves a half file (the leftovers of one are removed when the run starts again,
+:func:`clean_interrupted_writes`, which removes nothing else). ``manifest.json``, written just
+before ``metrics.json``, holds the SHA-256 of every file of the finished run: a run whose files
+changed since is not reused (:func:`manifest_problem`). ``.lock`` is the run's :func:`run_lock`;
+``error.txt`` says why a resumable run last stopped.
 Files and folders get the modes the umask gives (``tempfile`` alone would make them private).
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -114,10 +119,16 @@ def current_umask() -> int:
     return mask
 
 
+# Every temporary name the project writes starts with this: the clean-up after an interrupted
+# write removes these and nothing else (a run folder may be a link into a folder with its own
+# dot-files: .git/, .env).
+TMP_PREFIX = ".selftrain-tmp."
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files: the mode open would give
         with os.fdopen(fd, "wb") as f:
@@ -125,18 +136,44 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        raise_if_disk_full(err, path, len(data))
         raise
     return path
+
+
+class DiskFullError(OSError):
+    """No space left (or the quota reached) writing a file of the cache: names it and the space left."""
+
+
+def raise_if_disk_full(err: BaseException, path: str | os.PathLike, size: int | None = None) -> None:
+    """Re-raise ``err`` when the disk (or the quota) is full as a :class:`DiskFullError` that names
+    the file being written, its folder and the space left there (a bare ``[Errno 28]`` names none)."""
+    if isinstance(err, DiskFullError) or not isinstance(err, OSError) or err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return
+    path = Path(path)
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2 ** 20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    what = f" ({size / 2 ** 20:.1f} MiB)" if size is not None else ""
+    raise DiskFullError(err.errno, f"no space left on the device writing {path}{what}: {free}; free space in "
+                                   f"{path.parent} (or point the run cache / cache_dir elsewhere), then run again "
+                                   "(a run with a checkpoint resumes)", str(path)) from err
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the JSON text :func:`atomic_write_json` writes."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=list) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=list) + "\n")
+    return atomic_write_text(path, json_text(obj))
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
@@ -203,13 +240,27 @@ def file_lock(lock_path: str | os.PathLike, waiting_message: str) -> Iterator[No
         os.close(fd)  # releases the lock
 
 
+# what the writers above left before they named their temporary files with TMP_PREFIX: a dot,
+# a file the project writes, mkstemp's 8 random characters (".checkpoint.pt.k2j3abcd.tmp",
+# ".pseudo_masks.ab_c12de/", ".pseudo_masks.old.ab_c12de/")
+_LEGACY_TMP = re.compile(r"\.(checkpoint\.pt|model\.pt|metrics\.json|config\.json|curves\.csv|val_samples\.npz|"
+                         r"labelled_ids\.txt|error\.txt|manifest\.json)\.[a-z0-9_]{8}\.tmp"
+                         r"|\.pseudo_masks\.(old\.)?[a-z0-9_]{8}")
+
+
+def is_interrupted_write(name: str) -> bool:
+    """``name`` is a temporary file or folder of :func:`atomic_write_bytes` / :func:`atomic_directory`."""
+    return name.startswith(TMP_PREFIX) or _LEGACY_TMP.fullmatch(name) is not None
+
+
 def clean_interrupted_writes(directory: str | os.PathLike) -> list[Path]:
-    """Remove what interrupted atomic writes left in ``directory`` (``.<name>.*.tmp`` files of
-    :func:`atomic_write_bytes`, ``.<name>.*`` folders of :func:`atomic_directory`; a checkpoint's is
-    ~1 GB at paper scale). Call it holding the folder's :func:`run_lock`: no write is then under way."""
+    """Remove what interrupted atomic writes left in ``directory`` (``.selftrain-tmp.*`` files of
+    :func:`atomic_write_bytes` and folders of :func:`atomic_directory`; a checkpoint's is ~1 GB at
+    paper scale), and nothing else: other dot-entries (``.git/``, ``.env``: a run folder may be a
+    link) are kept. Call it holding the folder's :func:`run_lock`: no write is then under way."""
     removed = []
-    for p in Path(directory).glob(".*"):
-        if p.name == LOCK_NAME:
+    for p in Path(directory).iterdir():
+        if not is_interrupted_write(p.name):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -220,10 +271,15 @@ def clean_interrupted_writes(directory: str | os.PathLike) -> list[Path]:
 
 
 def set_aside(path: str | os.PathLike, tag: str, why: str) -> Path | None:
-    """Rename a file the cache cannot use to ``<name>.<tag>-<time>`` (kept for inspection, never
-    read again) and say so on stderr, naming it. None when another process moved it first."""
+    """Rename a file or folder the cache cannot use to ``<name>.<tag>-<time>`` (kept for
+    inspection, never read again, never replaced by a later one: ``-2``, ``-3``... when the name is
+    taken) and say so on stderr, naming it. None when another process moved it first."""
     path = Path(path)
-    aside = path.with_name(f"{path.name}.{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
+    base = f"{path.name}.{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, n = path.with_name(base), 1
+    while os.path.lexists(aside):
+        n += 1
+        aside = path.with_name(f"{base}-{n}")
     try:
         path.rename(aside)
     except FileNotFoundError:
@@ -260,6 +316,65 @@ def finished_run_problem(run_dir: str | os.PathLike) -> str | None:
     return None
 
 
+MANIFEST = "manifest.json"
+# the files of a finished run the manifest covers (with every PNG of pseudo_masks/); train.log and
+# the TensorBoard events are a diary of the run, not its result
+MANIFEST_FILES = ("config.json", LABELLED_IDS, "model.pt", "curves.csv", "val_samples.npz", "metrics.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _run_files(run_dir: Path) -> list[str]:
+    """The files of ``run_dir`` a manifest covers, as paths relative to it."""
+    masks = run_dir / "pseudo_masks"
+    pngs = sorted(p.relative_to(run_dir).as_posix() for p in masks.rglob("*.png")) if masks.is_dir() else []
+    return [name for name in MANIFEST_FILES if name != "metrics.json"] + pngs
+
+
+def write_manifest(run_dir: str | os.PathLike, metrics_text: str) -> Path:
+    """``manifest.json``: the SHA-256 of each file of the finished run, and of ``metrics_text``,
+    the ``metrics.json`` written next (it marks the run finished, so it comes last)."""
+    run_dir = Path(run_dir)
+    files = {name: _sha256(run_dir / name) for name in _run_files(run_dir)}
+    files["metrics.json"] = hashlib.sha256(metrics_text.encode()).hexdigest()
+    return atomic_write_json(run_dir / MANIFEST, {"format": 1, "sha256": files})
+
+
+def manifest_problem(run_dir: str | os.PathLike) -> tuple[str, list[Path]] | None:
+    """Why the files of the finished run in ``run_dir`` are not those its ``manifest.json``
+    recorded (a file replaced, edited, deleted or added), and the files concerned; None when all
+    match. A run without a manifest (or with an unreadable one) is not trusted either."""
+    run_dir = Path(run_dir)
+    path = run_dir / MANIFEST
+    try:
+        recorded = json.loads(path.read_text())["sha256"]
+        if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+            raise TypeError("sha256: expected a mapping of file names to digests")
+    except FileNotFoundError:
+        return f"{path} is missing: the run's files cannot be checked", [run_dir / "metrics.json"]
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        return f"{path} is unreadable ({type(err).__name__}: {err})", [path]
+    missing = [name for name in dict.fromkeys((*MANIFEST_FILES, *recorded)) if not (run_dir / name).is_file()]
+    if missing:
+        return f"{run_dir / missing[0]} is missing ({len(missing)} file(s) of the run missing)", \
+            [run_dir / m for m in missing]
+    added = [name for name in _run_files(run_dir) if name not in recorded]
+    changed = [name for name, digest in recorded.items() if _sha256(run_dir / name) != digest]
+    if changed:
+        return f"{run_dir / changed[0]} changed since the run finished ({len(changed)} file(s) differ " \
+               f"from {MANIFEST})", [run_dir / c for c in changed]
+    if added:
+        return f"{run_dir / added[0]} was not there when the run finished ({len(added)} file(s) added)", \
+            [run_dir / a for a in added]
+    return None
+
+
 # ------------------------------------------------------------------------------------------
 # masks as PNG files
 # ------------------------------------------------------------------------------------------
@@ -269,7 +384,7 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     """Fill a folder all or nothing: yields a temporary sibling folder that replaces ``directory``
     when the block ends normally, and is removed when it raises."""
     directory = Path(directory)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f"{TMP_PREFIX}{directory.name}."))
     # mkdtemp makes 0700 folders: give it the mode mkdir would, so that a run cache shared by a
     # group (a cluster's, umask 002) is readable by the group
     os.chmod(tmp, 0o777 & ~current_umask())
@@ -277,7 +392,7 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         old = None
         if directory.exists():  # renamed out of the way first: no moment with a half-deleted folder
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f"{TMP_PREFIX}{directory.name}.old."))
             os.replace(directory, old / directory.name)
         os.replace(tmp, directory)
         if old is not None:
@@ -291,18 +406,51 @@ def write_mask_png(path: str | os.PathLike, mask: torch.Tensor) -> None:
     """uint8 (H, W) ``mask`` as an 8-bit PNG (the folders of its path are made)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.numpy(), mode="L").save(path)
+    try:
+        Image.fromarray(mask.numpy(), mode="L").save(path)
+    except OSError as err:
+        raise_if_disk_full(err, path)
+        raise
 
 
-def read_mask_pngs(directory: str | os.PathLike, ids: list[str]) -> torch.Tensor:
-    """Read ``<id>.png`` for each id into uint8 (N, H, W); a missing file is an error naming it."""
+def read_pseudo_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, num_classes: int | None = None,
+                     ignore_index: int | None = None) -> np.ndarray:
+    """The pseudo-mask PNG ``path`` as uint8 (H, W). Anything but what :func:`write_mask_png`
+    writes is an error naming the file and what is wrong: missing, not a PNG, not 8-bit
+    single-channel, not of the image's ``size``, a value that is neither a class
+    (< ``num_classes``) nor ``ignore_index``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pseudo-mask {path} is missing")
+    try:
+        with Image.open(path) as m:
+            mode = m.mode
+            a = np.asarray(m) if mode == "L" else None
+    except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, truncated file...
+        raise ValueError(f"{path}: cannot read this pseudo-mask ({type(err).__name__}: {err})") from None
+    if mode != "L":
+        raise ValueError(f"{path}: a pseudo-mask must be an 8-bit single-channel PNG (mode L), got mode {mode}")
+    if size is not None and a.shape != tuple(size):
+        raise ValueError(f"{path}: pseudo-mask size {a.shape[1]}x{a.shape[0]} (WxH) differs from its image "
+                         f"{size[1]}x{size[0]}")
+    if num_classes is not None:
+        bad = np.unique(a[a >= num_classes])
+        bad = bad[bad != ignore_index] if ignore_index is not None else bad
+        if bad.size:
+            raise ValueError(f"{path}: pseudo-mask values {bad[:5].tolist()} are not classes [0, {num_classes})"
+                             + (f" nor the ignore value {ignore_index}" if ignore_index is not None else ""))
+    return a
+
+
+def read_mask_pngs(directory: str | os.PathLike, ids: list[str], size: tuple[int, int] | None = None,
+                   num_classes: int | None = None, ignore_index: int | None = None) -> torch.Tensor:
+    """Read ``<id>.png`` for each id into uint8 (N, H, W), checked by :func:`read_pseudo_mask`
+    (one of another size than the first is an error too)."""
     directory = Path(directory)
     out = []
     for name in ids:
-        path = directory / f"{name}.png"
-        if not path.is_file():
-            raise FileNotFoundError(f"pseudo-mask {path} is missing")
-        out.append(np.asarray(Image.open(path), dtype=np.uint8))
+        out.append(read_pseudo_mask(directory / f"{name}.png", size or (out[0].shape if out else None),
+                                    num_classes, ignore_index))
     return torch.from_numpy(np.stack(out))
 
 

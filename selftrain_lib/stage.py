@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,9 +37,11 @@ from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_g
 from .precision import Precision, resolve_precision
 from .pretrain import load_pretrained
 from .progress import tqdm
-from .runs import (atomic_directory, atomic_savez, atomic_torch_save, atomic_write_json, atomic_write_text,
-                   clean_interrupted_writes, config_hash, file_sha256, finished_run_problem, id_list_digest, read_json,
-                   read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv, write_labelled_ids, write_mask_png)
+from .runs import (LOCK_NAME, atomic_directory, atomic_savez, atomic_torch_save, atomic_write_json,
+                   atomic_write_text, clean_interrupted_writes, config_hash, file_sha256, finished_run_problem,
+                   id_list_digest, is_interrupted_write, json_text, manifest_problem, raise_if_disk_full, read_json,
+                   read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv, write_labelled_ids, write_manifest,
+                   write_mask_png)
 from .train import BatchSource, StepBatch, derive_seed
 from .train.log import TrainingLog
 
@@ -350,28 +353,59 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     with run_lock(run_dir, f"stage {stage} run") if world.is_main else contextlib.nullcontext():
         if _reusable(run_dir):  # another process finished it while this one waited
             return StageResult.load(run_dir, reused=True)
+        fresh = world.is_main and _holds_nothing(run_dir)
         try:
             return _train_stage(config, stage, pseudo_masks, out, progress, data, world, key, run_hash, run_dir)
         except Exception as err:  # an error, not an interruption (KeyboardInterrupt, a kill): resumable runs stay
-            # a failed run leaves no folder that looks like an interrupted run: without a checkpoint
-            # (nothing to resume) the folder goes; with one, error.txt says why it stopped
-            if world.is_main and (run_dir / "checkpoint.pt").is_file():
-                atomic_write_text(run_dir / ERROR_FILE, f"{type(err).__name__}: {err}\n")
-            elif world.is_main:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            if world.is_main:
+                _after_error(run_dir, err, fresh)
+            raise_if_disk_full(err, getattr(err, "filename", None) or run_dir)
             raise
 
 
+def _holds_nothing(run_dir: Path) -> bool:
+    """``run_dir`` holds nothing but its lock (and leftovers of interrupted writes): this attempt
+    makes everything that will be in it."""
+    return not run_dir.is_symlink() and all(p.name == LOCK_NAME or is_interrupted_write(p.name)
+                                            for p in run_dir.iterdir())
+
+
+def _after_error(run_dir: Path, err: Exception, fresh: bool) -> None:
+    """A failed run leaves no folder that looks like an interrupted run. A folder this attempt
+    started empty (``fresh``) and left without a checkpoint (nothing to resume) goes; any other
+    keeps everything in it (a finished run's model and pseudo-masks, files set aside, what a user
+    put there) and gets ``error.txt``, which says why it stopped."""
+    if fresh and not (run_dir / "checkpoint.pt").is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    try:
+        atomic_write_text(run_dir / ERROR_FILE, f"{type(err).__name__}: {err}\n")
+    except OSError:  # a full disk: the error itself says so
+        pass
+
+
 def _reusable(run_dir: Path) -> bool:
-    """The run in ``run_dir`` is finished and complete. A finished run whose folder is incomplete
-    (e.g. pseudo-masks missing) has its ``metrics.json`` set aside, so that it trains again."""
+    """The run in ``run_dir`` is finished and complete, with the files it finished with. A finished
+    run whose folder is incomplete (e.g. pseudo-masks missing) has its ``metrics.json`` set aside,
+    so that it trains again; one whose files changed since (``manifest.json``) has the changed
+    files and ``metrics.json`` set aside, never deleted."""
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         return False
     problem = finished_run_problem(run_dir)
-    if problem is None:
+    if problem is not None:
+        set_aside(metrics, "incomplete", f"the run is not complete ({problem}); training it again")
+        return False
+    changed = manifest_problem(run_dir)
+    if changed is None:
         return True
-    set_aside(metrics, "incomplete", f"the run is not complete ({problem}); training it again")
+    why, paths = changed
+    # a changed pseudo-mask sets its whole folder aside: the run writes the folder anew
+    aside = {run_dir / "pseudo_masks" if p.parent == run_dir / "pseudo_masks" else p for p in paths}
+    for p in sorted(aside - {metrics}):
+        if os.path.lexists(p):
+            set_aside(p, "changed", f"not what the finished run wrote ({why})")
+    set_aside(metrics, "changed", f"the run's files are not those it finished with ({why}); not reused, training it again")
     return False
 
 
@@ -379,20 +413,55 @@ ERROR_FILE = "error.txt"
 CHECKPOINT_KEYS = ("step", "model", "optimizer", "teacher", "rows", "sums", "elapsed")
 
 
-def _read_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
-    """The checkpoint of an interrupted run, or None: none there, or unreadable (a truncated file,
-    a disk that filled up), which is then set aside and the stage starts again."""
+def _read_checkpoint(path: Path, device: torch.device, steps: int) -> dict[str, Any] | None:
+    """The checkpoint of an interrupted run of ``steps`` steps, or None: none there, or unusable,
+    which is then set aside and the stage starts again. Loaded with ``weights_only=True``: tensors,
+    numbers, strings and containers only, so a planted file never runs code (it is unreadable)."""
     if not path.is_file():
         return None
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-        if missing:
-            raise KeyError(f"no {missing}")
-        return ckpt
+        ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch.load raises EOFError, RuntimeError, UnpicklingError... on a bad file
-        set_aside(path, "corrupt", f"unreadable checkpoint ({type(err).__name__}: {err}); starting the stage again")
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights only load failed" in text.lower():  # the refusal itself is 30 lines of advice
+            text = "it holds Python objects other than tensors, numbers and strings, which are never unpickled"
+        set_aside(path, "corrupt", f"unreadable checkpoint ({type(err).__name__}: {text[:300]}); starting the stage again")
         return None
+    problem = _checkpoint_problem(ckpt, steps)
+    if problem is not None:
+        set_aside(path, "corrupt", f"unusable checkpoint ({problem}); starting the stage again")
+        return None
+    return ckpt
+
+
+def _checkpoint_problem(ckpt: Any, steps: int) -> str | None:
+    """What makes ``ckpt`` (read by :func:`_read_checkpoint`) no checkpoint of a run of ``steps`` steps, or None."""
+    if not isinstance(ckpt, dict):
+        return f"expected a mapping, got {type(ckpt).__name__}"
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        return f"no {missing}"
+    step = ckpt["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= steps:
+        return f"step {step!r} is not a step of this run (0..{steps})"
+    if not isinstance(ckpt["rows"], list) or not all(isinstance(r, dict) for r in ckpt["rows"]):
+        return "rows: expected a list of curve rows"
+    if not isinstance(ckpt["sums"], dict) or not all(isinstance(v, Tensor) for v in ckpt["sums"].values()):
+        return "sums: expected a mapping of loss names to tensors"
+    if isinstance(ckpt["elapsed"], bool) or not isinstance(ckpt["elapsed"], (int, float)):
+        return f"elapsed: expected a number of seconds, got {type(ckpt['elapsed']).__name__}"
+    return None
+
+
+def _resume(parts: "StageParts", ckpt: dict[str, Any]) -> None:
+    """Load the weights, teacher, optimiser and loss scaler of ``ckpt`` into ``parts`` (an error
+    when they do not fit: other shapes, keys or parameter groups)."""
+    parts.model.load_state_dict(ckpt["model"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    if parts.teacher is not None:
+        parts.teacher.load_state_dict(ckpt["teacher"])
+    if parts.scaler is not None and ckpt.get("scaler"):
+        parts.scaler.load_state_dict(ckpt["scaler"])
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -444,14 +513,19 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     start, rows, elapsed = 0, [], 0.0
     sums: dict[str, Tensor] = {}  # loss sums since the last logged row
     ckpt_path = run_dir / "checkpoint.pt"
-    ckpt = _read_checkpoint(ckpt_path, device)
+    ckpt = _read_checkpoint(ckpt_path, device, parts.steps)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if teacher is not None:
-            teacher.load_state_dict(ckpt["teacher"])
-        if parts.scaler is not None and ckpt.get("scaler"):
-            parts.scaler.load_state_dict(ckpt["scaler"])
+        try:
+            _resume(parts, ckpt)
+        except Exception as err:  # readable, but not this run's (other shapes...): a rerun would fail forever
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            set_aside(ckpt_path, "incompatible", f"checkpoint does not fit this run ({type(err).__name__}: {first}); "
+                                                 "starting the stage again")
+            ckpt = None  # built afresh: the failed load may have changed some weights already
+            parts = build_stage_parts(config, stage, data.training_view(split), pseudo, data.info.num_classes,
+                                      device, world)
+            model, teacher, optimizer, batches = parts.model, parts.teacher, parts.optimizer, parts.batches
+    if ckpt is not None:
         start, rows, elapsed = ckpt["step"], ckpt["rows"], ckpt["elapsed"]
         sums = {k: v.to(device) for k, v in ckpt["sums"].items()}
 
@@ -581,6 +655,10 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
         "train_time_s": p.train_time, "eval_and_pseudo_time_s": pseudo_time, "protocol": PROTOCOL,
         "device": str(p.device), "precision": resolve_precision(config.precision, p.device).name,
     }
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    # the manifest (digests of every file, metrics.json's included) before metrics.json, which marks
+    # the run finished: a finished run always has one
+    text = json_text(metrics)
+    write_manifest(run_dir, text)
+    atomic_write_text(run_dir / "metrics.json", text)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return StageResult(stage=p.stage, run_dir=run_dir, run_hash=run_dir.name, metrics=metrics, reused=False)

@@ -40,7 +40,7 @@ def main(out: str, stages: int, method: str, dataset: str = "synth-street", data
     stage_mod.train_step = recording_step
     # the run's files; the pseudo-mask PNGs are written by every rank, its share, into rank 0's
     # temporary folder (test_a_file_dataset_on_two_ranks_writes_every_pseudo_mask_once)
-    for name in ("atomic_write_json", "atomic_torch_save", "atomic_savez", "write_csv"):
+    for name in ("atomic_write_json", "atomic_write_text", "atomic_torch_save", "atomic_savez", "write_csv"):
         real = getattr(stage_mod, name)
 
         def writer(path, *args, _real=real, **kwargs):

@@ -102,7 +102,7 @@ def test_interrupted_run_resumes_to_the_same_weights(smoke_runs, tmp_path, inter
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, 2, masks, out=tmp_path, progress=False)
     ckpt = tmp_path / reference.run_hash / "checkpoint.pt"
-    assert ckpt.is_file() and torch.load(ckpt, weights_only=False)["step"] == 3
+    assert ckpt.is_file() and torch.load(ckpt, weights_only=True)["step"] == 3
     assert not (tmp_path / reference.run_hash / "metrics.json").exists()
     crash.restore()
     resumed = run_stage(config, 2, masks, out=tmp_path, progress=False)

@@ -326,11 +326,13 @@ def test_leftovers_of_interrupted_writes_are_removed_when_the_run_starts(tmp_pat
     config = load_config("synth-street", "smoke", stage1_steps=2)
     run_dir = tmp_path / config_hash(stage_run_key(config, 1, None))
     run_dir.mkdir()
-    (run_dir / ".checkpoint.pt.k2j3.tmp").write_bytes(b"x" * 1000)  # a kill during atomic_torch_save
-    (run_dir / ".pseudo_masks.abc").mkdir()                            # ... during atomic_directory
-    (run_dir / ".pseudo_masks.abc" / "train_00000.png").write_bytes(b"")
+    (run_dir / ".selftrain-tmp.checkpoint.pt.k2j3ab12.tmp").write_bytes(b"x" * 1000)  # a kill during atomic_torch_save
+    (run_dir / ".selftrain-tmp.pseudo_masks.abc12345").mkdir()                     # ... during atomic_directory
+    (run_dir / ".selftrain-tmp.pseudo_masks.abc12345" / "train_00000.png").write_bytes(b"")
+    (run_dir / ".pseudo_masks.ab_12345").mkdir()  # ... an older version's
+    (run_dir / ".env").write_text("KEEP=1\n")  # not the project's: kept
     run_stage(config, 1, out=tmp_path, progress=False)
-    assert sorted(p.name for p in run_dir.glob(".*")) == [".lock"]
+    assert sorted(p.name for p in run_dir.glob(".*")) == [".env", ".lock"]
 
 
 @pytest.mark.slow
@@ -361,7 +363,7 @@ def test_a_kill_in_the_final_pseudo_mask_pass_resumes_there(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, 1, out=tmp_path / "runs", progress=False)
     ckpt = tmp_path / "runs" / reference.run_hash / "checkpoint.pt"
-    assert torch.load(ckpt, weights_only=False)["step"] == 6
+    assert torch.load(ckpt, weights_only=True)["step"] == 6
     calls = {"n": 0}
     real_losses = stage_mod.compute_losses
 

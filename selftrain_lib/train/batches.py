@@ -19,12 +19,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..augment import WeakAugment
-from ..data.datasets import FileTrainingView, TrainingView
-from ..data.files import read_pseudo_mask
+from ..data.datasets import FileTrainingView, TrainingView, dataset_info
 from ..distributed import SINGLE, World
 from ..evaluate import to_input
 from ..methods import build as build_method
-from ..runs import read_mask_pngs
+from ..runs import read_mask_pngs, read_pseudo_mask
 
 
 def derive_seed(*parts: Any) -> int:
@@ -132,8 +131,9 @@ class ArrayReader:
     ``pseudo``: uint8 (N, H, W), or the folder of the previous stage's PNGs, or None."""
 
     def __init__(self, view: TrainingView, pseudo, draws: StepDraws, config, device: torch.device):
-        if isinstance(pseudo, (str, os.PathLike)):
-            pseudo = read_mask_pngs(pseudo, view.ids)
+        if isinstance(pseudo, (str, os.PathLike)):  # a bad PNG is an error naming it
+            pseudo = read_mask_pngs(pseudo, view.ids, tuple(view.images.shape[2:]),
+                                    dataset_info(config.dataset).num_classes, view.ignore_index)
         self.view, self.pseudo, self.draws, self.device = view, pseudo, draws, device
 
     def _weak(self, images: Tensor, masks: list[Tensor], g: torch.Generator) -> tuple[Tensor, list[Tensor]]:
@@ -165,6 +165,8 @@ class FileReader:
     def __init__(self, view: FileTrainingView, pseudo, draws: StepDraws, config, device: torch.device):
         self.view, self.draws, self.device = view, draws, device
         self.pseudo_dir = Path(pseudo) if pseudo is not None else None
+        # a pseudo-mask value past the classes is an error naming the PNG
+        self.num_classes = dataset_info(config.dataset).num_classes if pseudo is not None else None
         self.num_workers = config.num_workers
         self._loader, self._next_step = None, 0  # background workers, made on first use
 
@@ -177,7 +179,9 @@ class FileReader:
         size = tuple(image.shape[1:])
         masks = [self.view.mask(index).long()[None]] if labelled else []
         if self.pseudo_dir is not None:
-            masks.append(read_pseudo_mask(self.pseudo_dir, self.view.ids[index], size).long()[None])
+            mask = read_pseudo_mask(self.pseudo_dir / f"{self.view.ids[index]}.png", size, self.num_classes,
+                                    self.view.ignore_index)
+            masks.append(torch.from_numpy(mask.copy()).long()[None])
         masks.append(torch.zeros((1,) + size, dtype=torch.long))  # becomes the map of pixels inside the image
         g = generator(self.draws.seed, self.draws.stage, "weak", int(step), int(position))
         x, out = self.draws.weak(image[None].float().div_(255), masks, g)
