@@ -337,6 +337,16 @@ def _run_files(run_dir: Path) -> list[str]:
     return [name for name in MANIFEST_FILES if name != "metrics.json"] + pngs
 
 
+def _is_run_file(name: str) -> bool:
+    """``name`` is a path a manifest may list: a file of :data:`MANIFEST_FILES` or a PNG inside
+    ``pseudo_masks/`` (no ``..``, no absolute path)."""
+    parts = name.split("/")
+    if len(parts) == 1:
+        return name in MANIFEST_FILES
+    return (parts[0] == "pseudo_masks" and name.endswith(".png") and not name.startswith("/")
+            and all(part not in ("", ".", "..") for part in parts))
+
+
 def write_manifest(run_dir: str | os.PathLike, metrics_text: str) -> Path:
     """``manifest.json``: the SHA-256 of each file of the finished run, and of ``metrics_text``,
     the ``metrics.json`` written next (it marks the run finished, so it comes last)."""
@@ -356,6 +366,9 @@ def manifest_problem(run_dir: str | os.PathLike) -> tuple[str, list[Path]] | Non
         recorded = json.loads(path.read_text())["sha256"]
         if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
             raise TypeError("sha256: expected a mapping of file names to digests")
+        strange = [name for name in recorded if not _is_run_file(name)]
+        if strange:  # never followed: an edited manifest could name any file (``../../x``)
+            raise ValueError(f"names {strange[0]!r}, not a file of a run")
     except FileNotFoundError:
         return f"{path} is missing: the run's files cannot be checked", [run_dir / "metrics.json"]
     except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError

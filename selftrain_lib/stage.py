@@ -401,7 +401,7 @@ def _reusable(run_dir: Path) -> bool:
         return True
     why, paths = changed
     # a changed pseudo-mask sets its whole folder aside: the run writes the folder anew
-    aside = {run_dir / "pseudo_masks" if p.parent == run_dir / "pseudo_masks" else p for p in paths}
+    aside = {run_dir / "pseudo_masks" if p.relative_to(run_dir).parts[0] == "pseudo_masks" else p for p in paths}
     for p in sorted(aside - {metrics}):
         if os.path.lexists(p):
             set_aside(p, "changed", f"not what the finished run wrote ({why})")
@@ -446,8 +446,9 @@ def _checkpoint_problem(ckpt: Any, steps: int) -> str | None:
         return f"step {step!r} is not a step of this run (0..{steps})"
     if not isinstance(ckpt["rows"], list) or not all(isinstance(r, dict) for r in ckpt["rows"]):
         return "rows: expected a list of curve rows"
-    if not isinstance(ckpt["sums"], dict) or not all(isinstance(v, Tensor) for v in ckpt["sums"].values()):
-        return "sums: expected a mapping of loss names to tensors"
+    if not isinstance(ckpt["sums"], dict) or not all(isinstance(v, Tensor) and v.numel() == 1
+                                                     for v in ckpt["sums"].values()):
+        return "sums: expected a mapping of loss names to one-value tensors"
     if isinstance(ckpt["elapsed"], bool) or not isinstance(ckpt["elapsed"], (int, float)):
         return f"elapsed: expected a number of seconds, got {type(ckpt['elapsed']).__name__}"
     return None
@@ -458,6 +459,12 @@ def _resume(parts: "StageParts", ckpt: dict[str, Any]) -> None:
     when they do not fit: other shapes, keys or parameter groups)."""
     parts.model.load_state_dict(ckpt["model"])
     parts.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in parts.optimizer.param_groups:  # load_state_dict does not compare Adam's moments
+        for param in group["params"]:
+            for name, value in parts.optimizer.state.get(param, {}).items():
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise ValueError(f"optimizer state {name!r} of shape {tuple(value.shape)} for a parameter "
+                                     f"of shape {tuple(param.shape)}")
     if parts.teacher is not None:
         parts.teacher.load_state_dict(ckpt["teacher"])
     if parts.scaler is not None and ckpt.get("scaler"):

@@ -19,7 +19,7 @@ from selftrain_lib.stage import run_stage, stage_run_key
 
 
 def _config(**kw):
-    return load_config("synth-street", "smoke", stage1_steps=2, **kw)
+    return load_config("synth-street", "smoke", **{"stage1_steps": 2, **kw})
 
 
 def _run_dir(out, config):
@@ -81,6 +81,26 @@ def test_an_incompatible_checkpoint_is_set_aside_and_the_stage_trains_from_step_
     assert len(list(run_dir.glob("checkpoint.pt.incompatible-*"))) == 1
     a = torch.load(result.run_dir / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], model[k]) for k in a)  # trained from step 0, as the first time
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_other_optimiser_moments_is_set_aside(tmp_path, interrupt_at_step, capsys):
+    config = _config(stage1_steps=4, checkpoint_every=2)
+    crash = interrupt_at_step(3)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    crash.restore()
+    ckpt_path = _run_dir(tmp_path / "runs", config) / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for state in ckpt["optimizer"]["state"].values():
+        state["exp_avg"] = torch.zeros(state["exp_avg"].numel() + 1)
+    torch.save(ckpt, ckpt_path)
+    result = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    assert "checkpoint does not fit this run (ValueError: optimizer state 'exp_avg' of shape" in capsys.readouterr().err
+    reference = run_stage(config, 1, out=tmp_path / "ref", progress=False)
+    a = torch.load(result.run_dir / "model.pt", weights_only=True)
+    b = torch.load(reference.run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
@@ -204,9 +224,18 @@ def _delete_manifest(run_dir):
     return "manifest.json", None
 
 
+def _manifest_names_an_outside_file(run_dir):
+    victim = run_dir.parent.parent / "victim.txt"
+    victim.write_text("mine")
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["sha256"]["../../victim.txt"] = "0" * 64
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    return "manifest.json", "manifest.json"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tamper", [_replace_model, _delete_config, _edit_metric, _empty_metrics, _edit_mask,
-                                    _delete_manifest])
+                                    _delete_manifest, _manifest_names_an_outside_file])
 def test_a_tampered_run_is_set_aside_and_trained_again(tamper, tmp_path, finished, capsys):
     out, run_dir = _copy(finished, tmp_path)
     changed, aside = tamper(run_dir)
@@ -220,6 +249,8 @@ def test_a_tampered_run_is_set_aside_and_trained_again(tamper, tmp_path, finishe
         assert len(list(run_dir.glob(f"{aside}.changed-*"))) == 1
     assert again.val_miou == finished.val_miou  # trained again: the same run
     assert run_stage(_config(), 1, out=out, progress=False).reused  # and now reused
+    if tamper is _manifest_names_an_outside_file:
+        assert (tmp_path / "victim.txt").read_text() == "mine"  # never touched
 
 
 # ------------------------------------------------------------------------------------------
