@@ -347,11 +347,11 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
     key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None, world.size)
     run_hash = config_hash(key)
     run_dir = out / run_hash
-    if _reusable(run_dir):
+    if reusable_run(run_dir):
         return StageResult.load(run_dir, reused=True)
     # rank 0 alone takes the lock: the other ranks of a torchrun job train the same run with it
     with run_lock(run_dir, f"stage {stage} run") if world.is_main else contextlib.nullcontext():
-        if _reusable(run_dir):  # another process finished it while this one waited
+        if reusable_run(run_dir):  # another process finished it while this one waited
             return StageResult.load(run_dir, reused=True)
         fresh = world.is_main and _holds_nothing(run_dir)
         try:
@@ -384,7 +384,7 @@ def _after_error(run_dir: Path, err: Exception, fresh: bool) -> None:
         pass
 
 
-def _reusable(run_dir: Path) -> bool:
+def reusable_run(run_dir: Path) -> bool:
     """The run in ``run_dir`` is finished and complete, with the files it finished with. A finished
     run whose folder is incomplete (e.g. pseudo-masks missing) has its ``metrics.json`` set aside,
     so that it trains again; one whose files changed since (``manifest.json``) has the changed

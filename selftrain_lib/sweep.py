@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from .config import Config
 from .progress import tqdm
-from .stage import stage_hashes
+from .stage import reusable_run, stage_hashes
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ def plan(runs: Sequence[Mapping[str, Any]], out: str | Path | None = None) -> li
         base = tuple(sorted((k, v) for k, v in kwargs.items() if k not in ("stages", "out", "progress")))
         hashes = stage_hashes(config, stages)
         for k, h in enumerate(hashes, start=1):
-            if h not in jobs and not (out / h / "metrics.json").is_file():
+            # a finished run is checked as run_stage checks it (a changed one is set aside and planned)
+            if h not in jobs and not reusable_run(out / h):
                 jobs[h] = StageJob(base, k, h, hashes[k - 2] if k > 1 else None)
     return list(jobs.values())
 

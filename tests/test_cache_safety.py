@@ -309,3 +309,15 @@ def test_a_full_disk_during_a_run_names_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
     with pytest.raises(OSError, match=rf"no space left on the device writing {_run_dir(tmp_path, config)}/config\.json"):
         run_stage(config, 1, out=tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_a_sweep_plans_a_tampered_run_again(tmp_path, finished, capsys):
+    from selftrain_lib.sweep import plan
+
+    out, run_dir = _copy(finished, tmp_path)
+    runs = [dict(dataset="synth-street", scale="smoke", stage1_steps=2, stages=1)]
+    assert plan(runs, out) == []  # finished and intact
+    _edit_metric(run_dir)
+    assert [j.run_hash for j in plan(runs, out)] == [finished.run_hash]
+    assert f"{run_dir / 'metrics.json'} changed since the run finished" in capsys.readouterr().err
