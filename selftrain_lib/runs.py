@@ -426,6 +426,10 @@ def write_mask_png(path: str | os.PathLike, mask: torch.Tensor) -> None:
         raise
 
 
+class _NotAPseudoMask(Exception):
+    """A readable image that is not what :func:`write_mask_png` writes."""
+
+
 def read_pseudo_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, num_classes: int | None = None,
                      ignore_index: int | None = None) -> np.ndarray:
     """The pseudo-mask PNG ``path`` as uint8 (H, W). Anything but what :func:`write_mask_png`
@@ -436,16 +440,17 @@ def read_pseudo_mask(path: str | os.PathLike, size: tuple[int, int] | None = Non
     if not path.is_file():
         raise FileNotFoundError(f"pseudo-mask {path} is missing")
     try:
-        with Image.open(path) as m:
-            mode = m.mode
-            a = np.asarray(m) if mode == "L" else None
-    except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError, truncated file...
+        with Image.open(path) as m:  # mode and size from the header: a wrong one is not decoded
+            if m.mode != "L":
+                raise _NotAPseudoMask(f"a pseudo-mask must be an 8-bit single-channel PNG (mode L), got mode {m.mode}")
+            if size is not None and (m.height, m.width) != tuple(size):
+                raise _NotAPseudoMask(f"pseudo-mask size {m.width}x{m.height} (WxH) differs from its image "
+                                      f"{size[1]}x{size[0]}")
+            a = np.asarray(m)
+    except _NotAPseudoMask as err:
+        raise ValueError(f"{path}: {err}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL: not a PNG, truncated...
         raise ValueError(f"{path}: cannot read this pseudo-mask ({type(err).__name__}: {err})") from None
-    if mode != "L":
-        raise ValueError(f"{path}: a pseudo-mask must be an 8-bit single-channel PNG (mode L), got mode {mode}")
-    if size is not None and a.shape != tuple(size):
-        raise ValueError(f"{path}: pseudo-mask size {a.shape[1]}x{a.shape[0]} (WxH) differs from its image "
-                         f"{size[1]}x{size[0]}")
     if num_classes is not None:
         bad = np.unique(a[a >= num_classes])
         bad = bad[bad != ignore_index] if ignore_index is not None else bad
