@@ -37,7 +37,7 @@ from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_g
 from .precision import Precision, resolve_precision
 from .pretrain import load_pretrained
 from .progress import tqdm
-from .runs import (LOCK_NAME, atomic_directory, atomic_savez, atomic_torch_save, atomic_write_json,
+from .runs import (LOCK_NAME, MANIFEST, MANIFEST_FILES, atomic_directory, atomic_savez, atomic_torch_save, atomic_write_json,
                    atomic_write_text, clean_interrupted_writes, config_hash, file_sha256, finished_run_problem,
                    id_list_digest, is_interrupted_write, json_text, manifest_problem, raise_if_disk_full, read_json,
                    read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv, write_labelled_ids, write_manifest,
@@ -409,6 +409,15 @@ def reusable_run(run_dir: Path) -> bool:
     return False
 
 
+def _set_aside_non_files(run_dir: Path) -> None:
+    """Set aside a folder or link where the run writes a file (``model.pt/``...): writing it would
+    fail, and every rerun with it."""
+    for name in (*MANIFEST_FILES, MANIFEST, "checkpoint.pt", ERROR_FILE):
+        path = run_dir / name
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+            set_aside(path, "not-a-file", "the run writes a file here; starting the stage with it set aside")
+
+
 ERROR_FILE = "error.txt"
 CHECKPOINT_KEYS = ("step", "model", "optimizer", "teacher", "rows", "sums", "elapsed")
 
@@ -495,6 +504,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         clean_interrupted_writes(run_dir)  # this process holds the run: no write of another is under way
+        _set_aside_non_files(run_dir)
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
                                                     "config": resolved_dict(config)})

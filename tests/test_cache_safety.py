@@ -321,3 +321,17 @@ def test_a_sweep_plans_a_tampered_run_again(tmp_path, finished, capsys):
     _edit_metric(run_dir)
     assert [j.run_hash for j in plan(runs, out)] == [finished.run_hash]
     assert f"{run_dir / 'metrics.json'} changed since the run finished" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_folder_where_the_run_writes_a_file_is_set_aside(tmp_path, capsys):
+    config = _config()
+    run_dir = _run_dir(tmp_path, config)
+    (run_dir / "model.pt").mkdir(parents=True)
+    (run_dir / "model.pt" / "keep.txt").write_text("mine")
+    (run_dir / "checkpoint.pt").symlink_to(tmp_path / "elsewhere.pt")
+    result = run_stage(config, 1, out=tmp_path, progress=False)
+    assert (result.run_dir / "model.pt").is_file() and not result.reused
+    (kept,) = run_dir.glob("model.pt.not-a-file-*")
+    assert (kept / "keep.txt").read_text() == "mine"
+    assert f"{run_dir / 'model.pt'}: the run writes a file here" in capsys.readouterr().err
