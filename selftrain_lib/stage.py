@@ -37,8 +37,8 @@ from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_g
 from .precision import Precision, resolve_precision
 from .pretrain import load_pretrained
 from .progress import tqdm
-from .runs import (LOCK_NAME, MANIFEST, MANIFEST_FILES, atomic_directory, atomic_savez, atomic_torch_save, atomic_write_json,
-                   atomic_write_text, clean_interrupted_writes, config_hash, file_sha256, finished_run_problem,
+from .runs import (LOCK_NAME, MANIFEST, MANIFEST_FILES, atomic_directory, atomic_savez, atomic_torch_save,
+                   atomic_write_json, atomic_write_text, clean_interrupted_writes, config_hash, file_sha256, finished_run_problem,
                    id_list_digest, is_interrupted_write, json_text, manifest_problem, raise_if_disk_full, read_json,
                    read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv, write_labelled_ids, write_manifest,
                    write_mask_png)
@@ -405,7 +405,8 @@ def reusable_run(run_dir: Path) -> bool:
     for p in sorted(aside - {metrics}):
         if os.path.lexists(p):
             set_aside(p, "changed", f"not what the finished run wrote ({why})")
-    set_aside(metrics, "changed", f"the run's files are not those it finished with ({why}); not reused, training it again")
+    set_aside(metrics, "changed",
+              f"the run's files are not those it finished with ({why}); not reused, training it again")
     return False
 
 
@@ -434,7 +435,8 @@ def _read_checkpoint(path: Path, device: torch.device, steps: int) -> dict[str, 
         text = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if "weights only load failed" in text.lower():  # the refusal itself is 30 lines of advice
             text = "it holds Python objects other than tensors, numbers and strings, which are never unpickled"
-        set_aside(path, "corrupt", f"unreadable checkpoint ({type(err).__name__}: {text[:300]}); starting the stage again")
+        set_aside(path, "corrupt",
+                  f"unreadable checkpoint ({type(err).__name__}: {text[:300]}); starting the stage again")
         return None
     problem = _checkpoint_problem(ckpt, steps)
     if problem is not None:
