@@ -38,10 +38,10 @@ from .precision import Precision, resolve_precision
 from .pretrain import load_pretrained
 from .progress import tqdm
 from .runs import (LOCK_NAME, MANIFEST, MANIFEST_FILES, atomic_directory, atomic_savez, atomic_torch_save,
-                   atomic_write_json, atomic_write_text, clean_interrupted_writes, config_hash, file_sha256, finished_run_problem,
-                   id_list_digest, is_interrupted_write, json_text, manifest_problem, raise_if_disk_full, read_json,
-                   read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv, write_labelled_ids, write_manifest,
-                   write_mask_png)
+                   atomic_write_json, atomic_write_text, clean_interrupted_writes, config_hash, file_sha256,
+                   finished_run_problem, id_list_digest, is_interrupted_write, json_text, manifest_problem,
+                   raise_if_disk_full, read_json, read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv,
+                   write_labelled_ids, write_manifest, write_mask_png)
 from .train import BatchSource, StepBatch, derive_seed
 from .train.log import TrainingLog
 
