@@ -304,6 +304,8 @@ def make_split(pool_size: int, labels: int, seed: int) -> Split:
 def check_split_count(path: str | os.PathLike, listed: int, labels: int) -> None:
     """A split file of ``listed`` ids for ``labels`` labelled images: they must agree, as the label
     count chooses λ and the batch design (``by_labels``) and is what a result reports."""
+    if listed == 0:
+        raise ValueError(f"{path}: the split lists no images")
     if listed != labels:
         raise ValueError(f"split_file: {path} lists {listed} image ids, but labels is {labels} (the label count "
                          f"chooses λ and the batch design, and is what results report): give --labels {listed} "
