@@ -90,7 +90,7 @@ DATA_CASES = [
     ("data: a binary train list", "binlist", "{T}/binlist/train.txt: not a text list of image ids"),
     ("data: an id with no image", "unknownid", "missing image file {T}/unknownid/images/img9.jpg"),
     ("data: a list id that leaves its folder", "escapeid", "{T}/escapeid/train.txt:2: image id '../../mine/images/img1' has"),
-    ("data: an id with a tab", "tabid", "{T}/tabid/train.txt:1: image id 'img0\tx' holds the invisible character U+0009"),
+    ("data: an id with a tab", "tabid", "{T}/tabid/train.txt:1: image id 'img0\\tx' holds the invisible character U+0009"),
     ("data: a dangling symbolic link", "dangling", "image file {T}/dangling/images/img1.png is a symbolic link to"),
     ("data: a CMYK image", "cmyk", "{T}/cmyk/images/img1.jpg: image mode CMYK is not read"),
     ("data: a float image outside [0, 1]", "floatimg", "{T}/floatimg/images/img1.tif: a float image must hold values in [0, 1]"),
