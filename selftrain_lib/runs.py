@@ -76,7 +76,7 @@ def id_list_digest(ids: Iterable[str]) -> str:
 def split_file_ids(path: str | os.PathLike) -> list[str]:
     """The ids a split file lists (blank lines and ``#`` comments skipped), as ``read_split`` reads them."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is no part of the first id
     except UnicodeDecodeError as err:
         raise ValueError(f"split_file: {path} is not a text file of image ids ({err})") from None
     lines = (line.strip() for line in text.splitlines())

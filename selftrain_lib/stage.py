@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .config import Config, make_config, resolved_dict, stage_key
 from .data import (SegmentationData, Split, data_fingerprint, dataset_info, load_data, make_split, read_split,
                    write_split)
+from .data.datasets import check_split_count
 from .data.synthetic import generator_digest
 from .distributed import SINGLE, World, average_buffers, current, unwrap
 from .ema import EMATeacher
@@ -288,7 +289,9 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
     and runs starting from the synthetic pre-training."""
     config_key = stage_key(config, stage)
     if config.split_file is not None:
-        config_key["split_file"] = id_list_digest(split_file_ids(config.split_file))
+        listed = split_file_ids(config.split_file)
+        check_split_count(config.split_file, len(listed), config.labels)  # before training, not after
+        config_key["split_file"] = id_list_digest(listed)
     if config.pretrained not in ("synthetic", "imagenet", "none"):
         config_key["pretrained"] = file_sha256(config.pretrained)
     if dataset_info(config.dataset).format == "synthetic":

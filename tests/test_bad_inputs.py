@@ -57,10 +57,13 @@ CASES = [
     ("pretrained: truncated", ["--set", "pretrained={T}/trunc.pt"], "pretrained: {T}/trunc.pt is not a readable PyTorch checkpoint"),
     ("pretrained: another model's weights", ["--set", "pretrained={T}/other.pt"], "{T}/other.pt: checkpoint does not match the model"),
     ("split_file: no such file", ["--set", "split_file={T}/nope.txt"], "split_file: no such file {T}/nope.txt"),
-    ("split_file: an unknown id", ["--set", "split_file={T}/split_unknown.txt"], "{T}/split_unknown.txt:2: unknown image id 'nope'"),
+    ("split_file: an unknown id", ["--labels", "2", "--set", "split_file={T}/split_unknown.txt"], "{T}/split_unknown.txt:2: unknown image id 'nope'"),
     ("split_file: empty", ["--set", "split_file={T}/split_empty.txt"], "{T}/split_empty.txt: the split lists no images"),
-    ("split_file: an id twice", ["--set", "split_file={T}/split_dup.txt"], "{T}/split_dup.txt: an image id is listed twice"),
+    ("split_file: an id twice", ["--labels", "2", "--set", "split_file={T}/split_dup.txt"], "{T}/split_dup.txt: an image id is listed twice"),
     ("split_file: binary", ["--set", "split_file={T}/split_bin.txt"], "split_file: {T}/split_bin.txt is not a text file"),
+    ("split_file: another length than --labels", ["--labels", "5", "--set", "split_file={T}/split_dup.txt"],
+     "split_file: {T}/split_dup.txt lists 2 image ids, but labels is 5"),
+    ("YAML: a dataset name that leaves the cache", ["--params", "{T}/escape.yaml"], "dataset: '../../x' holds a '/'"),
     ("YAML: scales is a list", ["--params", "{T}/scales_list.yaml"], "{T}/scales_list.yaml: scales: expected a mapping"),
     ("YAML: not a mapping", ["--params", "{T}/list.yaml"], "{T}/list.yaml: expected a mapping of keys, got list"),
     ("YAML: syntax error", ["--params", "{T}/syntax.yaml"], "{T}/syntax.yaml: not valid YAML at line 2"),
@@ -86,6 +89,12 @@ DATA_CASES = [
     ("data: an empty train list", "emptylist", "{T}/emptylist/train.txt: the list names no images"),
     ("data: a binary train list", "binlist", "{T}/binlist/train.txt: not a text list of image ids"),
     ("data: an id with no image", "unknownid", "missing image file {T}/unknownid/images/img9.jpg"),
+    ("data: a list id that leaves its folder", "escapeid", "{T}/escapeid/train.txt:2: image id '../../mine/images/img1' has"),
+    ("data: an id with a tab", "tabid", "{T}/tabid/train.txt:1: image id 'img0\\tx' holds the invisible character U+0009"),
+    ("data: a dangling symbolic link", "dangling", "image file {T}/dangling/images/img1.png is a symbolic link to"),
+    ("data: a CMYK image", "cmyk", "{T}/cmyk/images/img1.jpg: image mode CMYK is not read"),
+    ("data: a float image outside [0, 1]", "floatimg", "{T}/floatimg/images/img1.tif: a float image must hold values in [0, 1]"),
+    ("data: a mask with an EXIF orientation", "exifmask", "{T}/exifmask/masks/img1.png: the mask carries an EXIF orientation (6)"),
 ]
 CASES += [(name, LEAVES + ["--set", f"data_root={{T}}/{folder}"], text) for name, folder, text in DATA_CASES]
 
@@ -137,6 +146,22 @@ def bad_files(tmp_path_factory):
     (_variant(T, "emptylist") / "train.txt").write_text("# nothing\n")
     (_variant(T, "binlist") / "train.txt").write_bytes(b"\xff\xfe\x00")
     (_variant(T, "unknownid") / "train.txt").write_text("img0\nimg1\nimg9\n")
+    (_variant(T, "escapeid") / "train.txt").write_text("img0\n../../mine/images/img1\n")
+    (_variant(T, "tabid") / "train.txt").write_text("img0\tx\nimg1\n")
+    d = _variant(T, "dangling")
+    (d / "images/img1.png").unlink()
+    (d / "images/img1.png").symlink_to(T / "gone.png")
+    d = _variant(T, "cmyk")
+    Image.open(d / "images/img1.png").convert("CMYK").save(d / "images/img1.jpg")
+    (d / "images/img1.png").unlink()
+    d = _variant(T, "floatimg")
+    Image.fromarray(np.full((6, 8), 2.0, np.float32)).save(d / "images/img1.tif")
+    (d / "images/img1.png").unlink()
+    d = _variant(T, "exifmask")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(d / "masks/img1.png").save(d / "masks/img1.png", exif=exif)
+    (T / "escape.yaml").write_text(FOLDER_YAML.replace("dataset: leaves", "dataset: ../../x"))
     return T
 
 

@@ -29,12 +29,12 @@ def _leaves(tmp_path, root=None, **overrides):
 
 def test_split_file_enters_the_hash_by_its_ids(tmp_path):
     split = tmp_path / "split.txt"
-    split.write_text("".join(f"train_{i:05d}\n" for i in range(96)))
-    config = load_config("synth-street", "smoke", split_file=str(split))
-    everything = stage_hashes(config, 2)
+    split.write_text("".join(f"train_{i:05d}\n" for i in range(12, 24)))
+    config = load_config("synth-street", "smoke", split_file=str(split))  # 12 labels
+    others = stage_hashes(config, 2)
     split.write_text("".join(f"train_{i:05d}\n" for i in range(12)))  # edited in place: same path
     twelve = stage_hashes(config, 2)
-    assert twelve[0] != everything[0] and twelve[1] != everything[1]
+    assert twelve[0] != others[0] and twelve[1] != others[1]
     split.write_text("# reordered, with a comment\n" + "".join(f"train_{i:05d}\n" for i in reversed(range(12))))
     assert stage_hashes(config, 2) == twelve  # a split is a set of ids
     other = tmp_path / "elsewhere.txt"
@@ -87,7 +87,7 @@ def test_labelled_ids_are_recorded_in_the_run(tmp_path):
 
     split = tmp_path / "split.txt"
     split.write_text("train_00005\ntrain_00001\n")
-    config = load_config("synth-street", "smoke", split_file=str(split), stage1_steps=1)
+    config = load_config("synth-street", "smoke", split_file=str(split), labels=2, stage1_steps=1)
     result = run_stage(config, 1, out=tmp_path / "runs", progress=False)
     assert (result.run_dir / "labelled_ids.txt").read_text() == "# 2 labelled of a pool of 96\ntrain_00001\ntrain_00005\n"
 
@@ -341,7 +341,7 @@ def test_an_error_after_config_json_leaves_no_run_folder(tmp_path):
 
     split = tmp_path / "split.txt"
     split.write_text("train_00001\nnot_an_image\n")
-    config = load_config("synth-street", "smoke", split_file=str(split))
+    config = load_config("synth-street", "smoke", split_file=str(split), labels=2)
     with pytest.raises(ValueError, match=r"split\.txt:2: unknown image id 'not_an_image'"):
         run_stage(config, 1, out=tmp_path / "runs", progress=False)
     assert not list((tmp_path / "runs").glob("*/config.json"))

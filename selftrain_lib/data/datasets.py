@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..runs import atomic_write_text, config_hash, files_fingerprint
 from . import cityscapes, voc
-from .files import FileDataset
+from .files import FileDataset, dataset_name_problem
 from .folder import folder
 from .synthetic import SPECS, cache_root, load_synthetic
 
@@ -80,7 +80,11 @@ DATASETS: dict[str, DatasetInfo] = {  # and folder datasets, registered
 
 
 def register_dataset(info: DatasetInfo) -> None:
-    """Add (or replace) a folder dataset; the built-in names cannot be replaced."""
+    """Add (or replace) a folder dataset; the built-in names cannot be replaced, and a name that is
+    no plain file name (``../../x``: it names files in the cache) is an error."""
+    problem = dataset_name_problem(info.name)
+    if problem:
+        raise ValueError(f"dataset: {info.name!r} {problem}")
     if info.name in DATASETS and DATASETS[info.name].format != "folder":
         raise ValueError(f"dataset: {info.name!r} is a built-in dataset; give your folder dataset another name")
     DATASETS[info.name] = info
@@ -247,13 +251,18 @@ def data_fingerprint(config) -> str:
     return files_fingerprint([p for d in parts for p in (*d.image_paths, *d.mask_paths)], config.data_root)
 
 
+# Bumped when the file readers check more (2: image modes, EXIF orientation, 16-bit and float images,
+# ids that leave their folder): data checked by an older reader is checked again.
+FILE_READER_VERSION = 2
+
+
 def check_files_once(config, data, progress: bool = False) -> Path:
     """Decode every image and mask of ``data`` (a dataset read from files) before training, so a bad
     file is named in seconds, not after a stage. Done once per data fingerprint and label set: a
     marker under ``<cache>/checked/`` records it. Returns the marker."""
     info = data.info
     key = {"files": data_fingerprint(config), "num_classes": info.num_classes, "ignore_index": info.ignore_index,
-           "resize": config.resize, "format": info.format}
+           "resize": config.resize, "format": info.format, "reader": FILE_READER_VERSION}
     marker = default_cache_dir(config.cache_dir) / "checked" / f"{config.dataset}_{config_hash(key)}"
     if not marker.is_file():
         data.train.check(progress=progress)
@@ -292,6 +301,17 @@ def make_split(pool_size: int, labels: int, seed: int) -> Split:
     return _split_from(perm[:labels], pool_size)
 
 
+def check_split_count(path: str | os.PathLike, listed: int, labels: int) -> None:
+    """A split file of ``listed`` ids for ``labels`` labelled images: they must agree, as the label
+    count chooses λ and the batch design (``by_labels``) and is what a result reports."""
+    if listed == 0:
+        raise ValueError(f"{path}: the split lists no images")
+    if listed != labels:
+        raise ValueError(f"split_file: {path} lists {listed} image ids, but labels is {labels} (the label count "
+                         f"chooses λ and the batch design, and is what results report): give --labels {listed} "
+                         f"or a split file of {labels} ids")
+
+
 def _split_from(labelled: Tensor, pool_size: int) -> Split:
     is_l = torch.zeros(pool_size, dtype=torch.bool)
     is_l[labelled] = True
@@ -308,7 +328,7 @@ def read_split(path: str | os.PathLike, ids: list[str]) -> Split:
     path = Path(path)
     index = {name: i for i, name in enumerate(ids)}
     chosen: list[int] = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):  # a BOM is no id
         name = line.strip()
         if not name or name.startswith("#"):
             continue

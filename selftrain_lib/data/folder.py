@@ -5,6 +5,9 @@ Either of two layouts under ``data_root``::
     images/<id>.jpg|png   masks/<id>.png   train.txt   val.txt      (lists of ids)
     images/train/<id>.*   masks/train/<id>.png   images/val/...   masks/val/...
 
+Extensions are found in any case (``IMG_0.JPG``, ``IMG_0.PNG``); an id may hold subfolders
+(``a/x``) but not leave its folder (``../x`` is an error naming the list file and line).
+
 A mask ``masks/<id>.png`` (``L`` or ``P`` mode) holds class indices ``0..num_classes-1`` and
 ``ignore_index`` for void pixels. ``num_classes``, ``ignore_index``, ``class_names`` and
 ``palette`` come from the dataset's params YAML (see the README, "Datasets").
@@ -14,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import IMAGE_EXTENSIONS, FileDataset, find_image, read_id_list, resolve
+from .files import IMAGE_EXTENSIONS, FileDataset, find_image, find_mask, read_id_list, resolve
 
 
 def folder(root: str | os.PathLike, split: str = "train", num_classes: int = 2, ignore_index: int = 255,
@@ -34,6 +37,7 @@ def folder(root: str | os.PathLike, split: str = "train", num_classes: int = 2, 
         if not ids:
             raise ValueError(f"{name}: no images in {image_dir}")
         ids = sorted(set(ids))  # x.jpg beside x.png: find_image names both
-    return FileDataset(name=name, ids=ids, image_paths=[find_image(image_dir, i) for i in ids],
-                       mask_paths=[mask_dir / f"{i}.png" for i in ids], num_classes=num_classes,
+    listings: dict = {}  # one scandir per folder, not a stat per id and extension
+    return FileDataset(name=name, ids=ids, image_paths=[find_image(image_dir, i, listings) for i in ids],
+                       mask_paths=[find_mask(mask_dir, i, listings) for i in ids], num_classes=num_classes,
                        ignore_index=ignore_index, resize=tuple(resize) if resize else None)
