@@ -290,6 +290,11 @@ def _read_params(path: Path) -> tuple[dict, dict, dict]:
     return raw, presets, by_labels
 
 
+def scale_presets(dataset: str, params: str | os.PathLike | None = None) -> list[str]:
+    """The scale presets (``smoke``, ``quick``...) of ``dataset``'s params file."""
+    return sorted(_read_params(_params_path(dataset, params))[1])
+
+
 def label_settings(dataset: str, labels: int, params: str | os.PathLike | None = None) -> dict[str, Any]:
     """The keys a params file sets for ``labels`` labelled images, whatever the scale: its top level
     under its ``by_labels[labels]``. This is the one table of the paper's λ per label count

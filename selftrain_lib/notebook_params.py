@@ -15,6 +15,7 @@ which makes two mistakes errors instead of silent ones:
 """
 from __future__ import annotations
 
+import ast
 import difflib
 from typing import Any, MutableMapping
 
@@ -60,7 +61,8 @@ def _check_names(namespace: MutableMapping[str, Any], declared: dict[str, Any]) 
         hidden |= set(get_ipython().user_ns_hidden)  # type: ignore[name-defined]  # noqa: F821
     except NameError:  # not in a kernel (paper_figures.planned_runs executes the cells itself)
         pass
-    unknown = sorted(k for k in namespace if not k.startswith("_") and k not in declared and k not in hidden)
+    unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in declared
+                     and k not in hidden and v is not check_parameters)  # the cell's own import of it
     if not unknown:
         return
     hints = []
@@ -75,6 +77,8 @@ def _check_names(namespace: MutableMapping[str, Any], declared: dict[str, Any]) 
 def _kinds(annotation: Any) -> list[str]:
     """``"int or full"`` -> ["int", "full"]; ``list`` -> ["list"]."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if text[:1] in "'\"":  # exec'd under `from __future__ import annotations`: the annotation's source
+        text = ast.literal_eval(text)
     return [w.strip() for w in text.split(" or ")]
 
 
