@@ -47,6 +47,8 @@ def check_parameters(namespace: MutableMapping[str, Any]) -> None:
     A second call in the same namespace (a cell re-run in a live kernel, where later cells have
     defined more names) checks the values only."""
     declared = dict(namespace.get("__annotations__") or {})
+    if not declared:   # a parameters cell without annotations (edited by hand): nothing to check against
+        return
     if not namespace.get(_CHECKED):
         _check_names(namespace, declared)
     for name, annotation in declared.items():

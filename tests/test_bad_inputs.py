@@ -79,6 +79,7 @@ CASES = [
     ("--set a key twice", ["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr=...: given twice"),
     ("YAML: a key twice", ["--params", "{T}/dupkey.yaml"], "{T}/dupkey.yaml: not valid YAML at line 3, column 1: key 'labels' is given twice (lines 1 and 3)"),
     ("YAML: a key twice in a preset", ["--params", "{T}/dupkey_preset.yaml"], "{T}/dupkey_preset.yaml: not valid YAML at line 4, column 5: key 'steps' is given twice"),
+    ("YAML: labels 12.7", ["--params", "{T}/labels127.yaml"], "labels: expected a whole number of labelled images or 'full', got 12.7 (in {T}/labels127.yaml)"),
     ("--dataset beside --params naming another", ["--dataset", "synth-objects", "--params", "{T}/leaves.yaml"],
      "dataset: 'synth-objects' was asked for (--dataset), but {T}/leaves.yaml sets dataset: 'leaves'"),
     ("data_root for a generated dataset", ["--set", "data_root={T}"], "data_root: '{T}' is given, but 'synth-street' is generated"),
@@ -134,6 +135,7 @@ def bad_files(tmp_path_factory):
     (T / "bylabels.yaml").write_text("by_labels: [1, 2]\nscales: {smoke: {}}\n")
     (T / "dupkey.yaml").write_text("labels: 5\nlr: 0.1\nlabels: 6\nscales: {smoke: {}}\n")
     (T / "dupkey_preset.yaml").write_text("scales:\n  smoke:\n    steps: 2\n    steps: 3\n")
+    (T / "labels127.yaml").write_text("dataset: synth-street\nlabels: 12.7\nscales: {smoke: {}}\n")
     (T / "classes300.yaml").write_text(FOLDER_YAML.replace("num_classes: 3", "num_classes: 300"))
     (T / "weights.txt").write_text("hello")
     (T / "pickle.pt").write_bytes(pickle.dumps({"a": [1, 2]}))
