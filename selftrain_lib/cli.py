@@ -9,19 +9,23 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError
+from .config import ConfigError, load_yaml
+from .interrupt import handle_signals
 from .methods import METHODS, SWITCHES, SWITCH_KEYS
 
 
 def _parse_set(items: list[str]) -> dict:
-    """``--set key=value`` pairs; values are parsed as YAML (``true``, ``3e-4``, ``[64, 64]``)."""
+    """``--set key=value`` pairs; values are parsed as YAML 1.2 (``true``, ``3e-4``, ``[64, 64]``;
+    ``1:30`` is the string it looks like, not YAML 1.1's base-60 90). A key given twice is an error."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
+        if key.strip() in out:
+            raise ConfigError(f"--set {key.strip()}=...: given twice; keep one")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = load_yaml(value)
         except yaml.YAMLError as err:
             problem = str(err).splitlines()[0]
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem}); "
@@ -35,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run stages 1..N of the method (reusing finished runs)")
-    r.add_argument("--dataset", default="synth-street", help="dataset name (params/<dataset>.yaml)")
+    r.add_argument("--dataset", default=None,
+                   help="dataset name (params/<dataset>.yaml; default: the one --params names, else synth-street)")
     r.add_argument("--params", default=None, help="an explicit parameter YAML (for your own data)")
     r.add_argument("--labels", default=None, help="number of labelled images, or 'full' (default: the dataset's smallest count)")
     r.add_argument("--scale", default="quick", help="preset: smoke, quick, cpu or paper")
@@ -68,13 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     (``SELFTRAIN_DEBUG=1`` shows the traceback instead)."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "bench":
-            from .bench import main as bench_main
+        with handle_signals() as interrupt:  # Ctrl-C: exit 130, SIGTERM: exit 143, one line each
+            if args.command == "run":
+                return _run(args, interrupt)
+            if args.command == "bench":
+                from .bench import main as bench_main
 
-            return bench_main(args.out, args.steps, compile_model=not args.no_compile)
-    except Exception as err:  # KeyboardInterrupt passes: the run resumes from its checkpoint
+                if args.steps < 1:
+                    raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
+                return bench_main(args.out, args.steps, compile_model=not args.no_compile)
+        return interrupt.exit_status
+    except Exception as err:
         if os.environ.get(DEBUG_ENV):
             raise
         # errors of this library name the culprit and read as they are; other errors get their type
@@ -98,20 +107,25 @@ def run_kwargs(args: argparse.Namespace) -> dict:
     for key in ("seed", "lambda1", "lambda2", *SWITCH_KEYS):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    labels = args.labels if args.labels in (None, "full") or isinstance(args.labels, int) else _int(args.labels, "--labels")
+    labels = _labels(args.labels)
     return dict(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, params=args.params,
                 method=args.method, **overrides)
 
 
-def _run(args) -> int:
+def _run(args, interrupt=None) -> int:
     from .distributed import current
     from .paths import runs_dir
-    from .pipeline import run
+    from .pipeline import resolve_run, run_stages
+    from .stage import stage_hashes
 
     kwargs = run_kwargs(args)
-    out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/
+    out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/ (~ expanded)
     _check_out(out)
-    result = run(out=out, progress=not args.no_progress, **kwargs)
+    config, stages = resolve_run(**kwargs)
+    if interrupt is not None:  # an interruption names the first run not finished: the one training
+        hashes = stage_hashes(config, stages, current().size)
+        interrupt.run_dirs = [out / h for h in hashes]
+    result = run_stages(config, stages, out, progress=not args.no_progress)
     if not current().is_main:  # under torchrun: rank 0 reports
         return 0
     name = f"{result.config.method} " if METHODS[result.config.method].single_stage else ""
@@ -135,8 +149,11 @@ def _check_out(out: str | os.PathLike) -> None:
         raise ConfigError(f"--out: cannot write in {existing} (permission denied)")
 
 
-def _int(text: str, name: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{name}: expected an integer or 'full', got {text!r}") from None
+def _labels(value) -> int | str | None:
+    """``--labels`` (a string) or ``--set labels=`` (parsed YAML): a whole number or ``"full"``;
+    ``12.7`` is an error, not 12."""
+    if value is None or value == "full" or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ConfigError(f"--labels: expected an integer or 'full', got {value!r}")

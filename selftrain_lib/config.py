@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -30,6 +31,65 @@ PARAMS_DIR_ENV = "SELFTRAIN_PARAMS"
 
 class ConfigError(ValueError):
     """A configuration key is unknown, has the wrong type or an impossible value."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` with YAML 1.2's numbers and no duplicate keys.
+
+    PyYAML reads YAML 1.1, where ``1:30`` is the base-60 integer 90, ``010`` is octal 8 and
+    ``3e-4`` is a string; a key given twice silently keeps the last value. Here ``1:30`` stays a
+    string (so ``seed: 1:30`` is an error naming ``seed``), ``010`` is 10, ``3e-4`` is a number, and
+    a duplicate key is an error naming it."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.2 core schema: int and float without base 60, 1.1's octal 0NN, '_' separators or 0b
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                    list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    if digits.startswith(("0o", "0x")):
+        return sign * int(digits[2:], 8 if digits[1] == "o" else 16)
+    return sign * int(digits)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.Node) -> float:
+    text = loader.construct_scalar(node).lower()
+    if text.endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    return math.nan if text.endswith(".nan") else float(text)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text the way every configuration input is parsed (:class:`_StrictLoader`).
+    Raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -210,7 +270,7 @@ def _params_path(dataset: str, params: str | os.PathLike | None) -> Path:
 def _read_params(path: Path) -> tuple[dict, dict, dict]:
     """A params YAML split into (top-level keys, ``scales``, ``by_labels``)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -230,6 +290,11 @@ def _read_params(path: Path) -> tuple[dict, dict, dict]:
     return raw, presets, by_labels
 
 
+def scale_presets(dataset: str, params: str | os.PathLike | None = None) -> list[str]:
+    """The scale presets (``smoke``, ``quick``...) of ``dataset``'s params file."""
+    return sorted(_read_params(_params_path(dataset, params))[1])
+
+
 def label_settings(dataset: str, labels: int, params: str | os.PathLike | None = None) -> dict[str, Any]:
     """The keys a params file sets for ``labels`` labelled images, whatever the scale: its top level
     under its ``by_labels[labels]``. This is the one table of the paper's λ per label count
@@ -238,19 +303,26 @@ def label_settings(dataset: str, labels: int, params: str | os.PathLike | None =
     return {**top, **(by_labels.get(labels) or {})}
 
 
-def load_config(dataset: str = "synth-street", scale: str = "quick", params: str | os.PathLike | None = None,
+def load_config(dataset: str | None = None, scale: str = "quick", params: str | os.PathLike | None = None,
                 **overrides: Any) -> Config:
     """Resolve a configuration: dataclass defaults < YAML < YAML's ``scales[scale]`` <
     ``by_labels[labels]`` < ``overrides``.
 
     Args:
         dataset: dataset name; its YAML is ``params/<dataset>.yaml`` unless ``params`` is given.
+            None: the ``dataset`` that ``params`` names, else ``synth-street``. A ``params`` file that
+            names another dataset is an error (which one was meant?).
         scale: one of the YAML's scale presets (``smoke``, ``quick``, ``paper``...).
         params: an explicit YAML file (for your own dataset).
         **overrides: any :class:`Config` key. ``labels="full"`` means the whole pool.
     """
-    path = _params_path(dataset, params)
+    if dataset is not None and not isinstance(dataset, str):
+        raise ConfigError(f"dataset: expected a dataset name, got {_short(dataset)}")
+    if "dataset" in overrides:
+        raise ConfigError("dataset: give it as the dataset argument (--dataset), not as a key of the overrides")
+    path = _params_path(dataset or Config.dataset, params)
     raw, presets, by_labels = _read_params(path)
+    dataset = _params_dataset(path, dataset, raw, presets)
     if scale not in presets:
         raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
     if presets[scale] is not None and not isinstance(presets[scale], dict):
@@ -259,6 +331,8 @@ def load_config(dataset: str = "synth-street", scale: str = "quick", params: str
     # by_labels: {|L|: {key: value}}, settings that depend on the label count (e.g. λ, the labelled
     # share of a batch); applied over the scale preset, under the overrides.
     labels = next((m["labels"] for _, m in reversed(layers) if "labels" in m), Config.labels)
+    _check_labels(labels, next(source for source, m in reversed(layers) if "labels" in m) if any(
+        "labels" in m for _, m in layers) else "defaults")
     pool = next((m["pool_size"] for _, m in reversed(layers) if m.get("pool_size") is not None), None)
     key = _by_labels_key(dataset, labels, pool)
     if key in by_labels:
@@ -274,6 +348,30 @@ def load_config(dataset: str = "synth-street", scale: str = "quick", params: str
     if values.get("labels") == "full":
         values["labels"] = _pool_size(values)
     return make_config(values)
+
+
+def _params_dataset(path: Path, dataset: str | None, raw: Mapping[str, Any], presets: Mapping[str, Any]) -> str:
+    """The dataset a run of ``path`` is about: ``dataset`` when given, else the file's own. The file
+    (or one of its presets) naming another dataset than ``dataset`` is an error naming both."""
+    named = [(str(path), raw.get("dataset"))] + [
+        (f"{path}: scales.{name}", section.get("dataset")) for name, section in presets.items()
+        if isinstance(section, dict)]
+    named = [(where, d) for where, d in named if d is not None]
+    if dataset is None:
+        return named[0][1] if named and isinstance(named[0][1], str) else Config.dataset
+    for where, d in named:
+        if d != dataset:
+            raise ConfigError(f"dataset: {dataset!r} was asked for (--dataset), but {where} sets dataset: {d!r}; "
+                              "give one of them (or the same name in both)")
+    return dataset
+
+
+def _check_labels(labels: Any, source: str) -> None:
+    """``labels`` is a whole number of images or ``"full"``: 12.7 is not rounded, [5] is not a count."""
+    if labels == "full" or (isinstance(labels, int) and not isinstance(labels, bool)):
+        return
+    raise ConfigError(f"labels: expected a whole number of labelled images or 'full', got {_short(labels)}"
+                      + ("" if source == "overrides" else f" (in {source})"))
 
 
 def make_config(values: Mapping[str, Any]) -> Config:
@@ -303,7 +401,9 @@ def _register_folder_dataset(c: Config) -> None:
     from .data.voc import voc_palette
 
     n = c.num_classes
-    _require(n >= 1, "num_classes", f"must be >= 1, got {n}")
+    # masks are 8-bit and keep one value (ignore_index, >= num_classes) for void pixels
+    _require(1 <= n <= 255, "num_classes", f"must be in [1, 255] (masks are 8-bit, and ignore_index needs a value "
+             f"above the classes), got {n}")
     _require(c.dataset not in DATASETS or DATASETS[c.dataset].format == "folder", "num_classes",
              f"declares a folder dataset, but {c.dataset!r} is a built-in dataset; give yours another name")
     _require(0 <= c.ignore_index <= 255 and c.ignore_index >= n, "ignore_index",
@@ -410,6 +510,28 @@ _LEAST = {"pool_size": 1, "val_size": 1, "seed": 0, "data_seed": 0, "stage1_step
           "cons_weight": 0}
 
 
+# key -> the greatest value it may take. Beyond these a value is a typo, not a setting: it would
+# fail deep in torch (an integer past int64, a tensor of 10**20 Cutout boxes) or only after a stage
+# trained (the validation sample), or hang (10**20 generated images).
+_MOST = {"seed": 2**32 - 1, "data_seed": 2**32 - 1, "pool_size": 1_000_000, "val_size": 1_000_000,
+         "batch_size": 65_536, "eval_batch_size": 65_536, "num_threads": 4096, "num_workers": 1024,
+         "randaug_ops": 100, "cutout_count": 100, "num_val_samples": 10_000}
+# any other integer (steps, sizes, widths...): what torch's int64 sizes and counts accept
+_INT_MOST = 2**62
+
+
+def _check_bounds(c: Config) -> None:
+    """Every integer key within :data:`_MOST`, else within :data:`_INT_MOST` (lists too)."""
+    for f in fields(c):
+        v = getattr(c, f.name)
+        most = _MOST.get(f.name, _INT_MOST)
+        for x in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(x, tuple):   # palette: RGB triples, checked by their own rule
+                continue
+            _require(not isinstance(x, int) or isinstance(x, bool) or x <= most, f.name,
+                     f"must be <= {most:,}, got {_short(x)}")
+
+
 def validate(c: Config) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is impossible."""
     from .augment import STYLES
@@ -423,6 +545,8 @@ def validate(c: Config) -> None:
     for key, least in _LEAST.items():
         v = getattr(c, key)
         _require(v is None or v >= least, key, f"must be >= {least}, got {v}")
+    _check_bounds(c)
+
     pool = c.pool_size or info.default_pool_size  # 0: a folder dataset, counted when it is read
     _require(1 <= c.labels and (not pool or c.labels <= pool), "labels",
              f"must be between 1 and the pool size {pool}, got {c.labels}")
@@ -434,6 +558,10 @@ def validate(c: Config) -> None:
     if info.format == "synthetic":
         for key in ("train_list", "val_list", "resize"):
             _require(getattr(c, key) is None, key, f"is for datasets read from files, not the generated {c.dataset!r}")
+        # a data_root here would be ignored without a word (the data is generated into the cache)
+        _require(c.data_root is None, "data_root",
+                 f"{c.data_root!r} is given, but {c.dataset!r} is generated (into cache_dir), not read from a folder; "
+                 "leave data_root out, or name a dataset read from files (cityscapes, voc, your own)")
     _require(c.data_root is None or Path(c.data_root).expanduser().is_dir(), "data_root",
              f"no such folder {c.data_root}")
     for key in ("train_list", "val_list"):

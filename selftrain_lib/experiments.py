@@ -296,9 +296,58 @@ class GridResult:
 def grid_run_kwargs(specs: Sequence[RunSpec], scale: str, data_roots: Mapping[str, str] | None = None,
                     config: Mapping[str, Any] | None = None) -> dict[RunSpec, dict[str, Any]]:
     """Keyword arguments of :func:`selftrain_lib.run` for each distinct spec, as :func:`run_grid`
-    runs them (``config`` under the spec's own keys)."""
-    roots = dict(data_roots or {})
-    return {s: {**dict(config or {}), **s.run_kwargs(scale, roots.get(s.dataset))} for s in dict.fromkeys(specs)}
+    runs them. A key of ``config`` that a spec sets itself to another value (a stage notebook's
+    ``config: {lambda1: 0.1}``, where the spec carries the paper's λ) would be ignored: an error
+    naming it, as is a key that is not a configuration key."""
+    roots = _data_roots(data_roots)
+    config = _grid_config(config)
+    out = {s: s.run_kwargs(scale, roots.get(s.dataset)) for s in dict.fromkeys(specs)}
+    for kwargs in out.values():
+        clash = sorted(k for k in config if k in kwargs and kwargs[k] != config[k])
+        if clash:
+            k = clash[0]
+            raise ValueError(f"config: {k}={config[k]!r} would be ignored: this grid's runs set {k} themselves "
+                             f"({k}={kwargs[k]!r}); where the notebook has a parameter {k!r}, give it there "
+                             f"(-p {k} ...), else leave it out of config")
+    return {s: {**config, **kwargs} for s, kwargs in out.items()}
+
+
+def _data_roots(data_roots: Any) -> dict[str, str]:
+    """``{dataset: folder}``; a name that is no dataset would be ignored without a word."""
+    from .data import DATASETS
+
+    if data_roots is None:
+        return {}
+    if not isinstance(data_roots, Mapping):
+        raise ValueError(f'data_roots: expected a mapping such as {{"voc": "/data/VOCdevkit/VOC2012"}}, '
+                         f"got {data_roots!r}")
+    unknown = sorted(str(k) for k in data_roots if k not in DATASETS)
+    if unknown:
+        raise ValueError(f"data_roots: unknown dataset {unknown[0]!r} (datasets read from files: "
+                         f"{sorted(d for d, i in DATASETS.items() if i.format != 'synthetic')})")
+    return {k: str(v) for k, v in data_roots.items()}
+
+
+def _grid_config(config: Any) -> dict[str, Any]:
+    """``config`` of :func:`run_grid`: a mapping of configuration keys (not the dataset or scale,
+    which the grid and its caller choose)."""
+    import difflib
+    from dataclasses import fields
+
+    from .config import Config
+
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ValueError(f'config: expected a mapping of configuration keys such as {{"steps": 500}}, got {config!r}')
+    keys = [f.name for f in fields(Config)]
+    for k in config:
+        if k in ("dataset", "scale"):
+            raise ValueError(f"config: {k!r} is chosen by the grid (the notebook's parameters), not by config")
+        if k not in keys:
+            close = difflib.get_close_matches(str(k), keys, n=1)
+            raise ValueError(f"config: unknown configuration key {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return dict(config)
 
 
 def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = None, progress: bool = True,

@@ -6,7 +6,9 @@ Executed notebooks go to ``--build`` (git-ignored), tables and figures to ``--fi
 to the run cache ``--out`` (shared by all notebooks, so each run trains once). A notebook whose
 source, parameters and library code are unchanged since its last successful execution, and whose
 output files are all still there, is skipped: a second invocation trains and executes nothing.
-A failing notebook stops the build with papermill's error and the path of the executed notebook.
+A failing notebook stops the build; its last lines name the notebook, the cell's error and the
+executed notebook that holds the full traceback. Ctrl-C (exit 130) and SIGTERM (exit 143) print
+one line: a rerun resumes (finished runs and notebooks are reused, a run from its checkpoint).
 """
 from __future__ import annotations
 
@@ -54,6 +56,21 @@ class NotebookFailed(RuntimeError):
     def __init__(self, name: str, executed: Path, error: BaseException):
         self.name, self.executed, self.error = name, executed, error
         super().__init__(f"notebook {name} failed; executed notebook (with the error): {executed}\n{error}")
+
+    def summary(self) -> str:
+        """The last lines a user reads: which notebook and cell, the error (not papermill's
+        traceback of 50-100 lines, which the executed notebook keeps), and what to do."""
+        ename, evalue = getattr(self.error, "ename", None), getattr(self.error, "evalue", None)
+        cell = getattr(self.error, "exec_count", None)
+        what = f"{ename}: {evalue}" if ename else f"{type(self.error).__name__}: {self.error}"
+        return (f"error: notebook {self.name} failed" + (f" in cell [{cell}]" if cell else "") + f": {what}\n"
+                f"  the executed notebook, with the full traceback: {self.executed}\n"
+                "  change the parameter, key or file the error names, then run the same command again "
+                "(finished runs and notebooks are reused)")
+
+
+class UsageError(ValueError):
+    """A command-line argument names no notebook, or a parameter no notebook declares."""
 
 
 def declared_parameters(path: Path) -> dict[str, Any]:
@@ -216,7 +233,8 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     names = [n for n in NOTEBOOK_ORDER if only is None or n in only]
     unknown = sorted(set(only or ()) - set(NOTEBOOK_ORDER))
     if unknown:
-        raise ValueError(f"only: unknown notebooks {unknown} (known: {list(NOTEBOOK_ORDER)})")
+        raise UsageError(f"only: unknown notebooks {unknown} (choose from {', '.join(NOTEBOOK_ORDER)})")
+    _check_extra(names, extra or {}, notebook_dir)
     digest = _source_digest()
     todo: list[tuple[str, dict[str, Any] | None]] = []   # (name, parameters; None: skipped)
     for name in names:
@@ -248,6 +266,25 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     return done
 
 
+def _check_extra(names: Sequence[str], extra: Mapping[str, Mapping[str, Any]], notebook_dir: str | Path) -> None:
+    """A parameter for every notebook (``extra["*"]``, ``-p``) that none of ``names`` declares would
+    be passed to none: an error naming it (as is one for a notebook that does not declare it)."""
+    import difflib
+
+    declared = {n: declared_parameters(Path(notebook_dir) / f"{n}.ipynb") for n in names}
+    every = sorted(set().union(*declared.values())) if declared else []
+    for key, params in extra.items():
+        scope = declared.get(key, {}) if key != "*" else every
+        if key != "*" and key not in declared:
+            continue   # parameters for a notebook not executed this time
+        for name in params:
+            if name not in scope:
+                close = difflib.get_close_matches(name, list(scope), n=1)
+                raise UsageError(f"parameter {name!r}: no notebook of this build declares it"
+                                 + (f" (did you mean {close[0]!r}?)" if close else "")
+                                 + f"; parameters: {', '.join(scope)}")
+
+
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -258,8 +295,35 @@ def _value(text: str) -> Any:
 def _name_value(item: str, option: str) -> tuple[str, str]:
     name, sep, value = item.partition("=")
     if not sep or not name or not value:
-        raise SystemExit(f"{option}: expected NAME=FOLDER, got {item!r}")
+        raise UsageError(f"{option}: expected NAME=FOLDER, got {item!r}")
     return name, value
+
+
+def _seeds(text: str) -> list[int]:
+    seeds = text.replace(",", " ").split()
+    if not seeds or not all(s.isdigit() for s in seeds):
+        raise UsageError(f'--seeds: expected non-negative integers separated by spaces or commas, such as "0 1 2", '
+                         f"got {text!r}")
+    return [int(s) for s in seeds]
+
+
+def _jobs(text: str) -> int:
+    from .sweep import resolve_jobs
+
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise UsageError(f"--jobs: expected a positive integer or 'auto', got {text!r}")
+    return resolve_jobs(text)
+
+
+def _scale(scale: str) -> str:
+    """A preset of every stand-in's params file (a typo would fail in the first notebook)."""
+    from .config import scale_presets
+    from .experiments import DATASETS
+
+    known = sorted(set.intersection(*(set(scale_presets(d)) for d in DATASETS)))
+    if scale not in known:
+        raise UsageError(f"--scale: {scale!r} is not a preset (choose from {', '.join(known)})")
+    return scale
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -279,21 +343,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run on real datasets in place of their stand-ins: cityscapes=FOLDER voc=FOLDER")
     p.add_argument("--force", action="store_true", help="execute even notebooks whose inputs did not change")
     args = p.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
     extra = {"*": {k: _value(v) for k, v in args.param}}
     t0 = time.perf_counter()
-    try:
-        from .sweep import resolve_jobs
+    from .interrupt import handle_signals
+    from .paths import runs_dir
 
-        jobs = resolve_jobs(args.jobs)
+    try:
+        seeds, jobs, scale = _seeds(args.seeds), _jobs(args.jobs), _scale(args.scale)
         data = dict(_name_value(item, "--data") for item in args.data)
         only = [n for item in args.only for n in item.replace(",", " ").split()] if args.only else None
-        done = build(args.scale, seeds, args.figures, args.build, args.out, only, extra, args.force, jobs=jobs,
-                     data=data)
+        with handle_signals() as interrupt:
+            interrupt.where = f"run cache {runs_dir(args.out)}, executed notebooks in {args.build}"
+            done = build(scale, seeds, args.figures, args.build, args.out, only, extra, args.force, jobs=jobs,
+                         data=data)
+        if interrupt.exit_status:
+            return interrupt.exit_status
+    except UsageError as err:
+        p.error(str(err))   # argparse's usage line and `error: ...`, exit status 2
     except NotebookFailed as err:
-        print(f"\nerror: {err.error}\n\nnotebook {err.name} failed; the executed notebook is {err.executed}",
-              file=sys.stderr)
+        print(f"\n{err.summary()}", file=sys.stderr)
         return 1
+    except (ValueError, OSError, RuntimeError) as err:   # e.g. a stage run of the pool (--jobs) failing
+        if os.environ.get("SELFTRAIN_DEBUG"):
+            raise
+        print(f"\nerror: {err}", file=sys.stderr)
+        return 2
     ran = [n for n, _, r in done if r]
     print(f"{len(done)} notebooks ({len(ran)} executed, {len(done) - len(ran)} unchanged) in "
           f"{time.perf_counter() - t0:.1f} s; executed notebooks in {args.build}, figures in {args.figures}")

@@ -36,9 +36,9 @@ def _default(env: str, relative: str) -> Path:
 
 def runs_dir(out: str | os.PathLike | None = None) -> Path:
     """``out`` when given, else the default run cache (module docstring)."""
-    return Path(out) if out not in (None, "") else _default(RUNS_ENV, "runs")
+    return Path(out).expanduser() if out not in (None, "") else _default(RUNS_ENV, "runs")  # '~/x': not a folder '~'
 
 
 def figures_dir(folder: str | os.PathLike | None = None) -> Path:
     """``folder`` when given, else where a notebook run by hand writes figures (module docstring)."""
-    return Path(folder) if folder not in (None, "") else _default(FIGURES_ENV, "build/figures")
+    return Path(folder).expanduser() if folder not in (None, "") else _default(FIGURES_ENV, "build/figures")

@@ -42,8 +42,7 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
     """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks.
     ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`)."""
     out = runs_dir(out)
-    if stages < 1:
-        raise ValueError(f"stages: must be >= 1, got {stages}")
+    stages = check_stages(stages)
     if stages > 1 and METHODS[config.method].single_stage:
         raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
     init_from_env(config.device)  # under torchrun: join the process group (else one process)
@@ -58,7 +57,22 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
     return PipelineResult(config, results, time.perf_counter() - t0)
 
 
-def resolve_run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",
+# more stages than anyone trains (the paper reports a 4th); a typo of 10**8 would otherwise hash 10**8 runs
+MAX_STAGES = 100
+
+
+def check_stages(stages: Any) -> int:
+    """``stages`` is a whole number in [1, :data:`MAX_STAGES`]: 2.5 is not rounded down to 2."""
+    if isinstance(stages, bool) or not isinstance(stages, int):
+        raise ValueError(f"stages: expected a whole number of stages, got {stages!r}")
+    if stages < 1:
+        raise ValueError(f"stages: must be >= 1, got {stages}")
+    if stages > MAX_STAGES:
+        raise ValueError(f"stages: must be <= {MAX_STAGES}, got {stages}")
+    return stages
+
+
+def resolve_run(dataset: str | None = None, labels: int | str | None = None, scale: str = "quick",
                 stages: int | None = None, params: str | Path | None = None, method: str | None = None,
                 **overrides: Any) -> tuple[Config, int]:
     """The configuration and the number of stages that :func:`run` with these arguments trains."""
@@ -69,14 +83,14 @@ def resolve_run(dataset: str = "synth-street", labels: int | str | None = None, 
     config = load_config(dataset, scale, params=params, **overrides)
     if stages is None:
         stages = 1 if METHODS[config.method].single_stage else 3
-    return config, int(stages)
+    return config, check_stages(stages)
 
 
-def run(dataset: str = "synth-street", labels: int | str | None = None, scale: str = "quick",
+def run(dataset: str | None = None, labels: int | str | None = None, scale: str = "quick",
         stages: int | None = None, out: str | Path | None = None, progress: bool = True,
         params: str | Path | None = None, method: str | None = None, **overrides: Any) -> PipelineResult:
     """Load the configuration (``params/<dataset>.yaml`` at ``scale`` plus ``overrides``) and run
-    ``stages`` stages. ``labels``: None keeps the YAML's (the smallest label count); ``"full"``
+    ``stages`` stages. ``dataset``: None takes the one ``params`` names (else synth-street). ``labels``: None keeps the YAML's (the smallest label count); ``"full"``
     trains on the whole pool (full supervision: use ``stages=1``). ``method``: ``"three-stage"``
     (default, ``stages`` defaults to 3), or a baseline: ``"supervised"``, ``"mt-cutout"``,
     ``"mt-cutmix"`` (single-stage runs: ``stages`` defaults to, and must be, 1)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,29 @@ CASES = [
     ("--labels full, folder dataset without data_root", LEAVES + ["--labels", "full"], "labels: 'full' counts the train list of 'leaves'"),
     ("data_root: no such folder", LEAVES + ["--set", "data_root={T}/nowhere"], "data_root: no such folder {T}/nowhere"),
     ("train_list: no such file", LEAVES + ["--set", "data_root={T}/mine", "--set", "train_list=nope.txt"], "train_list: no such list file {T}/mine/nope.txt"),
+    # issue 24, item 8: values that were silently changed
+    ("--set labels=12.7 (not 12)", ["--set", "labels=12.7"], "--labels: expected an integer or 'full', got 12.7"),
+    ("--set labels=[5]", ["--set", "labels=[5]"], "--labels: expected an integer or 'full', got [5]"),
+    ("--set seed=1:30 (not YAML 1.1's base-60 90)", ["--set", "seed=1:30"], "seed: expected an integer, got '1:30'"),
+    ("--set a key twice", ["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr=...: given twice"),
+    ("YAML: a key twice", ["--params", "{T}/dupkey.yaml"], "{T}/dupkey.yaml: not valid YAML at line 3, column 1: key 'labels' is given twice (lines 1 and 3)"),
+    ("YAML: a key twice in a preset", ["--params", "{T}/dupkey_preset.yaml"], "{T}/dupkey_preset.yaml: not valid YAML at line 4, column 5: key 'steps' is given twice"),
+    ("YAML: labels 12.7", ["--params", "{T}/labels127.yaml"], "labels: expected a whole number of labelled images or 'full', got 12.7 (in {T}/labels127.yaml)"),
+    ("--dataset beside --params naming another", ["--dataset", "synth-objects", "--params", "{T}/leaves.yaml"],
+     "dataset: 'synth-objects' was asked for (--dataset), but {T}/leaves.yaml sets dataset: 'leaves'"),
+    ("data_root for a generated dataset", ["--set", "data_root={T}"], "data_root: '{T}' is given, but 'synth-street' is generated"),
+    # issue 24, item 11: huge integers are named at configuration time
+    ("--stages 100000000", ["--stages", "100000000"], "stages: must be <= 100, got 100000000"),
+    ("--seed 10**20", ["--seed", str(10**20)], f"seed: must be <= 4,294,967,295, got {10**20}"),
+    ("cutout_count 10**20", ["--set", f"cutout_count={10**20}"], f"cutout_count: must be <= 100, got {10**20}"),
+    ("randaug_ops 10**20", ["--set", f"randaug_ops={10**20}"], f"randaug_ops: must be <= 100, got {10**20}"),
+    ("num_threads 10**20", ["--set", f"num_threads={10**20}"], f"num_threads: must be <= 4,096, got {10**20}"),
+    ("batch_size 10**20", ["--set", f"batch_size={10**20}"], f"batch_size: must be <= 65,536, got {10**20}"),
+    ("pool_size 10**20", ["--set", f"pool_size={10**20}"], f"pool_size: must be <= 1,000,000, got {10**20}"),
+    ("num_val_samples 10**20", ["--set", f"num_val_samples={10**20}"], f"num_val_samples: must be <= 10,000, got {10**20}"),
+    ("steps 10**20", ["--set", f"steps={10**20}"], f"steps: must be <= {2**62:,}, got {10**20}"),
+    ("crop_size of 10**20", ["--set", f"crop_size=[{10**20}, 8]"], f"crop_size: must be <= {2**62:,}, got {10**20}"),
+    ("num_classes 300", ["--dataset", "leaves", "--params", "{T}/classes300.yaml"], "num_classes: must be in [1, 255]"),
 ]
 # data folders with one defect each (built by the fixture): the error names the file
 DATA_CASES = [
@@ -118,6 +142,10 @@ def bad_files(tmp_path_factory):
     (T / "unknown.yaml").write_text("labelz: 3\nscales: {smoke: {}}\n")
     (T / "scale_str.yaml").write_text("scales:\n  smoke: fast\n")
     (T / "bylabels.yaml").write_text("by_labels: [1, 2]\nscales: {smoke: {}}\n")
+    (T / "dupkey.yaml").write_text("labels: 5\nlr: 0.1\nlabels: 6\nscales: {smoke: {}}\n")
+    (T / "dupkey_preset.yaml").write_text("scales:\n  smoke:\n    steps: 2\n    steps: 3\n")
+    (T / "labels127.yaml").write_text("dataset: synth-street\nlabels: 12.7\nscales: {smoke: {}}\n")
+    (T / "classes300.yaml").write_text(FOLDER_YAML.replace("num_classes: 3", "num_classes: 300"))
     (T / "weights.txt").write_text("hello")
     (T / "pickle.pt").write_bytes(pickle.dumps({"a": [1, 2]}))
     torch.save(build_segmenter("deeplabv2-small", 9, widths=(8, 8, 16, 16)).state_dict(), T / "good.pt")
@@ -174,7 +202,7 @@ def _cli_args(T, tmp_path, args):
 def _check(T, returncode, stderr, expected):
     assert returncode == 2, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert expected.replace("{T}", T) in stderr, stderr[-3000:]
+    assert expected.replace("{T}", T) in "\n".join(stderr.strip().splitlines()[-5:]), stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith(("error: ", "python -m selftrain_lib run: error: "))
 
 
@@ -230,3 +258,54 @@ def test_notebook_parameters_are_checked():
     with pytest.raises(ValueError, match=r"labels: expected a list of label counts"):
         ex.label_grid("synth-street", labels=100)
     assert ex.spec("synth-street", "full", stages=1).labels == "full"
+
+
+def _last_lines(text: str, n: int = 5) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def test_bench_steps_must_be_positive(capsys):
+    from selftrain_lib.cli import main
+
+    assert main(["bench", "--steps", "0", "--out", "unused"]) == 2
+    assert "--steps: must be >= 1, got 0" in _last_lines(capsys.readouterr().err)
+
+
+def test_out_and_figures_expand_the_home_folder(tmp_path, monkeypatch):
+    """``--out '~/x'`` is ``$HOME/x``, not a folder named ``~`` in the working directory."""
+    from selftrain_lib.paths import figures_dir, runs_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert runs_dir("~/x") == tmp_path / "x"
+    assert figures_dir("~/f") == tmp_path / "f"
+
+
+def test_stages_must_be_a_whole_number_in_the_python_api(tmp_path):
+    from selftrain_lib import run
+
+    for bad, text in ((2.5, "stages: expected a whole number of stages, got 2.5"),
+                      (True, "stages: expected a whole number of stages, got True"),
+                      ("3", "stages: expected a whole number of stages, got '3'"),
+                      (101, "stages: must be <= 100, got 101")):
+        with pytest.raises(ValueError, match=re.escape(text)):
+            run(scale="smoke", stages=bad, out=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing trained
+
+
+def test_yaml_values_are_read_as_yaml_1_2():
+    """Base 60 (``1:30``), 1.1's octal ``010`` and ``1_000`` are not numbers of a surprising value;
+    ``3e-4`` is a number (YAML 1.1 reads it as a string)."""
+    from selftrain_lib.config import load_yaml
+
+    assert load_yaml("1:30") == "1:30"
+    assert load_yaml("010") == 10
+    assert load_yaml("1_000") == "1_000"
+    assert load_yaml("3e-4") == 3e-4 and load_yaml("-.inf") == float("-inf")
+    assert load_yaml("{a: 0x10, b: 0o10, c: [1, 2.5]}") == {"a": 16, "b": 8, "c": [1, 2.5]}
+
+
+def test_a_params_file_names_its_dataset_when_none_is_given(bad_files, tmp_path):
+    from selftrain_lib.pipeline import resolve_run
+
+    config, stages = resolve_run(params=bad_files / "leaves.yaml", scale="smoke", data_root=str(bad_files / "mine"))
+    assert config.dataset == "leaves" and stages == 3

@@ -242,3 +242,106 @@ def test_build_with_jobs_trains_every_notebooks_runs_in_one_pool_first(tmp_path,
     calls.clear()   # one job: no pool, each notebook trains its own runs
     pf.build("quick", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table6"], progress=False)
     assert calls == [("execute", "table6")]
+
+
+# ------------------------------------------------------------------------------------------
+# parameters as papermill hands them over (issue 24, items 6 and 9)
+# ------------------------------------------------------------------------------------------
+
+def _derived(name: str, tmp_path: Path, **parameters) -> dict:
+    """A notebook's parameters cell, papermill's injected values, then its cell of derived values
+    (which checks them first), as ``paper_figures.planned_runs`` runs them: no kernel, nothing trained."""
+    cells = [c.source for c in nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+             if c.cell_type == "code"]
+    space: dict = {}
+    exec(cells[0], space)
+    space.update({"out": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "fig"), **parameters})
+    exec(cells[1], space)
+    return space
+
+
+def test_an_unknown_notebook_parameter_is_named_with_the_closest_declared_one(tmp_path):
+    from selftrain_lib.notebook_params import NotebookParameterError
+
+    with pytest.raises(NotebookParameterError, match=r"unknown notebook parameter 'lables' \(did you mean 'labels'\?\)"):
+        _derived("stage2", tmp_path, lables=5)
+    with pytest.raises(NotebookParameterError, match=r"'lambda_1' \(did you mean 'lambda1'\?\)"):
+        _derived("stage3", tmp_path, lambda_1=0.1)
+
+
+def test_text_for_list_and_dict_parameters_is_parsed_as_papermill_p_passes_it(tmp_path):
+    """The README's `-p config '{"steps": 500, "lr": 5e-4}'`, `-p data_roots '{...}'`, `-p seeds '[0, 1]'`:
+    papermill's -p passes these as strings."""
+    space = _derived("table5", tmp_path, seeds="[0, 1]", config='{"steps": 500, "lr": 5e-4}', data_roots="{}",
+                     datasets='["synth-objects"]')
+    assert space["seeds"] == [0, 1] and space["config"] == {"steps": 500, "lr": 5e-4} and space["data_roots"] == {}
+    assert {s.seed for s in space["specs"]} == {0, 1} and {s.dataset for s in space["specs"]} == {"synth-objects"}
+    space = _derived("table2", tmp_path, seeds=3, labels="[100]", full="false")
+    assert space["seeds"] == [3] and space["labels"] == [100] and space["full"] is False
+    space = _derived("stage1", tmp_path, data_roots='{"voc": "/data/VOC2012"}', labels="full")
+    assert space["data_roots"] == {"voc": "/data/VOC2012"} and space["labels"] == "full"
+
+
+@pytest.mark.parametrize("parameters,message", [
+    ({"seeds": '"12"'}, "notebook parameter 'seeds': expected a list such as [0, 1], got '12'"),
+    ({"seeds": "[0, 1"}, "notebook parameter 'seeds': expected a list such as [0, 1]; '[0, 1' is not valid JSON or YAML"),
+    ({"config": "steps=500"}, "notebook parameter 'config': expected a mapping such as {\"steps\": 500}, got 'steps=500'"),
+    ({"config": "{steps: 5, steps: 6}"}, "key 'steps' is given twice"),
+    ({"datasets": "synth-objects"}, "notebook parameter 'datasets': expected a list such as [0, 1], got 'synth-objects'"),
+    ({"full": "maybe"}, "notebook parameter 'full': expected bool, got 'maybe'"),
+])
+def test_a_parameter_that_does_not_fit_its_declaration_is_named(tmp_path, parameters, message):
+    from selftrain_lib.notebook_params import NotebookParameterError
+
+    name = "table2" if "full" in parameters else "table5"
+    with pytest.raises(NotebookParameterError, match=re.escape(message)):
+        _derived(name, tmp_path, **parameters)
+
+
+def test_stage_notebook_labels_and_lambda_types(tmp_path):
+    from selftrain_lib.notebook_params import NotebookParameterError
+
+    with pytest.raises(NotebookParameterError, match=re.escape("'labels': expected int or 'full', got 12.7")):
+        _derived("stage2", tmp_path, labels=12.7)
+    with pytest.raises(NotebookParameterError, match=re.escape("'lambda1': expected float or None, got 'abc'")):
+        _derived("stage2", tmp_path, lambda1="abc")
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"lambda1": 0.1}, "config: lambda1=0.1 would be ignored: this grid's runs set lambda1 themselves (lambda1=0.25)"),
+    ({"seed": 4}, "config: seed=4 would be ignored: this grid's runs set seed themselves (seed=0)"),
+    ({"stepz": 5}, "config: unknown configuration key 'stepz' (did you mean 'steps'?)"),
+    ({"dataset": "voc"}, "config: 'dataset' is chosen by the grid"),
+])
+def test_config_keys_a_grid_would_ignore_are_errors(tmp_path, config, message):
+    """`-y 'config: {lambda1: 0.1}'` on stage2 ran the spec's λ: the spec's keys win over config."""
+    space = _derived("stage2", tmp_path, dataset="synth-objects", labels=60, config=config)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ex.grid_run_kwargs([space["spec"]], "smoke", space["data_roots"], space["config"])
+    assert ex.grid_run_kwargs([space["spec"]], "smoke", None, {"steps": 5, "lambda1": 0.25})  # the same value: fine
+
+
+def test_data_roots_must_name_datasets(tmp_path):
+    spec = ex.spec("synth-street", 100)
+    with pytest.raises(ValueError, match=re.escape("data_roots: unknown dataset 'vocc'")):
+        ex.grid_run_kwargs([spec], "smoke", {"vocc": str(tmp_path)})
+    with pytest.raises(ValueError, match=re.escape("data_roots: expected a mapping")):
+        ex.grid_run_kwargs([spec], "smoke", "{}")
+
+
+@pytest.mark.slow
+def test_papermill_command_line_names_an_unknown_parameter_in_its_last_lines(tmp_path):
+    """`papermill notebooks/stage2.ipynb out.ipynb -p lables 5` (a kernel, no training: ~10 s)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    papermill = [sys.executable, "-m", "papermill"]
+    proc = subprocess.run([*papermill, str(ROOT / "notebooks" / "stage2.ipynb"), str(tmp_path / "out.ipynb"),
+                           "-p", "lables", "5", "-p", "out", str(tmp_path / "runs"), "-p", "figures_dir",
+                           str(tmp_path / "fig")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    last = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+    assert "unknown notebook parameter 'lables' (did you mean 'labels'?)" in last, last
+    assert not (tmp_path / "runs").exists()  # nothing trained

@@ -33,6 +33,8 @@ METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the pap
           ("ema: bool", "True", "EMA teacher (False: the student is its own teacher)")]
 
 SETUP = """\
+from selftrain_lib.notebook_params import check_parameters
+check_parameters(globals())   # -p lables 5 is an error naming it; -p seeds '[0, 1]', -p config '{"steps": 500}' are parsed
 from pathlib import Path
 from IPython.display import display, Markdown
 from selftrain_lib import experiments as ex, results, figures, paths
