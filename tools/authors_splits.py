@@ -58,30 +58,46 @@ def read_permutation(data: bytes, where: str = "pickle") -> np.ndarray:
     ``0..n-1`` and ``n`` must appear among the stream's integers (the shape). Errors name ``where``.
     """
     globals_seen: list[tuple[str, str]] = []
-    strings: list[str] = []   # text arguments, in stream order (STACK_GLOBAL takes the last two)
+    strings: list[str] = []   # text arguments, in stream order (dtype code, byte order)
     buffers: list[bytes] = []
     ints: set[int] = set()
+    pushed: list[object] = []  # what each op pushed (a string, or None for anything else): STACK_GLOBAL
+    memo: dict[int, object] = {}  # takes the last two, which may come from the memo (protocol 4: BINGET)
     try:
         ops = list(pickletools.genops(data))
     except Exception as err:  # genops raises ValueError and others on a damaged stream
         raise ValueError(f"{where}: not a pickle stream ({type(err).__name__}: {err})") from None
     for op, arg, _ in ops:
         name = op.name
+        if name in ("INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID", "NEXT_BUFFER"):
+            raise ValueError(f"{where}: opcode {name} has no place in a pickled numpy array")
+        if name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+            continue
+        if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = pushed[-1] if pushed else None
+            continue
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(arg))
+            continue
         if name == "GLOBAL":
             module, _, attr = arg.partition(" ")
             globals_seen.append((module, attr))
         elif name == "STACK_GLOBAL":
-            if len(strings) < 2:
+            module, attr = (pushed[-2:] + [None, None])[:2] if len(pushed) >= 2 else (None, None)
+            if not (isinstance(module, str) and isinstance(attr, str)):
                 raise ValueError(f"{where}: STACK_GLOBAL without a module and a name")
-            globals_seen.append((strings[-2], strings[-1]))
-        elif name in ("INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID", "NEXT_BUFFER"):
-            raise ValueError(f"{where}: opcode {name} has no place in a pickled numpy array")
+            globals_seen.append((module, attr))
         elif name in _BYTES_OPS:
             buffers.append(arg.encode("latin-1") if isinstance(arg, str) else bytes(arg))
         elif isinstance(arg, str):
             strings.append(arg)
+            pushed.append(arg)
+            continue
         elif isinstance(arg, int) and not isinstance(arg, bool):
             ints.add(arg)
+        if op.stack_after:
+            pushed.append(None)
     foreign = sorted({f"{m}.{a}" for m, a in globals_seen if (m, a) not in ALLOWED_GLOBALS})
     if foreign:
         raise ValueError(f"{where}: refers to {foreign}, which a pickled numpy array does not; refusing to read it")
