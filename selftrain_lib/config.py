@@ -109,6 +109,9 @@ class Config:
     val_size: int | None = None            # synthetic data: validation-set size (None: dataset default)
     labels: int = 100                      # |L|: number of labelled images in the pool
     split_file: str | None = None          # a file listing the labelled image ids (overrides labels/seed choice)
+    split: str = "random"                  # "random" (drawn from seed), "authors" (the paper's split_0.pkl sets;
+    #                                        Cityscapes/VOC at their label counts) or "auto" (authors' for seed 0
+    #                                        where they exist, else random: the paper presets); data/authors.py
     seed: int = 0                          # split, initialisation and training randomness
 
     # --- datasets read from files under data_root (README, "Datasets") --------------------
@@ -221,11 +224,17 @@ DISTRIBUTED_KEYS = frozenset({"sync_bn"})
 # p = 0.5, their op table, 3 Cutouts). Left out while at their defaults, which compute what runs
 # computed before the keys existed.
 FIDELITY_KEYS = frozenset({"eval_model", "ema_reference_steps", "randaug_prob", "randaug_style", "cutout_count"})
+# Keys that enter the run key by what they choose, not by their value: ``split`` names where the
+# labelled set comes from, and the stage's run key holds the digest of the ids it chose whenever they
+# come from a list (``split_file`` or the authors' split; selftrain_lib.stage.stage_run_key). A
+# random split is fixed by ``labels`` and ``seed``, as before the key existed; so "auto" resolved to
+# random keeps the hash of the run it always was.
+SPLIT_KEYS = frozenset({"split"})
 
 
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
-    drop = set(EXECUTION_KEYS)
+    drop = set(EXECUTION_KEYS) | SPLIT_KEYS
     drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS | FIDELITY_KEYS if getattr(config, k) == _DEFAULTS[k]}
     if config.precision == "auto":
         # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
@@ -536,6 +545,7 @@ def validate(c: Config) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is impossible."""
     from .augment import STYLES
     from .data import dataset_info, DATASETS
+    from .data.authors import check_split
     from .models import MODELS
     from .precision import PRECISIONS
 
@@ -571,6 +581,8 @@ def validate(c: Config) -> None:
             _require(p.is_file(), key, f"no such list file {p}")
     _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
     _require(c.split_file is None or Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
+    split_problem = check_split(c)
+    _require(split_problem is None, "split", split_problem or "")
     _require(1 <= c.labelled_per_batch < c.batch_size, "labelled_per_batch",
              f"must be at least 1 and less than batch_size={c.batch_size} (the rest of the batch comes from L∪U), "
              f"got {c.labelled_per_batch}")

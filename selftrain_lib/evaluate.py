@@ -2,7 +2,9 @@
 
 The protocol is fixed and written into every result: each validation image is evaluated whole
 at its stored resolution (no sliding window, no multi-scale, no flip), with the model of the
-last training step (never the best step on validation).
+last training step. The best of the evaluations made during training (every ``eval_every``
+steps) is recorded beside it with its step (:func:`best_and_last`), as the authors' code prints
+both ``VAL_mIoU`` and ``Best_mIoU``; tables report the last unless asked for the best.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import torch
 from torch import Tensor, nn
 from .progress import tqdm
 
-PROTOCOL = "whole image at the working resolution, single scale, no flip; model of the last step"
+EVALUATION = "whole image at the working resolution, single scale, no flip"
+PROTOCOL = f"{EVALUATION}; model of the last step"  # what ``val`` in metrics.json is
+REPORTED = ("last", "best")  # which of a run's evaluations a table shows (the last step's by default)
 
 
 class ConfusionMatrix:
@@ -119,3 +123,18 @@ def evaluate_part(model: nn.Module, part, num_classes: int, ignore_index: int = 
     for idx, pred in predictions(model, part, range(len(part)), batch_size, device, "evaluate", progress):
         cm.update(pred, torch.stack([part.mask(i) for i in idx]))
     return scores(cm)
+
+
+def best_and_last(rows: Sequence[dict], column: str) -> dict | None:
+    """The best and the last of the evaluations in curve ``rows`` (dicts with ``step`` and, on the
+    rows where the stage evaluated, ``column``): ``{"best": {"miou", "step"}, "last": {"miou", "step"}}``.
+    The best is the earliest step of the highest mIoU (a NaN never wins); None when no row holds
+    ``column`` (e.g. no teacher)."""
+    evaluated = [(int(r["step"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
+    if not evaluated:
+        return None
+    scored = [(m, s) for s, m in evaluated if m == m]
+    best_miou, best_step = max(scored, key=lambda ms: (ms[0], -ms[1])) if scored else (float("nan"), evaluated[0][0])
+    last_step, last_miou = evaluated[-1]
+    return {"best": {"miou": _none_if_nan(best_miou), "step": best_step},
+            "last": {"miou": _none_if_nan(last_miou), "step": last_step}}

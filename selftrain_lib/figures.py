@@ -110,15 +110,20 @@ def miou_axis(ax, values, span: float = MIN_SPAN, lower: float = 0.0, upper: flo
 
 
 def _val_line(ax, curves: pd.DataFrame, name: str) -> list[float]:
-    """Plot the validation mIoU (%) of one curve frame; returns the values drawn."""
+    """Plot the validation mIoU (%) of one curve frame, its best evaluation ringed (a table reports
+    the last point, metrics.json records both); returns the values drawn."""
     v = curves.dropna(subset=["val_miou"])
-    ax.plot(v["step"], 100 * v["val_miou"], marker="o", ms=3, label=name)
+    (line,) = ax.plot(v["step"], 100 * v["val_miou"], marker="o", ms=3, label=name)
+    if len(v):
+        best = v.loc[v["val_miou"].idxmax()]  # the first maximum, as metrics.json's "best"
+        ax.plot([best["step"]], [100 * best["val_miou"]], marker="o", ms=8, mfc="none", color=line.get_color())
     return list(100 * v["val_miou"])
 
 
 def plot_val_miou(curves_by_name: Mapping[str, pd.DataFrame], title: str = "", ax=None, note: str = ""):
     """Validation mIoU (%) over training, one line per named curve frame (y-span at least
-    :data:`MIN_SPAN` points). ``note``: a line of text under the axes (e.g. the paper's numbers)."""
+    :data:`MIN_SPAN` points), each line's best evaluation ringed (tables report the last point).
+    ``note``: a line of text under the axes (e.g. the paper's numbers)."""
     fig, ax = (ax.figure, ax) if ax is not None else figure()
     miou_axis(ax, [m for name, c in curves_by_name.items() for m in _val_line(ax, c, name)])
     ax.set(xlabel="step", ylabel="val mIoU (%)", title=title)

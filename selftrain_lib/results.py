@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluate import PROTOCOL
+from .evaluate import EVALUATION, REPORTED
 from .experiments import PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
 from .methods import BASELINES, SWITCH_KEYS
 from .paths import runs_dir
@@ -29,15 +29,23 @@ from .runs import atomic_write_text, read_json
 
 RUN_COLUMNS = ["dataset", "paper_dataset", "labels", "paper_labels", "labels_used", "variant", "method", "seed", "scale",
                "stage", "val_miou", "pseudo_miou", "lambda1", "lambda2", *SWITCH_KEYS,
-               "train_time_s", "run_dir", "pretraining", "eval_model", "val_miou_student", "val_miou_teacher"]
+               "train_time_s", "run_dir", "pretraining", "eval_model", "val_miou_student", "val_miou_teacher",
+               "reported", "val_miou_last", "val_miou_best", "best_step", "split"]
 
 
 # ------------------------------------------------------------------------------------------
 # runs → tidy frames
 # ------------------------------------------------------------------------------------------
 
-def collect(pairs: Iterable, scale: str | None = None) -> pd.DataFrame:
-    """One row per (run, stage) of ``pairs`` (``(RunSpec, PipelineResult)``, e.g. a GridResult)."""
+def collect(pairs: Iterable, scale: str | None = None, which: str = "last") -> pd.DataFrame:
+    """One row per (run, stage) of ``pairs`` (``(RunSpec, PipelineResult)``, e.g. a GridResult).
+
+    ``which``: the validation mIoU that ``val_miou`` (what every table shows) holds: ``"last"``, the
+    model of the last step (the default, and the number ``metrics.json`` reports as ``val``), or
+    ``"best"``, the best of the evaluations made during training (NaN for runs written before it was
+    recorded). Both are kept as ``val_miou_last`` and ``val_miou_best``; ``reported`` says which one
+    ``val_miou`` is, and the table captions repeat it."""
+    _check_which(which)
     rows = []
     for spec, result in pairs:
         cfg = result.config
@@ -46,11 +54,32 @@ def collect(pairs: Iterable, scale: str | None = None) -> pd.DataFrame:
                 "dataset": spec.dataset, "paper_dataset": PAPER_DATASET.get(spec.dataset, spec.dataset),
                 "labels": spec.labels, "paper_labels": PAPER_LABELS.get(spec.dataset, {}).get(spec.labels, ""),
                 "labels_used": cfg.labels, "variant": spec.variant, "method": cfg.method, "seed": cfg.seed,
-                "scale": scale or cfg.scale, "stage": r.stage, "val_miou": r.val_miou, "pseudo_miou": r.pseudo_miou,
+                "scale": scale or cfg.scale, "stage": r.stage, "val_miou": r.miou(which), "pseudo_miou": r.pseudo_miou,
                 "lambda1": cfg.lambda1, "lambda2": cfg.lambda2, **{k: getattr(cfg, k) for k in SWITCH_KEYS},
                 "train_time_s": r.metrics.get("train_time_s", np.nan),
-                "run_dir": str(r.run_dir), "pretraining": pretraining_of(cfg), **_model_mious(r.metrics)})
+                "run_dir": str(r.run_dir), "pretraining": pretraining_of(cfg), **_model_mious(r.metrics),
+                "reported": which, **_best_last(r.metrics), "split": _split_of(r.metrics, cfg.split_file)})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _check_which(which: str) -> None:
+    if which not in REPORTED:
+        raise ValueError(f"which: must be one of {list(REPORTED)} (the last step's mIoU or the best evaluation's), "
+                         f"got {which!r}")
+
+
+def _best_last(metrics: dict) -> dict[str, Any]:
+    """The last step's and the best evaluation's validation mIoU (and its step) of a run's ``metrics``;
+    runs written before the best was recorded give NaN and None."""
+    best = metrics.get("best") or {}
+    return {"val_miou_last": float(metrics["val"]["miou"]) if metrics["val"].get("miou") is not None else np.nan,
+            "val_miou_best": np.nan if best.get("miou") is None else float(best["miou"]), "best_step": best.get("step")}
+
+
+def _split_of(metrics: dict, split_file: str | None) -> str:
+    """``authors``, ``random`` or ``file``; runs written before ``split`` was recorded drew theirs
+    at random unless a split file named it."""
+    return metrics.get("split") or ("file" if split_file else "random")
 
 
 def _model_mious(metrics: dict) -> dict[str, Any]:
@@ -181,17 +210,36 @@ PSEUDO_MEASURE = ("mIoU (%) of each stage's pseudo-masks on the unlabelled set U
                   "beside the stage's validation mIoU (%)")
 
 
+# the caption's line on which evaluation of each run a table shows (``collect(which=...)``)
+REPORTED_TEXT = {
+    "last": "model of the last step (the best evaluation during training is recorded in each metrics.json, "
+            "not shown here)",
+    "best": "the best of the evaluations during training (every eval_every steps), not the last step's model",
+}
+
+
 def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int], measure: str = VALIDATION,
-            published: str | None = None) -> str:
+            published: str | None = None, which: str = "last") -> str:
     """A table caption naming the datasets (and the paper's counterpart), the scale, what is
-    measured (``measure``, e.g. pseudo-masks on U), the seeds and the evaluation protocol; and,
+    measured (``measure``, e.g. pseudo-masks on U), the seeds, the evaluation protocol and which
+    evaluation of each run is shown (``which``: ``last`` or ``best``, see :func:`collect`); and,
     when the table has published numbers, ``published`` (what they are)."""
+    _check_which(which)
     names = ", ".join(f"{d} (stand-in for {PAPER_DATASET_NAME.get(d, d)})" if d in STAND_INS else d
                       for d in dict.fromkeys(datasets))
     seeds = list(seeds)
     text = (f"{title}. Dataset: {names}; scale: {scale}; {measure}, mean ± std over "
-            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}; evaluation: {PROTOCOL}.")
+            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}; evaluation: {EVALUATION}; "
+            f"{REPORTED_TEXT[which]}.")
     return text + (f" {published}" if published else "")
+
+
+def reported_of(runs: pd.DataFrame) -> str:
+    """Which evaluation the ``val_miou`` of ``runs`` (a :func:`collect` frame) holds: ``best`` when
+    every row says so, else ``last`` (frames from before the column existed hold the last)."""
+    if "reported" in runs and len(runs) and (runs["reported"] == "best").all():
+        return "best"
+    return "last"
 
 
 PUBLISHED_GAIN = ("'gain' is each row's mIoU minus the {base} row's at the same label count, ours beside the "
@@ -423,7 +471,7 @@ def teacher_runs(runs: pd.DataFrame) -> pd.DataFrame | None:
     if "val_miou_teacher" not in runs or runs["val_miou_teacher"].isna().all():
         return None
     has = runs[runs["val_miou_teacher"].notna()]
-    return has.assign(val_miou=has["val_miou_teacher"])
+    return has.assign(val_miou=has["val_miou_teacher"], reported="last")  # the teacher's last step
 
 
 def _evaluated(runs: pd.DataFrame) -> str:
@@ -442,7 +490,8 @@ def label_report(runs: pd.DataFrame, dataset: str, scale: str, seeds: Sequence[i
     wide = paper_layout(_label_heading(long), "method", ["count"], base=SUPERVISED_ROW, published=pub)
     note = PUBLISHED_GAIN.format(base="Supervised (= Stage 1)", source=f"'{pub}'") if pub else ""
     cap = caption(title, [dataset], scale, seeds, measure=f"{VALIDATION} ({_evaluated(runs)})", published=note
-                  + " Columns: the paper's label count (ours in parentheses; [k used] at a scale with a smaller pool).")
+                  + " Columns: the paper's label count (ours in parentheses; [k used] at a scale with a smaller pool).",
+                  which=reported_of(runs))
     sections = []
     teacher = teacher_runs(runs[runs["dataset"] == dataset])
     if teacher is not None:
@@ -450,7 +499,7 @@ def label_report(runs: pd.DataFrame, dataset: str, scale: str, seeds: Sequence[i
         sections.append(("The EMA teacher", paper_layout(t_long, "method", ["count"], base=SUPERVISED_ROW,
                                                          published=pub),
                          caption(f"{title}: the EMA teacher of each stage that has one", [dataset], scale, seeds,
-                                 measure="mIoU (%) of the teacher on the validation set")))
+                                 measure="mIoU (%) of the teacher on the validation set")))  # always the last step
     return {"df": wide, "caption_text": cap, "data": long, "sections": sections}
 
 
@@ -468,7 +517,8 @@ def rows_report(runs: pd.DataFrame, which: str, scale: str, seeds: Sequence[int]
             + (PUBLISHED_GAIN.format(base="'S1 only'", source=f"Table {which}") if base else ""))
     datasets = list(dict.fromkeys(runs["dataset"]))
     cap = caption(title, datasets, scale, seeds, measure=f"{VALIDATION} ({_evaluated(runs)})", published=note
-                  + " Columns: the paper's dataset and label count (our stand-in in the caption).")
+                  + " Columns: the paper's dataset and label count (our stand-in in the caption).",
+                  which=reported_of(runs))
     return {"df": wide, "caption_text": cap, "data": long}
 
 
@@ -527,9 +577,11 @@ def val_samples(stage_results: Sequence, data, max_images: int = 4,
     return [data.val.image(i).numpy() for i in idx], columns, [data.val.mask(i).numpy() for i in idx]
 
 
-def list_runs(out: str | Path | None = None) -> pd.DataFrame:
+def list_runs(out: str | Path | None = None, which: str = "last") -> pd.DataFrame:
     """Every finished stage run in the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`):
-    one row per ``<hash>/metrics.json``."""
+    one row per ``<hash>/metrics.json``. ``val_miou`` is the ``which`` evaluation (``last`` or ``best``,
+    as in :func:`collect`); both are columns too."""
+    _check_which(which)
     out = runs_dir(out)
     rows = []
     for m in sorted(Path(out).glob("*/metrics.json")):
@@ -538,7 +590,9 @@ def list_runs(out: str | Path | None = None) -> pd.DataFrame:
         rows.append({"run": m.parent.name, "dataset": metrics["dataset"], "stage": metrics["stage"],
                      "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
                      "method": cfg.get("method", "three-stage"),
-                     "val_miou": metrics["val"]["miou"], "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
+                     "val_miou": metrics["val"]["miou"] if which == "last" else _best_last(metrics)["val_miou_best"],
+                     **_best_last(metrics), "split": _split_of(metrics, cfg.get("split_file")),
+                     "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
                      **{k: cfg.get(k) for k in ("lambda1", "lambda2", *SWITCH_KEYS)},
                      "parent": metrics.get("pseudo_masks_from"), "run_dir": str(m.parent)})
     return pd.DataFrame(rows)

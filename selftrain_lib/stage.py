@@ -26,13 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config, make_config, resolved_dict, stage_key
-from .data import (SegmentationData, Split, data_fingerprint, dataset_info, load_data, make_split, read_split,
-                   write_split)
+from .data import (SegmentationData, Split, data_fingerprint, dataset_info, labelled_list, load_data, make_split,
+                   read_split, split_source, write_split)
 from .data.datasets import check_split_count
 from .data.synthetic import generator_digest
 from .distributed import SINGLE, World, average_buffers, current, unwrap
 from .ema import EMATeacher
-from .evaluate import PROTOCOL, ConfusionMatrix, EvalResult, evaluate_part, predictions, scores
+from .evaluate import (PROTOCOL, REPORTED, ConfusionMatrix, EvalResult, best_and_last, evaluate_part, predictions,
+                       scores)
 from .methods import METHODS, Method
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
 from .precision import Precision, resolve_precision
@@ -108,6 +109,23 @@ class StageResult:
         return self.metrics.get("eval_model", "student")
 
     @property
+    def val_miou_best(self) -> float:
+        """The best validation mIoU of the evaluated network over the evaluations during training
+        (NaN for runs written before it was recorded); :attr:`best_step` is where it was reached."""
+        best = self.metrics.get("best") or {}
+        return float("nan") if best.get("miou") is None else float(best["miou"])
+
+    @property
+    def best_step(self) -> int | None:
+        return (self.metrics.get("best") or {}).get("step")
+
+    def miou(self, which: str = "last") -> float:
+        """Validation mIoU of the evaluated network: the ``last`` step's (reported) or the ``best`` evaluation's."""
+        if which not in REPORTED:
+            raise ValueError(f"which: must be one of {list(REPORTED)}, got {which!r}")
+        return self.val_miou if which == "last" else self.val_miou_best
+
+    @property
     def val_miou_student(self) -> float:
         """Validation mIoU of the student f_θ (runs cached before it was recorded: :attr:`val_miou`)."""
         return (self.metrics.get("val_student") or self.metrics["val"])["miou"]
@@ -146,7 +164,8 @@ class StageResult:
         return net.to(device).eval()
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "val_miou": self.val_miou, "eval_model": self.eval_model,
+        return {"stage": self.stage, "val_miou": self.val_miou, "val_miou_best": self.val_miou_best,
+                "best_step": self.best_step, "eval_model": self.eval_model,
                 "val_miou_student": self.val_miou_student, "val_miou_teacher": self.val_miou_teacher,
                 "pseudo_miou": self.pseudo_miou, "run_dir": str(self.run_dir), "reused": self.reused}
 
@@ -282,16 +301,18 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
     """What identifies a stage run: its configuration, the run its pseudo-masks came from, and the
     number of data-parallel processes when more than one (they multiply the batch).
 
-    Inputs named by a path enter by content: ``split_file`` as the digest of its ids, a
+    Inputs named by a path enter by content: the labelled set, when read from a list (``split_file``
+    or the authors' split, :func:`selftrain_lib.data.labelled_list`), as the digest of its ids, a
     ``pretrained`` checkpoint file as the digest of its bytes, a dataset read from files as the
     fingerprint of its files (:func:`selftrain_lib.data.data_fingerprint`). The digest of the
     generator (data/synthetic/) enters the runs that use its output only: the generated datasets,
     and runs starting from the synthetic pre-training."""
     config_key = stage_key(config, stage)
-    if config.split_file is not None:
-        listed = split_file_ids(config.split_file)
-        check_split_count(config.split_file, len(listed), config.labels)  # before training, not after
-        config_key["split_file"] = id_list_digest(listed)
+    listed = labelled_list(config)
+    if listed is not None:  # the same ids from a split_file or as the authors' split: the same run
+        ids = split_file_ids(listed)
+        check_split_count(listed, len(ids), config.labels)  # before training, not after
+        config_key["split_file"] = id_list_digest(ids)
     if config.pretrained not in ("synthetic", "imagenet", "none"):
         config_key["pretrained"] = file_sha256(config.pretrained)
     if dataset_info(config.dataset).format == "synthetic":
@@ -318,10 +339,12 @@ def stage_hashes(config: Config, stages: int, world_size: int = 1) -> list[str]:
 
 
 def select_split(config: Config, data: SegmentationData, out: Path):
-    """The labelled set: from ``split_file`` when given, else drawn from ``seed``; written out
-    as ``<out>/splits/<dataset>_<labels>_seed<seed>.txt``."""
-    if config.split_file:
-        return read_split(config.split_file, data.train_ids)
+    """The labelled set: from ``split_file`` when given, the authors' list when ``split`` chooses it
+    (:func:`selftrain_lib.data.split_source`), else drawn from ``seed`` and written out as
+    ``<out>/splits/<dataset>_<labels>_seed<seed>.txt``."""
+    listed = labelled_list(config)
+    if listed is not None:
+        return read_split(listed, data.train_ids)
     split = make_split(data.pool_size, config.labels, config.seed)
     write_split(out / "splits" / f"{config.dataset}_{config.labels}_seed{config.seed}.txt", split, data.train_ids)
     return split
@@ -614,6 +637,15 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     return result if world.is_main else StageResult.load(run_dir, reused=False)
 
 
+def _best_and_last(rows: list[dict], evaluated: str) -> dict[str, Any]:
+    """``best`` and ``last`` (``{"miou", "step"}``) of the ``evaluated`` network over the evaluations in
+    the curve ``rows``, and ``best_student`` / ``best_teacher`` (None for a network the stage has not)."""
+    per = {name: best_and_last(rows, f"val_miou_{name}") for name in ("student", "teacher")}
+    ours = per[evaluated] or {"best": None, "last": None}
+    return {"best": ours["best"], "last": ours["last"],
+            **{f"best_{name}": v["best"] if v else None for name, v in per.items()}}
+
+
 @dataclass
 class _FinalPass:
     """What the end of a stage writes its files from (see :func:`_finish_stage`)."""
@@ -669,10 +701,13 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     metrics = {
         "stage": p.stage, "run_hash": run_dir.name, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
         "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
+        "split": split_source(config),  # "authors", "random" or "file": where the labelled set came from
         "num_classes": info.num_classes, "class_names": list(names),
         "steps": config.stage1_steps if p.stage == 1 else config.steps,
         "val": evals[evaluated].as_dict(names), "eval_model": evaluated,
         **{f"val_{name}": evals[name].as_dict(names) if name in evals else None for name in ("student", "teacher")},
+        # the reported ``val`` is the last step's; the best evaluation during training is kept beside it
+        "reported": "last", **_best_and_last(p.rows, evaluated),
         "pseudo_masks_unlabelled": scores(cm_u).as_dict(names),
         "train_time_s": p.train_time, "eval_and_pseudo_time_s": pseudo_time, "protocol": PROTOCOL,
         "device": str(p.device), "precision": resolve_precision(config.precision, p.device).name,
