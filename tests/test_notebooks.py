@@ -167,6 +167,25 @@ def test_a_bar_in_a_kernel_prints_its_progress_where_papermill_logs_it(tmp_path)
     assert len(lines) >= 2 and all(re.match(r"stage 9: +\d+% \d/6 \[", line) for line in lines), lines
 
 
+def test_committed_notebooks_are_what_the_generator_makes_without_outputs(tmp_path):
+    """notebooks/ is generated (tools/make_notebooks.py): an edit there, or outputs JupyterLab's
+    autosave wrote into a tracked notebook, would otherwise go unnoticed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "tools" / "make_notebooks.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    made = gen.write(tmp_path)
+    assert sorted(p.name for p in made) == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    for path in made:
+        committed = ROOT / "notebooks" / path.name
+        nb = nbformat.read(committed, as_version=4)
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells
+                   if c.cell_type == "code"), f"{committed} holds outputs: clear them (python tools/make_notebooks.py)"
+        assert committed.read_text() == path.read_text(), \
+            f"{committed} differs from what tools/make_notebooks.py makes: edit the generator and run it"
+
+
 def _readme_parameters() -> dict[str, set[str]]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Notebooks", 1)[1].split("\n## ", 1)[0]

@@ -314,14 +314,21 @@ ORDER = list(NOTEBOOK_ORDER)  # the execution order of `make paper-figures` (sel
 assert sorted(ORDER) == sorted(NOTEBOOKS)
 
 
-def main() -> None:
-    NB_DIR.mkdir(exist_ok=True)
+def write(folder: Path = NB_DIR) -> list[Path]:
+    """Write every notebook into ``folder``; returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
     for name in ORDER:
         nb = NOTEBOOKS[name]
         for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives no spurious diff
             cell.id = f"{name}-{i}"
-        nbformat.write(nb, NB_DIR / f"{name}.ipynb")
-    print(f"wrote {len(ORDER)} notebooks to {NB_DIR}")
+        nbformat.write(nb, folder / f"{name}.ipynb")
+        paths.append(folder / f"{name}.ipynb")
+    return paths
+
+
+def main() -> None:
+    print(f"wrote {len(write())} notebooks to {NB_DIR}")
 
 
 if __name__ == "__main__":
