@@ -12,7 +12,7 @@ VOC ?=
 FIGURES ?= figures
 ONLY ?=
 
-.PHONY: venv test bench paper-figures clean-runs
+.PHONY: venv test bench paper-figures lab clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ paper-figures: $(STAMP)
 	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures $(FIGURES) --build build/notebooks --out $(OUT) --jobs $(JOBS) \
 		$(if $(ONLY),--only $(ONLY)) \
 		--data $(if $(CITYSCAPES),cityscapes=$(CITYSCAPES)) $(if $(VOC),voc=$(VOC))
+
+# JupyterLab at the repository root (README, figures and docs beside the notebooks), with the
+# project's kernel; notebooks are generated: keep their outputs out of git (Kernel > Restart and
+# Clear Outputs before a commit, or `python tools/make_notebooks.py`)
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=. notebooks/explore.ipynb
 
 clean-runs:
 	rm -rf runs build

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="build/bench", help="folder for bench.json")
     b.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     b.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the GPU ladder")
+
+    p = sub.add_parser("pretrain", help="rebuild the synthetic pre-trained backbones shipped with the package")
+    p.add_argument("--into", default=None, help="folder to write them to (default: the package's weights/)")
+    p.add_argument("--check", action="store_true", help="only check that each shipped file holds its recipe")
     return parser
 
 
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.steps < 1:
                     raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
                 return bench_main(args.out, args.steps, compile_model=not args.no_compile)
+            if args.command == "pretrain":
+                return _pretrain(args)
         return interrupt.exit_status
     except Exception as err:
         if os.environ.get(DEBUG_ENV):
@@ -136,6 +142,22 @@ def _run(args, interrupt=None) -> int:
               f"{'(reused) ' if r.reused else ''}{r.run_dir}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.summary()))
+    return 0
+
+
+def _pretrain(args) -> int:
+    from . import pretrain
+
+    into = Path(args.into).expanduser() if args.into else pretrain.SHIPPED_DIR
+    if args.check:
+        problems = pretrain.check_shipped(into)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if not problems:
+            print(f"{len(pretrain.shipped_recipes())} shipped backbones in {into} hold their recipes")
+        return 1 if problems else 0
+    for path in pretrain.build_shipped(into):
+        print(f"{path}  ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -185,7 +185,7 @@ class Config:
     eval_batch_size: int = 64
     device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1"...
     precision: str = "auto"                # "auto" (bf16/fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16"
-    num_threads: int | None = None         # torch CPU threads (None: torch's default)
+    num_threads: int | None = None         # torch CPU threads (None: 1 on the CPU, torch's default on a GPU)
     compile: bool = False                  # train through torch.compile (GPU; an execution setting)
     num_workers: int = 0                   # datasets read from files: loader processes reading ahead (0: none)
     sync_bn: bool = False                  # torchrun with several GPUs: synchronise batch-norm across ranks

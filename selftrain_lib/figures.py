@@ -27,7 +27,9 @@ def use_style() -> None:
                   rc={"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
                       "ytick.labelsize": 7, "legend.fontsize": 7, "legend.frameon": False, "lines.linewidth": 1.2,
                       "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 200,
-                      "savefig.bbox": "tight", "pdf.fonttype": 42, "figure.dpi": 100})
+                      "savefig.bbox": "tight", "pdf.fonttype": 42,
+                      # on screen: a column-wide figure at about 560 px (100 dpi gave 350, too small to read)
+                      "figure.dpi": 160})
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = COLUMN_WIDTH, height: float | None = None, **kw):
@@ -58,14 +60,22 @@ def _finish(fig, title: str = ""):
     return fig
 
 
-def show(fig, stem: str | Path) -> list[Path]:
+def show(fig, stem: str | Path) -> None:
     """Save ``fig`` (:func:`save`), display it once and close it: a figure left open would be
-    displayed a second time by the inline backend at the end of the cell."""
+    displayed a second time by the inline backend at the end of the cell. Returns nothing, so
+    that a cell ending in it prints no list of paths."""
     from IPython.display import display
 
-    paths = save(fig, stem, close=True)
+    save(fig, stem, close=True)
     display(fig)
-    return paths
+
+
+def show_markdown(text: str) -> None:
+    """Display Markdown that reads as the same text where Markdown is not rendered (papermill's
+    ``--log-output``, a terminal), not as ``<IPython.core.display.Markdown object>``."""
+    from IPython.display import display
+
+    display({"text/markdown": text, "text/plain": text}, raw=True)
 
 
 # ------------------------------------------------------------------------------------------

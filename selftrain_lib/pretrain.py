@@ -2,7 +2,9 @@
 
 - ``synthetic``: the small CPU backbone pre-trained by this library on a classification task of
   synthetic textures and shapes (as ImageNet is to Cityscapes: it does not give the segmentation
-  labels away). Built once, deterministically, and cached under ``<cache>/pretrain/``.
+  labels away). The backbones of the shipped presets (``quick``, ``cpu``) come with the package
+  (``selftrain_lib/weights/<key hash>.pt``, rebuilt by ``python -m selftrain_lib pretrain``); any
+  other recipe is built once, deterministically, and cached under ``<cache>/pretrain/``.
 - ``imagenet``: torchvision's ImageNet weights for ResNet-101 (downloads when online).
 - a path: a checkpoint loaded with ``torch.load(weights_only=True)``: ``module.`` prefixes
   stripped, torchvision and DeepLab-v2 layouts mapped onto ours; missing, unexpected and
@@ -13,6 +15,7 @@
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +33,15 @@ from .runs import atomic_torch_save, config_hash, file_lock, set_aside
 
 PRETRAIN_FORMAT_VERSION = 1
 # torch's reduction order follows its thread count, and 1,500 steps of Adam amplify the difference
-# into other weights (up to 11 apart): the pre-training runs at this count whoever builds the cache
-PRETRAIN_THREADS = 2
+# into other weights (up to 11 apart): the pre-training runs at one thread whoever builds it, so the
+# same recipe gives the same bytes on any machine, and a build never oversubscribes shared cores
+# (at 2 threads on 2 busy cores a step took 1.4-2.8 s, against 0.20-0.28 s at 1)
+PRETRAIN_THREADS = 1
+# backbones shipped with the package, named by the hash of their recipe (see weights/README.md)
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+# the presets whose synthetic backbones are shipped: a first run at these scales trains nothing hidden
+SHIPPED_PRESETS = (("synth-street", "quick"), ("synth-street", "cpu"), ("synth-objects", "quick"),
+                   ("synth-objects", "cpu"))
 
 
 class _Classifier(nn.Module):
@@ -51,16 +61,23 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
                              progress: bool = True, output_stride: int = 8) -> dict[str, torch.Tensor]:
     """State dict of the small backbone after ``steps`` of synthetic texture/shape classification.
 
-    Cached as ``<cache>/pretrain/<hash>.pt`` (written atomically) and reused; deterministic on
-    the CPU for a given (widths, steps, seed).
+    Read from the package when shipped (``weights/<hash>.pt``), else cached as
+    ``<cache>/pretrain/<hash>.pt`` (written atomically) and reused; deterministic on the CPU for
+    a given recipe (the pre-training runs at :data:`PRETRAIN_THREADS` threads).
     """
-    key = {"model": "deeplabv2-small", "widths": list(widths), "output_stride": output_stride, "steps": steps,
-           "seed": seed, "batch_size": batch_size, "num_images": num_images, "lr": lr,
-           "data": generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
-    path = default_cache_dir(cache_dir) / "pretrain" / f"{config_hash(key)}.pt"
+    key = backbone_key(widths, steps, seed=seed, batch_size=batch_size, num_images=num_images, lr=lr,
+                       output_stride=output_stride)
+    name = f"{config_hash(key)}.pt"
+    shipped = _shipped_backbone(SHIPPED_DIR / name, key)
+    if shipped is not None:
+        return shipped
+    path = default_cache_dir(cache_dir) / "pretrain" / name
     state = _cached_backbone(path)
     if state is not None:
         return state
+    if progress:  # said before the lock: a wait for another process's build is then explained too
+        print(f"pre-training the small backbone {name} (once, cached in {path.parent}; about "
+              f"{steps * 0.25 / 60:.0f} min of one free core): recipe {key}", file=sys.stderr, flush=True)
     # one builder per backbone: processes sharing the cache (two CLI runs, cluster jobs) would
     # otherwise each build it, and at a fixed thread count apiece they can oversubscribe the cores
     # (two at 2 threads on 2 cores took 12 min here, against 80 s alone); the others wait, then read it
@@ -70,6 +87,82 @@ def synthetic_backbone_state(widths=(16, 32, 64, 128), steps: int = 1500, cache_
         if state is None:
             state = _build_backbone(path, key, progress)
     return state
+
+
+def backbone_key(widths=(16, 32, 64, 128), steps: int = 1500, *, seed: int = 0, batch_size: int = 64,
+                 num_images: int = 8000, lr: float = 2e-3, output_stride: int = 8) -> dict:
+    """The recipe of a synthetic pre-training; its hash names the backbone's file."""
+    return {"model": "deeplabv2-small", "widths": list(widths), "output_stride": output_stride, "steps": steps,
+            "seed": seed, "batch_size": batch_size, "num_images": num_images, "lr": lr,
+            "data": generator_digest(), "format": PRETRAIN_FORMAT_VERSION}
+
+
+def config_backbone_key(config) -> dict:
+    """The recipe of the synthetic backbone a configuration starts from."""
+    return backbone_key(config.widths, config.pretrain_steps, output_stride=config.output_stride)
+
+
+def _shipped_backbone(path: Path, key: dict) -> dict[str, torch.Tensor] | None:
+    """The backbone shipped at ``path``, or None when none is; a shipped file whose recipe is not
+    ``key`` is an error (the package was edited by hand), not something to train around."""
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("key") != key:
+        raise RuntimeError(f"{path}: shipped backbone's recipe {payload.get('key')} is not the one its name "
+                           f"stands for ({key}); rebuild it: python -m selftrain_lib pretrain")
+    return payload["backbone"]
+
+
+def shipped_recipes() -> dict[str, dict]:
+    """``{file name: recipe}`` of the backbones the shipped presets (:data:`SHIPPED_PRESETS`) need."""
+    from .config import load_config
+
+    recipes = {}
+    for dataset, scale in SHIPPED_PRESETS:
+        config = load_config(dataset, scale)
+        if config.pretrained == "synthetic" and config.model == "deeplabv2-small":
+            key = config_backbone_key(config)
+            recipes[f"{config_hash(key)}.pt"] = key
+    return recipes
+
+
+def build_shipped(into: Path = SHIPPED_DIR, progress: bool = True) -> list[Path]:
+    """Build the shipped backbones into ``into`` (skipping those present with the right recipe)
+    and remove files there that no shipped preset needs any more. Returns the files."""
+    into = Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    recipes = shipped_recipes()
+    for stale in sorted(into.glob("*.pt")):
+        if stale.name not in recipes:
+            stale.unlink()
+    paths = []
+    for name, key in recipes.items():
+        path = into / name
+        if _cached_or_none(path, key) is None:
+            _build_backbone(path, key, progress)
+        paths.append(path)
+    return paths
+
+
+def check_shipped(into: Path = SHIPPED_DIR) -> list[str]:
+    """Problems with the shipped backbones: each needed file present, holding its recipe."""
+    problems = []
+    for name, key in shipped_recipes().items():
+        path = Path(into) / name
+        if not path.is_file():
+            problems.append(f"{path}: missing (recipe {key})")
+        elif _cached_or_none(path, key) is None:
+            problems.append(f"{path}: holds another recipe than {key}")
+    return problems
+
+
+def _cached_or_none(path: Path, key: dict) -> dict | None:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) and payload.get("key") == key else None
 
 
 def _cached_backbone(path: Path) -> dict[str, torch.Tensor] | None:
@@ -103,7 +196,7 @@ def _build_backbone(path: Path, key: dict, progress: bool) -> dict[str, torch.Te
     threads = torch.get_num_threads()
     torch.set_num_threads(PRETRAIN_THREADS)
     try:
-        bar = tqdm(range(steps), desc="pre-training the small backbone (once, cached)", disable=not progress)
+        bar = tqdm(range(steps), desc="pre-training the small backbone (once)", disable=not progress)
         for step in bar:
             idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
             x = to_input(images[idx], "cpu")

@@ -5,8 +5,16 @@ A widget bar alone saves badly: the notebook file keeps only the text form the b
 was first displayed (``0%| | 0/1``), so an executed notebook reads as unfinished. In a kernel the
 bar is therefore displayed with a display id and its output is replaced by the final text when it
 closes (``stage 1: 100%| 200/200 [00:41<00:00]``); papermill and JupyterLab both apply that update.
+
+A widget is invisible to ``papermill --log-output``, which logs only what a kernel prints (a
+display's updates are not logged): a bar in a kernel therefore also prints its text form to stderr
+once a minute (:data:`HEARTBEAT_S`) while it runs, so a long cell in a terminal shows its progress
+and ETA.
 """
 from __future__ import annotations
+
+import sys
+import time
 
 from tqdm.auto import tqdm as _auto_tqdm
 
@@ -16,6 +24,8 @@ try:  # a Jupyter kernel: tqdm.auto resolved to the widget bar
     _IN_KERNEL = issubclass(_auto_tqdm, _notebook_tqdm)
 except ImportError:  # no ipywidgets
     _IN_KERNEL = False
+
+HEARTBEAT_S = 60.0
 
 if _IN_KERNEL:
     from IPython.display import display as _display
@@ -27,10 +37,19 @@ if _IN_KERNEL:
         def __init__(self, *args, **kwargs):
             wanted = kwargs.pop("display", True)
             self._handle = None
+            self._last_line = time.time()
             super().__init__(*args, display=False, **kwargs)
             if wanted and not self.disable and getattr(self, "delay", 0) <= 0:
                 self._handle = _display(self.container, display_id=True)
                 self.displayed = True
+
+        def display(self, *args, **kwargs):
+            shown = super().display(*args, **kwargs)
+            now = time.time()
+            if not self.disable and now - getattr(self, "_last_line", now) >= HEARTBEAT_S:
+                self._last_line = now
+                print(heartbeat_line(self), file=sys.stderr, flush=True)
+            return shown
 
         def close(self):
             if self.disable:
@@ -45,4 +64,12 @@ if _IN_KERNEL:
 else:
     tqdm = _auto_tqdm
 
-__all__ = ["tqdm"]
+
+
+def heartbeat_line(bar) -> str:
+    """One line of a bar's state, as a terminal bar would print it (``stage 2:  40%| 400/1000
+    [02:10<03:15, 3.07it/s]``)."""
+    return bar.format_meter(**{**bar.format_dict, "ncols": 0})
+
+
+__all__ = ["tqdm", "heartbeat_line", "HEARTBEAT_S"]

@@ -525,6 +525,18 @@ def _check_finite(losses: dict[str, Any], stage: int, first: int, last: int, run
             "Lower lr, the loss weights (lambda1, lambda2, cons_weight) or use precision=fp32")
 
 
+def cpu_threads(config: Config, device: torch.device) -> int:
+    """torch's intra-op threads for a run: ``num_threads`` when set, else 1 on the CPU.
+
+    One, whatever the machine: torch's reduction order follows the thread count, so a run's last
+    digits would otherwise depend on the core count and on whether a sweep or a single command
+    trained it; several 1-thread processes (``jobs``) also use the cores better than one process
+    with several threads (sweep.py), and never oversubscribe cores that other work shares."""
+    if config.num_threads:
+        return config.num_threads
+    return 1 if device.type == "cpu" else torch.get_num_threads()
+
+
 def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, out: Path, progress: bool,
                  data: SegmentationData | None, world: World, key: dict[str, Any], run_hash: str,
                  run_dir: Path) -> StageResult:
@@ -538,9 +550,8 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
                                                     "config": resolved_dict(config)})
     world.barrier()
     progress = progress and world.is_main
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
+    torch.set_num_threads(cpu_threads(config, device))
     if world.enabled and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     if device.type == "cuda":

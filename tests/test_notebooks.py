@@ -130,6 +130,9 @@ def check_outputs_read_finished(executed: Path) -> None:
         else:
             assert len(images) == shows, (executed.name, cell.id, len(images), shows)
         for o in cell.outputs:
+            # results read as text in papermill's --log-output too: no object reprs, no lists of paths
+            plain = "".join(o.get("data", {}).get("text/plain", ""))
+            assert "PosixPath(" not in plain and "IPython.core.display" not in plain, (executed.name, cell.id, plain)
             text = o.get("data", {}).get("text/plain", "") if o["output_type"] == "display_data" else ""
             for m in TQDM_METER.finditer(text):
                 assert m.group(2) == m.group(3), (executed.name, cell.id, "unfinished bar saved", text)
@@ -146,6 +149,41 @@ def test_failing_notebook_stops_with_the_executed_notebook(tmp_path):
         pf.execute("broken", {"x": 2}, tmp_path / "build", notebook_dir=tmp_path / "nb")
     assert err.value.executed == tmp_path / "build" / "broken.ipynb" and err.value.executed.is_file()
     assert "boom" in str(err.value) and str(err.value.executed) in str(err.value)
+
+
+def test_a_bar_in_a_kernel_prints_its_progress_where_papermill_logs_it(tmp_path):
+    """papermill --log-output logs a kernel's streams, not widget updates: a running bar prints
+    its text form to stderr at intervals (60 s; shortened here)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import time\nfrom selftrain_lib import progress\nprogress.HEARTBEAT_S = 0.05\n"
+        "for _ in progress.tqdm(range(6), desc='stage 9'):\n    time.sleep(0.1)")]
+    nbformat.write(nb, tmp_path / "bar.ipynb")
+    pm.execute_notebook(str(tmp_path / "bar.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        progress_bar=False)
+    [cell] = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
+    lines = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr").splitlines()
+    assert len(lines) >= 2 and all(re.match(r"stage 9: +\d+% \d/6 \[", line) for line in lines), lines
+
+
+def test_committed_notebooks_are_what_the_generator_makes_without_outputs(tmp_path):
+    """notebooks/ is generated (tools/make_notebooks.py): an edit there, or outputs JupyterLab's
+    autosave wrote into a tracked notebook, would otherwise go unnoticed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "tools" / "make_notebooks.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    made = gen.write(tmp_path)
+    assert sorted(p.name for p in made) == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    for path in made:
+        committed = ROOT / "notebooks" / path.name
+        nb = nbformat.read(committed, as_version=4)
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells
+                   if c.cell_type == "code"), f"{committed} holds outputs: clear them (python tools/make_notebooks.py)"
+        assert committed.read_text() == path.read_text(), \
+            f"{committed} differs from what tools/make_notebooks.py makes: edit the generator and run it"
 
 
 def _readme_parameters() -> dict[str, set[str]]:

@@ -20,7 +20,7 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
           ("out: \"str or None\"", "None", "run cache folder; None: $SELFTRAIN_RUNS, else runs/ of the checkout"),
           ("figures_dir: \"str or None\"", "None",
            "where tables and figures go; None: $SELFTRAIN_FIGURES, else build/figures/ (make paper-figures: figures/)"),
-          ("jobs: \"int or auto\"", "1", 'stage runs trained at once, each in a process with one thread ("auto": one per core)'),
+          ("jobs: \"int or auto\"", "\"auto\"", 'stage runs trained at once, each in a worker process with one thread ("auto": one per core, 1 on a GPU)'),
           ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
           ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
@@ -36,7 +36,7 @@ SETUP = """\
 from selftrain_lib.notebook_params import check_parameters
 check_parameters(globals())   # -p lables 5 is an error naming it; -p seeds '[0, 1]', -p config '{"steps": 500}' are parsed
 from pathlib import Path
-from IPython.display import display, Markdown
+from IPython.display import display
 from selftrain_lib import experiments as ex, results, figures, paths
 from selftrain_lib.data import load_data
 figures.use_style()
@@ -100,8 +100,8 @@ fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stag
 figures.show(fig, fig_dir / f"stage{STAGE}_val_miou")""",
         "md:## Pseudo-mask quality on U before and after this stage",
         """before = result.stages[-2].pseudo_miou if STAGE > 1 else float("nan")
-display(Markdown(f"Pseudo-masks on U: before Stage {STAGE} (its input) **{100 * before:.2f}**, "
-                 f"after (its output) **{100 * this.pseudo_miou:.2f}** mIoU (%)."))
+figures.show_markdown(f"Pseudo-masks on U: before Stage {STAGE} (its input) **{100 * before:.2f}**, "
+                      f"after (its output) **{100 * this.pseudo_miou:.2f}** mIoU (%).")
 fig = figures.plot_pseudo_stages(runs, title=f"pseudo-masks on U after each stage: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_pseudo")""",
         "md:## Example predictions (fixed validation sample)",
@@ -185,7 +185,7 @@ def table_cells(stem, report):
     return [f"""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="{stem}")
 runs = results.collect(grid.pairs, scale)
 paths = results.write_table(path=fig_dir / "{stem}", **{report})
-display(Markdown(paths["md"].read_text()))"""]
+figures.show_markdown(paths["md"].read_text())"""]
 
 
 BASELINE_PARAM = ("baselines", '["mt-cutout", "mt-cutmix"]',
@@ -279,7 +279,7 @@ table = results.pseudo_stage_table(runs)
 paths = results.write_table(table, fig_dir / "pseudo_stages",
                             results.caption("Pseudo-mask mIoU on U across stages", datasets, scale, seeds,
                                             measure=results.PSEUDO_MEASURE))
-display(Markdown(paths["md"].read_text()))
+figures.show_markdown(paths["md"].read_text())
 fig = figures.plot_pseudo_stages(runs, title=f"ablation label counts, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / "pseudo_stages")"""])
 
@@ -316,14 +316,21 @@ ORDER = list(NOTEBOOK_ORDER)  # the execution order of `make paper-figures` (sel
 assert sorted(ORDER) == sorted(NOTEBOOKS)
 
 
-def main() -> None:
-    NB_DIR.mkdir(exist_ok=True)
+def write(folder: Path = NB_DIR) -> list[Path]:
+    """Write every notebook into ``folder``; returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
     for name in ORDER:
         nb = NOTEBOOKS[name]
         for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives no spurious diff
             cell.id = f"{name}-{i}"
-        nbformat.write(nb, NB_DIR / f"{name}.ipynb")
-    print(f"wrote {len(ORDER)} notebooks to {NB_DIR}")
+        nbformat.write(nb, folder / f"{name}.ipynb")
+        paths.append(folder / f"{name}.ipynb")
+    return paths
+
+
+def main() -> None:
+    print(f"wrote {len(write())} notebooks to {NB_DIR}")
 
 
 if __name__ == "__main__":
