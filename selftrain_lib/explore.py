@@ -215,7 +215,7 @@ def compare_figure(image, truth, rows: list[dict], opacity: float, class_names, 
     h, w = truth.shape
     cell = figures.PAGE_WIDTH / ncols
     fig, axes = figures.figure(ncols=ncols, nrows=len(rows), width=figures.PAGE_WIDTH,
-                               height=(cell * h / w + 0.25) * len(rows) + 0.5, squeeze=False)
+                               height=(0.9 * cell * h / w + 0.25) * len(rows) + 0.5, squeeze=False)
     for ax_row, row in zip(axes, rows):
         k = row["selected"]
         pred = row["masks"][k]
@@ -321,10 +321,10 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     run_w = w.Dropdown(description="run", layout=w.Layout(width="44em"))
     compare = w.Dropdown(description="compare", layout=w.Layout(width="44em"))
     stage = w.Dropdown(description="stage")
-    order = w.ToggleButtons(options=ORDERS, value=ORDERS[0], description="order")
+    order = w.ToggleButtons(options=ORDERS, value=ORDERS[0])   # its own description gets clipped: a Label
     image = w.Dropdown(description="image", layout=w.Layout(width="32em"))
     opacity = w.FloatSlider(0.5, min=0, max=1, step=0.05, description="opacity", continuous_update=False)
-    view = w.Image(format="png", layout=w.Layout(max_width="100%"))
+    view = w.Image(format="png", layout=w.Layout(width="100%", height="auto", object_fit="contain"))
     status = w.HTML()
     st = {"busy": 0, "drawn": None, "data": {}, "ious": {}, "note": note}
 
@@ -426,7 +426,7 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     for c in (compare, image, opacity):
         c.observe(draw, "value")
     on_dataset()   # setting a value equal to the current one fires no event: fill once by hand
-    box = w.VBox([w.HBox([ds, run_w]), w.HBox([stage, compare]), w.HBox([order, image]), opacity, status, view])
+    box = w.VBox([w.HBox([ds, run_w]), w.HBox([stage, compare]), w.HBox([w.Label("order", layout=w.Layout(width="6em")), order, image]), opacity, status, view])
     box.controls = {"dataset": ds, "run": run_w, "compare": compare, "stage": stage, "order": order, "image": image,
                     "opacity": opacity, "view": view, "status": status}
     box.figure = figure

@@ -61,8 +61,9 @@ def _smoke_copy(folder: Path) -> Path:
     return path
 
 
-# the image list's IoUs ascend (worst first); entries with no IoU ("IoU –") left out
-ASCENDING = """s => { const v = [...s.options].map(o => o.text).filter(t => !t.includes('IoU –'))
+# the image list's IoUs ascend (worst first); entries with no IoU ("IoU –") left out; ipywidgets
+# writes option labels with no-break spaces
+ASCENDING = """s => { const v = [...s.options].map(o => o.text.replace(/\\u00a0/g, ' ')).filter(t => !t.includes('IoU –'))
                              .map(t => parseFloat(t.split('IoU ')[1]));
                    return v.length > 1 && v.every((x, i) => i === 0 || v[i - 1] <= x); }"""
 
@@ -173,13 +174,16 @@ def test_explorer_in_jupyterlab_draws_redraws_and_follows_its_controls(lab):
             ious = [float(c.split("IoU ")[1].split("%")[0]) for c in choices if "IoU –" not in c]
             assert ious == sorted(ious) and images.evaluate("s => s.selectedIndex") == 0
             assert any(c.endswith(" · labelled") for c in choices) and any(c.endswith(" · unlabelled") for c in choices)
-            # opacity: typed into the slider's readout
-            readout = _control(page, "widget-slider", "opacity").locator(".widget-readout")
-            readout.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type("1")
-            page.keyboard.press("Enter")
+            # opacity: the slider's handle dragged past the right end of its track (1)
+            slider = _control(page, "widget-slider", "opacity")
+            slider.scroll_into_view_if_needed()
+            handle, track = slider.locator(".noUi-handle").bounding_box(), slider.locator(".noUi-target").bounding_box()
+            page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(track["x"] + track["width"] + 30, handle["y"] + handle["height"] / 2, steps=8)
+            page.mouse.up()
             first = _redrawn(page, img, first)
+            readout = slider.locator(".widget-readout")
             assert readout.inner_text().strip() == "1.00"
             # a second run beside the first: the baseline is offered first
             compare = _control(page, "widget-dropdown", "compare").locator("select")
