@@ -86,7 +86,8 @@ def comparable(runs: pd.DataFrame, run: str) -> list[str]:
     baseline of a three-stage run), then the rest in :func:`leaves` order."""
     row = runs.set_index("run").loc[run]
     sub = leaves(runs, row["dataset"])
-    sub = sub[(sub["run"] != run) & (sub["scale"].fillna("") == (row["scale"] or ""))]
+    scale = "" if pd.isna(row["scale"]) else row["scale"]        # runs older than the scale key: NaN
+    sub = sub[(sub["run"] != run) & (sub["scale"].fillna("") == scale)]
     same = (sub["labels"] == row["labels"]) & (sub["seed"] == row["seed"])
     return list(sub[same]["run"]) + list(sub[~same]["run"])
 
@@ -294,7 +295,7 @@ def opening_choice(runs: pd.DataFrame, dataset: str | None, run: str | None) -> 
         if dataset in (None, found) and run in set(leaves(runs, found)["run"]):
             return found, run, note
     if run is not None and not note:
-        note = f"run {run[:12]} is not in the cache; "
+        note = f"run {run[:12]} does not end a chain of {dataset or 'the cache'}; "
     dataset = dataset or datasets[0]
     return dataset, newest_leaf(runs, dataset), note + (f"showing the newest run of {dataset}" if note else "")
 
@@ -330,7 +331,7 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
 
     def data():
         """The pool of the shown run (one dataset's data kept at a time)."""
-        key = tuple(by_run.loc[run_w.value, ["dataset", "scale"]])
+        key = tuple(str(v) for v in by_run.loc[run_w.value, ["dataset", "scale"]])   # str: NaN != NaN
         if key not in st["data"]:
             st["data"] = {key: load_data(StageResult.load(out / run_w.value).config)}
         return st["data"][key]
@@ -393,8 +394,13 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
         out_rows = []
         for chain_hashes, sel in chosen:
             marks = labelled_ids(out / chain_hashes[-1])
+            try:
+                masks = stage_masks_of(chain_hashes, image_id)
+            except FileNotFoundError:   # a compared run on another pool (other overrides, same scale)
+                st["note"] = f"the compared run has no prediction for {image_id}: another pool"
+                continue
             out_rows.append({"title": row_title(by_run.loc[chain_hashes[-1]], None if marks is None else image_id in marks),
-                             "masks": stage_masks_of(chain_hashes, image_id), "selected": sel})
+                             "masks": masks, "selected": sel})
         return out_rows
 
     def stage_masks_of(hashes, image_id):

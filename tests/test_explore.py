@@ -131,8 +131,23 @@ def test_explorer_opens_on_the_newest_run_when_the_notebooks_run_is_absent(cache
     out, three, cutmix = cache
     box = explore.explorer(out, dataset="synth-objects", run="0" * 16)       # not trained
     assert box.controls["run"].value == cutmix.final.run_hash                 # written last
-    assert "not in the cache" in box.controls["status"].value
+    assert f"run {'0' * 12} does not end a chain of synth-objects" in box.controls["status"].value
     assert box.controls["view"].value[:8] == b"\x89PNG\r\n\x1a\n"
     empty = explore.explorer(tmp_path / "runs")
     assert "No finished runs" in empty.controls["status"].value and empty.figure() is None
     assert str(tmp_path) not in empty.controls["status"].value
+
+
+def test_comparable_runs_share_dataset_and_scale_and_put_same_labels_and_seed_first():
+    import pandas as pd
+
+    def row(run, labels, seed, method, stage=1, parent=None, scale="smoke", dataset="synth-objects"):
+        return {"run": run, "dataset": dataset, "labels": labels, "seed": seed, "method": method, "stage": stage,
+                "parent": parent, "scale": scale}
+
+    runs = pd.DataFrame([row("a1", 60, 0, "three-stage"), row("a2", 60, 0, "three-stage", 2, "a1"),
+                         row("b", 12, 0, "mt-cutmix"), row("c", 60, 1, "mt-cutmix"), row("d", 60, 0, "mt-cutmix"),
+                         row("e", 60, 0, "mt-cutmix", scale="quick"), row("f", 60, 0, "supervised", dataset="synth-street")])
+    assert explore.comparable(runs, "a2") == ["d", "b", "c"]     # a1 is a2's Stage 1, not a run of its own
+    old = runs.assign(scale=[None, None, None, None, None, "quick", None])   # runs older than the scale key
+    assert explore.comparable(old, "a2") == ["d", "b", "c"]
