@@ -277,6 +277,29 @@ def row_title(row, labelled: bool | None) -> str:
     return "\n".join(filter(None, [method, f"{row.labels} labels · seed {row.seed}", mark]))
 
 
+def figure_rows(out: Path, runs: pd.DataFrame, run: str, stage_hash: str, compare: str | None,
+                image_id: str) -> tuple[list[dict], str]:
+    """The rows of :func:`compare_figure` for pool image ``image_id``: the chain ending in ``run``
+    with its stage ``stage_hash`` selected, then the chain ending in ``compare`` (the same stage
+    number selected, or its last), each titled with its labelled mark. Also a note ("" if none)
+    when the compared run has no prediction for the image (another pool: other overrides, one scale)."""
+    by_run = runs.set_index("run")
+    first = chain(runs, run)
+    k = first.index(stage_hash)
+    chosen = [(first, k)] + ([(chain(runs, compare), None)] if compare else [])
+    rows, note = [], ""
+    for hashes, sel in chosen:
+        try:
+            masks = [stage_masks(out / h, [image_id])[0] for h in hashes]
+        except FileNotFoundError:
+            note = f"the compared run has no prediction for {image_id}: another pool"
+            continue
+        marks = labelled_ids(out / hashes[-1])
+        rows.append({"title": row_title(by_run.loc[hashes[-1]], None if marks is None else image_id in marks),
+                     "masks": masks, "selected": min(k, len(hashes) - 1) if sel is None else sel})
+    return rows, note
+
+
 # ------------------------------------------------------------------------------------------
 # the widgets
 # ------------------------------------------------------------------------------------------
@@ -382,36 +405,15 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     def on_order(*_):
         quietly(lambda: fill_images(first_of_order=True))
 
-    def rows(index: int) -> list[dict]:
-        d = data()
-        image_id = d.train_ids[index]
-        hashes = chain(runs, run_w.value)
-        k = hashes.index(stage.value)
-        chosen = [(hashes, k)]
-        if compare.value:
-            other = chain(runs, compare.value)
-            chosen.append((other, min(k, len(other) - 1)))
-        out_rows = []
-        for chain_hashes, sel in chosen:
-            marks = labelled_ids(out / chain_hashes[-1])
-            try:
-                masks = stage_masks_of(chain_hashes, image_id)
-            except FileNotFoundError:   # a compared run on another pool (other overrides, same scale)
-                st["note"] = f"the compared run has no prediction for {image_id}: another pool"
-                continue
-            out_rows.append({"title": row_title(by_run.loc[chain_hashes[-1]], None if marks is None else image_id in marks),
-                             "masks": masks, "selected": sel})
-        return out_rows
-
-    def stage_masks_of(hashes, image_id):
-        return [stage_masks(out / h, [image_id])[0] for h in hashes]
-
     def figure():
         d, index = data(), image.value
         info = d.info
         marks = labelled_ids(out / stage.value)
         where = "" if marks is None else (" (labelled)" if d.train_ids[index] in marks else " (unlabelled)")
-        return compare_figure(d.train.image(index).numpy(), d.train.mask(index).numpy(), rows(index), opacity.value,
+        rows, missing = figure_rows(out, runs, run_w.value, stage.value, compare.value or None,
+                                    d.train_ids[index])
+        st["note"] = st["note"] or missing
+        return compare_figure(d.train.image(index).numpy(), d.train.mask(index).numpy(), rows, opacity.value,
                               info.class_names, info.palette, info.ignore_index,
                               title=f"{ds.value}: pool image #{index} {d.train_ids[index]}{where}")
 

@@ -151,3 +151,21 @@ def test_comparable_runs_share_dataset_and_scale_and_put_same_labels_and_seed_fi
     assert explore.comparable(runs, "a2") == ["d", "b", "c"]     # a1 is a2's Stage 1, not a run of its own
     old = runs.assign(scale=[None, None, None, None, None, "quick", None])   # runs older than the scale key
     assert explore.comparable(old, "a2") == ["d", "b", "c"]
+
+
+def test_figure_rows_select_the_stage_in_both_runs_and_mark_labelled(cache):
+    out, three, cutmix = cache
+    runs = selftrain_lib.results.list_runs(out)
+    labelled = sorted(explore.labelled_ids(three.final.run_dir))[0]
+    rows, note = explore.figure_rows(out, runs, three.final.run_hash, three.stages[1].run_hash,
+                                     cutmix.final.run_hash, labelled)
+    assert note == "" and [r["selected"] for r in rows] == [1, 0] and [len(r["masks"]) for r in rows] == [2, 1]
+    assert rows[0]["title"].endswith("\nlabelled") and rows[1]["title"].startswith("mt-cutmix\n")
+    assert (rows[0]["masks"][1] == explore.stage_masks(three.final.run_dir, [labelled])[0]).all()
+    (cutmix.final.run_dir / "pseudo_masks" / f"{labelled}.png").rename(cutmix.final.run_dir / "moved.png")
+    try:   # a compared run on another pool: its row left out, and said
+        rows, note = explore.figure_rows(out, runs, three.final.run_hash, three.final.run_hash,
+                                         cutmix.final.run_hash, labelled)
+        assert len(rows) == 1 and note == f"the compared run has no prediction for {labelled}: another pool"
+    finally:
+        (cutmix.final.run_dir / "moved.png").rename(cutmix.final.run_dir / "pseudo_masks" / f"{labelled}.png")
