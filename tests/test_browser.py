@@ -1,6 +1,6 @@
 """A real browser: JupyterLab on a free port, ``notebooks/explore.ipynb`` at smoke scale, Run All
 through Playwright driving the system chromium; the explorer must show an image and redraw it when
-the stage changes. Skipped (with the reason) without chromium or the ``playwright`` package.
+the stage changes, and follow its controls (worst first, opacity, a compared run). Skipped (with the reason) without chromium or the ``playwright`` package.
 
 The notebook is a copy whose parameters cell is set to smoke scale; the run cache is made by the
 test in a temporary folder and reaches the kernel through ``SELFTRAIN_RUNS`` (selftrain_lib.paths).
@@ -61,11 +61,33 @@ def _smoke_copy(folder: Path) -> Path:
     return path
 
 
+# the image list's IoUs ascend (worst first); entries with no IoU ("IoU –") left out; ipywidgets
+# writes option labels with no-break spaces
+ASCENDING = """s => { const v = [...s.options].map(o => o.text.replace(/\\u00a0/g, ' ')).filter(t => !t.includes('IoU –'))
+                             .map(t => parseFloat(t.split('IoU ')[1]));
+                   return v.length > 1 && v.every((x, i) => i === 0 || v[i - 1] <= x); }"""
+
+
+def _control(page, kind: str, label: str):
+    """The ipywidgets control of class ``kind`` (``widget-dropdown``, ``widget-slider``) whose
+    description is ``label``."""
+    return page.locator(f".{kind}", has=page.locator("label", has_text=label))
+
+
+def _redrawn(page, img, src: str) -> str:
+    """Wait until the explorer's image is redrawn (its ``src`` differs from ``src``); the new one."""
+    page.wait_for_function("([img, src]) => img.getAttribute('src') !== src && img.naturalWidth > 100",
+                           arg=[img, src], timeout=60_000)
+    return img.get_attribute("src")
+
+
 @pytest.fixture
 def lab(tmp_path):
     """JupyterLab serving a smoke-scale copy of explore.ipynb, with a run cache already filled."""
     runs = tmp_path / "runs"
-    ex.run_grid([ex.spec("synth-objects", 60, 0)], SCALE, str(runs), progress=False)  # the notebook's run
+    # the notebook's run, and the mt-cutmix baseline of the same labels and seed to compare it with
+    ex.run_grid([ex.spec("synth-objects", 60, 0), ex.baseline_spec("synth-objects", 60, "mt-cutmix", 0)], SCALE,
+                str(runs), progress=False)
     nb_dir = tmp_path / "nb"
     nb_dir.mkdir()
     _smoke_copy(nb_dir)
@@ -110,7 +132,7 @@ def lab(tmp_path):
         log.close()
 
 
-def test_explorer_in_jupyterlab_shows_an_image_and_redraws_on_stage_change(lab):
+def test_explorer_in_jupyterlab_draws_redraws_and_follows_its_controls(lab):
     url, token = lab
     shot = ROOT / "build" / "explorer.png"
     shot.parent.mkdir(exist_ok=True)
@@ -138,11 +160,40 @@ def test_explorer_in_jupyterlab_shows_an_image_and_redraws_on_stage_change(lab):
             options = [o.replace("\xa0", " ") for o in stage.locator("option").all_inner_texts()]
             assert options == ["Stage 1", "Stage 2", "Stage 3"]
             assert stage.evaluate("s => s.selectedIndex") == 2            # the run's last stage
+            status = page.locator(".widget-html", has_text="val mIoU")
+            assert status.inner_text().startswith("runs/")              # relative to the cache
+            stage.select_option(index=0)                                  # Stage 1
+            first = _redrawn(page, img, first)
+            # worst first: the image list reorders by IoU, ascending, and its worst image is drawn
+            images = _control(page, "widget-dropdown", "image").locator("select")
+            page.click(".widget-toggle-buttons button:text-is('worst first')")
+            page.wait_for_function(ASCENDING, arg=images.element_handle(), timeout=60_000)
+            if not images.evaluate("s => s.options[s.selectedIndex].text").startswith("#0"):
+                first = _redrawn(page, img, first)                       # image 0 was not the worst
+            choices = [o.replace("\xa0", " ") for o in images.locator("option").all_inner_texts()]
+            ious = [float(c.split("IoU ")[1].split("%")[0]) for c in choices if "IoU –" not in c]
+            assert ious == sorted(ious) and images.evaluate("s => s.selectedIndex") == 0
+            assert any(c.endswith(" · labelled") for c in choices) and any(c.endswith(" · unlabelled") for c in choices)
+            # opacity: the slider's handle dragged past the right end of its track (1)
+            slider = _control(page, "widget-slider", "opacity")
+            slider.scroll_into_view_if_needed()
+            handle, track = slider.locator(".noUi-handle").bounding_box(), slider.locator(".noUi-target").bounding_box()
+            page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(track["x"] + track["width"] + 30, handle["y"] + handle["height"] / 2, steps=8)
+            page.mouse.up()
+            first = _redrawn(page, img, first)
+            readout = slider.locator(".widget-readout")
+            assert readout.inner_text().strip() == "1.00"
+            # a second run beside the first: the baseline is offered first
+            compare = _control(page, "widget-dropdown", "compare").locator("select")
+            assert "mt-cutmix" in compare.locator("option").all_inner_texts()[1]
+            compare.select_option(index=1)
+            _redrawn(page, img, first)
+            status = status.inner_text()
+            assert "compared: runs/" in status and str(ROOT) not in status and "/tmp" not in status
             img.scroll_into_view_if_needed()
             page.screenshot(path=str(shot), full_page=False)
-            stage.select_option(index=0)                                  # Stage 1
-            page.wait_for_function("([img, src]) => img.getAttribute('src') !== src && img.naturalWidth > 100",
-                                   arg=[img, first], timeout=60_000)
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         except Exception:
             # what the page showed: a screenshot and the notebook's outputs, for the failure report

@@ -44,14 +44,15 @@ def test_explorer_opens_on_the_chosen_run_last_stage_and_draws(tiny_cache):
     assert c["view"].value != png
 
 
-def test_explorer_default_dataset_is_the_first_and_unknown_dataset_is_an_error(tiny_cache):
+def test_explorer_default_dataset_is_the_first_and_unknown_dataset_falls_back_saying_so(tiny_cache):
     out, _, b = tiny_cache
     box = explore.explorer(out)
     assert box.controls["dataset"].value == "synth-objects"
     box = explore.explorer(out, dataset="synth-street", run=b.final.run_hash)
     assert box.controls["run"].value == b.final.run_hash
-    with pytest.raises(ValueError, match="synth-nothing"):
-        explore.explorer(out, dataset="synth-nothing")
+    box = explore.explorer(out, dataset="synth-nothing")         # opens on what the cache holds
+    assert box.controls["dataset"].value == "synth-objects"
+    assert "no finished run of synth-nothing" in box.controls["status"].value
 
 
 def test_list_runs_and_explorer_use_the_env_var(tiny_cache, monkeypatch, tmp_path):

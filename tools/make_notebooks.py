@@ -298,19 +298,29 @@ gains"""])
 
 NOTEBOOKS["explore"] = notebook(
     "Explore the run cache",
-    "Pick a dataset, a run, a stage and an image: image, prediction, pseudo-mask and ground truth side by side. "
-    "It opens on the run of the parameters below (trained first if the cache lacks it), its last stage and image 0. "
-    "Needs a live kernel for the widgets; the static figure below shows the same choice.",
-    [("dataset", '"synth-street"', "dataset the explorer opens on (its run is trained if the cache lacks it)"),
-     ("labels: \"int or full\"", "100", "label count of that run (nominal)"),
-     ("seed", "0", "seed of that run")] + COMMON,
+    "Pick a dataset, a run, a stage and a pool image: Stage 1/2/3 beside the ground truth, the chosen stage's "
+    "prediction over the image (opacity slider) and its error map; images ordered by their IoU (worst first), "
+    "labelled ones marked; a second run (e.g. the mt-cutmix baseline) beside it. It opens on the run of the "
+    "parameters below (trained first if the cache lacks it and `train` is True; else the newest run of `dataset`), "
+    "its last stage and image 0. Needs a live kernel for the widgets; the static figure below shows the same choice.",
+    [("dataset", '"synth-street"', "dataset the explorer opens on"),
+     ("labels: \"int or full\"", "100", "label count of the run it opens on (nominal)"),
+     ("seed", "0", "seed of that run"),
+     ("train: bool", "True", "train that run first if the cache lacks it; False: browse only what the cache holds")]
+    + COMMON,
     SETUP + "\nfrom selftrain_lib import explore",
-    ["""grid = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="explore")
-res = grid.pairs[0][1]
-results.percent(results.list_runs(out)[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "pseudo_miou", "run"]])""",
-     """display(explore.explorer(out, dataset=dataset, run=res.final.run_hash))""",
-     """fig = explore.panels(res.final.run_dir, 0, load_data(res.config))
-figures.show(fig, fig_dir / "explore_example")"""])
+    ["""run = None   # None: the explorer opens on the newest run of `dataset` in the cache
+if train:
+    run = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config,
+                      desc="explore").pairs[0][1].final.run_hash
+cached = results.list_runs(out)
+results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "pseudo_miou", "run"]]) \\
+    if len(cached) else Markdown("The run cache is empty: set `train = True` or run a stage notebook.")""",
+     """box = explore.explorer(out, dataset=dataset, run=run)
+display(box)""",
+     """fig = box.figure()   # the explorer's opening choice as a static figure (None: the cache is empty)
+if fig is not None:
+    figures.show(fig, fig_dir / "explore_example")"""])
 
 ORDER = list(NOTEBOOK_ORDER)  # the execution order of `make paper-figures` (selftrain_lib.paper_figures)
 assert sorted(ORDER) == sorted(NOTEBOOKS)
