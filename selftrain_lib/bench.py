@@ -236,11 +236,47 @@ def bench_cpu_quick(steps: int) -> dict:
     return res
 
 
+# (processes, threads each): alone at 1 and 2 threads, then two runs sharing the cores as a sweep's
+# workers do (1 thread each) and as two unaware commands would (torch's default of 2 threads each)
+SHARING_LAYOUTS = ((1, 1), (1, 2), (2, 1), (2, 2))
+
+
+def _timed_worker(threads: int, scale: str, steps: int) -> float:
+    """A worker's entry point: seconds per Stage-2 step at ``threads`` threads (``scale``, CPU)."""
+    torch.set_num_threads(threads)
+    config = load_config("synth-street", scale, device="cpu")
+    data = load_data(config)
+    view = training_view(data, make_split(data.pool_size, config.labels, config.seed))
+    res = time_steps(config, view, data.train_masks.clone(), data.info.num_classes, torch.device("cpu"),
+                     steps, stage=2, warmup=2)
+    return res["seconds_per_step"]
+
+
+def bench_sharing(steps: int, scale: str = "quick", layouts=SHARING_LAYOUTS) -> list[dict]:
+    """Stage-2 training of ``scale`` in ``processes`` concurrent processes of ``threads`` threads
+    each: seconds per step of each and images per second of all together. Shows why a run trains
+    at one thread on the CPU and a sweep runs one process per core."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    batch = load_config("synth-street", scale, device="cpu").batch_size
+    rows = []
+    for processes, threads in layouts:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_step = list(pool.map(_timed_worker, [threads] * processes, [scale] * processes,
+                                     [steps] * processes))
+        rows.append({"processes": processes, "threads_each": threads,
+                     "seconds_per_step": [round(t, 4) for t in per_step],
+                     "images_per_second_total": round(sum(batch / t for t in per_step), 2)})
+    return rows
+
+
 def main(out: str = "build/bench", steps: int = 30, compile_model: bool = True) -> int:
     report = {"machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
                           "torch": torch.__version__,
                           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-              "cpu_quick": bench_cpu_quick(steps)}
+              "cpu_quick": bench_cpu_quick(steps),
+              "cpu_quick_sharing_cores": bench_sharing(steps)}
     if torch.cuda.is_available():
         device = resolve_device("cuda")
         for dataset in ("voc", "cityscapes"):

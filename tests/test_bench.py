@@ -56,3 +56,12 @@ def test_paper_settings_follow_method_md():
     config, *_ = bench.paper_config("voc", "cpu")
     assert tuple(config.crop_size) == (321, 321) and config.batch_size == 10
     assert bench.peak_flops(torch.device("cpu")) is None
+
+
+def test_sharing_reports_each_process_and_the_total():
+    rows = bench.bench_sharing(steps=1, scale="smoke", layouts=((2, 1),))
+    [row] = rows
+    batch = load_config("synth-street", "smoke").batch_size
+    assert row["processes"] == 2 and row["threads_each"] == 1 and len(row["seconds_per_step"]) == 2
+    assert all(t > 0 for t in row["seconds_per_step"])
+    assert row["images_per_second_total"] == pytest.approx(sum(batch / t for t in row["seconds_per_step"]), rel=0.02)
