@@ -117,6 +117,16 @@ class RunSpec:
     def options(self) -> dict[str, Any]:
         return dict(self.overrides)
 
+    def describe(self, scale: str | None = None) -> str:
+        """One line for people: ``synth-street · 100 labels (20 used at quick) · seed 0 · stages 1..3 ·
+        lambda1=0.25, ...`` (the label count is the paper's; the pool's count follows at ``scale``)."""
+        used = "" if scale is None or self.labels == "full" else \
+            f" ({scaled_labels(self.dataset, self.labels, scale)} used at {scale})"
+        labels = "full supervision" if self.labels == "full" else f"{self.labels} labels{used}"
+        options = ", ".join(f"{k}={v}" for k, v in self.overrides)
+        return " · ".join(p for p in (self.dataset, labels, f"seed {self.seed}", f"stages 1..{self.stages}",
+                                      self.variant, options) if p)
+
     def run_kwargs(self, scale: str, data_root: str | None = None) -> dict[str, Any]:
         """Keyword arguments of :func:`selftrain_lib.run` for this spec at ``scale`` (datasets read
         from files: under ``data_root``, which is where the data is, not part of the run)."""

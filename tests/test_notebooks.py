@@ -132,7 +132,7 @@ def check_outputs_read_finished(executed: Path) -> None:
         for o in cell.outputs:
             # results read as text in papermill's --log-output too: no object reprs, no lists of paths
             plain = "".join(o.get("data", {}).get("text/plain", ""))
-            assert "PosixPath(" not in plain and "IPython.core.display" not in plain, (executed.name, cell.id, plain)
+            assert not any(r in plain for r in ("PosixPath(", "IPython.core.display", "RunSpec(")), (executed.name, cell.id, plain)
             text = o.get("data", {}).get("text/plain", "") if o["output_type"] == "display_data" else ""
             for m in TQDM_METER.finditer(text):
                 assert m.group(2) == m.group(3), (executed.name, cell.id, "unfinished bar saved", text)
@@ -184,6 +184,13 @@ def test_committed_notebooks_are_what_the_generator_makes_without_outputs(tmp_pa
                    if c.cell_type == "code"), f"{committed} holds outputs: clear them (python tools/make_notebooks.py)"
         assert committed.read_text() == path.read_text(), \
             f"{committed} differs from what tools/make_notebooks.py makes: edit the generator and run it"
+
+
+def test_a_spec_describes_itself_in_one_line_with_both_label_counts():
+    assert ex.spec("synth-street", 100, 0).describe("quick") == \
+        "synth-street · 100 labels (20 used at quick) · seed 0 · stages 1..3 · full method · lambda1=0.5, lambda2=0.5"
+    assert ex.spec("synth-objects", "full", 1, stages=1).describe() == \
+        "synth-objects · full supervision · seed 1 · stages 1..1 · full method"
 
 
 def _readme_parameters() -> dict[str, set[str]]:

@@ -82,7 +82,7 @@ STAGE = {k}
 overrides = {{k: v for k, v in dict(lambda1=lambda1, lambda2=lambda2 if lambda2 is not None else lambda1,
              cr=cr, t2=t2, sa=sa, n2=n2, ema=ema).items() if v is not None}}
 spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
-spec"""
+print(spec.describe(scale))"""
     cells = [
         f"md:## Train (or reuse from the run cache) stages 1…{k}",
         """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=f"stages 1..{STAGE}")
@@ -136,7 +136,7 @@ NOTEBOOKS["baselines"] = notebook(
     SETUP + """
 spec = ex.baseline_spec(dataset, labels, method, seed)
 name = ex.BASELINES.get(method, "Supervised (= Stage 1)")
-spec""",
+print(spec.describe(scale))""",
     ["md:## Train (or reuse from the run cache) the baseline",
      """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=method)
 this = grid.pairs[0][1].stages[0]
