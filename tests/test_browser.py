@@ -190,6 +190,10 @@ def test_explorer_in_jupyterlab_draws_redraws_and_follows_its_controls(lab):
             assert "mt-cutmix" in compare.locator("option").all_inner_texts()[1]
             compare.select_option(index=1)
             _redrawn(page, img, first)
+            for _ in range(200):  # the status line follows the picture (one redraw): wait for it too
+                if "compared: " in status.inner_text():
+                    break
+                page.wait_for_timeout(100)
             status = status.inner_text()
             assert "compared: runs/" in status and str(ROOT) not in status and "/tmp" not in status
             img.scroll_into_view_if_needed()

@@ -90,7 +90,7 @@ def test_a_dataset_name_that_leaves_the_cache_is_an_error(tmp_path, monkeypatch,
     root = make_folder(tmp_path / "mine")
     params = tmp_path / "x.yaml"
     params.write_text(FOLDER_YAML.replace("dataset: leaves", "dataset: ../../x"))
-    code = _cli(["run", "--scale", "smoke", "--stages", "1", "--no-progress", "--dataset", "leaves", "--params",
+    code = _cli(["run", "--scale", "smoke", "--stages", "1", "--no-progress", "--params",
                  str(params), "--out", str(tmp_path / "o/runs"), "--set", f"data_root={root}",
                  "--set", f"cache_dir={tmp_path / 'c/cache'}"], monkeypatch)
     assert not [str(p) for p in tmp_path.rglob("x_*")]  # x_2_seed0.txt, x_<hash> beside the cache
