@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         with handle_signals() as interrupt:  # Ctrl-C: exit 130, SIGTERM: exit 143, one line each
             if args.command == "run":
                 return _run(args, interrupt)
+            interrupt.resumable = args.command == "run"  # only runs keep checkpoints
             if args.command == "bench":
                 from .bench import main as bench_main
 

@@ -35,9 +35,12 @@ class Interruption:
     run_dirs: list[Path] = field(default_factory=list)
     where: str | None = None
     exit_status: int = 0
+    resumable: bool = True   # False where nothing is checkpointed (bench, pretrain): a rerun starts over
 
     def message(self, terminated: bool) -> str:
         what = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
+        if not self.resumable:
+            return f"{what}: nothing was kept; run the same command again to start over"
         current = next((d for d in self.run_dirs if not (d / "metrics.json").is_file()), None)
         if current is not None:
             where = f" of {current}"

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -127,15 +128,21 @@ def shipped_recipes() -> dict[str, dict]:
     return recipes
 
 
-def build_shipped(into: Path = SHIPPED_DIR, progress: bool = True) -> list[Path]:
-    """Build the shipped backbones into ``into`` (skipping those present with the right recipe)
-    and remove files there that no shipped preset needs any more. Returns the files."""
+_RECIPE_FILE = re.compile(r"[0-9a-f]{16}\.pt")
+
+
+def build_shipped(into: Path = SHIPPED_DIR, progress: bool = True, prune: bool | None = None) -> list[Path]:
+    """Build the shipped backbones into ``into`` (skipping those present with the right recipe).
+    ``prune`` (default: only in the package's own folder) removes the recipe-named files
+    (``<16 hex digits>.pt``) that no shipped preset needs any more; nothing else is ever removed.
+    Returns the files."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     recipes = shipped_recipes()
-    for stale in sorted(into.glob("*.pt")):
-        if stale.name not in recipes:
-            stale.unlink()
+    if prune if prune is not None else into.resolve() == SHIPPED_DIR:
+        for stale in sorted(into.glob("*.pt")):
+            if _RECIPE_FILE.fullmatch(stale.name) and stale.name not in recipes and not stale.is_symlink():
+                stale.unlink()
     paths = []
     for name, key in recipes.items():
         path = into / name

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -585,14 +586,24 @@ def list_runs(out: str | Path | None = None, which: str = "last") -> pd.DataFram
     out = runs_dir(out)
     rows = []
     for m in sorted(Path(out).glob("*/metrics.json")):
-        metrics = read_json(m)
-        cfg = read_json(m.parent / "config.json").get("config", {})
-        rows.append({"run": m.parent.name, "dataset": metrics["dataset"], "stage": metrics["stage"],
-                     "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
-                     "method": cfg.get("method", "three-stage"),
-                     "val_miou": metrics["val"]["miou"] if which == "last" else _best_last(metrics)["val_miou_best"],
-                     **_best_last(metrics), "split": _split_of(metrics, cfg.get("split_file")),
-                     "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
-                     **{k: cfg.get(k) for k in ("lambda1", "lambda2", *SWITCH_KEYS)},
-                     "parent": metrics.get("pseudo_masks_from"), "run_dir": str(m.parent)})
+        try:
+            rows.append(_run_row(m, which))
+        except (KeyError, TypeError, ValueError, AttributeError, OSError) as err:
+            # one damaged or foreign run must not hide the others (a rerun of it sets it aside)
+            warnings.warn(f"{m}: not a finished run's metrics.json ({type(err).__name__}: {err}); left out of the list",
+                          stacklevel=2)
     return pd.DataFrame(rows)
+
+
+def _run_row(m: Path, which: str) -> dict:
+    """The row of :func:`list_runs` for the run whose ``metrics.json`` is ``m``."""
+    metrics = read_json(m)
+    cfg = read_json(m.parent / "config.json").get("config", {})
+    return {"run": m.parent.name, "dataset": metrics["dataset"], "stage": metrics["stage"],
+            "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
+            "method": cfg.get("method", "three-stage"),
+            "val_miou": metrics["val"]["miou"] if which == "last" else _best_last(metrics)["val_miou_best"],
+            **_best_last(metrics), "split": _split_of(metrics, cfg.get("split_file")),
+            "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
+            **{k: cfg.get(k) for k in ("lambda1", "lambda2", *SWITCH_KEYS)},
+            "parent": metrics.get("pseudo_masks_from"), "run_dir": str(m.parent)}

@@ -45,7 +45,7 @@ from .runs import (LOCK_NAME, MANIFEST, MANIFEST_FILES, atomic_directory, atomic
                    raise_if_disk_full, read_json, read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv,
                    write_labelled_ids, write_manifest, write_mask_png)
 from .train import BatchSource, StepBatch, derive_seed
-from .train.log import TrainingLog
+from .train.log import LOG_FILE, TENSORBOARD_DIR, TrainingLog
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
 # not reused.
@@ -439,10 +439,14 @@ def reusable_run(run_dir: Path) -> bool:
 def _set_aside_non_files(run_dir: Path) -> None:
     """Set aside a folder or link where the run writes a file (``model.pt/``...): writing it would
     fail, and every rerun with it."""
-    for name in (*MANIFEST_FILES, MANIFEST, "checkpoint.pt", ERROR_FILE):
+    for name in (*MANIFEST_FILES, MANIFEST, "checkpoint.pt", ERROR_FILE, LOG_FILE):
         path = run_dir / name
         if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
             set_aside(path, "not-a-file", "the run writes a file here; starting the stage with it set aside")
+    # the log appends and TensorBoard writes into its folder: a link would send both elsewhere
+    path = run_dir / TENSORBOARD_DIR
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+        set_aside(path, "not-a-folder", "the run writes its TensorBoard events here; starting the stage with it set aside")
 
 
 ERROR_FILE = "error.txt"

@@ -335,3 +335,23 @@ def test_a_folder_where_the_run_writes_a_file_is_set_aside(tmp_path, capsys):
     (kept,) = run_dir.glob("model.pt.not-a-file-*")
     assert (kept / "keep.txt").read_text() == "mine"
     assert f"{run_dir / 'model.pt'}: the run writes a file here" in capsys.readouterr().err
+
+
+def test_a_linked_train_log_or_tensorboard_folder_is_set_aside_not_written_through(tmp_path, capsys):
+    """In a shared cache, links planted as ``train.log`` / ``tensorboard/`` would make the next
+    user's run append to, and write event files into, whatever they point at."""
+    config = _config()
+    run_dir = _run_dir(tmp_path, config)
+    victim = tmp_path / "victim"
+    (victim / "tb").mkdir(parents=True)
+    (victim / "notes.txt").write_text("mine\n")
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").symlink_to(victim / "notes.txt")
+    (run_dir / "tensorboard").symlink_to(victim / "tb")
+    run_stage(config, 1, out=tmp_path, progress=False)
+    assert (victim / "notes.txt").read_text() == "mine\n" and not any((victim / "tb").iterdir())
+    assert (run_dir / "train.log").is_file() and not (run_dir / "train.log").is_symlink()
+    assert not (run_dir / "tensorboard").is_symlink()
+    err = capsys.readouterr().err
+    assert f"{run_dir / 'train.log'}: the run writes a file here" in err
+    assert f"{run_dir / 'tensorboard'}: the run writes its TensorBoard events here" in err

@@ -56,6 +56,19 @@ def test_cli_interruption_is_one_line_naming_the_run_to_resume(tmp_path, monkeyp
     assert signal.getsignal(signal.SIGTERM) == previous   # the handler is the caller's again
 
 
+def test_pretrain_interruption_does_not_promise_a_resume(tmp_path, monkeypatch, capsys):
+    from selftrain_lib import pretrain
+    from selftrain_lib.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain, "build_shipped", interrupted)
+    assert main(["pretrain", "--into", str(tmp_path)]) == 130
+    assert _last(capsys.readouterr().err, 1) == \
+        "interrupted (Ctrl-C): nothing was kept; run the same command again to start over"
+
+
 def test_paper_figures_interruption_names_the_run_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pf, "build", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     code = pf.main(["--out", str(tmp_path / "runs"), "--build", str(tmp_path / "b"), "--jobs", "1"])

@@ -243,3 +243,15 @@ def test_rows_report_table_v_columns_per_dataset_and_captions_say_what_is_measur
 def test_percent_names_and_scales_miou_columns():
     df = results.percent(pd.DataFrame({"val_miou": [0.5], "stage": [1]}))
     assert list(df.columns) == ["val mIoU (%)", "stage"] and df.iloc[0, 0] == pytest.approx(50.0)
+
+
+def test_list_runs_leaves_out_a_damaged_metrics_json_with_a_warning_naming_it(tmp_path):
+    from selftrain_lib import results
+
+    (tmp_path / "0123456789abcdef").mkdir()
+    bad = tmp_path / "0123456789abcdef" / "metrics.json"
+    bad.write_text("{}")
+    (tmp_path / "0123456789abcdef" / "config.json").write_text('{"config": {}}')
+    with pytest.warns(UserWarning, match=rf"{bad}: not a finished run's metrics.json \(KeyError"):
+        runs = results.list_runs(tmp_path)
+    assert runs.empty

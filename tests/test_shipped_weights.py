@@ -45,9 +45,14 @@ def test_build_shipped_writes_the_recipes_removes_stale_and_is_deterministic(tmp
     monkeypatch.setattr(pretrain, "shipped_recipes", lambda: {name: key})
     (tmp_path / "0000000000000000.pt").write_bytes(b"an old recipe")
     (tmp_path / "README.md").write_text("kept")
-    [path] = pretrain.build_shipped(tmp_path, progress=False)
+    (tmp_path / "best_model.pt").write_bytes(b"a user's checkpoint")
+    [path] = pretrain.build_shipped(tmp_path, progress=False)  # not the package's folder: removes nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "README.md", "best_model.pt",
+                                                                 "0000000000000000.pt"])
+    [path] = pretrain.build_shipped(tmp_path, progress=False, prune=True)
     assert path == tmp_path / name and pretrain.check_shipped(tmp_path) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "README.md"])
+    # pruning removes only recipe-named files: a user's file in the folder is never deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "README.md", "best_model.pt"])
     first = torch.load(path, weights_only=True)["backbone"]
     path.unlink()
     pretrain.build_shipped(tmp_path, progress=False)
