@@ -449,6 +449,18 @@ def _set_aside_non_files(run_dir: Path) -> None:
         set_aside(path, "not-a-folder", "the run writes its TensorBoard events here; starting the stage with it set aside")
 
 
+def _keep_files_of_a_linked_folder(run_dir: Path) -> None:
+    """A run folder that is a link points at a folder the project did not make: when the stage
+    starts afresh there (no checkpoint), what it holds under the names the run writes is set
+    aside, not overwritten (in a folder the cache made, those files are the run's own)."""
+    if not run_dir.is_symlink() or (run_dir / "checkpoint.pt").is_file():
+        return
+    for name in (*MANIFEST_FILES, MANIFEST, ERROR_FILE, LOG_FILE, TENSORBOARD_DIR, "pseudo_masks"):
+        path = run_dir / name
+        if os.path.lexists(path):
+            set_aside(path, "kept", "a linked run folder starting afresh holds this; set aside, not overwritten")
+
+
 ERROR_FILE = "error.txt"
 CHECKPOINT_KEYS = ("step", "model", "optimizer", "teacher", "rows", "sums", "elapsed")
 
@@ -549,6 +561,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
         run_dir.mkdir(parents=True, exist_ok=True)
         clean_interrupted_writes(run_dir)  # this process holds the run: no write of another is under way
         _set_aside_non_files(run_dir)
+        _keep_files_of_a_linked_folder(run_dir)
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         atomic_write_json(run_dir / "config.json", {"stage": stage, "run_hash": run_hash, "key": key,
                                                     "config": resolved_dict(config)})

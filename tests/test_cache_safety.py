@@ -355,3 +355,23 @@ def test_a_linked_train_log_or_tensorboard_folder_is_set_aside_not_written_throu
     err = capsys.readouterr().err
     assert f"{run_dir / 'train.log'}: the run writes a file here" in err
     assert f"{run_dir / 'tensorboard'}: the run writes its TensorBoard events here" in err
+
+
+def test_a_linked_run_folder_starting_afresh_sets_aside_what_it_would_overwrite(tmp_path, capsys):
+    """A run folder linked into a folder of the user's: their config.json, model.pt, error.txt
+    and pseudo_masks/ are set aside (renamed), never overwritten or replaced."""
+    config = _config()
+    target = tmp_path / "proj"
+    (target / "pseudo_masks").mkdir(parents=True)
+    for name in ("config.json", "model.pt", "error.txt", "pseudo_masks/mine.txt"):
+        (target / name).write_text(f"my {name}")
+    (tmp_path / "runs").mkdir()
+    _run_dir(tmp_path / "runs", config).symlink_to(target)
+    run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    for name in ("config.json", "model.pt", "error.txt"):
+        (kept,) = target.glob(f"{name}.kept-*")
+        assert kept.read_text() == f"my {name}"
+    (kept,) = target.glob("pseudo_masks.kept-*")
+    assert (kept / "mine.txt").read_text() == "my pseudo_masks/mine.txt"
+    assert (target / "model.pt").read_bytes() != b"my model.pt" and (target / "metrics.json").is_file()
+    assert "a linked run folder starting afresh holds this" in capsys.readouterr().err
