@@ -39,10 +39,11 @@ SMOKE = {
 TABLE = ("md", "tex", "csv")
 FIGURE = ("pdf", "png")
 EXPECTED = {
-    "stage1": [("stage1_losses", FIGURE), ("stage1_predictions", FIGURE)],
-    "stage2": [("stage2_losses", FIGURE), ("stage2_val_miou", FIGURE), ("stage2_pseudo", FIGURE)],
-    "stage3": [("stage3_losses", FIGURE), ("stage3_predictions", FIGURE)],
-    "baselines": [("baselines_mt-cutmix_losses", FIGURE), ("baselines_mt-cutmix_predictions", FIGURE)],
+    # a run's figures carry its dataset, label count (the paper's), seed and scale: runs never overwrite each other
+    "stage1": [("stage1_synth-objects_60labels_seed0_smoke_losses", FIGURE), ("stage1_synth-objects_60labels_seed0_smoke_predictions", FIGURE)],
+    "stage2": [("stage2_synth-objects_60labels_seed0_smoke_losses", FIGURE), ("stage2_synth-objects_60labels_seed0_smoke_val_miou", FIGURE), ("stage2_synth-objects_60labels_seed0_smoke_pseudo", FIGURE)],
+    "stage3": [("stage3_synth-objects_60labels_seed0_smoke_losses", FIGURE), ("stage3_synth-objects_60labels_seed0_smoke_predictions", FIGURE)],
+    "baselines": [("baselines_mt-cutmix_synth-objects_60labels_seed0_smoke_losses", FIGURE), ("baselines_mt-cutmix_synth-objects_60labels_seed0_smoke_predictions", FIGURE)],
     "ablation": [("ablation_T2", FIGURE)],
     "lambda_curve": [("lambda_curve_synth-objects", FIGURE)],
     "table2": [("table2", TABLE)],

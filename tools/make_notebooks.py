@@ -94,21 +94,22 @@ results.percent(runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_di
         "whole images at each evaluation step; the reported number is the last step.",
         """curves = this.curves()
 where = f"{dataset}, {spec.labels} labels, seed {seed}"
+tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
 fig = figures.plot_losses(curves, title=f"Stage {STAGE} losses: {where}")
-figures.show(fig, fig_dir / f"stage{STAGE}_losses")
+figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_losses")
 fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title=f"validation mIoU, stages 1..{STAGE}: {where}")
-figures.show(fig, fig_dir / f"stage{STAGE}_val_miou")""",
+figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_val_miou")""",
         "md:## Pseudo-mask quality on U before and after this stage",
         """before = result.stages[-2].pseudo_miou if STAGE > 1 else float("nan")
 figures.show_markdown(f"Pseudo-masks on U: before Stage {STAGE} (its input) **{100 * before:.2f}**, "
                       f"after (its output) **{100 * this.pseudo_miou:.2f}** mIoU (%).")
 fig = figures.plot_pseudo_stages(runs, title=f"pseudo-masks on U after each stage: {where}")
-figures.show(fig, fig_dir / f"stage{STAGE}_pseudo")""",
+figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_pseudo")""",
         "md:## Example predictions (fixed validation sample)",
         """data = load_data(this.config)
 images, columns, truth = results.val_samples(result.stages, data, max_images=4)
 fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
-figures.show(fig, fig_dir / f"stage{STAGE}_predictions")""",
+figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_predictions")""",
     ]
     intro = (f"Runs Stage {k} of the three-stage method, training (or reusing from the run cache) the earlier "
              f"stages it needs. `papermill notebooks/stage{k}.ipynb out.ipynb -p labels 100`.")
@@ -145,14 +146,15 @@ results.percent(runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou"
      "md:## Losses over training\n\n`loss_con` is the masked consistency loss; `conf_rate` the fraction of "
      "pixels where the teacher is confident enough (`conf_threshold`).",
      """curves = this.curves()
+tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
 fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels, seed {seed}")
-figures.show(fig, fig_dir / f"baselines_{method}_losses")
+figures.show(fig, fig_dir / f"baselines_{method}_{tag}_losses")
 curves.dropna(axis=1, how="all").tail()""",
      "md:## Example predictions (fixed validation sample)",
      """data = load_data(this.config)
 images, columns, truth = results.val_samples([], data, max_images=4, before={name: this})
 fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
-figures.show(fig, fig_dir / f"baselines_{method}_predictions")"""])
+figures.show(fig, fig_dir / f"baselines_{method}_{tag}_predictions")"""])
 
 NOTEBOOKS["ablation"] = notebook(
     "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
