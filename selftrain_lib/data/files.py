@@ -364,15 +364,3 @@ def _listing(folder: Path, extensions: tuple[str, ...]) -> dict[str, list[str]]:
     except (FileNotFoundError, NotADirectoryError):
         pass
     return out
-
-
-def read_pseudo_mask(directory: str | os.PathLike, image_id: str, size: tuple[int, int]) -> Tensor:
-    """The pseudo-mask PNG ``<directory>/<image_id>.png`` (uint8 (H, W)); it must have the image's size."""
-    path = Path(directory) / f"{image_id}.png"
-    if not path.is_file():
-        raise FileNotFoundError(f"pseudo-mask {path} is missing")
-    with Image.open(path) as m:
-        a = np.asarray(m, dtype=np.uint8)
-    if a.shape != tuple(size):
-        raise ValueError(f"{path}: pseudo-mask size {a.shape} differs from its image {tuple(size)}")
-    return torch.from_numpy(a.copy())
