@@ -316,7 +316,7 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
     if config.pretrained not in ("synthetic", "imagenet", "none"):
         config_key["pretrained"] = file_sha256(config.pretrained)
     if dataset_info(config.dataset).format == "synthetic":
-        data: Any = generator_digest(config.dataset)  # as before: the generated datasets' run hashes are pinned
+        data: Any = generator_digest()  # as before: the generated datasets' run hashes are pinned
     else:
         data = {"files": data_fingerprint(config)}
         if config.pretrained == "synthetic":

@@ -1,4 +1,4 @@
-"""``synth-objects``: 2-4 shapes on cluttered backgrounds (PASCAL-like, 96x96, background + 5 classes)."""
+"""``synth-objects``: 1-3 shapes on cluttered backgrounds (PASCAL-like, 96x96, background + 10 classes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,29 +6,25 @@ import numpy as np
 from .draw import _Canvas, _any_colour, _hsv, _poly_mask, _regular, _rot, _textured
 from .spec import SyntheticSpec
 
-# Five shapes whose outlines differ (a disk has no corners, a ring a hole, a cross and a star
-# concave arms); the December design's near-twins (ellipse, hexagon ~ disk; diamond ~ square;
-# crescent ~ ring) are gone. Few classes and several objects an image are what gives the paper's
-# label fractions several labelled instances of each class (docs/cpu_scale.md).
-_OBJECT_SHAPES = ("disk", "square", "triangle", "ring", "cross")
+_OBJECT_SHAPES = ("disk", "square", "triangle", "ring", "cross", "star", "ellipse", "diamond", "hexagon",
+                  "crescent")
 OBJECTS = SyntheticSpec(
     name="synth-objects",
     class_names=("background",) + _OBJECT_SHAPES,
-    palette=((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128)),
+    palette=((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
+             (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0)),
     image_size=(96, 96),
     default_pool_size=3000,
     default_val_size=500,
 )
 
-# How many objects an image holds, and their probabilities.
-OBJECT_COUNTS = (2, 3, 4)
-OBJECT_COUNT_P = (0.35, 0.4, 0.25)
 
 # Texture and hue an object of each class prefers (70% of the time each, independently;
 # otherwise any): appearance cues as real classes have them, never decisive alone: the hue bands
 # of neighbouring classes overlap and 30% of objects take any colour.
 _OBJECT_HUE_SPREAD = 0.07
-_OBJECT_TEXTURE = ("smooth", "checks", "stripes", "noise_hi", "dots")
+_OBJECT_TEXTURE = ("smooth", "checks", "stripes", "noise_hi", "smooth", "dots", "stripes", "checks", "noise",
+                   "dots")
 _ANY_TEXTURE = ("smooth", "stripes", "checks", "noise", "noise_hi", "dots", "fine")
 _BACKGROUND_TEXTURE = ("smooth", "noise", "noise", "fine")
 
@@ -87,8 +83,8 @@ def objects_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         _blob(rng, cv, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 20))
     for _ in range(rng.integers(0, 4)):  # lines
         _line(rng, cv)
-    # -- the objects: any colour, any texture (70% of the time the class's own family)
-    k = int(rng.choice(OBJECT_COUNTS, p=OBJECT_COUNT_P))
+    # -- 1-3 objects: any colour, any texture (half the time the class's own family)
+    k = rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25])
     for _ in range(k):
         cls = int(rng.integers(1, len(_OBJECT_SHAPES) + 1))
         r = rng.uniform(10, 32) if k == 1 else rng.uniform(8, 26)
