@@ -236,6 +236,38 @@ def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int
     return text + (f" {published}" if published else "")
 
 
+def seeds_text(seeds: Sequence[int]) -> str:
+    """``"1 seed [0]"``, ``"3 seeds [0, 1, 2]"``."""
+    seeds = list(seeds)
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}"
+
+
+def setting_text(counts: Iterable[tuple[str, Any, Any]], scale: str, seeds: Sequence[int]) -> str:
+    """What a figure shows, for its title or caption: each dataset (a stand-in named so) with the
+    labels it used beside the paper's count, the scale (the preset's name) and the seeds.
+    ``counts``: ``(dataset, labels used, the paper's count)`` (a used count equal to the paper's is
+    said once; the paper's "full" or 2975 is full supervision). ``"synth-street (Cityscapes stand-in), 20 labels used (paper: 100);
+    scale quick; 1 seed [0]"``."""
+    parts = []
+    for d, used, paper in dict.fromkeys((d, str(u), str(p)) for d, u, p in counts):
+        name = f"{d} ({PAPER_DATASET_NAME.get(d, d)} stand-in)" if d in STAND_INS else d
+        if used == "full" or paper in ("full", "2975"):
+            parts.append(f"{name}, full supervision" + (f" ({used} images)" if used.isdigit() else ""))
+        elif paper in ("", "None", used):
+            parts.append(f"{name}, {used} labels")
+        else:
+            parts.append(f"{name}, {used} labels used (paper: {paper})")
+    return f"{'; '.join(parts)}; scale {scale}; {seeds_text(seeds)}"
+
+
+def setting_of(runs: pd.DataFrame, scale: str, seeds: Sequence[int]) -> str:
+    """:func:`setting_text` of the runs of a :func:`collect` frame (full supervision left out when
+    other counts are there: a figure of stages is about the label counts)."""
+    counts = list(zip(runs["dataset"], runs["labels_used"], runs["paper_labels"]))
+    partial = [c for c in counts if str(c[1]) != "full" and str(c[2]) not in ("full", "2975")] or counts
+    return setting_text(partial, scale, seeds)
+
+
 def reported_of(runs: pd.DataFrame) -> str:
     """Which evaluation the ``val_miou`` of ``runs`` (a :func:`collect` frame) holds: ``best`` when
     every row says so, else ``last`` (frames from before the column existed hold the last)."""
