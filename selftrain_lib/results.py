@@ -4,6 +4,10 @@
 * :func:`mean_std` aggregates over seeds (mIoU in %, mean ± sample std, number of seeds).
 * :func:`published` / :func:`published_miou` read the paper's numbers (``paper_results.csv``,
   shipped with the package); :func:`join_published` puts them beside ours.
+* :func:`label_report` / :func:`rows_report` / :func:`lambda_report`: each paper table at a glance
+  (:mod:`selftrain_lib.glance`): its rows and label columns, each cell "ours | the paper's".
+* :func:`setting_text` / :func:`setting_of`: what a figure shows (dataset, labels used beside the
+  paper's count, scale, seeds), for its title.
 * :func:`write_table` writes a table as Markdown, LaTeX and CSV, each file atomically.
 
 mIoU values in the tidy frames are fractions (as in ``metrics.json``); tables show percent.
@@ -274,11 +278,6 @@ def reported_of(runs: pd.DataFrame) -> str:
     if "reported" in runs and len(runs) and (runs["reported"] == "best").all():
         return "best"
     return "last"
-
-
-PUBLISHED_GAIN = ("'gain' is each row's mIoU minus the {base} row's at the same label count, ours beside the "
-                  "paper's (from {source}): on another dataset or at another scale than the paper's every "
-                  "number shifts, so compare gains, not absolute numbers.")
 
 
 def _cell(v: Any) -> str:

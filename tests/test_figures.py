@@ -16,6 +16,15 @@ from selftrain_lib import figures, results
 from selftrain_lib.data import dataset_info
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Each test's figures closed after it (pyplot keeps them open otherwise)."""
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
 def test_miou_axis_spans_at_least_ten_points_within_0_100():
     import matplotlib.pyplot as plt
 
