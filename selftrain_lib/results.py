@@ -588,20 +588,25 @@ def label_report(runs: pd.DataFrame, dataset: str, scale: str, seeds: Sequence[i
     sections = [(name, df, cap) for name, df, cap in made[1:]]
     teacher = teacher_runs(runs[runs["dataset"] == dataset])
     if teacher is not None:
-        t_df, _ = label_glance(label_table(teacher, dataset), tables[0])
-        t_df = _ours_side(t_df)
-        sections.append(("The EMA teacher", t_df,
+        # Stage 1 has no teacher: its student stays the base of the gains
+        t_long = pd.concat([label_table(teacher, dataset), long[long["method"].isin(STUDENT_ONLY)]], ignore_index=True)
+        t_df, t_notes = label_glance(t_long, tables[0])
+        sections.append(("The EMA teacher", _ours_side(t_df),
                          caption(f"{title}: the EMA teacher of each stage that has one", [dataset], scale, seeds,
                                  measure="mIoU (%) of the teacher on the validation set",   # always the last step
-                                 published=f"{CELL_NOTE} Rows without a teacher (Stage 1) left out. {used}")))
+                                 published=f"{CELL_NOTE} Supervised (Stage 1, which has no teacher): its student, "
+                                           f"the base of the gains. {used} {' '.join(t_notes)}")))
     return {"df": made[0][1], "caption_text": made[0][2], "data": long, "sections": sections}
 
 
+STUDENT_ONLY = (SUPERVISED_ROW, "full supervision (Stage 1 on the pool)")   # the rows with no teacher
+
+
 def _ours_side(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a glance table that hold a number of ours (the teacher's table)."""
-    cells = df.drop(columns=df.columns[0])
-    has = cells.apply(lambda col: col.map(lambda c: not str(c).startswith(DASH))).any(axis=1)
-    return df[has].reset_index(drop=True)
+    """The rows and columns of a glance table that hold a number of ours (the teacher's table)."""
+    ours = df.drop(columns=df.columns[0]).apply(lambda col: col.map(lambda c: not str(c).startswith(DASH)))
+    keep = [df.columns[0], *(c for c in ours.columns if ours[c].any())]
+    return df.loc[ours.any(axis=1), keep].reset_index(drop=True)
 
 
 def rows_glance(long: pd.DataFrame, which: str) -> pd.DataFrame:

@@ -287,8 +287,11 @@ def test_label_report_adds_the_teacher_when_runs_kept_it(tmp_path):
     r = results.label_report(_label_rows(teacher=True), "synth-street", "smoke", [0, 1], "Table II")
     (heading, teacher, cap), = r["sections"]
     assert "teacher" in heading.lower() and "teacher" in cap
-    assert list(teacher["method"]) == [OURS]                               # stages with a teacher only
-    assert teacher.set_index("method").loc[OURS, "1/30 (100)"] == "48.00 ± 1.41 | 54.85"   # the teacher: +1
+    assert list(teacher["method"]) == [SUP, OURS]       # stages with a teacher, and Stage 1's student as the base
+    t = teacher.set_index("method")
+    assert t.loc[OURS, "1/30 (100)"] == "48.00 ± 1.41 | 54.85"                 # the teacher: +1
+    assert t.loc[OURS, "1/30 (100) gain"] == "+7.00 | +7.94†"                  # over Stage 1's student (41)
+    assert "1/2 (1488)" not in t.columns                                       # no column without ours
     paths = results.write_table(path=tmp_path / "t2", **r)
     md = paths["md"].read_text()
     assert md.count("| method |") == 2 and "### " in md
