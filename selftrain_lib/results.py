@@ -567,36 +567,47 @@ def _evaluated(runs: pd.DataFrame) -> str:
 
 def label_report(runs: pd.DataFrame, dataset: str, scale: str, seeds: Sequence[int], title: str) -> dict[str, Any]:
     """Table II (a street dataset) or Tables III and IV (an objects dataset) at a glance
-    (:func:`label_glance`): keyword arguments of :func:`write_table` (display table, tidy CSV of
-    :func:`label_table`, caption, and as sections Table IV and the teacher's numbers when the runs
-    kept them). ``scale`` names the preset that made the runs (in every caption)."""
+    (:func:`label_report_of` of :func:`label_table`), and the teacher's numbers as a last section
+    when the runs kept them: keyword arguments of :func:`write_table`. ``scale`` names the preset
+    that made the runs (in every caption)."""
     long = label_table(runs, dataset)
-    paper_dataset = PAPER_DATASET.get(dataset, dataset)
-    tables = ["II"] if paper_dataset == "cityscapes" else ["III", "IV"]
-    pre = _pretraining_of(runs, dataset)
-    used = labels_used_text(long, paper_dataset)
-    measure = f"{VALIDATION} ({_evaluated(runs)})"
-    made = []
-    for table in tables:
-        df, notes = label_glance(long, table, with_ours=comparable(dataset, pre, table))
-        pub = published(table)["pretraining"].iloc[0]
-        name = f"Table {table} ({PRETRAINING_NAME.get(pub, pub)} pre-training)" if len(tables) > 1 else title
-        cap = caption(name if len(tables) == 1 else f"{title}: {name}", [dataset], scale, seeds, measure=measure,
-                      published=" ".join([_glance_note(table, "Supervised"), used, *notes]),
-                      which=reported_of(runs))
-        made.append((name, df, cap))
-    sections = [(name, df, cap) for name, df, cap in made[1:]]
+    report = label_report_of(long, dataset, scale, seeds, title, _evaluated(runs), reported_of(runs),
+                             _pretraining_of(runs, dataset))
     teacher = teacher_runs(runs[runs["dataset"] == dataset])
     if teacher is not None:
         # Stage 1 has no teacher: its student stays the base of the gains
         t_long = pd.concat([label_table(teacher, dataset), long[long["method"].isin(STUDENT_ONLY)]], ignore_index=True)
-        t_df, t_notes = label_glance(t_long, tables[0])
-        sections.append(("The EMA teacher", _ours_side(t_df),
-                         caption(f"{title}: the EMA teacher of each stage that has one", [dataset], scale, seeds,
-                                 measure="mIoU (%) of the teacher on the validation set",   # always the last step
-                                 published=f"{CELL_NOTE} Supervised (Stage 1, which has no teacher): its student, "
-                                           f"the base of the gains. {used} {' '.join(t_notes)}")))
-    return {"df": made[0][1], "caption_text": made[0][2], "data": long, "sections": sections}
+        t_df, t_notes = label_glance(t_long, report["tables"][0])
+        used = labels_used_text(long, PAPER_DATASET.get(dataset, dataset))
+        report["sections"].append(("The EMA teacher", _ours_side(t_df),
+                                   caption(f"{title}: the EMA teacher of each stage that has one", [dataset], scale,
+                                           seeds, measure="mIoU (%) of the teacher on the validation set",  # last step
+                                           published=f"{CELL_NOTE} Supervised (Stage 1, which has no teacher): its "
+                                                     f"student, the base of the gains. {used} {' '.join(t_notes)}")))
+    return {k: v for k, v in report.items() if k != "tables"}
+
+
+def label_report_of(long: pd.DataFrame, dataset: str, scale: str, seeds: Sequence[int], title: str,
+                    evaluated: str = "the evaluated model: student", which: str = "last",
+                    pretraining: str | None = None) -> dict[str, Any]:
+    """The paper's label tables at a glance from :func:`label_table`'s rows ``long`` (e.g. read back
+    from a committed CSV): Table II, or Table III with Table IV as a section; keyword arguments of
+    :func:`write_table` plus ``tables`` (the paper's tables shown). ``evaluated``: which model the
+    numbers are of; ``which``: which evaluation (:func:`collect`); ``pretraining``: the runs' (real
+    VOC runs meet Table III or IV by it, :func:`comparable`)."""
+    paper_dataset = PAPER_DATASET.get(dataset, dataset)
+    tables = ["II"] if paper_dataset == "cityscapes" else ["III", "IV"]
+    used = labels_used_text(long, paper_dataset)
+    made = []
+    for table in tables:
+        df, notes = label_glance(long, table, with_ours=comparable(dataset, pretraining, table))
+        pub = published(table)["pretraining"].iloc[0]
+        name = f"Table {table} ({PRETRAINING_NAME.get(pub, pub)} pre-training)" if len(tables) > 1 else title
+        cap = caption(name if len(tables) == 1 else f"{title}: {name}", [dataset], scale, seeds,
+                      measure=f"{VALIDATION} ({evaluated})",
+                      published=" ".join([_glance_note(table, "Supervised"), used, *notes]), which=which)
+        made.append((name, df, cap))
+    return {"df": made[0][1], "caption_text": made[0][2], "data": long, "sections": list(made[1:]), "tables": tables}
 
 
 STUDENT_ONLY = (SUPERVISED_ROW, "full supervision (Stage 1 on the pool)")   # the rows with no teacher
@@ -633,19 +644,27 @@ def rows_glance(long: pd.DataFrame, which: str) -> pd.DataFrame:
 
 def rows_report(runs: pd.DataFrame, which: str, scale: str, seeds: Sequence[int], title: str) -> dict[str, Any]:
     """Table V (``which="V"``, gains over "S1 only") or VI (``"VI"``) at a glance
-    (:func:`rows_glance`); keyword arguments of :func:`write_table`. The caption says what ours
-    is: the stand-in, the labels it used, the scale (``scale``: the preset's name) and the seeds."""
-    make, base = {"V": (ablation_table, "'S1 only'"), "VI": (ema_table, None)}[which]
-    long = make(runs)
-    datasets = list(dict.fromkeys(runs["dataset"]))
+    (:func:`rows_report_of`); keyword arguments of :func:`write_table`."""
+    long = {"V": ablation_table, "VI": ema_table}[which](runs)
+    return rows_report_of(long, which, list(dict.fromkeys(runs["dataset"])), scale, seeds, title, _evaluated(runs),
+                          reported_of(runs))
+
+
+def rows_report_of(long: pd.DataFrame, which: str, datasets: Sequence[str], scale: str, seeds: Sequence[int],
+                   title: str, evaluated: str = "the evaluated model: student", reported: str = "last") -> dict[str, Any]:
+    """Table V or VI at a glance (:func:`rows_glance`) from :func:`ablation_table` or
+    :func:`ema_table`'s rows ``long`` (e.g. read back from a committed CSV); keyword arguments of
+    :func:`write_table`. The caption says what ours is: the stand-in, the labels it used, the scale
+    (``scale``: the preset's name) and the seeds."""
+    base = {"V": "'S1 only'", "VI": None}[which]
     used = "; ".join(
         f"{d}: {u} labelled images" + (f" (nominal {n}; the paper's {p})" if str(u) != str(n) else f" (the paper's {p})")
         for d, n, u, p in dict.fromkeys(zip(long["dataset"], long["labels (ours)"],
                                             long["labels used at this scale"], long["labels (paper)"]))) \
         if len(long) else ""
-    cap = caption(title, datasets, scale, seeds, measure=f"{VALIDATION} ({_evaluated(runs)})",
+    cap = caption(title, datasets, scale, seeds, measure=f"{VALIDATION} ({evaluated})",
                   published=_glance_note(which, base) + " Columns: ours (the stand-in) | the paper's dataset and "
-                  "label count." + (f" Labels ours used: {used}." if used else ""), which=reported_of(runs))
+                  "label count." + (f" Labels ours used: {used}." if used else ""), which=reported)
     return {"df": rows_glance(long, which), "caption_text": cap, "data": long}
 
 
@@ -686,8 +705,11 @@ def lambda_report(table: pd.DataFrame, scale: str, seeds: Sequence[int], title: 
     """Figure 3's numbers (:func:`lambda_table`) as a table at a glance (:func:`lambda_glance`);
     keyword arguments of :func:`write_table` (the CSV keeps :func:`lambda_table`'s columns)."""
     datasets = list(dict.fromkeys(table["dataset"]))
-    labels = "; ".join(f"{d}: {ABLATION_LABELS.get(d, '?')} labels (nominal; the paper's "
-                       f"{ABLATION_PAPER_LABELS.get(PAPER_DATASET.get(d, d), '?')})" for d in datasets)
+    if {"labels_used", "paper_labels"} <= set(table.columns):
+        labels = setting_text(zip(table["dataset"], table["labels_used"], table["paper_labels"]), scale, seeds)
+    else:   # a table from before the counts were kept: the nominal count
+        labels = "; ".join(f"{d}: {ABLATION_LABELS.get(d, '?')} labels (nominal; the paper's "
+                           f"{ABLATION_PAPER_LABELS.get(PAPER_DATASET.get(d, d), '?')})" for d in datasets)
     note = (f"{CELL_NOTE} The paper's numbers are read off its Fig. 3 (approximate, Cityscapes 100 only). "
             "'vs λ1 = 1/2': each row minus the λ1 = 1/2 row (the paper's choice), ours | the paper's: compare the "
             f"shapes, not the absolute numbers. Labels: {labels}.")
@@ -721,7 +743,8 @@ def pseudo_stage_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def lambda_table(runs: pd.DataFrame, stage: int = 3) -> pd.DataFrame:
     """Figure 3's numbers: validation mIoU of ``stage`` against λ1 (= λ2)."""
-    s = mean_std(runs[runs["stage"] == stage], ["dataset", "labels", "lambda1"])
+    counts = [c for c in ("labels_used", "paper_labels") if c in runs and runs[c].notna().any()]  # for the caption
+    s = mean_std(runs[runs["stage"] == stage], ["dataset", "labels", *counts, "lambda1"])
     return s.rename(columns={"mean": "miou", "std": "miou_std", "n": "seeds"})
 
 

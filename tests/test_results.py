@@ -325,6 +325,9 @@ def test_lambda_report_rows_are_lambdas_with_the_papers_fig3_and_no_gain_std_on_
     assert t.loc["1/4", "synth-street | Cityscapes 100 vs λ1 = 1/2"] == "-1.00 | -2.00"
     assert t.loc["1", "synth-street | Cityscapes 100"] == "– | 53.35"
     assert r["data"] is table and "approximate" in r["caption_text"]
+    counted = table.assign(labels_used=20, paper_labels="100")          # lambda_table keeps both counts
+    assert "synth-street (Cityscapes stand-in), 20 labels used (paper: 100)" in \
+        results.lambda_report(counted, "quick", [0, 1], "Figure 3")["caption_text"]
 
 
 def test_percent_names_and_scales_miou_columns():
@@ -342,3 +345,22 @@ def test_list_runs_leaves_out_a_damaged_metrics_json_with_a_warning_naming_it(tm
     with pytest.warns(UserWarning, match=rf"{bad}: not a finished run's metrics.json \(KeyError"):
         runs = results.list_runs(tmp_path)
     assert runs.empty
+
+
+def test_retable_rewrites_the_markdown_from_a_committed_csv_with_the_published_numbers(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("retable", Path(__file__).parent.parent / "tools" / "retable.py")
+    retable = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(retable)
+    rows = [{"dataset": "synth-street", "labels": 100, "paper_labels": "100", "labels_used": 20,
+             "variant": "full method", "method": "three-stage", "seed": 0, "stage": st, "val_miou": v,
+             "eval_model": "teacher"} for st, v in ((1, 0.317), (3, 0.3336))]
+    results.write_table(path=tmp_path / "table2", **results.label_report(_runs(rows), "synth-street", "quick", [0], "T"))
+    (tmp_path / "table2.md").write_text("old (the evaluated model: student / teacher) text")
+    csv = (tmp_path / "table2.csv").read_bytes()
+    assert retable.retable(tmp_path, "quick", [0]) == [tmp_path / "table2"]
+    md = (tmp_path / "table2.md").read_text()
+    assert "33.36 \\| 54.85" in md and "– \\| 62.82" in md and "student / teacher" in md and "scale: quick" in md
+    assert (tmp_path / "table2.csv").read_bytes() == csv                  # the tidy rows untouched
