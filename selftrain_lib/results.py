@@ -250,8 +250,8 @@ def setting_text(counts: Iterable[tuple[str, Any, Any]], scale: str, seeds: Sequ
     """What a figure shows, for its title or caption: each dataset (a stand-in named so) with the
     labels it used beside the paper's count, the scale (the preset's name) and the seeds.
     ``counts``: ``(dataset, labels used, the paper's count)`` (a used count equal to the paper's is
-    said once; the paper's "full" or 2975 is full supervision). ``"synth-street (Cityscapes stand-in), 20 labels used (paper: 100);
-    scale quick; 1 seed [0]"``."""
+    said once; the paper's "full" or 2975 is full supervision). E.g. ``"synth-street (Cityscapes
+    stand-in), 20 labels used (paper: 100); scale quick; 1 seed [0]"``."""
     parts = []
     for d, used, paper in dict.fromkeys((d, str(u), str(p)) for d, u, p in counts):
         name = f"{d} ({PAPER_DATASET_NAME.get(d, d)} stand-in)" if d in STAND_INS else d
@@ -487,37 +487,61 @@ def label_glance(long: pd.DataFrame, table: str, with_ours: bool = True) -> tupl
     each. Returns the table and its footnotes."""
     pub = published(table)
     paper_dataset, main = pub["dataset"].iloc[0], pub["pretraining"].iloc[0]
-    several = pub["pretraining"].nunique() > 1
-    rows = list(dict.fromkeys(_paper_row(m, p, main, several) for m, p in zip(pub["method"], pub["pretraining"])))
-    paper = {(_paper_row(m, p, main, several), str(n)): Paper(float(v))
+    name = _row_namer(pub)
+    rows, paper, notes = _paper_cells(pub, table)
+    ours, ours_names, extra = _ours_cells(long if with_ours else long.iloc[:0], table)
+    at = rows.index(name("Ours (three-stage)", main)) if name("Ours (three-stage)", main) in rows else len(rows)
+    rows = rows[:at] + extra + rows[at:]
+    keys = [k for k, _ in PAPER_COLUMNS[paper_dataset]]
+    keys += sorted({k for _, k in [*paper, *ours]} - set(keys))   # a count the paper's columns lack: at the end
+    same = {name(m, p) for m, p in zip(pub["method"], pub["pretraining"]) if p == main}
+    df = layout(rows, [(k, _header(paper_dataset, k)) for k in keys], ours, paper, base=name(SUPERVISED_PAPER, main),
+                row_header="method", paper_gain_rows=same | set(extra) | set(ours_names))  # none across pre-trainings
+    label = {r: r + (f" · ours: {', '.join(dict.fromkeys(ours_names[r]))}" if r in ours_names else "") for r in rows}
+    return df.assign(method=df["method"].map(label)), notes
+
+
+def _row_namer(pub: pd.DataFrame):
+    """The row name of (method, pre-training) in a paper table ``pub``: the method, with its
+    pre-training where the table has several and it is not the table's first."""
+    main, several = pub["pretraining"].iloc[0], pub["pretraining"].nunique() > 1
+    return lambda method, pretraining: _paper_row(method, pretraining, main, several)
+
+
+def _paper_cells(pub: pd.DataFrame, table: str) -> tuple[list[str], dict, list[str]]:
+    """The rows of a paper table (in its order), its numbers by (row, label) and its footnotes:
+    Table II's Supervised at 100 from Table V, and rows of a second pre-training without gains."""
+    name, main = _row_namer(pub), pub["pretraining"].iloc[0]
+    rows = list(dict.fromkeys(name(m, p) for m, p in zip(pub["method"], pub["pretraining"])))
+    paper = {(name(m, p), str(n)): Paper(float(v))
              for m, p, n, v in zip(pub["method"], pub["pretraining"], pub["labels"], pub["miou"])}
-    base, notes = _paper_row(SUPERVISED_PAPER, main, main, several), []
+    notes, base = [], name(SUPERVISED_PAPER, main)
     if table == "II" and (base, "100") not in paper:
         v = published_miou("V", "cityscapes", "S1 only", "100", "imagenet")
         paper[(base, "100")] = Paper(v, "†")
         notes.append(TABLE_II_BASE_NOTE.format(value=v))
-    ours, ours_names, extra = {}, {}, []
-    for _, r in (long.iterrows() if with_ours else ()):
+    others = [PRETRAINING_NAME.get(p, p) for p in dict.fromkeys(pub["pretraining"]) if p != main]
+    if others:
+        notes.append(f"Rows of {' and '.join(others)} pre-training (named so) have no paper gain: the Supervised "
+                     f"row is {PRETRAINING_NAME.get(main, main)}'s.")
+    return rows, paper, notes
+
+
+def _ours_cells(long: pd.DataFrame, table: str) -> tuple[dict, dict, list[str]]:
+    """Ours by (the paper's row, label), the short names of ours in each paper row, and the rows of
+    ours only (Stage 2; a baseline the table lacks). Full supervision is Supervised's "full" cell."""
+    pub = published(table)
+    name, main = _row_namer(pub), pub["pretraining"].iloc[0]
+    ours, names, extra = {}, {}, []
+    for _, r in long.iterrows():
         method = LABEL_ROWS.get(r["method"], (None, None))[0 if table in ("II", "III") else 1]
-        row = _paper_row(method, main, main, several) if method else f"{r['method']} (ours only)"
-        if not method and row not in extra:
-            extra.append(row)
+        row = name(method, main) if method else f"{r['method']} (ours only)"
         if method:
-            ours_names.setdefault(row, []).append(OURS_SHORT.get(r["method"], r["method"]))
+            names.setdefault(row, []).append(OURS_SHORT.get(r["method"], r["method"]))
+        elif row not in extra:
+            extra.append(row)
         ours[(row, str(r["labels (paper)"]))] = Ours(float(r["mean (%)"]), float(r["std (%)"]), int(r["seeds"]))
-    mine = _paper_row("Ours (three-stage)", main, main, several)
-    at = rows.index(mine) if mine in rows else len(rows)
-    rows = rows[:at] + extra + rows[at:]
-    keys = [k for k, _ in PAPER_COLUMNS[paper_dataset]]
-    keys += sorted({k for _, k in [*paper, *ours]} - set(keys))   # a count the paper's columns lack: at the end
-    if several:
-        notes.append(f"Rows of {' and '.join(PRETRAINING_NAME.get(p, p) for p in dict.fromkeys(pub['pretraining']) if p != main)} "
-                     f"pre-training (named so) have no paper gain: the Supervised row is {PRETRAINING_NAME.get(main, main)}'s.")
-    same = {_paper_row(m, p, main, several) for m, p in zip(pub["method"], pub["pretraining"]) if p == main}
-    df = layout(rows, [(k, _header(paper_dataset, k)) for k in keys], ours, paper, base=base, row_header="method",
-                paper_gain_rows=same | set(extra) | set(ours_names))   # no gain across pre-trainings
-    label = {r: r + (f" · ours: {', '.join(dict.fromkeys(ours_names[r]))}" if r in ours_names else "") for r in rows}
-    return df.assign(method=df["method"].map(label)), notes
+    return ours, names, extra
 
 
 def labels_used_text(long: pd.DataFrame, paper_dataset: str) -> str:
@@ -651,14 +675,15 @@ def rows_report(runs: pd.DataFrame, which: str, scale: str, seeds: Sequence[int]
 
 
 def rows_report_of(long: pd.DataFrame, which: str, datasets: Sequence[str], scale: str, seeds: Sequence[int],
-                   title: str, evaluated: str = "the evaluated model: student", reported: str = "last") -> dict[str, Any]:
+                   title: str, evaluated: str = "the evaluated model: student",
+                   reported: str = "last") -> dict[str, Any]:
     """Table V or VI at a glance (:func:`rows_glance`) from :func:`ablation_table` or
     :func:`ema_table`'s rows ``long`` (e.g. read back from a committed CSV); keyword arguments of
     :func:`write_table`. The caption says what ours is: the stand-in, the labels it used, the scale
     (``scale``: the preset's name) and the seeds."""
     base = {"V": "'S1 only'", "VI": None}[which]
     used = "; ".join(
-        f"{d}: {u} labelled images" + (f" (nominal {n}; the paper's {p})" if str(u) != str(n) else f" (the paper's {p})")
+        f"{d}: {u} labelled images" + (f" (nominal {n};" if str(u) != str(n) else " (") + f" the paper's {p})"
         for d, n, u, p in dict.fromkeys(zip(long["dataset"], long["labels (ours)"],
                                             long["labels used at this scale"], long["labels (paper)"]))) \
         if len(long) else ""

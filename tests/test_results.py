@@ -357,7 +357,8 @@ def test_retable_rewrites_the_markdown_from_a_committed_csv_with_the_published_n
     rows = [{"dataset": "synth-street", "labels": 100, "paper_labels": "100", "labels_used": 20,
              "variant": "full method", "method": "three-stage", "seed": 0, "stage": st, "val_miou": v,
              "eval_model": "teacher"} for st, v in ((1, 0.317), (3, 0.3336))]
-    results.write_table(path=tmp_path / "table2", **results.label_report(_runs(rows), "synth-street", "quick", [0], "T"))
+    report = results.label_report(_runs(rows), "synth-street", "quick", [0], "T")
+    results.write_table(path=tmp_path / "table2", **report)
     (tmp_path / "table2.md").write_text("old (the evaluated model: student / teacher) text")
     csv = (tmp_path / "table2.csv").read_bytes()
     assert retable.retable(tmp_path, "quick", [0]) == [tmp_path / "table2"]
