@@ -12,7 +12,7 @@ VOC ?=
 FIGURES ?= figures
 ONLY ?=
 
-.PHONY: venv test bench paper-figures lab clean-runs
+.PHONY: venv test bench gpu-check paper-figures lab clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m selftrain_lib bench --out build/bench
+
+# a lent GPU, under 8 minutes: bench, both paper presets on data of the real sizes, the pseudo-mask pass
+GPU_CHECK_OUT ?= build/gpu_check
+gpu-check: $(STAMP)
+	PY=$(PY) bash tools/gpu_check.sh $(GPU_CHECK_OUT)
 
 paper-figures: $(STAMP)
 	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures $(FIGURES) --build build/notebooks --out $(OUT) --jobs $(JOBS) \
