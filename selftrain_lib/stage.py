@@ -164,7 +164,7 @@ class StageResult:
         return net.to(device).eval()
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "val_miou": self.val_miou, "val_miou_best": self.val_miou_best,
+        return {"stage": self.stage, "scale": self.metrics.get("scale"), "val_miou": self.val_miou, "val_miou_best": self.val_miou_best,
                 "best_step": self.best_step, "eval_model": self.eval_model,
                 "val_miou_student": self.val_miou_student, "val_miou_teacher": self.val_miou_teacher,
                 "pseudo_miou": self.pseudo_miou, "run_dir": str(self.run_dir), "reused": self.reused}
@@ -738,7 +738,7 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     write_csv(run_dir / "curves.csv", p.rows, CURVE_COLUMNS)
     config, names = p.config, info.class_names
     metrics = {
-        "stage": p.stage, "run_hash": run_dir.name, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
+        "stage": p.stage, "run_hash": run_dir.name, "scale": config.scale,  # the preset (paper, paper-code...) "pseudo_masks_from": p.parent.source_hash if p.parent else None,
         "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
         "split": split_source(config),  # "authors", "random" or "file": where the labelled set came from
         "num_classes": info.num_classes, "class_names": list(names),

@@ -204,6 +204,17 @@ def test_pseudo_ignore_ego_writes_ignore_on_the_ego_vehicle(tmp_path):
     config = load_config("cityscapes", "smoke", data_root=str(root), resize=[16, 32], crop_size=[16, 16],
                          device="cpu", stage1_steps=1, pseudo_ignore_ego=True, resize_filter="box",
                          num_val_samples=1)
-    pm = run_stage(config, 1, out=tmp_path / "runs", progress=False).pseudo_masks
+    r1 = run_stage(config, 1, out=tmp_path / "runs", progress=False)
+    assert r1.metrics["scale"] == "smoke" and r1.summary()["scale"] == "smoke"   # the preset, with the run
+    pm = r1.pseudo_masks
     mask = np.asarray(Image.open(pm.directory / "c2" / "c2_000000_000019.png"))
     assert (mask[:2] == 255).all() and (mask[2:] < 19).all()
+
+
+def test_tables_and_runs_say_which_preset_made_them(tmp_path):
+    from selftrain_lib.results import caption
+
+    code = caption("Table II", ["cityscapes"], "paper-code", [0])
+    assert "scale: paper-code (the authors' released code where it departs from the text)" in code
+    assert "scale: paper (the paper's text)" in caption("Table II", ["cityscapes"], "paper", [0])
+    assert "scale: quick;" in caption("Table II", ["synth-street"], "quick", [0])
