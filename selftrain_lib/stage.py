@@ -738,7 +738,8 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     write_csv(run_dir / "curves.csv", p.rows, CURVE_COLUMNS)
     config, names = p.config, info.class_names
     metrics = {
-        "stage": p.stage, "run_hash": run_dir.name, "scale": config.scale,  # the preset (paper, paper-code...) "pseudo_masks_from": p.parent.source_hash if p.parent else None,
+        "scale": config.scale,  # the preset (paper, paper-code...) that made the run
+        "stage": p.stage, "run_hash": run_dir.name, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
         "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
         "split": split_source(config),  # "authors", "random" or "file": where the labelled set came from
         "num_classes": info.num_classes, "class_names": list(names),
