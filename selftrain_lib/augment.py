@@ -447,7 +447,7 @@ class StrongAugment:
         return (f"StrongAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, cutout_size={self.cutout_size}, "
                 f"ignore_index={self.ignore_index}, fill={self.fill}, enabled={self.enabled}, ops={self.ops}, "
                 f"random_magnitude={self.random_magnitude}, prob={self.prob}, cutout_count={self.cutout_count}, "
-                f"style={self.style!r})")
+                f"style={self.style!r}, input_space={self.input_space!r})")
 
     # ---------------------------------------------------------------- sampling
     def sample(self, batch_size: int, height: int, width: int, generator: torch.Generator) -> AugmentParams:

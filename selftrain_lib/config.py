@@ -563,7 +563,7 @@ _LEAST = {"pool_size": 1, "val_size": 1, "seed": 0, "data_seed": 0, "stage1_step
 # fail deep in torch (an integer past int64, a tensor of 10**20 Cutout boxes) or only after a stage
 # trained (the validation sample), or hang (10**20 generated images).
 _MOST = {"seed": 2**32 - 1, "data_seed": 2**32 - 1, "pool_size": 1_000_000, "val_size": 1_000_000,
-         "batch_size": 65_536, "eval_batch_size": 65_536, "num_threads": 4096, "num_workers": 1024,
+         "batch_size": 65_536, "stage1_batch_size": 65_536, "eval_batch_size": 65_536, "num_threads": 4096, "num_workers": 1024,
          "randaug_ops": 100, "cutout_count": 100, "num_val_samples": 10_000}
 # any other integer (steps, sizes, widths...): what torch's int64 sizes and counts accept
 _INT_MOST = 2**62

@@ -24,8 +24,6 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
           ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
           ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
-WHICH = [("which: str", '"last"', "validation mIoU shown: last (the last step's, as the tables) or best "
-          "(the best evaluation during training)")]
 METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
           ("lambda2: \"float or None\"", "None", "weight of L_pl; None: equal to lambda1"),
           ("cr: bool", "True", "consistency loss L_con"),
@@ -78,7 +76,7 @@ def notebook(title: str, intro: str, params, derived: str, cells: list[str]):
 def stage_notebook(k: int):
     params = [("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
               ("labels: \"int or full\"", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
-              ("seed", "0", "seed of the split, initialisation and training")] + METHOD + WHICH + COMMON
+              ("seed", "0", "seed of the split, initialisation and training")] + METHOD + COMMON
     derived = SETUP + f"""
 STAGE = {k}
 overrides = {{k: v for k, v in dict(lambda1=lambda1, lambda2=lambda2 if lambda2 is not None else lambda1,
@@ -90,11 +88,12 @@ print(spec.describe(scale))"""
         """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=f"stages 1..{STAGE}")
 result = grid.pairs[0][1]
 this = result.stages[-1]
-runs = results.collect(grid.pairs, scale, which=which)   # val_miou: the `which` evaluation of each run
-results.percent(runs[["stage", "labels_used", "val_miou", "best_step", "pseudo_miou", "run_dir"]])""",
+runs = results.collect(grid.pairs, scale)   # which="best": val_miou holds the best evaluation instead of the last
+# both of each run: the last step's mIoU (what the tables report) and the best evaluation during training, with its step
+results.percent(runs[["stage", "labels_used", "val_miou_last", "val_miou_best", "best_step", "pseudo_miou", "run_dir"]])""",
         f"md:## Loss curves and validation mIoU over training (Stage {k})\n\nValidation mIoU is measured on "
-        "whole images at each evaluation step; the reported number is the last step's (`which = \"best\"`: the "
-        "best evaluation's, ringed on the curve).",
+        "whole images at each evaluation step; the reported number is the last step's (the table above also "
+        "shows the best evaluation, ringed on the curve).",
         """curves = this.curves()
 where = f"{dataset}, {spec.labels} labels, seed {seed}"
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
@@ -312,16 +311,16 @@ NOTEBOOKS["explore"] = notebook(
      ("labels: \"int or full\"", "100", "label count of the run it opens on (nominal)"),
      ("seed", "0", "seed of that run"),
      ("train: bool", "True", "train that run first if the cache lacks it; False: browse only what the cache holds")]
-    + WHICH + COMMON,
+    + COMMON,
     SETUP + "\nfrom selftrain_lib import explore",
     ["""run = None   # None: the explorer opens on the newest run of `dataset` in the cache
 if train:
     run = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config,
                       desc="explore").pairs[0][1].final.run_hash
-cached = results.list_runs(out, which=which)
-results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "pseudo_miou", "run"]]) \\
+cached = results.list_runs(out)   # val_miou: the last step's; val_miou_best: the best evaluation during training
+results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "val_miou_best", "pseudo_miou", "run"]]) \\
     if len(cached) else Markdown("The run cache is empty: set `train = True` or run a stage notebook.")""",
-     """box = explore.explorer(out, dataset=dataset, run=run, which=which)   # the "val mIoU" toggle switches it
+     """box = explore.explorer(out, dataset=dataset, run=run)   # its "val mIoU" toggle shows the last or the best
 display(box)""",
      """fig = box.figure()   # the explorer's opening choice as a static figure (None: the cache is empty)
 if fig is not None:
