@@ -343,7 +343,7 @@ def load_config(dataset: str | None = None, scale: str = "quick", params: str | 
     _check_labels(labels, next(source for source, m in reversed(layers) if "labels" in m) if any(
         "labels" in m for _, m in layers) else "defaults")
     pool = next((m["pool_size"] for _, m in reversed(layers) if m.get("pool_size") is not None), None)
-    key = _by_labels_key(dataset, labels, pool)
+    key = _by_labels_key(dataset, labels, pool, by_labels)
     if key in by_labels:
         layers.insert(2, (f"{path}: by_labels.{key}", by_labels[key] or {}))
     values: dict[str, Any] = {"dataset": dataset}
@@ -467,12 +467,14 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     return number
 
 
-def _by_labels_key(dataset: str, labels: Any, pool_size: int | None) -> Any:
-    """The row of ``by_labels`` for ``labels`` labelled images. The table is keyed by label counts of
-    the dataset's whole pool (the paper's fractions: VOC 1/100 ... 1/8 of 3,000 are 30 ... 375); a
-    preset with a smaller synthetic pool (``quick``: 600) looks up the count its labels stand for
-    (6 of 600 is 1/100: row 30), so λ follows the fraction, as in the paper, not the raw count."""
+def _by_labels_key(dataset: str, labels: Any, pool_size: int | None, keys: Any = ()) -> Any:
+    """The row of ``by_labels`` (its ``keys``) for ``labels`` labelled images. The table is keyed by
+    label counts of the dataset's whole pool (the paper's fractions: VOC 1/100 ... 1/8 of 3,000 are
+    30 ... 375); a preset with a smaller synthetic pool (``quick``: 600) looks up the count its labels
+    stand for (6 of 600 is 1/100: row 30), so λ follows the fraction, as in the paper, not the raw
+    count. The scaling is :func:`selftrain_lib.label_counts.scale_count`, the one shared with the grids."""
     from .data import dataset_info  # local import: data imports nothing from here at module level
+    from .label_counts import count_stands_for
 
     if not isinstance(labels, int) or isinstance(labels, bool) or not pool_size:
         return labels
@@ -483,8 +485,7 @@ def _by_labels_key(dataset: str, labels: Any, pool_size: int | None) -> Any:
     default = info.default_pool_size
     if info.format != "synthetic" or not default or pool_size >= default:
         return labels
-    nominal = round(labels * default / pool_size)
-    return nominal if round(nominal * pool_size / default) == labels else labels
+    return count_stands_for(dataset, labels, pool_size, default, candidates=keys)  # None: no row
 
 
 def _short(value: Any, n: int = 60) -> str:
