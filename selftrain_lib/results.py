@@ -600,7 +600,7 @@ def _run_row(m: Path, which: str) -> dict:
     metrics = read_json(m)
     cfg = read_json(m.parent / "config.json").get("config", {})
     return {"run": m.parent.name, "dataset": metrics["dataset"], "stage": metrics["stage"],
-            "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
+            "labels": metrics["labels"], "pool_size": cfg.get("pool_size"), "seed": metrics["seed"], "scale": cfg.get("scale"),
             "method": cfg.get("method", "three-stage"),
             "val_miou": metrics["val"]["miou"] if which == "last" else _best_last(metrics)["val_miou_best"],
             **_best_last(metrics), "split": _split_of(metrics, cfg.get("split_file")),

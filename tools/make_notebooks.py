@@ -23,6 +23,9 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
           ("jobs: \"int or auto\"", "\"auto\"", 'stage runs trained at once, each in a worker process with one thread ("auto": one per core, 1 on a GPU)'),
           ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
           ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
+# the paper's label count (or fraction), scaled to the pool of the scale (selftrain_lib.label_counts)
+LABELS = ("labels: \"int or str\"", "100", "the paper's label count (synth-street 100, 375, 750, 1500; synth-objects "
+          "30, 60, 150, 375) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
 METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
           ("lambda2: \"float or None\"", "None", "weight of L_pl; None: equal to lambda1"),
@@ -75,7 +78,7 @@ def notebook(title: str, intro: str, params, derived: str, cells: list[str]):
 
 def stage_notebook(k: int):
     params = [("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
-              ("labels: \"int or full\"", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+              LABELS,
               ("seed", "0", "seed of the split, initialisation and training")] + METHOD + COMMON
     derived = SETUP + f"""
 STAGE = {k}
@@ -93,7 +96,7 @@ results.percent(runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_di
         f"md:## Loss curves and validation mIoU over training (Stage {k})\n\nValidation mIoU is measured on "
         "whole images at each evaluation step; the reported number is the last step.",
         """curves = this.curves()
-where = f"{dataset}, {spec.labels} labels, seed {seed}"
+where = f"{dataset}, {spec.label_text(scale)}, seed {seed}"
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
 fig = figures.plot_losses(curves, title=f"Stage {STAGE} losses: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_losses")
@@ -112,7 +115,8 @@ fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, datase
 figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_predictions")""",
     ]
     intro = (f"Runs Stage {k} of the three-stage method, training (or reusing from the run cache) the earlier "
-             f"stages it needs. `papermill notebooks/stage{k}.ipynb out.ipynb -p labels 100`.")
+             f"stages it needs. `papermill notebooks/stage{k}.ipynb out.ipynb -p labels 100` (the paper's count: "
+             "20 of the 600-image pool at `quick`; or `-p labels 1/30`).")
     return notebook(f"Stage {k}", intro, params, derived, cells)
 
 
@@ -132,7 +136,7 @@ NOTEBOOKS["baselines"] = notebook(
     "`papermill notebooks/baselines.ipynb out.ipynb -p method mt-cutout`.",
     [("method", '"mt-cutmix"', "supervised, mt-cutout or mt-cutmix"),
      ("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
-     ("labels: \"int or full\"", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+     LABELS,
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + """
 spec = ex.baseline_spec(dataset, labels, method, seed)
@@ -147,7 +151,7 @@ results.percent(runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou"
      "pixels where the teacher is confident enough (`conf_threshold`).",
      """curves = this.curves()
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
-fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels, seed {seed}")
+fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.label_text(scale)}, seed {seed}")
 figures.show(fig, fig_dir / f"baselines_{method}_{tag}_losses")
 curves.dropna(axis=1, how="all").tail()""",
      "md:## Example predictions (fixed validation sample)",
@@ -166,7 +170,7 @@ NOTEBOOKS["ablation"] = notebook(
 runs = results.collect(grid.pairs, scale)
 results.percent(runs[["variant", "stage", "val_miou", "pseudo_miou"]])""",
      """fig = figures.plot_val_miou({f"{s.variant}, stage {r.stage}": r.curves() for s, res in grid.pairs
-                               for r in res.stages[1:]}, title=f"{dataset}, {ex.ABLATION_LABELS[dataset]} labels, seed {seed}: drop {drop}",
+                               for r in res.stages[1:]}, title=f"{dataset}, {ex.label_text(dataset, ex.ABLATION_LABELS[dataset], scale)}, seed {seed}: drop {drop}",
                          note=results.table_v_note(drop))
 figures.show(fig, fig_dir / f"ablation_{drop}")"""])
 
@@ -178,7 +182,7 @@ NOTEBOOKS["lambda_curve"] = collector(
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="lambda")
 table = results.lambda_table(results.collect(grid.pairs, scale))
 table""",
-     """fig = figures.plot_lambda(table, title=f"Stage 3: {dataset}, {ex.ABLATION_LABELS[dataset]} labels, seeds {seeds}, scale {scale}")
+     """fig = figures.plot_lambda(table, title=f"Stage 3: {dataset}, {ex.label_text(dataset, ex.ABLATION_LABELS[dataset], scale)}, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / f"lambda_curve_{dataset}")"""])
 
 
@@ -198,7 +202,7 @@ def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
     return collector(
         title, intro,
         [("dataset", f'"{stand_in}"', f"{stand_in} or {real} (read from files: give data_roots)"),
-         ("labels: \"list or None\"", "None", f"label counts; None: the dataset's ({counts} for {stand_in}; the paper's for {real})"),
+         ("labels: \"list or None\"", "None", f"the paper's label counts or fractions, scaled to the pool of the scale; None: all ({counts} for {stand_in}; the paper's for {real})"),
          ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
         'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
         table_cells(stem, f'results.label_report(runs, dataset, scale, seeds, "{caption}")'))
@@ -235,7 +239,7 @@ NOTEBOOKS["fig2"] = collector(
     "specs = ex.fig2_grid(dataset, seeds)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig2")
 by_variant = {s.variant: res.stages[2].curves() for s, res in grid.pairs if s.seed == seeds[0]}
-fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"], title=f"{dataset}, stage 3, seed {seeds[0]}")
+fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"], title=f"{dataset}, {ex.label_text(dataset, ex.ABLATION_LABELS[dataset], scale)}, stage 3, seed {seeds[0]}")
 figures.show(fig, fig_dir / "fig2")
 results.percent(results.collect(grid.pairs, scale).query("stage == 3")[["variant", "seed", "val_miou"]])"""])
 
@@ -248,7 +252,7 @@ NOTEBOOKS["fig3"] = collector(
 table = results.lambda_table(results.collect(grid.pairs, scale))
 results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1 (lambda2 = lambda1), Stage 3",
                                                             datasets, scale, seeds))
-fig = figures.plot_lambda(table, title=f"Stage 3 at the ablation label counts, seeds {seeds}, scale {scale}")
+fig = figures.plot_lambda(table, title=f"Stage 3 at {ex.ablation_label_text(datasets, scale)}, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / "fig3")"""])
 
 NOTEBOOKS["fig4_5"] = collector(
@@ -282,7 +286,7 @@ paths = results.write_table(table, fig_dir / "pseudo_stages",
                             results.caption("Pseudo-mask mIoU on U across stages", datasets, scale, seeds,
                                             measure=results.PSEUDO_MEASURE))
 figures.show_markdown(paths["md"].read_text())
-fig = figures.plot_pseudo_stages(runs, title=f"ablation label counts, seeds {seeds}, scale {scale}")
+fig = figures.plot_pseudo_stages(runs, title=f"{ex.ablation_label_text(datasets, scale)}, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / "pseudo_stages")"""])
 
 NOTEBOOKS["per_class_gains"] = collector(
@@ -294,7 +298,7 @@ gains = results.per_class_gains(results.per_class(grid.pairs))
 results.write_table(gains, fig_dir / "per_class_gains",
                     results.caption("Per-class IoU gain of Stage 3 over Stage 1", datasets, scale, seeds,
                                     measure="IoU gain (points) per class on the validation set"))
-fig = figures.plot_per_class_gains(gains, title=f"Stage 3 minus Stage 1, ablation label counts, seeds {seeds}, scale {scale}")
+fig = figures.plot_per_class_gains(gains, title=f"Stage 3 minus Stage 1, {ex.ablation_label_text(datasets, scale)}, seeds {seeds}, scale {scale}")
 figures.show(fig, fig_dir / "per_class_gains")
 gains"""])
 
@@ -306,7 +310,7 @@ NOTEBOOKS["explore"] = notebook(
     "parameters below (trained first if the cache lacks it and `train` is True; else the newest run of `dataset`), "
     "its last stage and image 0. Needs a live kernel for the widgets; the static figure below shows the same choice.",
     [("dataset", '"synth-street"', "dataset the explorer opens on"),
-     ("labels: \"int or full\"", "100", "label count of the run it opens on (nominal)"),
+     ("labels: \"int or str\"", "100", "the paper's label count (or fraction) of the run it opens on, scaled to the pool; or 'full'"),
      ("seed", "0", "seed of that run"),
      ("train: bool", "True", "train that run first if the cache lacks it; False: browse only what the cache holds")]
     + COMMON,
@@ -316,6 +320,8 @@ if train:
     run = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config,
                       desc="explore").pairs[0][1].final.run_hash
 cached = results.list_runs(out)
+if len(cached):   # the paper's count with the count used beside it, as the explorer names runs
+    cached["labels"] = [explore.labels_text(r.dataset, r.labels, r.pool_size) for r in cached.itertuples()]
 results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "pseudo_miou", "run"]]) \\
     if len(cached) else Markdown("The run cache is empty: set `train = True` or run a stage notebook.")""",
      """box = explore.explorer(out, dataset=dataset, run=run)
