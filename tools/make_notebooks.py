@@ -24,7 +24,7 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
           ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
           ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
 # the paper's label count (or fraction), scaled to the pool of the scale (selftrain_lib.label_counts)
-LABELS = ("labels: \"int or str\"", "100", "the paper's label count (synth-street 100, 375, 750, 1500; synth-objects "
+LABELS = ("labels: \"int or fraction or full\"", "100", "the paper's label count (synth-street 100, 375, 750, 1500; synth-objects "
           "30, 60, 150, 375) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
 METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
@@ -310,7 +310,7 @@ NOTEBOOKS["explore"] = notebook(
     "parameters below (trained first if the cache lacks it and `train` is True; else the newest run of `dataset`), "
     "its last stage and image 0. Needs a live kernel for the widgets; the static figure below shows the same choice.",
     [("dataset", '"synth-street"', "dataset the explorer opens on"),
-     ("labels: \"int or str\"", "100", "the paper's label count (or fraction) of the run it opens on, scaled to the pool; or 'full'"),
+     ("labels: \"int or fraction or full\"", "100", "the paper's label count (or fraction) of the run it opens on, scaled to the pool; or 'full'"),
      ("seed", "0", "seed of that run"),
      ("train: bool", "True", "train that run first if the cache lacks it; False: browse only what the cache holds")]
     + COMMON,
