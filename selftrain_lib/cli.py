@@ -133,7 +133,8 @@ def label_choice(kwargs: dict, value) -> "LabelChoice":
     from .label_counts import choose, count_stands_for, LabelChoice
     from .pipeline import resolve_run
 
-    config, _ = resolve_run(**{**kwargs, "labels": None if value is None else 1})  # the pool, λ aside
+    # the pool of the run (1: any count the pool holds; "full" and None resolve as they will train)
+    config, _ = resolve_run(**{**kwargs, "labels": value if value in (None, "full") else 1})
     try:
         info = dataset_info(config.dataset)
         default = info.default_pool_size if info.format == "synthetic" else 0
