@@ -16,19 +16,17 @@ from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 from .data.datasets import PAPER_LABEL_COUNTS
-from .label_counts import label_text as _label_text, paper_count, scale_count
+from .label_counts import LABEL_COUNTS, STAND_INS, label_text as _label_text, paper_count, scale_count
 from .methods import BASELINES, SWITCHES
 from .progress import tqdm
 
 DATASETS = ("synth-street", "synth-objects")
-# the paper's datasets (read from files, README "Datasets"), and the embedded data standing in for each
+# the paper's datasets (read from files, README "Datasets"); the embedded data standing in for each is
+# label_counts.STAND_INS (with the one table of label counts, LABEL_COUNTS)
 REAL_DATASETS = ("cityscapes", "voc")
-STAND_INS = {"synth-street": "cityscapes", "synth-objects": "voc"}
 
-# nominal label counts (of the 3,000-image pool; the paper's own for the real datasets) and the
-# paper's name for the same cell
-LABEL_COUNTS = {"synth-street": (100, 375, 750, 1500), "synth-objects": (30, 60, 150, 375),
-                **{d: PAPER_LABEL_COUNTS[d] for d in REAL_DATASETS}}
+# LABEL_COUNTS (label_counts): nominal label counts (of the 3,000-image pool; the paper's own for the
+# real datasets); PAPER_LABELS: the paper's name for the same cell
 _VOC_FRACTIONS = ("1/100", "1/50", "1/20", "1/8")
 PAPER_LABELS = {
     "synth-street": {100: "100", 375: "372", 750: "744", 1500: "1488", "full": "2975"},

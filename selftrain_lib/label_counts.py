@@ -1,7 +1,7 @@
 """One meaning of a label count: the paper's count (or fraction), and the count a run uses.
 
 The public parameter (``--labels``, the notebooks' ``labels``, figure titles, the explorer) is the
-paper's count, written as in the experiment grids (:data:`selftrain_lib.experiments.LABEL_COUNTS`:
+paper's count, written as in the experiment grids (:data:`LABEL_COUNTS`:
 synth-street 100 / 375 / 750 / 1500 of its 3,000-image pool for Cityscapes' 100 / 372 / 744 / 1488;
 synth-objects 30 / 60 / 150 / 375 for VOC's 1/100 / 1/50 / 1/20 / 1/8), or the paper's fraction
 (``1/30``) or the paper's own number (``372``). A scale whose pool is smaller (``quick``: 600 images)
@@ -16,6 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .data.datasets import PAPER_LABEL_COUNTS
+
+# the embedded data standing in for each of the paper's datasets (read from files, README "Datasets")
+STAND_INS = {"synth-street": "cityscapes", "synth-objects": "voc"}
+# nominal label counts (of the 3,000-image pool; the paper's own for the real datasets): the one table
+LABEL_COUNTS = {"synth-street": (100, 375, 750, 1500), "synth-objects": (30, 60, 150, 375),
+                **{d: PAPER_LABEL_COUNTS[d] for d in STAND_INS.values()}}
 # the paper's fractions, in the order of experiments.LABEL_COUNTS (Cityscapes' 100 of 2,975 is 1/30)
 FRACTIONS = {"cityscapes": ("1/30", "1/8", "1/4", "1/2"), "voc": ("1/100", "1/50", "1/20", "1/8")}
 FRACTIONS.update({"synth-street": FRACTIONS["cityscapes"], "synth-objects": FRACTIONS["voc"]})
@@ -33,8 +40,6 @@ def scale_count(count: int, pool: int, default_pool: int, minimum: int = 1) -> i
 
 def paper_counts(dataset: str) -> tuple[int, ...]:
     """The paper's label counts of ``dataset`` as the grids write them (none for a folder dataset)."""
-    from .experiments import LABEL_COUNTS
-
     return tuple(LABEL_COUNTS.get(dataset, ()))
 
 
@@ -47,9 +52,6 @@ def fraction(dataset: str, count: Any) -> str | None:
 def _aliases(dataset: str) -> dict[str, int]:
     """Every spelling of a paper count: ``"100"``, ``"1/30"`` and the paper's own number
     (``"372"`` for synth-street's 375, ``"212"`` for synth-objects' 60)."""
-    from .data.datasets import PAPER_LABEL_COUNTS
-    from .experiments import STAND_INS
-
     counts = paper_counts(dataset)
     out = {str(n): n for n in counts}
     out.update(zip(FRACTIONS.get(dataset, ()), counts))
@@ -126,10 +128,8 @@ def choose(dataset: str, value: Any, pool: int, default_pool: int, minimum: int 
     * Any other whole number that fits the pool: the count of the pool, as ``--labels`` meant
       before it took the paper's counts, with a notice naming the paper's count it stands for (if
       any) and what to type; so an old command trains (and reuses) the run it trained before.
-    * Anything else: an error naming the valid counts.
+    * Anything else: a ValueError naming the valid counts.
     """
-    from .config import ConfigError
-
     if value == "full":
         return LabelChoice(dataset, "full", "full", pool)
     paper = paper_count(dataset, value)
@@ -142,7 +142,7 @@ def choose(dataset: str, value: Any, pool: int, default_pool: int, minimum: int 
         bound = f"between 1 and {pool}" if pool else "of at least 1"
         valid = (f"one of the paper's counts {valid_spellings(dataset)}, scaled to the pool{at}, or a count of "
                  f"the pool {bound}") if counts else f"a count {bound}"
-        raise ConfigError(f"labels: {value!r} is not a label count of {dataset}: give {valid}, or 'full'")
+        raise ValueError(f"labels: {value!r} is not a label count of {dataset}: give {valid}, or 'full'")
     if not counts:   # a dataset without paper counts (your own folder data): a count of its pool
         return LabelChoice(dataset, None, number, pool)
     stands = count_stands_for(dataset, number, pool, default_pool, minimum=minimum)
