@@ -97,12 +97,6 @@ def label_text(dataset: str, labels: int | str, scale: str | None = None, data_r
     return _label_text(dataset, labels, used)
 
 
-def ablation_label_text(datasets: Sequence[str], scale: str | None = None) -> str:
-    """``"synth-street 100 labels (20 used), synth-objects 60 labels (1/50, 12 used)"``: the ablation
-    label counts of ``datasets`` (titles of the figures that cover both stand-ins)."""
-    return ", ".join(f"{d} {label_text(d, ABLATION_LABELS[check_dataset(d)], scale)}" for d in datasets)
-
-
 @lru_cache(maxsize=16)
 def _file_pool_size(dataset: str, scale: str, data_root: str) -> int:
     """The number of training images under ``data_root``: listed once per grid, not once per spec."""

@@ -268,9 +268,7 @@ def compare_figure(image, truth, rows: list[dict], opacity: float, class_names, 
     fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 8), bbox_to_anchor=(0.5, 0.0),
                handlelength=1.0, columnspacing=0.8, fontsize=6)
     fig.subplots_adjust(wspace=0.04, hspace=0.25, bottom=0.5 / fig.get_size_inches()[1] + 0.02)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    return fig
+    return figures.title_above(fig, title)   # above the column headings, never over them
 
 
 def panels(run_dir: str | Path, index: int, data, title: str = ""):
@@ -281,13 +279,11 @@ def panels(run_dir: str | Path, index: int, data, title: str = ""):
         pred = class_map(r.load_model()(image.float() / 255)).to(torch.uint8).numpy()
     pseudo = r.pseudo_masks.load([data.train_ids[index]]).numpy()
     truth = data.train.mask(index)[None].numpy()
-    fig = figures.prediction_grid(image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo,
-                                                  "ground truth": truth},
-                                  r.metrics["dataset"], data.info.class_names, data.info.palette)
     labels = labels_text(r.metrics["dataset"], r.metrics["labels"], r.config.pool_size)
-    fig.suptitle(title or f"{r.metrics['dataset']}, {labels}, seed {r.metrics['seed']}, "
-                 f"stage {r.stage}: pool image {index}", fontsize=8, y=1.04)
-    return fig
+    return figures.prediction_grid(
+        image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo, "ground truth": truth},
+        r.metrics["dataset"], data.info.class_names, data.info.palette,
+        title=title or f"{r.metrics['dataset']}, {labels}, seed {r.metrics['seed']}, stage {r.stage}: pool image {index}")
 
 
 def _png(fig) -> bytes:

@@ -113,7 +113,7 @@ def plot_headline(table: pd.DataFrame, scales: list[str]):
     figures.use_style()
     fig, axes = figures.figure(ncols=len(EFFECTS), width=figures.PAGE_WIDTH, height=2.6)
     series = ["paper"] + scales
-    colours = dict(zip(series, ["0.35", "#56B4E9", "#0072B2", "#009E73"]))
+    colours = {name: figures.colour(name) for name in series}   # the suite's palette: the paper's, each scale's
     width = 0.8 / len(series)
     datasets = list(PAPER_SETTING)
     for ax, effect in zip(axes, EFFECTS):

@@ -118,8 +118,13 @@ def test_titles_name_the_papers_count_and_the_count_used():
     assert ex.label_text("synth-street", "full", "quick") == "full supervision"
     assert ex.spec("synth-street", "1/30").labels == 100
     assert ex.spec("synth-street", 100).describe("quick").startswith("synth-street · 100 labels (20 used at quick)")
-    assert ex.ablation_label_text(["synth-street", "synth-objects"], "quick") == \
-        "synth-street 100 labels (20 used), synth-objects 60 labels (1/50, 12 used)"
+    from selftrain_lib.results import setting_text   # the notebooks' figure titles and captions
+
+    assert setting_text([("synth-street", 20, "100"), ("synth-objects", 12, "1/50")], "quick", [0]) == (
+        "synth-street (Cityscapes stand-in), 100 labels (20 used); synth-objects (PASCAL VOC 2012 stand-in), "
+        "labels 1/50 (12 used); scale quick; 1 seed [0]")
+    assert setting_text([("synth-street", 600, "2975")], "quick", [0]).startswith(
+        "synth-street (Cityscapes stand-in), full supervision (600 images)")
     with pytest.raises(ValueError, match=r"labels: '1/7' is not one of synth-street's paper counts or fractions "
                                          r"\(100, 375, 750, 1500 or 1/30, 1/8, 1/4, 1/2\)"):
         ex.spec("synth-street", "1/7")
