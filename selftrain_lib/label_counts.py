@@ -113,7 +113,8 @@ def label_text(dataset: str, paper: Any, used: Any = None, where: str = "") -> s
         return "full supervision"
     if paper is None:
         return f"{used} labels used{where}"
-    extra = [f for f in (fraction(dataset, paper),) if f and "/" in f and dataset in ("synth-objects", "voc")]
+    # VOC's tables name fractions (1/50), Cityscapes' counts (100): the fraction is said where the paper says it
+    extra = [fraction(dataset, paper)] if STAND_INS.get(dataset, dataset) == "voc" and fraction(dataset, paper) else []
     if used is not None and used != paper:
         extra.append(f"{used} used{where}")
     return f"{paper} labels" + (f" ({', '.join(extra)})" if extra else "")
