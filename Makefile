@@ -13,7 +13,7 @@ VOC ?=
 FIGURES ?= figures
 ONLY ?=
 
-.PHONY: venv test test-heavy test-all bench paper-figures lab clean-runs
+.PHONY: venv test test-heavy test-all bench gpu-check paper-figures lab clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test-all: test test-heavy
 
 bench: $(STAMP)
 	$(PY) -m selftrain_lib bench --out build/bench
+
+# a lent GPU, under 8 minutes: bench, both paper presets on data of the real sizes, the pseudo-mask pass
+GPU_CHECK_OUT ?= build/gpu_check
+gpu-check: $(STAMP)
+	PY=$(PY) bash tools/gpu_check.sh $(GPU_CHECK_OUT)
 
 paper-figures: $(STAMP)
 	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures $(FIGURES) --build build/notebooks --out $(OUT) --jobs $(JOBS) \

@@ -192,6 +192,19 @@ class Config:
     data_root: str | None = None           # real datasets: where they live
     cache_dir: str | None = None           # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
 
+    # --- the authors' released code where it departs from the paper's text -----------------
+    # (docs/paper_vs_code.md; the ``paper-code`` presets). Defaults follow the text, as before the
+    # keys existed (CODE_KEYS: out of the run hash while at their defaults).
+    aspp_dilations: tuple[int, ...] = (6, 12, 18, 24)  # ASPP branches summed; their code sums only [6, 12]
+    stage1_batch_size: int | None = None   # Stage 1's batch (None: batch_size); their Cityscapes Stage 1: 4
+    align_corners: bool = False            # bilinear upsampling of the logits (their deeplab2.py: True)
+    resnet_stride: str = "3x3"             # deeplabv2-r101: "1x1" puts conv3's stride on the 1x1 conv, ceil-mode max-pool
+    caffe_channel_order: str = "bgr"       # deeplabv2-r101-caffe input order; their code feeds "rgb" (BGR flip commented out)
+    branch_init: str = "kaiming"           # the branch's conv6 weights; their code "normal-0.01"
+    strong_aug_input: str = "rgb"          # "normalised-uint8": A acts on the normalised image rescaled per image to uint8
+    resize_filter: str = "bilinear"        # "box": box-filtered images, majority-vote labels (their Cityscapes loader)
+    pseudo_ignore_ego: bool = False        # Cityscapes: ego-vehicle and border pixels ignore in stored pseudo-masks
+
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied and validated."""
         return make_config({**self.to_dict(), **changes})
@@ -207,7 +220,7 @@ EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "
 # run hash, so that ablations share one Stage 1 run.
 STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "ema_decays", "ema_milestones",
                                 "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
-                                "cutout_count", "eval_model", "ema_reference_steps", *SWITCH_KEYS})
+                                "cutout_count", "eval_model", "ema_reference_steps", "strong_aug_input", *SWITCH_KEYS})
 EVAL_MODELS = ("student", "teacher")
 
 
@@ -224,6 +237,14 @@ DISTRIBUTED_KEYS = frozenset({"sync_bn"})
 # p = 0.5, their op table, 3 Cutouts). Left out while at their defaults, which compute what runs
 # computed before the keys existed.
 FIDELITY_KEYS = frozenset({"eval_model", "ema_reference_steps", "randaug_prob", "randaug_style", "cutout_count"})
+# Keys of the authors' released code where it departs from the paper (the ``paper-code`` presets):
+# left out while at their defaults, which compute what runs computed before the keys existed.
+CODE_KEYS = frozenset({"aspp_dilations", "stage1_batch_size", "align_corners", "resnet_stride",
+                       "caffe_channel_order", "branch_init", "strong_aug_input", "resize_filter", "pseudo_ignore_ego"})
+#: allowed values of the string keys among them
+CODE_CHOICES = {"resnet_stride": ("3x3", "1x1"), "caffe_channel_order": ("bgr", "rgb"),
+                "branch_init": ("kaiming", "normal-0.01"), "strong_aug_input": ("rgb", "normalised-uint8"),
+                "resize_filter": ("bilinear", "box")}
 # Keys that enter the run key by what they choose, not by their value: ``split`` names where the
 # labelled set comes from, and the stage's run key holds the digest of the ids it chose whenever they
 # come from a list (``split_file`` or the authors' split; selftrain_lib.stage.stage_run_key). A
@@ -235,7 +256,7 @@ SPLIT_KEYS = frozenset({"split"})
 def stage_key(config: Config, stage: int) -> dict[str, Any]:
     """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
     drop = set(EXECUTION_KEYS) | SPLIT_KEYS
-    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS | FIDELITY_KEYS if getattr(config, k) == _DEFAULTS[k]}
+    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS | FIDELITY_KEYS | CODE_KEYS if getattr(config, k) == _DEFAULTS[k]}
     if config.precision == "auto":
         # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
         # an explicit precision is
@@ -253,6 +274,12 @@ def stage_key(config: Config, stage: int) -> dict[str, Any]:
         drop |= {s.key for s in SWITCHES if s.first_stage > stage}
     if config.model != "deeplabv2-small":
         drop |= {"widths", "output_stride"}
+    drop |= {"resnet_stride"} if config.model != "deeplabv2-r101" else set()
+    drop |= {"caffe_channel_order"} if config.model != "deeplabv2-r101-caffe" else set()
+    if stage > 1 and not method.own_runs:
+        drop.add("stage1_batch_size")
+    if stage == 1 or method.own_runs or not config.t2 or config.n2 and stage >= 3:
+        drop.add("branch_init")  # no conv6 in this stage
     if config.pretrained != "synthetic":
         drop.add("pretrain_steps")
     return {k: v for k, v in config.to_dict().items() if k not in drop}
@@ -336,7 +363,7 @@ def load_config(dataset: str | None = None, scale: str = "quick", params: str | 
         raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
     if presets[scale] is not None and not isinstance(presets[scale], dict):
         raise ConfigError(f"{path}: scales.{scale}: expected a mapping of keys, got {presets[scale]!r}")
-    layers = [(str(path), raw), (f"{path}: scales.{scale}", presets[scale] or {}), ("overrides", overrides)]
+    layers = [(str(path), raw), (f"{path}: scales.{scale}", _preset(path, presets, scale)), ("overrides", overrides)]
     # by_labels: {|L|: {key: value}}, settings that depend on the label count (e.g. λ, the labelled
     # share of a batch); applied over the scale preset, under the overrides.
     labels = next((m["labels"] for _, m in reversed(layers) if "labels" in m), Config.labels)
@@ -357,6 +384,19 @@ def load_config(dataset: str | None = None, scale: str = "quick", params: str | 
     if values.get("labels") == "full":
         values["labels"] = _pool_size(values)
     return make_config(values)
+
+
+def _preset(path: Path, presets: Mapping[str, Any], scale: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keys of preset ``scale``; ``extends: <preset>`` starts from that preset's keys (``paper-code``
+    is ``paper`` plus the keys where the authors' code departs from the paper)."""
+    section = dict(presets[scale] or {})
+    base = section.pop("extends", None)
+    if base is None:
+        return section
+    if base not in presets or not isinstance(presets[base] or {}, dict) or base in seen + (scale,):
+        raise ConfigError(f"{path}: scales.{scale}: extends {base!r}, which is not another preset of the file "
+                          f"(presets: {sorted(presets)})")
+    return {**_preset(path, presets, base, seen + (scale,)), **section}
 
 
 def _params_dataset(path: Path, dataset: str | None, raw: Mapping[str, Any], presets: Mapping[str, Any]) -> str:
@@ -517,14 +557,14 @@ _LEAST = {"pool_size": 1, "val_size": 1, "seed": 0, "data_seed": 0, "stage1_step
           "eval_every": 1, "log_every": 1, "checkpoint_every": 1, "eval_batch_size": 1, "randaug_ops": 0,
           "pretrain_steps": 1, "backbone_lr_mult": 0, "weight_decay": 0, "lambda1": 0, "lambda2": 0,
           "ema_reference_steps": 1, "cutout_count": 0, "num_val_samples": 0, "num_threads": 1, "num_workers": 0,
-          "cons_weight": 0}
+          "cons_weight": 0, "stage1_batch_size": 1}
 
 
 # key -> the greatest value it may take. Beyond these a value is a typo, not a setting: it would
 # fail deep in torch (an integer past int64, a tensor of 10**20 Cutout boxes) or only after a stage
 # trained (the validation sample), or hang (10**20 generated images).
 _MOST = {"seed": 2**32 - 1, "data_seed": 2**32 - 1, "pool_size": 1_000_000, "val_size": 1_000_000,
-         "batch_size": 65_536, "eval_batch_size": 65_536, "num_threads": 4096, "num_workers": 1024,
+         "batch_size": 65_536, "stage1_batch_size": 65_536, "eval_batch_size": 65_536, "num_threads": 4096, "num_workers": 1024,
          "randaug_ops": 100, "cutout_count": 100, "num_val_samples": 10_000}
 # any other integer (steps, sizes, widths...): what torch's int64 sizes and counts accept
 _INT_MOST = 2**62
@@ -581,6 +621,9 @@ def validate(c: Config) -> None:
             p = Path(v) if Path(v).is_absolute() else Path(c.data_root).expanduser() / v
             _require(p.is_file(), key, f"no such list file {p}")
     _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
+    for key in ("resize_filter", "pseudo_ignore_ego"):  # the authors' Cityscapes loader and pseudo-mask writer
+        _require(getattr(c, key) == _DEFAULTS[key] or info.format == "cityscapes", key,
+                 f"is a setting of the Cityscapes files, not of {c.dataset!r}; leave it at {_DEFAULTS[key]!r}")
     _require(c.split_file is None or Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
     split_problem = check_split(c)
     _require(split_problem is None, "split", split_problem or "")
@@ -589,8 +632,10 @@ def validate(c: Config) -> None:
              f"got {c.labelled_per_batch}")
     _require(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
     for key, allowed in (("eval_model", EVAL_MODELS), ("randaug_style", STYLES), ("output_stride", (4, 8)),
-                         ("precision", PRECISIONS), ("method", tuple(METHODS))):
+                         ("precision", PRECISIONS), ("method", tuple(METHODS)), *CODE_CHOICES.items()):
         _require(getattr(c, key) in allowed, key, f"must be one of {list(allowed)}, got {getattr(c, key)!r}")
+    _require(len(c.aspp_dilations) >= 1 and min(c.aspp_dilations) >= 1, "aspp_dilations",
+             f"needs at least one positive dilation, got {list(c.aspp_dilations)}")
     _require(len(c.ema_decays) == len(c.ema_milestones) + 1, "ema_decays",
              f"needs one more value than ema_milestones ({len(c.ema_milestones)}), got {len(c.ema_decays)}")
     _require(all(0 <= d < 1 for d in c.ema_decays), "ema_decays", f"each must be in [0, 1), got {c.ema_decays}")

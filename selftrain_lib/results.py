@@ -224,6 +224,10 @@ REPORTED_TEXT = {
 }
 
 
+# what a paper preset follows, said in the caption after its name (docs/paper_vs_code.md)
+PRESET_TEXT = {"paper": "the paper's text", "paper-code": "the authors' released code where it departs from the text"}
+
+
 def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int], measure: str = VALIDATION,
             published: str | None = None, which: str = "last") -> str:
     """A table caption naming the datasets (and the paper's counterpart), the scale, what is
@@ -234,7 +238,8 @@ def caption(title: str, datasets: Iterable[str], scale: str, seeds: Sequence[int
     names = ", ".join(f"{d} (stand-in for {PAPER_DATASET_NAME.get(d, d)})" if d in STAND_INS else d
                       for d in dict.fromkeys(datasets))
     seeds = list(seeds)
-    text = (f"{title}. Dataset: {names}; scale: {scale}; {measure}, mean ± std over "
+    preset = f" ({PRESET_TEXT[scale]})" if scale in PRESET_TEXT else ""
+    text = (f"{title}. Dataset: {names}; scale: {scale}{preset}; {measure}, mean ± std over "
             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} {seeds}; evaluation: {EVALUATION}; "
             f"{REPORTED_TEXT[which]}.")
     return text + (f" {published}" if published else "")

@@ -164,7 +164,7 @@ class StageResult:
         return net.to(device).eval()
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "val_miou": self.val_miou, "val_miou_best": self.val_miou_best,
+        return {"stage": self.stage, "scale": self.metrics.get("scale"), "val_miou": self.val_miou, "val_miou_best": self.val_miou_best,
                 "best_step": self.best_step, "eval_model": self.eval_model,
                 "val_miou_student": self.val_miou_student, "val_miou_teacher": self.val_miou_teacher,
                 "pseudo_miou": self.pseudo_miou, "run_dir": str(self.run_dir), "reused": self.reused}
@@ -180,9 +180,17 @@ class StageResult:
 # ------------------------------------------------------------------------------------------
 
 def _model_kwargs(config: Config) -> dict[str, Any]:
+    # the keys of the authors' code (config.CODE_KEYS) only when set, so any registered factory builds
+    # at the defaults
+    code = {k: v for k, v in (("dilations", tuple(config.aspp_dilations)), ("align_corners", config.align_corners))
+            if v != {"dilations": (6, 12, 18, 24), "align_corners": False}[k]}
     if config.model == "deeplabv2-small":
-        return {"widths": tuple(config.widths), "output_stride": config.output_stride}
-    return {}
+        return {"widths": tuple(config.widths), "output_stride": config.output_stride, **code}
+    if config.model == "deeplabv2-r101" and config.resnet_stride == "1x1":
+        code["stride_on_1x1"] = True
+    if config.model == "deeplabv2-r101-caffe" and config.caffe_channel_order != "bgr":
+        code["channel_order"] = config.caffe_channel_order
+    return code
 
 
 def private_blocks(config: Config, stage: int) -> int | None:
@@ -200,7 +208,7 @@ def build_stage_model(config: Config, stage: int, num_classes: int) -> MultiTask
         torch.manual_seed(derive_seed(config.seed, stage, "init"))
         segmenter = build_segmenter(config.model, num_classes, **_model_kwargs(config))
         load_pretrained(segmenter, config)
-        model = MultiTaskDeepLab(segmenter, private_blocks(config, stage))
+        model = MultiTaskDeepLab(segmenter, private_blocks(config, stage), conv6_init=config.branch_init)
     if config.freeze_bn:
         freeze_batchnorm(model)
     return model
@@ -706,6 +714,9 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
         for idx, pred in predictions(f, data.train, world.shard(len(data.train)), p.config.eval_batch_size, p.device,
                                      "pseudo-masks", p.progress):
             for i, mask in zip(idx, pred.to(torch.uint8).cpu()):
+                if p.config.pseudo_ignore_ego and getattr(data.train, "fixed_void_ids", ()):
+                    # the authors' code: Cityscapes' ego vehicle and borders never carry a pseudo-label
+                    mask = mask.masked_fill(data.train.fixed_void(i), info.ignore_index)
                 write_mask_png(tmp / f"{data.train.ids[i]}.png", mask)
                 if i in unlabelled:
                     cm_u.update(mask, data.train.mask(i))
@@ -727,6 +738,7 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     write_csv(run_dir / "curves.csv", p.rows, CURVE_COLUMNS)
     config, names = p.config, info.class_names
     metrics = {
+        "scale": config.scale,  # the preset (paper, paper-code...) that made the run
         "stage": p.stage, "run_hash": run_dir.name, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
         "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
         "split": split_source(config),  # "authors", "random" or "file": where the labelled set came from

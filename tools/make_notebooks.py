@@ -91,10 +91,12 @@ print(spec.describe(scale))"""
         """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=f"stages 1..{STAGE}")
 result = grid.pairs[0][1]
 this = result.stages[-1]
-runs = results.collect(grid.pairs, scale)
-results.percent(runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_dir"]])""",
+runs = results.collect(grid.pairs, scale)   # which="best": val_miou holds the best evaluation instead of the last
+# both of each run: the last step's mIoU (what the tables report) and the best evaluation during training, with its step
+results.percent(runs[["stage", "labels_used", "val_miou_last", "val_miou_best", "best_step", "pseudo_miou", "run_dir"]])""",
         f"md:## Loss curves and validation mIoU over training (Stage {k})\n\nValidation mIoU is measured on "
-        "whole images at each evaluation step; the reported number is the last step.",
+        "whole images at each evaluation step; the reported number is the last step's (the table above also "
+        "shows the best evaluation, ringed on the curve).",
         """curves = this.curves()
 where = results.setting_of(runs[runs["stage"] == STAGE], scale, [seed])   # dataset, the paper's label count (the count used), scale, seed
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
@@ -328,12 +330,12 @@ NOTEBOOKS["explore"] = notebook(
 if train:
     run = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config,
                       desc="explore").pairs[0][1].final.run_hash
-cached = results.list_runs(out)
+cached = results.list_runs(out)   # val_miou: the last step's; val_miou_best: the best evaluation during training
 if len(cached):   # the paper's count with the count used beside it, as the explorer names runs
     cached["labels"] = [explore.labels_text(r.dataset, r.labels, r.pool_size) for r in cached.itertuples()]
-results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "pseudo_miou", "run"]]) \\
+results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "val_miou_best", "pseudo_miou", "run"]]) \
     if len(cached) else Markdown("The run cache is empty: set `train = True` or run a stage notebook.")""",
-     """box = explore.explorer(out, dataset=dataset, run=run)
+     """box = explore.explorer(out, dataset=dataset, run=run)   # its "val mIoU" toggle shows the last or the best
 display(box)""",
      """fig = box.figure()   # the explorer's opening choice as a static figure (None: the cache is empty)
 if fig is not None:

@@ -224,7 +224,8 @@ def open_files(config, part: str = "train"):
         raise FileNotFoundError(f"data_root: no such folder {root}")
     list_file = config.train_list if part == "train" else config.val_list
     if info.format == "cityscapes":
-        return cityscapes.cityscapes(root, part, resize=config.resize or cityscapes.RESIZE)
+        return cityscapes.cityscapes(root, part, resize=config.resize or cityscapes.RESIZE,
+                                     resize_filter=getattr(config, "resize_filter", "bilinear"))
     if info.format == "voc":
         return voc.voc(root, part, list_file=list_file, resize=config.resize)
     return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,

@@ -24,7 +24,8 @@ class ThreeStage(Method):
         self.steps = config.stage1_steps if stage == 1 else config.steps
         self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
                                     ignore_index=config.ignore_index, enabled=config.sa, prob=config.randaug_prob,
-                                    cutout_count=config.cutout_count, style=config.randaug_style)
+                                    cutout_count=config.cutout_count, style=config.randaug_style,
+                                    input_space=config.strong_aug_input)
         self.weights = LossWeights(config.lambda1, config.lambda2, config.cr, config.t2)
         # Stages >= 2 keep an EMA teacher even without L_con: a passive copy that changes nothing the
         # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).

@@ -42,27 +42,33 @@ def register_model(name: str):
 
 
 @register_model("deeplabv2-r101")
-def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24)) -> DeepLabV2:
+def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24), align_corners: bool = False,
+                   stride_on_1x1: bool = False) -> DeepLabV2:
     """The paper's f: DeepLabv2, ResNet-101 (output stride 8), ASPP 2048 -> C.
-    ``weights``: torchvision ResNet-101 weights (``None``: random init; ``"IMAGENET1K_V1"``)."""
-    return DeepLabV2(resnet101_os8(weights=weights), num_classes, dilations)
+    ``weights``: torchvision ResNet-101 weights (``None``: random init; ``"IMAGENET1K_V1"``).
+    ``stride_on_1x1``: the authors' ImageNet network (stride on the 1x1 conv, ceil-mode max-pool)."""
+    return DeepLabV2(resnet101_os8(weights=weights, stride_on_1x1=stride_on_1x1), num_classes, dilations,
+                     align_corners)
 
 
 @register_model("deeplabv2-r101-caffe")
-def deeplabv2_r101_caffe(num_classes: int, dilations=(6, 12, 18, 24)) -> DeepLabV2:
+def deeplabv2_r101_caffe(num_classes: int, dilations=(6, 12, 18, 24), align_corners: bool = False,
+                         channel_order: str = "bgr") -> DeepLabV2:
     """f for DeepLab-v2 checkpoints converted from Caffe (Hung et al.'s MS-COCO initialisation
     ``MS_DeepLab_resnet_pretrained_COCO_init.pth``, the paper's ImageNet+COCO pre-training):
     :func:`resnet101_os8` with ``style="caffe"`` (stride on the 1x1 convolution, ceil-mode
     max-pool, frozen batch-norm affine parameters, BGR 0-255 mean-subtracted input), ASPP 2048 -> C.
-    Random initialisation; ``pretrained: <checkpoint file>`` loads the weights."""
-    return DeepLabV2(resnet101_os8(style="caffe"), num_classes, dilations)
+    Random initialisation; ``pretrained: <checkpoint file>`` loads the weights. ``channel_order="rgb"``
+    feeds RGB as the authors' code does (their BGR flip is commented out)."""
+    return DeepLabV2(resnet101_os8(style="caffe", channel_order=channel_order), num_classes, dilations, align_corners)
 
 
 @register_model("deeplabv2-small")
 def deeplabv2_small(num_classes: int, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1),
-                    dilations=(6, 12, 18, 24), output_stride: int = 8) -> DeepLabV2:
+                    dilations=(6, 12, 18, 24), output_stride: int = 8, align_corners: bool = False) -> DeepLabV2:
     """CPU-scale f: DeepLabv2 layout on :func:`small_resnet` (basic blocks), ASPP widths[3] -> C."""
-    return DeepLabV2(small_resnet(widths=widths, blocks=blocks, output_stride=output_stride), num_classes, dilations)
+    return DeepLabV2(small_resnet(widths=widths, blocks=blocks, output_stride=output_stride), num_classes, dilations,
+                     align_corners)
 
 
 def build_segmenter(name: str, num_classes: int, **kwargs) -> DeepLabV2:

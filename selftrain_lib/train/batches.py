@@ -104,7 +104,8 @@ class StepDraws:
     def __init__(self, config, stage: int, method, pool_size: int, num_labelled: int, ignore_index: int,
                  world: World = SINGLE):
         self.seed, self.stage, self.world = config.seed, stage, world
-        n_lab = config.labelled_per_batch if method.pool else config.batch_size
+        # Stage 1 / supervised: the whole batch from L (its own size where the authors' code has one)
+        n_lab = config.labelled_per_batch if method.pool else (config.stage1_batch_size or config.batch_size)
         self.n_pool = config.batch_size - config.labelled_per_batch if method.pool else 0
         self.labelled = EpochSampler(num_labelled, n_lab, config.seed, stage, "L")
         self.pool = EpochSampler(pool_size, max(self.n_pool, 1), config.seed, stage, "LuU")
