@@ -209,6 +209,7 @@ STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambd
                                 "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
                                 "cutout_count", "eval_model", "ema_reference_steps", *SWITCH_KEYS})
 EVAL_MODELS = ("student", "teacher")
+PRETRAINED = ("synthetic", "imagenet", "none")  # the values of ``pretrained`` that name no file
 
 
 # Keys added for datasets read from files: left out of the run hash while at their defaults, so
@@ -384,14 +385,14 @@ def _check_labels(labels: Any, source: str) -> None:
 
 
 def make_config(values: Mapping[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a plain mapping (e.g. a saved ``config.json``)."""
+    """Build and validate a :class:`Config` from a plain mapping (e.g. a saved ``config.json``).
+    Values only: no file is read and nothing is registered, so a saved configuration loads after
+    its data moved (the files are checked by :func:`selftrain_lib.preflight.preflight`)."""
     unknown = sorted(set(values) - _FIELD_TYPES.keys())
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}")
     coerced = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in values.items()}
     config = Config(**coerced)
-    if config.num_classes is not None:
-        _register_folder_dataset(config)
     validate(config)
     return config
 
@@ -404,12 +405,15 @@ _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 
 
-def _register_folder_dataset(c: Config) -> None:
-    """A config with ``num_classes`` declares a folder dataset named ``c.dataset``: register it."""
-    from .data import DATASETS, DatasetInfo, register_dataset
-    from .data.voc import voc_palette
+def _check_folder_declaration(c: Config) -> None:
+    """A config with ``num_classes`` declares a folder dataset named ``c.dataset``: its values are
+    possible (resolved, not registered, by :func:`selftrain_lib.data.config_dataset`)."""
+    from .data import DATASETS
+    from .data.files import dataset_name_problem
 
     n = c.num_classes
+    problem = dataset_name_problem(c.dataset)  # the name names files in the cache
+    _require(problem is None, "dataset", f"{c.dataset!r} {problem}")
     # masks are 8-bit and keep one value (ignore_index, >= num_classes) for void pixels
     _require(1 <= n <= 255, "num_classes", f"must be in [1, 255] (masks are 8-bit, and ignore_index needs a value "
              f"above the classes), got {n}")
@@ -423,10 +427,6 @@ def _register_folder_dataset(c: Config) -> None:
              f"needs num_classes={n} colours, got {len(c.palette or ())}")
     _require(c.palette is None or all(0 <= v <= 255 for rgb in c.palette for v in rgb), "palette",
              "colours are RGB triples of 0..255")
-    register_dataset(DatasetInfo(
-        name=c.dataset, class_names=c.class_names or tuple(f"class_{i}" for i in range(n)),
-        palette=c.palette or voc_palette(n), image_size=tuple(c.resize) if c.resize else (0, 0),
-        default_pool_size=0, default_val_size=0, ignore_index=c.ignore_index, format="folder"))
 
 
 # annotation -> (the types a value may have, what an error calls it); a bool is never a number
@@ -495,10 +495,10 @@ def _short(value: Any, n: int = 60) -> str:
 def _pool_size(values: Mapping[str, Any]) -> int:
     """The number of training images: counted from the train list of a dataset read from files
     (a subset, or your own folder dataset), else the synthetic pool's size."""
-    from .data import dataset_info, open_files  # local import: data imports nothing from here at module level
+    from .data import config_dataset, open_files  # local import: data imports nothing from here at module level
 
-    probe = make_config({**values, "labels": 1})  # validated; registers a folder dataset the values declare
-    info = dataset_info(probe.dataset)
+    probe = make_config({**values, "labels": 1})  # validated
+    info = config_dataset(probe)
     if info.format != "synthetic":
         _require(bool(probe.data_root), "labels", f"'full' counts the train list of {probe.dataset!r}, which is "
                  "read from files: set data_root to its folder")
@@ -542,15 +542,22 @@ def _check_bounds(c: Config) -> None:
 
 
 def validate(c: Config) -> None:
-    """Raise :class:`ConfigError` naming the first key whose value is impossible."""
+    """Raise :class:`ConfigError` naming the first key whose value is impossible.
+
+    Values only (types, bounds, choices): the files and folders the values name are checked before
+    training by :func:`selftrain_lib.preflight.preflight`, so that a saved configuration can be
+    read back after its data moved."""
     from .augment import STYLES
-    from .data import dataset_info, DATASETS
+    from .data import DATASETS, config_dataset
     from .data.authors import check_split
     from .models import MODELS
     from .precision import PRECISIONS
 
-    _require(c.dataset in DATASETS, "dataset", f"unknown dataset {c.dataset!r} (known: {sorted(DATASETS)})")
-    info = dataset_info(c.dataset)
+    if c.num_classes is not None:
+        _check_folder_declaration(c)
+    _require(c.dataset in DATASETS or c.num_classes is not None, "dataset",
+             f"unknown dataset {c.dataset!r} (known: {sorted(DATASETS)})")
+    info = config_dataset(c)
     _require(c.model in MODELS, "model", f"unknown model {c.model!r} (known: {sorted(MODELS)})")
     for key, least in _LEAST.items():
         v = getattr(c, key)
@@ -572,15 +579,7 @@ def validate(c: Config) -> None:
         _require(c.data_root is None, "data_root",
                  f"{c.data_root!r} is given, but {c.dataset!r} is generated (into cache_dir), not read from a folder; "
                  "leave data_root out, or name a dataset read from files (cityscapes, voc, your own)")
-    _require(c.data_root is None or Path(c.data_root).expanduser().is_dir(), "data_root",
-             f"no such folder {c.data_root}")
-    for key in ("train_list", "val_list"):
-        v = getattr(c, key)
-        if v is not None and c.data_root is not None:
-            p = Path(v) if Path(v).is_absolute() else Path(c.data_root).expanduser() / v
-            _require(p.is_file(), key, f"no such list file {p}")
     _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
-    _require(c.split_file is None or Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
     split_problem = check_split(c)
     _require(split_problem is None, "split", split_problem or "")
     _require(1 <= c.labelled_per_batch < c.batch_size, "labelled_per_batch",
@@ -617,8 +616,8 @@ def validate(c: Config) -> None:
     _require(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
              f"must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
     p = c.pretrained
-    _require(p in ("synthetic", "imagenet", "none") or Path(p).is_file(), "pretrained",
-             f"must be 'synthetic', 'imagenet', 'none' or an existing checkpoint file, got {p!r}")
+    _require(p in PRETRAINED or bool(p.strip()), "pretrained",
+             f"must be {', '.join(map(repr, PRETRAINED))} or a checkpoint file, got {p!r}")
     _require(p != "synthetic" or c.model == "deeplabv2-small", "pretrained",
              "'synthetic' pre-training exists for deeplabv2-small only (use 'imagenet' or a checkpoint)")
     _require(0 <= c.teacher_decay < 1, "teacher_decay", f"must be in [0, 1), got {c.teacher_decay}")

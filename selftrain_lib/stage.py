@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config, make_config, resolved_dict, stage_key
-from .data import (SegmentationData, Split, data_fingerprint, dataset_info, labelled_list, load_data, make_split,
+from .data import (SegmentationData, Split, data_fingerprint, config_dataset, labelled_list, load_data, make_split,
                    read_split, split_source, write_split)
 from .data.datasets import check_split_count
 from .data.synthetic import generator_digest
@@ -37,6 +37,7 @@ from .evaluate import (PROTOCOL, REPORTED, ConfusionMatrix, EvalResult, best_and
 from .methods import METHODS, Method
 from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
 from .precision import Precision, resolve_precision
+from .preflight import preflight
 from .pretrain import load_pretrained
 from .progress import tqdm
 from .runs import (LOCK_NAME, MANIFEST, MANIFEST_FILES, atomic_directory, atomic_savez, atomic_torch_save,
@@ -315,7 +316,7 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
         config_key["split_file"] = id_list_digest(ids)
     if config.pretrained not in ("synthetic", "imagenet", "none"):
         config_key["pretrained"] = file_sha256(config.pretrained)
-    if dataset_info(config.dataset).format == "synthetic":
+    if config_dataset(config).format == "synthetic":
         data: Any = generator_digest()  # as before: the generated datasets' run hashes are pinned
     else:
         data = {"files": data_fingerprint(config)}
@@ -368,6 +369,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         raise ValueError(f"method {config.method!r} is a single-stage run: stage must be 1, got {stage}")
     if stage >= 2 and pseudo_masks is None:
         raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
+    preflight(config)  # the files it names, before the run key reads them
     out = Path(out)
     world = current()  # one process, or this rank of a torchrun job (selftrain_lib.distributed)
     key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None, world.size)

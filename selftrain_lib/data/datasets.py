@@ -91,9 +91,26 @@ def register_dataset(info: DatasetInfo) -> None:
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    """The registered dataset ``name`` (built in, or added by :func:`register_dataset`)."""
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown dataset {name!r} (known: {sorted(DATASETS)})")
     return DATASETS[name]
+
+
+def config_dataset(config) -> DatasetInfo:
+    """The dataset ``config`` trains on: the folder dataset it declares (``num_classes``, with
+    ``class_names``, ``palette``, ``ignore_index`` and ``resize``), else the registered one it names.
+
+    The one place a folder dataset is resolved; nothing is registered, so a configuration is plain
+    data (two configurations may declare two different datasets of one name). The declaration's
+    values are checked by :func:`selftrain_lib.config.validate`."""
+    if config.num_classes is None:
+        return dataset_info(config.dataset)
+    n = config.num_classes
+    return DatasetInfo(name=config.dataset, class_names=tuple(config.class_names or (f"class_{i}" for i in range(n))),
+                       palette=tuple(config.palette or voc.voc_palette(n)),
+                       image_size=tuple(config.resize) if config.resize else (0, 0),
+                       default_pool_size=0, default_val_size=0, ignore_index=config.ignore_index, format="folder")
 
 
 @dataclass(frozen=True)
@@ -189,7 +206,7 @@ def load_data(config) -> SegmentationData:
     Datasets read from files (Cityscapes, VOC, folders) come back as a
     :class:`FileSegmentationData` that reads each file when it is used.
     """
-    info = dataset_info(config.dataset)
+    info = config_dataset(config)
     if info.format != "synthetic":
         return FileSegmentationData(info=info, **open_parts(config))
     sizes = (config.pool_size or info.default_pool_size, config.val_size or info.default_val_size)
@@ -212,7 +229,7 @@ def open_files(config, part: str = "train"):
 
     Reads ``config.data_root``, ``config.train_list`` / ``config.val_list`` and ``config.resize``.
     """
-    info = dataset_info(config.dataset)
+    info = config_dataset(config)
     if info.format == "synthetic":
         raise ValueError(f"dataset: {config.dataset!r} is generated in memory; use load_data")
     if part not in ("train", "val"):

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..augment import WeakAugment
-from ..data.datasets import FileTrainingView, TrainingView, dataset_info
+from ..data.datasets import FileTrainingView, TrainingView, config_dataset
 from ..distributed import SINGLE, World
 from ..evaluate import to_input
 from ..methods import build as build_method
@@ -133,7 +133,7 @@ class ArrayReader:
     def __init__(self, view: TrainingView, pseudo, draws: StepDraws, config, device: torch.device):
         if isinstance(pseudo, (str, os.PathLike)):  # a bad PNG is an error naming it
             pseudo = read_mask_pngs(pseudo, view.ids, tuple(view.images.shape[2:]),
-                                    dataset_info(config.dataset).num_classes, view.ignore_index)
+                                    config_dataset(config).num_classes, view.ignore_index)
         self.view, self.pseudo, self.draws, self.device = view, pseudo, draws, device
 
     def _weak(self, images: Tensor, masks: list[Tensor], g: torch.Generator) -> tuple[Tensor, list[Tensor]]:
@@ -166,7 +166,7 @@ class FileReader:
         self.view, self.draws, self.device = view, draws, device
         self.pseudo_dir = Path(pseudo) if pseudo is not None else None
         # a pseudo-mask value past the classes is an error naming the PNG
-        self.num_classes = dataset_info(config.dataset).num_classes if pseudo is not None else None
+        self.num_classes = config_dataset(config).num_classes if pseudo is not None else None
         self.num_workers = config.num_workers
         self._loader, self._next_step = None, 0  # background workers, made on first use
 
