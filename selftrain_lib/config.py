@@ -18,13 +18,13 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from .methods import METHOD_KEYS, METHODS, SWITCH_KEYS, SWITCHES
+from .methods import METHODS
 
 PARAMS_DIR_ENV = "SELFTRAIN_PARAMS"
 
@@ -92,6 +92,13 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+# A field with this metadata changes how a run executes, not what it computes: no run hash holds it.
+# Every other field is in the hash of each stage whose code reads it, declared by that code (the
+# method, the model factory, the data, the loop: :func:`selftrain_lib.stage.stage_key`;
+# docs/run_cache.md, "How a key enters the hash"); tests/test_run_hashes.py checks that each field is one or the other.
+EXECUTION = types.MappingProxyType({"hash": False})
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything one experiment needs. Plain data: passed in, never global.
@@ -103,7 +110,7 @@ class Config:
 
     # --- data -----------------------------------------------------------------------------
     dataset: str = "synth-street"          # registered dataset name
-    scale: str = "quick"                   # preset the values came from (for the record)
+    scale: str = field(default="quick", metadata=EXECUTION)  # preset the values came from (for the record)
     data_seed: int = 0                     # seed of the generated benchmark itself (fixed across runs)
     pool_size: int | None = None           # synthetic data: train-pool size (None: dataset default)
     val_size: int | None = None            # synthetic data: validation-set size (None: dataset default)
@@ -180,17 +187,18 @@ class Config:
     # --- evaluation, logging, execution ---------------------------------------------------
     eval_every: int = 200                  # validation mIoU every N steps (curves); the reported one is the last step
     log_every: int = 20
-    checkpoint_every: int = 200
+    checkpoint_every: int = field(default=200, metadata=EXECUTION)  # a resumed run computes what an uninterrupted one does
     num_val_samples: int = 8               # fixed validation images whose predictions are kept for figures
-    eval_batch_size: int = 64
-    device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1"...
+    eval_batch_size: int = field(default=64, metadata=EXECUTION)  # batch-norm in eval mode: no effect on the scores
+    device: str = field(default="auto", metadata=EXECUTION)  # "auto", "cpu", "cuda", "cuda:1"...
     precision: str = "auto"                # "auto" (bf16/fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16"
-    num_threads: int | None = None         # torch CPU threads (None: 1 on the CPU, torch's default on a GPU)
-    compile: bool = False                  # train through torch.compile (GPU; an execution setting)
-    num_workers: int = 0                   # datasets read from files: loader processes reading ahead (0: none)
+    num_threads: int | None = field(default=None, metadata=EXECUTION)  # torch CPU threads (None: 1 on the CPU, torch's default on a GPU)
+    compile: bool = field(default=False, metadata=EXECUTION)  # train through torch.compile (GPU)
+    num_workers: int = field(default=0, metadata=EXECUTION)  # files: loader processes reading ahead (0: none; same crops)
     sync_bn: bool = False                  # torchrun with several GPUs: synchronise batch-norm across ranks
-    data_root: str | None = None           # real datasets: where they live
-    cache_dir: str | None = None           # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
+    # real datasets: where they live; what the files hold enters the run hash (the data identity), not the path
+    data_root: str | None = field(default=None, metadata=EXECUTION)
+    cache_dir: str | None = field(default=None, metadata=EXECUTION)  # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied and validated."""
@@ -200,63 +208,13 @@ class Config:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-# Keys that change how a run executes but not what it computes: left out of the run hash.
-EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "eval_batch_size", "checkpoint_every",
-                            "data_root", "cache_dir", "scale"})
-# Keys the three-stage method reads in stages >= 2 only (and its switches): left out of Stage 1's
-# run hash, so that ablations share one Stage 1 run.
-STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "ema_decays", "ema_milestones",
-                                "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
-                                "cutout_count", "eval_model", "ema_reference_steps", *SWITCH_KEYS})
 EVAL_MODELS = ("student", "teacher")
 PRETRAINED = ("synthetic", "imagenet", "none")  # the values of ``pretrained`` that name no file
 
 
-# Keys added for datasets read from files: left out of the run hash while at their defaults, so
-# the run ids of the synthetic benchmarks did not change when they were added.
-FILE_DATA_KEYS = frozenset({"train_list", "val_list", "resize", "num_classes", "class_names", "palette",
-                            "ignore_index"})
-
-
-# Keys of multi-process training, also left out while at their defaults (selftrain_lib.distributed).
-DISTRIBUTED_KEYS = frozenset({"sync_bn"})
-# Keys added for fidelity to the authors' code (docs/paper_vs_code.md): which network is evaluated,
-# EMA decays scaled to the stage, and the strong augmentation of their apply_rand.py (3 ops at
-# p = 0.5, their op table, 3 Cutouts). Left out while at their defaults, which compute what runs
-# computed before the keys existed.
-FIDELITY_KEYS = frozenset({"eval_model", "ema_reference_steps", "randaug_prob", "randaug_style", "cutout_count"})
-# Keys that enter the run key by what they choose, not by their value: ``split`` names where the
-# labelled set comes from, and the stage's run key holds the digest of the ids it chose whenever they
-# come from a list (``split_file`` or the authors' split; selftrain_lib.stage.stage_run_key). A
-# random split is fixed by ``labels`` and ``seed``, as before the key existed; so "auto" resolved to
-# random keeps the hash of the run it always was.
-SPLIT_KEYS = frozenset({"split"})
-
-
-def stage_key(config: Config, stage: int) -> dict[str, Any]:
-    """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
-    drop = set(EXECUTION_KEYS) | SPLIT_KEYS
-    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS | FIDELITY_KEYS if getattr(config, k) == _DEFAULTS[k]}
-    if config.precision == "auto":
-        # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
-        # an explicit precision is
-        drop.add("precision")
-    drop |= {s.key for s in SWITCHES if not s.hashed_at_default and getattr(config, s.key) == _DEFAULTS[s.key]}
-    # the keys of the other methods; a method whose runs are the three-stage method's (supervised
-    # *is* Stage 1: one run, one hash) leaves its own and ``method`` out too
-    method = METHODS[config.method]
-    drop |= METHOD_KEYS - ({"method", *method.keys} if method.own_runs else set())
-    if stage == 1 or method.own_runs:
-        # a baseline's own run is one stage with Stage 1's step budget and the stage >= 2 keys it reads
-        drop |= STAGE1_UNUSED_KEYS - set(method.reads)
-    else:
-        drop.add("stage1_steps")
-        drop |= {s.key for s in SWITCHES if s.first_stage > stage}
-    if config.model != "deeplabv2-small":
-        drop |= {"widths", "output_stride"}
-    if config.pretrained != "synthetic":
-        drop.add("pretrain_steps")
-    return {k: v for k, v in config.to_dict().items() if k not in drop}
+def execution_keys() -> frozenset[str]:
+    """The fields marked :data:`EXECUTION`: out of every run hash."""
+    return frozenset(f.name for f in fields(Config) if f.metadata.get("hash") is False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -402,7 +360,6 @@ def make_config(values: Mapping[str, Any]) -> Config:
 # ------------------------------------------------------------------------------------------
 
 _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
-_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 
 
 def _check_folder_declaration(c: Config) -> None:

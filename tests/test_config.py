@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from selftrain_lib.config import Config, ConfigError, load_config, make_config, stage_key
+from selftrain_lib.config import Config, ConfigError, load_config, make_config
+from selftrain_lib.stage import stage_key
 
 
 def test_presets_resolve_and_yaml_overrides_defaults():
@@ -135,12 +136,14 @@ def test_config_is_plain_frozen_data():
         c.lr = 1.0
 
 
-def test_strong_augmentation_keys_enter_the_hash_only_off_their_defaults():
-    """randaug_prob / randaug_style / cutout_count at their defaults leave every run id as it was;
-    the authors' setting (the paper presets) changes Stage 2's id, never Stage 1's."""
+def test_strong_augmentation_keys_enter_the_hash_of_stages_two_on():
+    """randaug_prob / randaug_style / cutout_count are read by the method from Stage 2 on (issue 27:
+    at their defaults too, since the format bump); the authors' setting (the paper presets) changes
+    Stage 2's id, never Stage 1's."""
     c = load_config("synth-street", "quick")
-    for stage in (1, 2, 3):
-        assert not {"randaug_prob", "randaug_style", "cutout_count"} & set(stage_key(c, stage))
+    assert not {"randaug_prob", "randaug_style", "cutout_count"} & set(stage_key(c, 1))
+    for stage in (2, 3):
+        assert {"randaug_prob", "randaug_style", "cutout_count"} <= set(stage_key(c, stage))
     authors = c.replace(randaug_ops=3, randaug_prob=0.5, randaug_style="authors", randaug_magnitude=30,
                         cutout_count=3)
     assert stage_key(authors, 1) == stage_key(c, 1)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from selftrain_lib.config import ConfigError, load_config, stage_key
+from selftrain_lib.config import ConfigError, load_config
+from selftrain_lib.stage import stage_key
 from selftrain_lib.data import (PAPER_LABEL_COUNTS, config_dataset, dataset_info, make_split, open_files, paper_splits,
                                 read_split)
 from selftrain_lib.data.cityscapes import cityscapes, label_map, train_classes
@@ -221,7 +222,7 @@ def test_paper_params_resolve(tmp_path):
             (lam, lam, per_batch, 10, (321, 321))
     assert load_config("voc", "paper", labels=1323, lambda1=1.0).lambda1 == 1.0  # overrides win
     assert PAPER_LABEL_COUNTS == {"cityscapes": (100, 372, 744, 1488), "voc": (106, 212, 529, 1323)}
-    # the synthetic run ids do not depend on the new (default) keys
+    # the generated datasets' run ids do not hold the keys of datasets read from files
     assert "resize" not in stage_key(load_config("synth-street", "smoke"), 1)
 
 

@@ -22,7 +22,7 @@ from ..runs import atomic_write_text, config_hash, files_fingerprint
 from . import cityscapes, voc
 from .files import FileDataset, dataset_name_problem
 from .folder import folder
-from .synthetic import SPECS, cache_root, load_synthetic
+from .synthetic import SPECS, cache_root, generator_digest, load_synthetic
 
 IGNORE_INDEX = 255
 
@@ -258,6 +258,24 @@ def open_parts(config) -> dict:
         raise ValueError(f"{config.dataset}: {len(both)} image(s) are in both the train and the val set "
                          f"({lists[0]}, {lists[1]} under {config.data_root}), e.g. {both[:5]}")
     return parts
+
+
+# The Config keys the data is read with, per kind of dataset: each enters the hash of every stage
+# run (selftrain_lib.stage.stage_key). ``data_root`` is where the files are: what they hold enters
+# as the data's identity (:func:`data_identity`), so a moved folder keeps its runs.
+GENERATED_READS = ("dataset", "data_seed", "pool_size", "val_size", "ignore_index")
+FILE_READS = ("dataset", "train_list", "val_list", "resize", "num_classes", "class_names", "palette", "ignore_index")
+
+
+def data_reads(config) -> tuple[str, ...]:
+    """The Config keys the data of ``config`` is generated or read with."""
+    return GENERATED_READS if config_dataset(config).format == "synthetic" else FILE_READS
+
+
+def data_identity(config) -> str:
+    """What the data of ``config`` is, for the run hash: the generated datasets by the digest of
+    their generator (data/synthetic/), a dataset read from files by :func:`data_fingerprint`."""
+    return generator_digest() if config_dataset(config).format == "synthetic" else data_fingerprint(config)
 
 
 def data_fingerprint(config) -> str:

@@ -12,6 +12,7 @@ from torch import Tensor
 from ..augment import StrongAugment
 from ..ema import EMATeacher, ema_decay, scale_decays
 from ..losses import LossWeights, pixel_cross_entropy, total_loss
+from . import SWITCHES
 from .base import Method
 
 
@@ -19,7 +20,15 @@ class ThreeStage(Method):
     """Stage ``stage`` of the three-stage method, from a configuration's ``cr``, ``t2``, ``sa``,
     ``ema``, λ1, λ2, strong-augmentation and EMA keys (``n2`` shapes the model: ``stage.private_blocks``)."""
 
+    name = "three-stage"
+    # what stages >= 2 read (Stage 1 reads its step count only): the strong augmentation A/B, the
+    # loss weights, the EMA teacher's decays; the switches per Switch.first_stage
+    STAGE2_READS = ("steps", "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "cutout_count",
+                    "randaug_style", "ignore_index", "lambda1", "lambda2", "ema_decays", "ema_reference_steps",
+                    "ema_milestones")
+
     def __init__(self, config, stage: int):
+        self.stage = stage
         self.pool = self.pseudo = stage >= 2
         self.steps = config.stage1_steps if stage == 1 else config.steps
         self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
@@ -30,8 +39,15 @@ class ThreeStage(Method):
         # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
         self._has_teacher = stage >= 2 and (config.cr or config.ema)
         self._use_ema = config.ema
+        self.ema_teacher = self._has_teacher and self._use_ema
         self._decays = (scale_decays(config.ema_decays, config.ema_reference_steps, self.steps),
                         tuple(config.ema_milestones))
+
+    def reads(self) -> tuple[str, ...]:
+        if self.stage == 1:
+            return ("stage1_steps",)
+        # n2 (first read in stage 3) chooses the model's branch: stage.private_blocks
+        return self.STAGE2_READS + tuple(s.key for s in SWITCHES if s.first_stage <= self.stage)
 
     def teacher(self, segmenter) -> EMATeacher | None:
         return EMATeacher(segmenter, use_ema=self._use_ema) if self._has_teacher else None

@@ -101,6 +101,11 @@ class StepDraws:
     needs, the samplers of L and of L∪U, the weak augmentation, and the rank's place among the
     training processes (rank r of N draws what one process would draw at global step step * N + r)."""
 
+    @staticmethod
+    def reads(method) -> tuple[str, ...]:
+        """The Config keys the draws read for ``method`` (in the run hash: :func:`selftrain_lib.stage.stage_key`)."""
+        return ("seed", "batch_size", "crop_size", "scale_range", "flip") + (("labelled_per_batch",) if method.pool else ())
+
     def __init__(self, config, stage: int, method, pool_size: int, num_labelled: int, ignore_index: int,
                  world: World = SINGLE):
         self.seed, self.stage, self.world = config.seed, stage, world
