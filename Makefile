@@ -1,4 +1,5 @@
 # Two commands matter: `make paper-figures` and `make test`. Both create .venv when missing.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ VOC ?=
 FIGURES ?= figures
 ONLY ?=
 
-.PHONY: venv test bench paper-figures lab clean-runs
+.PHONY: venv test test-heavy test-all bench gpu-check paper-figures lab clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +24,31 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Tests in two tiers, one pytest worker per core (pytest-xdist). `make test`: everything but the
+# `heavy` tests (minutes of CPU each: R101 at the paper's sizes, paper-figures on real layouts),
+# which `make test-heavy` runs; CI runs both. The 25 slowest tests are printed at the end and kept
+# in build/test-durations.txt (build/test-heavy-durations.txt).
+TEST_WORKERS ?= auto
+PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	@mkdir -p build
+	$(PYTEST) -m "not heavy" tests | tee build/test-report.txt; status=$${PIPESTATUS[0]}; \
+		sed -n '/slowest .* durations/,/^$$/p' build/test-report.txt > build/test-durations.txt; exit $$status
+
+test-heavy: $(STAMP)
+	@mkdir -p build
+	$(PYTEST) -m heavy tests | tee build/test-heavy-report.txt; status=$${PIPESTATUS[0]}; \
+		sed -n '/slowest .* durations/,/^$$/p' build/test-heavy-report.txt > build/test-heavy-durations.txt; exit $$status
+
+test-all: test test-heavy
 
 bench: $(STAMP)
 	$(PY) -m selftrain_lib bench --out build/bench
+
+# a lent GPU, under 8 minutes: bench, both paper presets on data of the real sizes, the pseudo-mask pass
+GPU_CHECK_OUT ?= build/gpu_check
+gpu-check: $(STAMP)
+	PY=$(PY) bash tools/gpu_check.sh $(GPU_CHECK_OUT)
 
 paper-figures: $(STAMP)
 	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures $(FIGURES) --build build/notebooks --out $(OUT) --jobs $(JOBS) \

@@ -337,6 +337,32 @@ def _warp_geometric(x: Tensor, params: AugmentParams, grid, warp, fill) -> Tenso
                                        fill))
 
 
+#: where A acts: on RGB in [0, 1], or as the authors' code on the normalised image rescaled to uint8
+INPUT_SPACES = ("rgb", "normalised-uint8")
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+def to_normalised_uint8(images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """RGB in [0, 1] ``(B, 3, H, W)`` -> (the ImageNet-normalised image rescaled per image to
+    0..255 and rounded, divided by 255 so A sees [0, 1]; each image's min and max, ``(B, 1, 1, 1)``).
+    The authors' code augments its normalised tensor this way (min-max to uint8 per image)."""
+    mean = images.new_tensor(_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(_STD).view(1, 3, 1, 1)
+    z = (images - mean) / std
+    lo = z.amin(dim=(1, 2, 3), keepdim=True)
+    hi = z.amax(dim=(1, 2, 3), keepdim=True)
+    u = torch.round((z - lo) / (hi - lo).clamp_min(1e-12) * 255) / 255
+    return u, lo, hi
+
+
+def from_normalised_uint8(u: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """The inverse of :func:`to_normalised_uint8` (up to its rounding): back to RGB, clamped to [0, 1]."""
+    mean = u.new_tensor(_MEAN).view(1, 3, 1, 1)
+    std = u.new_tensor(_STD).view(1, 3, 1, 1)
+    return ((u * (hi - lo) + lo) * std + mean).clamp(0, 1)
+
+
 class StrongAugment:
     """Strong augmentation: operators A (images) and B (masks) of the paper.
 
@@ -378,7 +404,9 @@ class StrongAugment:
     def __init__(self, num_ops: int = 2, magnitude: float = 10.0, cutout_size: int = 16,
                  ignore_index: int = 255, fill: float = 0.5, enabled: bool = True,
                  ops: Sequence[str] | None = None, random_magnitude: bool = True, prob: float = 1.0,
-                 cutout_count: int = 1, style: str = "torchvision"):
+                 cutout_count: int = 1, style: str = "torchvision", input_space: str = "rgb"):
+        if input_space not in INPUT_SPACES:
+            raise ValueError(f"input_space must be one of {list(INPUT_SPACES)}, got {input_space!r}")
         if style not in STYLES:
             raise ValueError(f"style must be one of {list(STYLES)}, got {style!r}")
         if not 0.0 <= float(prob) <= 1.0:
@@ -412,13 +440,14 @@ class StrongAugment:
         self.prob = float(prob)
         self.cutout_count = int(cutout_count)
         self.style = style
+        self.input_space = input_space
         self._op_ids = torch.tensor([_OP_ID[o] for o in ops], dtype=torch.int64)
 
     def __repr__(self) -> str:
         return (f"StrongAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, cutout_size={self.cutout_size}, "
                 f"ignore_index={self.ignore_index}, fill={self.fill}, enabled={self.enabled}, ops={self.ops}, "
                 f"random_magnitude={self.random_magnitude}, prob={self.prob}, cutout_count={self.cutout_count}, "
-                f"style={self.style!r})")
+                f"style={self.style!r}, input_space={self.input_space!r})")
 
     # ---------------------------------------------------------------- sampling
     def sample(self, batch_size: int, height: int, width: int, generator: torch.Generator) -> AugmentParams:
@@ -482,10 +511,20 @@ class StrongAugment:
 
     # ---------------------------------------------------------------- operators
     def apply_image(self, images: Tensor, params: AugmentParams, _grid=None) -> Tensor:
-        """Operator A: (B, 3, H, W) float in [0, 1] -> (B, 3, H, W) float in [0, 1]."""
+        """Operator A: (B, 3, H, W) float in [0, 1] -> (B, 3, H, W) float in [0, 1].
+
+        ``input_space="normalised-uint8"``: A acts where the authors' code applies it, on the
+        ImageNet-normalised image rescaled per image to 0..255 integers, and the result is mapped
+        back to RGB (:func:`to_normalised_uint8`)."""
         if not self.enabled:
             return images
         _check_images(images)
+        if self.input_space == "normalised-uint8":
+            u, lo, hi = to_normalised_uint8(images)
+            return from_normalised_uint8(self._apply_image(u, params, _grid), lo, hi)
+        return self._apply_image(images, params, _grid)
+
+    def _apply_image(self, images: Tensor, params: AugmentParams, _grid=None) -> Tensor:
         B, C, H, W = images.shape
         _check_sampled(params, B, (H, W), (params.height, params.width))
         dev = images.device

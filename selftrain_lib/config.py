@@ -200,6 +200,19 @@ class Config:
     data_root: str | None = field(default=None, metadata=EXECUTION)
     cache_dir: str | None = field(default=None, metadata=EXECUTION)  # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
 
+    # --- the authors' released code where it departs from the paper's text -----------------
+    # (docs/paper_vs_code.md; the ``paper-code`` presets). Defaults follow the text; each key is
+    # declared for the run hash by the code that reads it (the model factory, the method, the data...).
+    aspp_dilations: tuple[int, ...] = (6, 12, 18, 24)  # ASPP branches summed; their code sums only [6, 12]
+    stage1_batch_size: int | None = None   # Stage 1's batch (None: batch_size); their Cityscapes Stage 1: 4
+    align_corners: bool = False            # bilinear upsampling of the logits (their deeplab2.py: True)
+    resnet_stride: str = "3x3"             # deeplabv2-r101: "1x1" puts conv3's stride on the 1x1 conv, ceil-mode max-pool
+    caffe_channel_order: str = "bgr"       # deeplabv2-r101-caffe input order; their code feeds "rgb" (BGR flip commented out)
+    branch_init: str = "kaiming"           # the branch's conv6 weights; their code "normal-0.01"
+    strong_aug_input: str = "rgb"          # "normalised-uint8": A acts on the normalised image rescaled per image to uint8
+    resize_filter: str = "bilinear"        # "box": box-filtered images, majority-vote labels (their Cityscapes loader)
+    pseudo_ignore_ego: bool = False        # Cityscapes: ego-vehicle and border pixels ignore in stored pseudo-masks
+
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied and validated."""
         return make_config({**self.to_dict(), **changes})
@@ -215,6 +228,12 @@ PRETRAINED = ("synthetic", "imagenet", "none")  # the values of ``pretrained`` t
 def execution_keys() -> frozenset[str]:
     """The fields marked :data:`EXECUTION`: out of every run hash."""
     return frozenset(f.name for f in fields(Config) if f.metadata.get("hash") is False)
+
+
+#: allowed values of the string keys of the authors' code (the ``paper-code`` presets)
+CODE_CHOICES = {"resnet_stride": ("3x3", "1x1"), "caffe_channel_order": ("bgr", "rgb"),
+                "branch_init": ("kaiming", "normal-0.01"), "strong_aug_input": ("rgb", "normalised-uint8"),
+                "resize_filter": ("bilinear", "box")}
 
 
 # ------------------------------------------------------------------------------------------
@@ -295,7 +314,7 @@ def load_config(dataset: str | None = None, scale: str = "quick", params: str | 
         raise ConfigError(f"scale: {scale!r} is not a preset of {path.name} (presets: {sorted(presets)})")
     if presets[scale] is not None and not isinstance(presets[scale], dict):
         raise ConfigError(f"{path}: scales.{scale}: expected a mapping of keys, got {presets[scale]!r}")
-    layers = [(str(path), raw), (f"{path}: scales.{scale}", presets[scale] or {}), ("overrides", overrides)]
+    layers = [(str(path), raw), (f"{path}: scales.{scale}", _preset(path, presets, scale)), ("overrides", overrides)]
     # by_labels: {|L|: {key: value}}, settings that depend on the label count (e.g. λ, the labelled
     # share of a batch); applied over the scale preset, under the overrides.
     labels = next((m["labels"] for _, m in reversed(layers) if "labels" in m), Config.labels)
@@ -316,6 +335,19 @@ def load_config(dataset: str | None = None, scale: str = "quick", params: str | 
     if values.get("labels") == "full":
         values["labels"] = _pool_size(values)
     return make_config(values)
+
+
+def _preset(path: Path, presets: Mapping[str, Any], scale: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keys of preset ``scale``; ``extends: <preset>`` starts from that preset's keys (``paper-code``
+    is ``paper`` plus the keys where the authors' code departs from the paper)."""
+    section = dict(presets[scale] or {})
+    base = section.pop("extends", None)
+    if base is None:
+        return section
+    if base not in presets or not isinstance(presets[base] or {}, dict) or base in seen + (scale,):
+        raise ConfigError(f"{path}: scales.{scale}: extends {base!r}, which is not another preset of the file "
+                          f"(presets: {sorted(presets)})")
+    return {**_preset(path, presets, base, seen + (scale,)), **section}
 
 
 def _params_dataset(path: Path, dataset: str | None, raw: Mapping[str, Any], presets: Mapping[str, Any]) -> str:
@@ -473,14 +505,14 @@ _LEAST = {"pool_size": 1, "val_size": 1, "seed": 0, "data_seed": 0, "stage1_step
           "eval_every": 1, "log_every": 1, "checkpoint_every": 1, "eval_batch_size": 1, "randaug_ops": 0,
           "pretrain_steps": 1, "backbone_lr_mult": 0, "weight_decay": 0, "lambda1": 0, "lambda2": 0,
           "ema_reference_steps": 1, "cutout_count": 0, "num_val_samples": 0, "num_threads": 1, "num_workers": 0,
-          "cons_weight": 0}
+          "cons_weight": 0, "stage1_batch_size": 1}
 
 
 # key -> the greatest value it may take. Beyond these a value is a typo, not a setting: it would
 # fail deep in torch (an integer past int64, a tensor of 10**20 Cutout boxes) or only after a stage
 # trained (the validation sample), or hang (10**20 generated images).
 _MOST = {"seed": 2**32 - 1, "data_seed": 2**32 - 1, "pool_size": 1_000_000, "val_size": 1_000_000,
-         "batch_size": 65_536, "eval_batch_size": 65_536, "num_threads": 4096, "num_workers": 1024,
+         "batch_size": 65_536, "stage1_batch_size": 65_536, "eval_batch_size": 65_536, "num_threads": 4096, "num_workers": 1024,
          "randaug_ops": 100, "cutout_count": 100, "num_val_samples": 10_000}
 # any other integer (steps, sizes, widths...): what torch's int64 sizes and counts accept
 _INT_MOST = 2**62
@@ -537,6 +569,9 @@ def validate(c: Config) -> None:
                  f"{c.data_root!r} is given, but {c.dataset!r} is generated (into cache_dir), not read from a folder; "
                  "leave data_root out, or name a dataset read from files (cityscapes, voc, your own)")
     _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
+    for key in ("resize_filter", "pseudo_ignore_ego"):  # the authors' Cityscapes loader and pseudo-mask writer
+        _require(getattr(c, key) == getattr(Config, key) or info.format == "cityscapes", key,
+                 f"is a setting of the Cityscapes files, not of {c.dataset!r}; leave it at {getattr(Config, key)!r}")
     split_problem = check_split(c)
     _require(split_problem is None, "split", split_problem or "")
     _require(1 <= c.labelled_per_batch < c.batch_size, "labelled_per_batch",
@@ -544,8 +579,10 @@ def validate(c: Config) -> None:
              f"got {c.labelled_per_batch}")
     _require(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
     for key, allowed in (("eval_model", EVAL_MODELS), ("randaug_style", STYLES), ("output_stride", (4, 8)),
-                         ("precision", PRECISIONS), ("method", tuple(METHODS))):
+                         ("precision", PRECISIONS), ("method", tuple(METHODS)), *CODE_CHOICES.items()):
         _require(getattr(c, key) in allowed, key, f"must be one of {list(allowed)}, got {getattr(c, key)!r}")
+    _require(len(c.aspp_dilations) >= 1 and min(c.aspp_dilations) >= 1, "aspp_dilations",
+             f"needs at least one positive dilation, got {list(c.aspp_dilations)}")
     _require(len(c.ema_decays) == len(c.ema_milestones) + 1, "ema_decays",
              f"needs one more value than ema_milestones ({len(c.ema_milestones)}), got {len(c.ema_decays)}")
     _require(all(0 <= d < 1 for d in c.ema_decays), "ema_decays", f"each must be in [0, 1), got {c.ema_decays}")

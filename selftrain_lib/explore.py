@@ -28,7 +28,7 @@ from .methods import SWITCHES
 from .paths import runs_dir
 from .results import list_runs
 from .runs import LABELLED_IDS, read_mask_pngs, split_file_ids
-from .stage import StageResult
+from .stage import REPORTED, StageResult
 
 IGNORE = 255                                     # masks' void value (data.datasets.IGNORE_INDEX)
 ERROR_COLOURS = np.array([[235, 235, 235],       # correct: light grey
@@ -239,9 +239,7 @@ def compare_figure(image, truth, rows: list[dict], opacity: float, class_names, 
     fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 8), bbox_to_anchor=(0.5, 0.0),
                handlelength=1.0, columnspacing=0.8, fontsize=6)
     fig.subplots_adjust(wspace=0.04, hspace=0.25, bottom=0.5 / fig.get_size_inches()[1] + 0.02)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    return fig
+    return figures.title_above(fig, title)   # above the column headings, never over them
 
 
 def panels(run_dir: str | Path, index: int, data, title: str = ""):
@@ -252,12 +250,11 @@ def panels(run_dir: str | Path, index: int, data, title: str = ""):
         pred = class_map(r.load_model()(image.float() / 255)).to(torch.uint8).numpy()
     pseudo = r.pseudo_masks.load([data.train_ids[index]]).numpy()
     truth = data.train.mask(index)[None].numpy()
-    fig = figures.prediction_grid(image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo,
-                                                  "ground truth": truth},
-                                  r.metrics["dataset"], data.info.class_names, data.info.palette)
-    fig.suptitle(title or f"{r.metrics['dataset']}, {r.metrics['labels']} labels, seed {r.metrics['seed']}, "
-                 f"stage {r.stage}: pool image {index}", fontsize=8, y=1.04)
-    return fig
+    return figures.prediction_grid(
+        image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo, "ground truth": truth},
+        r.metrics["dataset"], data.info.class_names, data.info.palette,
+        title=title or f"{r.metrics['dataset']}, {r.metrics['labels']} labels, seed {r.metrics['seed']}, "
+                       f"stage {r.stage}: pool image {index}")
 
 
 def _png(fig) -> bytes:
@@ -323,13 +320,19 @@ def opening_choice(runs: pd.DataFrame, dataset: str | None, run: str | None) -> 
     return dataset, newest_leaf(runs, dataset), note + (f"showing the newest run of {dataset}" if note else "")
 
 
-def explorer(out: str | Path | None = None, dataset: str | None = None, run: str | None = None):
+def explorer(out: str | Path | None = None, dataset: str | None = None, run: str | None = None,
+             which: str = "last"):
     """An ipywidgets box over the run cache ``out`` (None: :func:`selftrain_lib.paths.runs_dir`),
     opened by :func:`opening_choice`. Controls (in ``box.controls``): ``dataset``, ``run``,
     ``compare`` (a second run, ``""``: none), ``stage``, ``order`` (``"image index"`` or
-    ``"worst first"``), ``image`` (pool index), ``opacity`` (0..1), ``status``, ``view`` (PNG).
+    ``"worst first"``), ``image`` (pool index), ``opacity`` (0..1), ``miou`` (the validation mIoU
+    the status shows: ``"last"``, the last step's as the tables, or ``"best"``, the best evaluation
+    during training; opens on ``which``), ``status``, ``view`` (PNG).
     ``box.figure()``: the current choice as a matplotlib Figure (None for an empty cache)."""
     import ipywidgets as w
+
+    if which not in REPORTED:
+        raise ValueError(f"which: must be one of {list(REPORTED)}, got {which!r}")
 
     out = runs_dir(out)
     runs = list_runs(out)
@@ -348,6 +351,8 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     order = w.ToggleButtons(options=ORDERS, value=ORDERS[0])   # its own description gets clipped: a Label
     image = w.Dropdown(description="image", layout=w.Layout(width="32em"))
     opacity = w.FloatSlider(0.5, min=0, max=1, step=0.05, description="opacity", continuous_update=False)
+    miou = w.ToggleButtons(options=list(REPORTED), value=which, tooltips=["the last step's mIoU (as the tables)",
+                                                                          "the best evaluation during training"])
     view = w.Image(format="png", layout=w.Layout(width="100%", height="auto", object_fit="contain"))
     status = w.HTML()
     st = {"busy": 0, "drawn": None, "data": {}, "ious": {}, "note": note}
@@ -418,36 +423,48 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
                               title=f"{ds.value}: pool image #{index} {d.train_ids[index]}{where}")
 
     def draw(*_):
-        key = (stage.value, compare.value, image.value, opacity.value)
+        key = (stage.value, compare.value, image.value, opacity.value, miou.value)
         if st["busy"] or stage.value is None or image.value is None or st["drawn"] == key:
             return
         st["drawn"] = key
         view.value = _png(figure())
         status.value = status_text(out, StageResult.load(out / stage.value), ious(stage.value)[image.value],
-                                   compare.value and StageResult.load(out / compare.value), st["note"])
+                                   compare.value and StageResult.load(out / compare.value), st["note"], miou.value)
         st["note"] = ""          # said once, on opening
 
     ds.observe(on_dataset, "value")
     run_w.observe(on_run, "value")
     stage.observe(on_stage, "value")
     order.observe(on_order, "value")
-    for c in (compare, image, opacity):
+    for c in (compare, image, opacity, miou):
         c.observe(draw, "value")
     on_dataset()   # setting a value equal to the current one fires no event: fill once by hand
-    box = w.VBox([w.HBox([ds, run_w]), w.HBox([stage, compare]), w.HBox([w.Label("order", layout=w.Layout(width="6em")), order, image]), opacity, status, view])
+    box = w.VBox([w.HBox([ds, run_w]), w.HBox([stage, compare]), w.HBox([w.Label("order", layout=w.Layout(width="6em")), order, image]), opacity,
+                  w.HBox([w.Label("val mIoU", layout=w.Layout(width="6em")), miou]), status, view])
     box.controls = {"dataset": ds, "run": run_w, "compare": compare, "stage": stage, "order": order, "image": image,
-                    "opacity": opacity, "view": view, "status": status}
+                    "opacity": opacity, "miou": miou, "view": view, "status": status}
     box.figure = figure
     return box
 
 
-def status_text(out: Path, r: StageResult, iou: float, other: StageResult | None, note: str = "") -> str:
-    """The status line (HTML): the run folder relative to the cache, its validation and
-    pseudo-mask mIoU, the image's IoU, and the compared run's folder and mIoU."""
-    text = (f"<code>{relative_path(r.run_dir, out)}</code>: Stage {r.stage} val mIoU {100 * r.val_miou:.1f}%, "
+def status_text(out: Path, r: StageResult, iou: float, other: StageResult | None, note: str = "",
+                which: str = "last") -> str:
+    """The status line (HTML): the run folder relative to the cache, its validation (``which``:
+    the last step's or the best evaluation's, with its step) and pseudo-mask mIoU, the image's IoU,
+    and the compared run's folder and mIoU."""
+    text = (f"<code>{relative_path(r.run_dir, out)}</code>: Stage {r.stage} val mIoU {_miou_text(r, which)}, "
             f"pseudo-masks on U {100 * r.pseudo_miou:.1f}%; this image: IoU "
             + ("–" if math.isnan(iou) else f"{100 * iou:.1f}%"))
     if other:
         text += (f" · compared: <code>{relative_path(other.run_dir, out)}</code> val mIoU "
-                 f"{100 * other.val_miou:.1f}%")
+                 f"{_miou_text(other, which)}")
     return text + (f"<br><i>{note}</i>" if note else "")
+
+
+def _miou_text(r: StageResult, which: str) -> str:
+    """``"61.2% (last)"`` or ``"63.0% (best, step 4000)"``; a run recorded before the best was kept: "–"."""
+    value = r.miou(which)
+    if math.isnan(value):
+        return f"– ({which}: not recorded by this run)"
+    step = r.best_step if which == "best" else None
+    return f"{100 * value:.1f}% ({which}" + (f", step {step})" if step is not None else ")")

@@ -167,7 +167,7 @@ class StageResult:
         return net.to(device).eval()
 
     def summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "val_miou": self.val_miou, "val_miou_best": self.val_miou_best,
+        return {"stage": self.stage, "scale": self.metrics.get("scale"), "val_miou": self.val_miou, "val_miou_best": self.val_miou_best,
                 "best_step": self.best_step, "eval_model": self.eval_model,
                 "val_miou_student": self.val_miou_student, "val_miou_teacher": self.val_miou_teacher,
                 "pseudo_miou": self.pseudo_miou, "run_dir": str(self.run_dir), "reused": self.reused}
@@ -197,7 +197,7 @@ def build_stage_model(config: Config, stage: int, num_classes: int) -> MultiTask
         torch.manual_seed(derive_seed(config.seed, stage, "init"))
         segmenter = build_segmenter(config.model, num_classes, **config_kwargs(config))
         load_pretrained(segmenter, config)
-        model = MultiTaskDeepLab(segmenter, private_blocks(config, stage))
+        model = MultiTaskDeepLab(segmenter, private_blocks(config, stage), conv6_init=config.branch_init)
     if config.freeze_bn:
         freeze_batchnorm(model)
     return model
@@ -297,7 +297,7 @@ def build_stage_parts(config: Config, stage: int, view, pseudo, num_classes: int
 # optimiser, batch-norm freezing, when to log and evaluate, the validation sample kept. In every
 # stage's run hash (:func:`stage_key`); a key the loop starts reading is added here, in one line.
 LOOP_READS = ("seed", "lr", "backbone_lr_mult", "weight_decay", "freeze_bn", "log_every", "eval_every",
-              "num_val_samples")
+              "num_val_samples", "pseudo_ignore_ego")
 
 
 def loop_reads(config: Config, world_size: int = 1) -> tuple[str, ...]:
@@ -731,6 +731,9 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
         for idx, pred in predictions(f, data.train, world.shard(len(data.train)), p.config.eval_batch_size, p.device,
                                      "pseudo-masks", p.progress):
             for i, mask in zip(idx, pred.to(torch.uint8).cpu()):
+                if p.config.pseudo_ignore_ego and getattr(data.train, "fixed_void_ids", ()):
+                    # the authors' code: Cityscapes' ego vehicle and borders never carry a pseudo-label
+                    mask = mask.masked_fill(data.train.fixed_void(i), info.ignore_index)
                 write_mask_png(tmp / f"{data.train.ids[i]}.png", mask)
                 if i in unlabelled:
                     cm_u.update(mask, data.train.mask(i))
@@ -752,6 +755,7 @@ def _finish_stage(p: _FinalPass, f: nn.Module, evaluated: str, evals: dict[str, 
     write_csv(run_dir / "curves.csv", p.rows, CURVE_COLUMNS)
     config, names = p.config, info.class_names
     metrics = {
+        "scale": config.scale,  # the preset (paper, paper-code...) that made the run
         "stage": p.stage, "run_hash": run_dir.name, "pseudo_masks_from": p.parent.source_hash if p.parent else None,
         "dataset": config.dataset, "labels": int(p.split.labelled.numel()), "seed": config.seed,
         "split": split_source(config),  # "authors", "random" or "file": where the labelled set came from

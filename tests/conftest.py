@@ -1,7 +1,11 @@
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# `make test` runs one pytest worker per core (pytest-xdist): one torch thread each, so that two
+# workers do not fight over the cores; a plain `pytest` keeps both cores for its one process.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -169,3 +169,18 @@ def test_figure_rows_select_the_stage_in_both_runs_and_mark_labelled(cache):
         assert len(rows) == 1 and note == f"the compared run has no prediction for {labelled}: another pool"
     finally:
         (cutmix.final.run_dir / "moved.png").rename(cutmix.final.run_dir / "pseudo_masks" / f"{labelled}.png")
+
+
+def test_explorer_shows_the_last_or_the_best_miou(cache):
+    out, three, _ = cache
+    final = three.final
+    box = explore.explorer(out, dataset="synth-objects", run=final.run_hash)
+    c = box.controls
+    assert c["miou"].value == "last"
+    assert f"val mIoU {100 * final.miou('last'):.1f}% (last)" in c["status"].value
+    c["miou"].value = "best"      # the toggle redraws the status with the best evaluation and its step
+    assert f"val mIoU {100 * final.miou('best'):.1f}% (best, step {final.best_step})" in c["status"].value
+    opened = explore.explorer(out, dataset="synth-objects", run=final.run_hash, which="best")
+    assert opened.controls["miou"].value == "best" and "(best, step" in opened.controls["status"].value
+    with pytest.raises(ValueError, match="which"):
+        explore.explorer(out, which="mean")

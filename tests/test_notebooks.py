@@ -51,7 +51,7 @@ EXPECTED = {
     "table5": [("table5", TABLE)],
     "table6": [("table6", TABLE)],
     "fig2": [("fig2", FIGURE)],
-    "fig3": [("fig3", FIGURE), ("fig3", TABLE)],
+    "fig3": [("fig3", TABLE)],   # the λ curve itself: lambda_curve (one figure, not two)
     "fig4_5": [("fig4_5_synth-objects", FIGURE)],
     "pseudo_stages": [("pseudo_stages", FIGURE), ("pseudo_stages", TABLE)],
     "per_class_gains": [("per_class_gains", FIGURE), ("per_class_gains", TABLE)],

@@ -43,3 +43,11 @@ def test_cli_help_runs():
     for flag in ("--dataset", "--labels", "--scale", "--stages", "--seed", "--lambda1", "--lambda2", "--no-cr",
                  "--no-t2", "--no-sa", "--no-n2", "--no-ema", "--out", "--json"):
         assert flag in out
+
+
+def test_ci_runs_both_test_tiers_and_make_test_leaves_out_only_the_heavy_one():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test " in ci or "make test\n" in ci
+    assert "make test-heavy" in ci
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-m "not heavy"' in makefile and "-m heavy" in makefile and "--durations=25" in makefile

@@ -356,6 +356,8 @@ def test_voc_variable_sizes_train_and_evaluate(tmp_path):
     assert r2.metrics["num_classes"] == 21
 
 
+@pytest.mark.heavy
+@pytest.mark.xdist_group("r101")   # one R101 at real sizes at a time: two side by side exhaust the memory
 @pytest.mark.parametrize("dataset", ["cityscapes", "voc"])
 def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset):
     """A smoke test, not a benchmark: one Stage-2 step of DeepLabv2-R101 with the paper's
@@ -396,6 +398,7 @@ def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.heavy
 def test_paper_figures_on_real_dataset_layouts(tmp_path):
     """`make paper-figures CITYSCAPES=… VOC=…`: the notebooks run on the real datasets in place of
     their stand-ins (tiny fake layouts here), write the tables with the paper's cells, and skip a

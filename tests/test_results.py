@@ -199,45 +199,135 @@ def _label_rows(teacher: bool = False):
     return _runs(rows)
 
 
-def test_label_report_is_laid_out_as_the_paper_with_gains_beside_the_papers():
+SUP = "DeepLabV2 (supervised) · ours: Stage 1"
+OURS = "Ours (three-stage) · ours: Stages 1–3"
+
+
+def test_label_report_is_the_papers_table_at_a_glance_with_gains_beside_the_papers():
     r = results.label_report(_label_rows(), "synth-street", "smoke", [0, 1], "Table II")
     t = r["df"].set_index("method")
-    assert list(t.index) == ["Supervised (= Stage 1)", "CutMix (mean teacher)", "Ours (three-stage)"]
-    assert list(t.columns) == ["100", "100 gain", "100 paper gain", "372 (375)", "372 (375) gain",
-                               "372 (375) paper gain"]
-    assert t.loc["Ours (three-stage)", "372 (375)"] == "47.00 ± 1.41"      # mean ± std over two seeds
-    assert t.loc["Ours (three-stage)", "372 (375) gain"] == "+6.00"        # over Supervised, same count
-    assert t.loc["Ours (three-stage)", "372 (375) paper gain"] == "+6.62"  # Table II: 62.82 - 56.2
-    assert t.loc["Ours (three-stage)", "100 paper gain"] == "–"            # Table II has no supervised 100
-    assert t.loc["Supervised (= Stage 1)", "100 gain"] == "+0.00"
-    assert "Dataset: synth-street" in r["caption_text"] and "gain" in r["caption_text"]
-    assert "reproduced mIoU (%)" in r["data"] and r["sections"] == []      # long CSV; no teacher kept
+    assert list(t.index[:2]) == [SUP, "Hung et al."]                       # the paper's rows, in its order
+    assert "French et al. (CutMix) · ours: mean teacher + CutMix" in t.index   # ours in the row it reproduces
+    # the paper's label columns (fraction and count), each beside its gain over Supervised; no all-"–" column
+    assert list(t.columns) == ["1/30 (100)", "1/30 (100) gain", "1/8 (372)", "1/8 (372) gain", "1/4 (744)",
+                               "1/4 (744) gain", "1/2 (1488)", "full (2975)", "full (2975) gain"]
+    assert t.loc[OURS, "1/8 (372)"] == "47.00 ± 1.41 | 62.82"              # ours (two seeds) | the paper's
+    assert t.loc[OURS, "1/8 (372) gain"] == "+6.00 | +6.62"                # over Supervised: ours | 62.82 - 56.2
+    # Table II has no supervised 100: Table V's S1 only (46.91), marked and explained
+    assert t.loc[SUP, "1/30 (100)"] == "41.00 ± 1.41 | 46.91†"
+    assert t.loc[OURS, "1/30 (100) gain"] == "+6.00 | +7.94†"              # 54.85 - 46.91
+    assert "† Table II has no supervised row at 100 labels" in r["caption_text"]
+    assert t.loc["Hung et al. (ImageNet+COCO)", "1/8 (372) gain"] == "– | –"   # no gain across pre-trainings
+    assert t.loc["Mittal et al.", "1/4 (744)"] == "– | 61.90"              # a paper-only row keeps its numbers
+    assert all(not all(c == "– | –" for c in t[col]) for col in t.columns)
+    cap = r["caption_text"]
+    assert "Dataset: synth-street" in cap and "scale: smoke" in cap and "2 seeds [0, 1]" in cap
+    assert "1/8 (372): 375 labelled images" in cap and "ours | the paper's" in cap
+    assert "reproduced mIoU (%)" in r["data"]                              # long CSV
+    assert [h for h, _, _ in r["sections"]] == []                          # no teacher kept
+
+
+def test_label_report_tables_iii_and_iv_both_present_for_an_objects_dataset():
+    rows = [{"dataset": "synth-objects", "labels": 60, "paper_labels": "1/50", "labels_used": 12,
+             "variant": "full method", "method": "three-stage", "seed": 0, "stage": st, "val_miou": v,
+             "eval_model": "student"} for st, v in ((1, 0.1), (3, 0.12))]
+    r = results.label_report(_runs(rows), "synth-objects", "quick", [0], "Tables III and IV")
+    (name, iv, cap), = r["sections"]
+    assert "Table IV" in name and "ImageNet+COCO" in cap + name
+    assert iv.set_index("method").loc[OURS, "1/50"] == "12.00 | 70.77"
+    assert r["df"].set_index("method").loc[OURS, "1/50"] == "12.00 | 62.71"   # Table III
+    assert "1/50: 12 labelled images (nominal 60)" in r["caption_text"] and "scale: quick" in r["caption_text"]
+
+
+def _cell_of(df: pd.DataFrame, row: str, header: str) -> str:
+    """The cell of ``df`` (a glance table) in the row named ``row`` (or ``row · ours: ...``)."""
+    first = df.columns[0]
+    hit = df[(df[first] == row) | df[first].str.startswith(row + " · ")]
+    assert len(hit) == 1, f"row {row!r}: {len(hit)} rows in {list(df[first])}"
+    return hit.iloc[0][header]
+
+
+@pytest.mark.parametrize("table", ["II", "III", "IV"])
+def test_every_published_number_of_a_label_table_is_in_its_rendered_table(table, tmp_path):
+    dataset = "synth-street" if table == "II" else "synth-objects"
+    paper = "100" if table == "II" else "1/50"
+    rows = [{"dataset": dataset, "labels": ex.ABLATION_LABELS[dataset], "paper_labels": paper, "labels_used": 20,
+             "variant": "full method", "method": "three-stage", "seed": 0, "stage": st, "val_miou": 0.3,
+             "eval_model": "student"} for st in (1, 2, 3)]
+    r = results.label_report(_runs(rows), dataset, "smoke", [0], "T")
+    df = r["df"] if table != "IV" else r["sections"][0][1]
+    md = results.write_table(path=tmp_path / "t", **r)["md"].read_text()
+    pub = results.published(table)
+    assert len(pub) > 10
+    main = pub["pretraining"].iloc[0]
+    for _, p in pub.iterrows():
+        row = p["method"] + (f" ({results.PRETRAINING_NAME[p['pretraining']]})" if p["pretraining"] != main else "")
+        header = dict(results.PAPER_COLUMNS[p["dataset"]])[p["labels"]]
+        cell = _cell_of(df, row, header)
+        assert cell.split(" | ")[1].rstrip("†") == f"{p['miou']:.2f}", (table, row, header, cell)
+        assert cell.replace("|", "\\|") in md
+
+
+@pytest.mark.parametrize("table", ["V", "VI"])
+def test_every_published_number_of_tables_v_and_vi_is_in_its_rendered_table(table, tmp_path):
+    rows = [{"dataset": "synth-street", "labels": 100, "paper_labels": "100", "labels_used": 20, "variant": v,
+             "seed": 0, "stage": st, "val_miou": 0.3} for v in ("full method", "without EMA") for st in (1, 2, 3)]
+    r = results.rows_report(_runs(rows), table, "quick", [0], "T")
+    md = results.write_table(path=tmp_path / "t", **r)["md"].read_text()
+    rows_def = results.ABLATION_ROWS if table == "V" else results.EMA_ROWS
+    label = {m: lab for _, _, lab, m in rows_def}
+    for _, p in results.published(table).iterrows():
+        short = results.PAPER_SHORT[p["dataset"]]
+        header = next(c for c in r["df"].columns if c.endswith(f"{short} {p['labels']}"))
+        cell = r["df"].set_index("row").loc[label[p["method"]], header]
+        assert cell.split(" | ")[1] == f"{p['miou']:.2f}" and cell.replace("|", "\\|") in md, (p["method"], cell)
 
 
 def test_label_report_adds_the_teacher_when_runs_kept_it(tmp_path):
     r = results.label_report(_label_rows(teacher=True), "synth-street", "smoke", [0, 1], "Table II")
     (heading, teacher, cap), = r["sections"]
     assert "teacher" in heading.lower() and "teacher" in cap
-    assert list(teacher["method"]) == ["Ours (three-stage)"]               # stages with a teacher only
-    assert teacher.set_index("method").loc["Ours (three-stage)", "100"] == "48.00 ± 1.41"   # the teacher: +1
+    assert list(teacher["method"]) == [SUP, OURS]       # stages with a teacher, and Stage 1's student as the base
+    t = teacher.set_index("method")
+    assert t.loc[OURS, "1/30 (100)"] == "48.00 ± 1.41 | 54.85"                 # the teacher: +1
+    assert t.loc[OURS, "1/30 (100) gain"] == "+7.00 | +7.94†"                  # over Stage 1's student (41)
+    assert "1/2 (1488)" not in t.columns                                       # no column without ours
     paths = results.write_table(path=tmp_path / "t2", **r)
     md = paths["md"].read_text()
     assert md.count("| method |") == 2 and "### " in md
     assert "reproduced mIoU (%)" in pd.read_csv(paths["csv"]).columns      # the tidy rows
 
 
-def test_rows_report_table_v_columns_per_dataset_and_captions_say_what_is_measured():
-    rows = [{"dataset": "synth-objects", "labels": 60, "paper_labels": "1/50", "labels_used": 60, "variant": v,
+def test_rows_report_table_v_names_ours_and_the_papers_dataset_in_each_column():
+    rows = [{"dataset": "synth-objects", "labels": 60, "paper_labels": "1/50", "labels_used": 12, "variant": v,
              "seed": 0, "stage": st, "val_miou": x}
             for v, st, x in [("full method", 1, 0.5), ("full method", 2, 0.55), ("full method", 3, 0.6)]]
     r = results.rows_report(_runs(rows), "V", "smoke", [0], "Table V")
     t = r["df"].set_index("row")
-    assert list(t.columns) == ["PASCAL VOC 2012 1/50", "PASCAL VOC 2012 1/50 paper", "PASCAL VOC 2012 1/50 gain",
-                               "PASCAL VOC 2012 1/50 paper gain"]
-    assert t.loc["S1+S2+S3 full", "PASCAL VOC 2012 1/50 gain"] == "+10.00"
-    assert t.loc["S1+S2+S3 full", "PASCAL VOC 2012 1/50 paper gain"] == "+15.57"   # 70.77 - 55.2
+    assert list(t.columns) == ["synth-street | Cityscapes 100", "synth-street | Cityscapes 100 gain",
+                               "synth-objects | VOC 1/50", "synth-objects | VOC 1/50 gain"]
+    assert t.loc["S1+S2+S3 full", "synth-objects | VOC 1/50"] == "60.00 | 70.77"
+    assert t.loc["S1+S2+S3 full", "synth-objects | VOC 1/50 gain"] == "+10.00 | +15.57"   # 70.77 - 55.2
+    assert t.loc["S1+S2+S3 full", "synth-street | Cityscapes 100"] == "– | 54.85"
+    assert "synth-objects: 12 labelled images (nominal 60; the paper's 1/50)" in r["caption_text"]
+    assert "scale: smoke" in r["caption_text"] and "1 seed [0]" in r["caption_text"]
     pseudo = results.caption("P", ["synth-objects"], "smoke", [0], measure=results.PSEUDO_MEASURE)
     assert "unlabelled set U" in pseudo and "Published" not in pseudo and "validation set," not in pseudo
+
+
+def test_lambda_report_rows_are_lambdas_with_the_papers_fig3_and_no_gain_std_on_the_reference():
+    table = pd.DataFrame({"dataset": ["synth-street"] * 2, "labels": [100, 100], "lambda1": [0.25, 0.5],
+                          "miou": [30.0, 31.0], "miou_std": [0.5, 0.4], "seeds": [2, 2]})
+    r = results.lambda_report(table, "quick", [0, 1], "Figure 3")
+    t = r["df"].set_index("λ1 (= λ2)")
+    assert list(t.index) == ["1/4", "1/2", "1"]
+    assert t.loc["1/4", "synth-street | Cityscapes 100"] == "30.00 ± 0.50 | 52.85"
+    assert t.loc["1/4", "synth-street | Cityscapes 100 vs λ1 = 1/2"] == "-1.00 | -2.00"
+    assert t.loc["1", "synth-street | Cityscapes 100"] == "– | 53.35"
+    assert r["data"] is table and "approximate" in r["caption_text"]
+    counted = table.assign(labels_used=20, paper_labels="100")          # lambda_table keeps both counts
+    assert "synth-street (Cityscapes stand-in), 20 labels used (paper: 100)" in \
+        results.lambda_report(counted, "quick", [0, 1], "Figure 3")["caption_text"]
 
 
 def test_percent_names_and_scales_miou_columns():
@@ -255,3 +345,23 @@ def test_list_runs_leaves_out_a_damaged_metrics_json_with_a_warning_naming_it(tm
     with pytest.warns(UserWarning, match=rf"{bad}: not a finished run's metrics.json \(KeyError"):
         runs = results.list_runs(tmp_path)
     assert runs.empty
+
+
+def test_retable_rewrites_the_markdown_from_a_committed_csv_with_the_published_numbers(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("retable", Path(__file__).parent.parent / "tools" / "retable.py")
+    retable = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(retable)
+    rows = [{"dataset": "synth-street", "labels": 100, "paper_labels": "100", "labels_used": 20,
+             "variant": "full method", "method": "three-stage", "seed": 0, "stage": st, "val_miou": v,
+             "eval_model": "teacher"} for st, v in ((1, 0.317), (3, 0.3336))]
+    report = results.label_report(_runs(rows), "synth-street", "quick", [0], "T")
+    results.write_table(path=tmp_path / "table2", **report)
+    (tmp_path / "table2.md").write_text("old (the evaluated model: student / teacher) text")
+    csv = (tmp_path / "table2.csv").read_bytes()
+    assert retable.retable(tmp_path, "quick", [0]) == [tmp_path / "table2"]
+    md = (tmp_path / "table2.md").read_text()
+    assert "33.36 \\| 54.85" in md and "– \\| 62.82" in md and "student / teacher" in md and "scale: quick" in md
+    assert (tmp_path / "table2.csv").read_bytes() == csv                  # the tidy rows untouched

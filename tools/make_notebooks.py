@@ -88,12 +88,14 @@ print(spec.describe(scale))"""
         """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=f"stages 1..{STAGE}")
 result = grid.pairs[0][1]
 this = result.stages[-1]
-runs = results.collect(grid.pairs, scale)
-results.percent(runs[["stage", "labels_used", "val_miou", "pseudo_miou", "run_dir"]])""",
+runs = results.collect(grid.pairs, scale)   # which="best": val_miou holds the best evaluation instead of the last
+# both of each run: the last step's mIoU (what the tables report) and the best evaluation during training, with its step
+results.percent(runs[["stage", "labels_used", "val_miou_last", "val_miou_best", "best_step", "pseudo_miou", "run_dir"]])""",
         f"md:## Loss curves and validation mIoU over training (Stage {k})\n\nValidation mIoU is measured on "
-        "whole images at each evaluation step; the reported number is the last step.",
+        "whole images at each evaluation step; the reported number is the last step's (the table above also "
+        "shows the best evaluation, ringed on the curve).",
         """curves = this.curves()
-where = f"{dataset}, {spec.labels} labels, seed {seed}"
+where = results.setting_of(runs[runs["stage"] == STAGE], scale, [seed])   # dataset, labels used (paper's), scale, seed
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
 fig = figures.plot_losses(curves, title=f"Stage {STAGE} losses: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_losses")
@@ -108,7 +110,8 @@ figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_pseudo")""",
         "md:## Example predictions (fixed validation sample)",
         """data = load_data(this.config)
 images, columns, truth = results.val_samples(result.stages, data, max_images=4)
-fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
+fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette,
+                              title=f"Predictions on the first validation images: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_predictions")""",
     ]
     intro = (f"Runs Stage {k} of the three-stage method, training (or reusing from the run cache) the earlier "
@@ -147,13 +150,14 @@ results.percent(runs[["method", "labels_used", "seed", "val_miou", "pseudo_miou"
      "pixels where the teacher is confident enough (`conf_threshold`).",
      """curves = this.curves()
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
-fig = figures.plot_losses(curves, title=f"{name}: {dataset}, {spec.labels} labels, seed {seed}")
+fig = figures.plot_losses(curves, title=f"{name}: {results.setting_of(runs, scale, [seed])}")
 figures.show(fig, fig_dir / f"baselines_{method}_{tag}_losses")
 curves.dropna(axis=1, how="all").tail()""",
      "md:## Example predictions (fixed validation sample)",
      """data = load_data(this.config)
 images, columns, truth = results.val_samples([], data, max_images=4, before={name: this})
-fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette)
+fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, dataset, data.info.class_names, data.info.palette,
+                              title=f"{name} on the first validation images: {results.setting_of(runs, scale, [seed])}")
 figures.show(fig, fig_dir / f"baselines_{method}_{tag}_predictions")"""])
 
 NOTEBOOKS["ablation"] = notebook(
@@ -166,7 +170,7 @@ NOTEBOOKS["ablation"] = notebook(
 runs = results.collect(grid.pairs, scale)
 results.percent(runs[["variant", "stage", "val_miou", "pseudo_miou"]])""",
      """fig = figures.plot_val_miou({f"{s.variant}, stage {r.stage}": r.curves() for s, res in grid.pairs
-                               for r in res.stages[1:]}, title=f"{dataset}, {ex.ABLATION_LABELS[dataset]} labels, seed {seed}: drop {drop}",
+                               for r in res.stages[1:]}, title=f"drop {drop}: {results.setting_of(runs, scale, [seed])}",
                          note=results.table_v_note(drop))
 figures.show(fig, fig_dir / f"ablation_{drop}")"""])
 
@@ -176,9 +180,10 @@ NOTEBOOKS["lambda_curve"] = collector(
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid([dataset], lambdas, seeds)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="lambda")
-table = results.lambda_table(results.collect(grid.pairs, scale))
+runs = results.collect(grid.pairs, scale)
+table = results.lambda_table(runs)
 table""",
-     """fig = figures.plot_lambda(table, title=f"Stage 3: {dataset}, {ex.ABLATION_LABELS[dataset]} labels, seeds {seeds}, scale {scale}")
+     """fig = figures.plot_lambda(table, title=f"Stage 3 against λ1 (= λ2): {results.setting_of(runs, scale, seeds)}")
 figures.show(fig, fig_dir / f"lambda_curve_{dataset}")"""])
 
 
@@ -235,21 +240,23 @@ NOTEBOOKS["fig2"] = collector(
     "specs = ex.fig2_grid(dataset, seeds)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig2")
 by_variant = {s.variant: res.stages[2].curves() for s, res in grid.pairs if s.seed == seeds[0]}
-fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"], title=f"{dataset}, stage 3, seed {seeds[0]}")
+runs = results.collect(grid.pairs, scale)
+fig = figures.plot_fig2(by_variant["full method"], by_variant["without T2"],
+                        title=f"Stage 3 with and without L_pl: {results.setting_of(runs, scale, seeds[:1])}")
 figures.show(fig, fig_dir / "fig2")
-results.percent(results.collect(grid.pairs, scale).query("stage == 3")[["variant", "seed", "val_miou"]])"""])
+results.percent(runs.query("stage == 3")[["variant", "seed", "val_miou"]])"""])
 
 NOTEBOOKS["fig3"] = collector(
-    "Figure 3: mIoU against λ1", "Stage 3 validation mIoU against λ1 (λ2 = λ1), both datasets.",
+    "Figure 3: mIoU against λ1", "Stage 3 validation mIoU against λ1 (λ2 = λ1), both datasets, as a table beside "
+    "the paper's Fig. 3 (read off the figure). The curve itself is drawn by the `lambda_curve` notebook.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid(datasets, lambdas, seeds)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig3")
 table = results.lambda_table(results.collect(grid.pairs, scale))
-results.write_table(table, fig_dir / "fig3", results.caption("Figure 3: mIoU against lambda1 (lambda2 = lambda1), Stage 3",
-                                                            datasets, scale, seeds))
-fig = figures.plot_lambda(table, title=f"Stage 3 at the ablation label counts, seeds {seeds}, scale {scale}")
-figures.show(fig, fig_dir / "fig3")"""])
+paths = results.write_table(path=fig_dir / "fig3", **results.lambda_report(
+    table, scale, seeds, "Figure 3: mIoU against lambda1 (lambda2 = lambda1), Stage 3"))
+figures.show_markdown(paths["md"].read_text())"""])
 
 NOTEBOOKS["fig4_5"] = collector(
     "Figures 4 and 5: example predictions",
@@ -260,13 +267,16 @@ NOTEBOOKS["fig4_5"] = collector(
     "specs = ex.prediction_grid(datasets, seeds[:1])",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig4_5")
 cutmix = {s.dataset: res.stages[0] for s, res in grid.pairs if s.options.get("method") == "mt-cutmix"}
+runs = results.collect(grid.pairs, scale)
 for s, res in grid.pairs:
     if s.stages != 3:
         continue
     data = load_data(res.config)
     images, columns, truth = results.val_samples(res.stages, data, num_images, before={"CutMix": cutmix[s.dataset]})
     fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, s.dataset,
-                                  data.info.class_names, data.info.palette)
+                                  data.info.class_names, data.info.palette,
+                                  title="Figs. 4 and 5, the first validation images: "
+                                        + results.setting_of(runs[runs["dataset"] == s.dataset], scale, seeds[:1]))
     figures.show(fig, fig_dir / f"fig4_5_{s.dataset}")"""])
 
 NOTEBOOKS["pseudo_stages"] = collector(
@@ -282,7 +292,7 @@ paths = results.write_table(table, fig_dir / "pseudo_stages",
                             results.caption("Pseudo-mask mIoU on U across stages", datasets, scale, seeds,
                                             measure=results.PSEUDO_MEASURE))
 figures.show_markdown(paths["md"].read_text())
-fig = figures.plot_pseudo_stages(runs, title=f"ablation label counts, seeds {seeds}, scale {scale}")
+fig = figures.plot_pseudo_stages(runs, title=f"Pseudo-masks on U: {results.setting_of(runs, scale, seeds)}")
 figures.show(fig, fig_dir / "pseudo_stages")"""])
 
 NOTEBOOKS["per_class_gains"] = collector(
@@ -290,11 +300,12 @@ NOTEBOOKS["per_class_gains"] = collector(
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.stages_grid(datasets, seeds, stages=3)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="per_class_gains")
+runs = results.collect(grid.pairs, scale)
 gains = results.per_class_gains(results.per_class(grid.pairs))
 results.write_table(gains, fig_dir / "per_class_gains",
                     results.caption("Per-class IoU gain of Stage 3 over Stage 1", datasets, scale, seeds,
                                     measure="IoU gain (points) per class on the validation set"))
-fig = figures.plot_per_class_gains(gains, title=f"Stage 3 minus Stage 1, ablation label counts, seeds {seeds}, scale {scale}")
+fig = figures.plot_per_class_gains(gains, title=f"Stage 3 minus Stage 1: {results.setting_of(runs, scale, seeds)}")
 figures.show(fig, fig_dir / "per_class_gains")
 gains"""])
 
@@ -315,10 +326,10 @@ NOTEBOOKS["explore"] = notebook(
 if train:
     run = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config,
                       desc="explore").pairs[0][1].final.run_hash
-cached = results.list_runs(out)
-results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "pseudo_miou", "run"]]) \\
+cached = results.list_runs(out)   # val_miou: the last step's; val_miou_best: the best evaluation during training
+results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "val_miou_best", "pseudo_miou", "run"]]) \\
     if len(cached) else Markdown("The run cache is empty: set `train = True` or run a stage notebook.")""",
-     """box = explore.explorer(out, dataset=dataset, run=run)
+     """box = explore.explorer(out, dataset=dataset, run=run)   # its "val mIoU" toggle shows the last or the best
 display(box)""",
      """fig = box.figure()   # the explorer's opening choice as a static figure (None: the cache is empty)
 if fig is not None:

@@ -18,6 +18,7 @@ import torch
 
 from .files import FileDataset
 
+EGO_BORDER_IDS = (1, 2, 3)  # label ids of the ego vehicle, the rectification border and "out of roi"
 RESIZE = (512, 1024)  # (H, W): the working resolution of the paper and the work it compares with
 IGNORE = 255
 
@@ -47,8 +48,11 @@ def label_map() -> torch.Tensor:
     return lut
 
 
-def cityscapes(root: str | os.PathLike, split: str = "train", resize: tuple[int, int] | None = RESIZE) -> FileDataset:
-    """The ``split`` (``train`` or ``val``) of the Cityscapes copy under ``root``."""
+def cityscapes(root: str | os.PathLike, split: str = "train", resize: tuple[int, int] | None = RESIZE,
+               resize_filter: str = "bilinear") -> FileDataset:
+    """The ``split`` (``train`` or ``val``) of the Cityscapes copy under ``root``. ``resize_filter="box"``:
+    images box-filtered, masks by majority vote, as the authors' loader. ``fixed_void()`` gives the
+    ego-vehicle and border pixels (:data:`EGO_BORDER_IDS`)."""
     root = Path(root)
     image_dir = root / "leftImg8bit" / split
     if not image_dir.is_dir():
@@ -60,4 +64,5 @@ def cityscapes(root: str | os.PathLike, split: str = "train", resize: tuple[int,
     ids = [f"{city}/{stem}" for city, stem in stems]
     masks = [root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png" for city, stem in stems]
     return FileDataset(name="cityscapes", ids=ids, image_paths=images, mask_paths=masks, num_classes=19,
-                       ignore_index=IGNORE, resize=tuple(resize) if resize else None, label_map=label_map())
+                       ignore_index=IGNORE, resize=tuple(resize) if resize else None, label_map=label_map(),
+                       resize_filter=resize_filter, fixed_void_ids=EGO_BORDER_IDS)

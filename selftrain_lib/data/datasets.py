@@ -241,7 +241,8 @@ def open_files(config, part: str = "train"):
         raise FileNotFoundError(f"data_root: no such folder {root}")
     list_file = config.train_list if part == "train" else config.val_list
     if info.format == "cityscapes":
-        return cityscapes.cityscapes(root, part, resize=config.resize or cityscapes.RESIZE)
+        return cityscapes.cityscapes(root, part, resize=config.resize or cityscapes.RESIZE,
+                                     resize_filter=getattr(config, "resize_filter", "bilinear"))
     if info.format == "voc":
         return voc.voc(root, part, list_file=list_file, resize=config.resize)
     return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,
@@ -264,7 +265,8 @@ def open_parts(config) -> dict:
 # run (selftrain_lib.stage.stage_key). ``data_root`` is where the files are: what they hold enters
 # as the data's identity (:func:`data_identity`), so a moved folder keeps its runs.
 GENERATED_READS = ("dataset", "data_seed", "pool_size", "val_size", "ignore_index")
-FILE_READS = ("dataset", "train_list", "val_list", "resize", "num_classes", "class_names", "palette", "ignore_index")
+FILE_READS = ("dataset", "train_list", "val_list", "resize", "resize_filter", "num_classes", "class_names", "palette",
+              "ignore_index")
 
 
 def data_reads(config) -> tuple[str, ...]:

@@ -62,6 +62,10 @@ class FileDataset:
     ignore_index: int = 255
     resize: tuple[int, int] | None = None
     label_map: Tensor | None = field(default=None, repr=False)
+    # the authors' Cityscapes loader: "box" resizes images with a box filter and masks by majority vote
+    resize_filter: str = "bilinear"
+    # raw mask values of pixels every prediction leaves out (Cityscapes' ego vehicle and borders): fixed_void()
+    fixed_void_ids: tuple[int, ...] = ()
     _sizes: dict[int, tuple[int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -115,10 +119,45 @@ class FileDataset:
             im, note = _rgb_image(ImageOps.exif_transpose(im) if _orientation(im) != 1 else im, path)
             self._sizes[i] = (im.height, im.width)
             if self.resize is not None and (im.height, im.width) != tuple(self.resize):
-                im = im.resize((self.resize[1], self.resize[0]), Image.BILINEAR)
+                im = im.resize((self.resize[1], self.resize[0]), Image.BOX if self.resize_filter == "box" else Image.BILINEAR)
             return np.array(im, dtype=np.uint8), note
 
     def mask(self, i: int) -> Tensor:
+        raw = self._raw_mask(i)
+        path = self.mask_paths[i]
+        values = torch.from_numpy(raw)
+        if self.label_map is not None:
+            values = self.label_map[values].long()
+            bad = values < 0
+            if bad.any():
+                unknown = sorted(set(torch.from_numpy(raw)[bad].tolist()))
+                raise ValueError(f"{path}: label ids {unknown[:10]} are not ids of the {self.name} label table")
+        bad = (values >= self.num_classes) & (values != self.ignore_index)
+        if bad.any():
+            found = sorted(set(values[bad].tolist()))
+            raise ValueError(f"{path}: label values {found[:10]} are outside [0, {self.num_classes}) and are not "
+                             f"the ignore value {self.ignore_index}")
+        return self._resize_mask(values.to(torch.uint8))
+
+    def fixed_void(self, i: int) -> Tensor:
+        """``bool (H, W)``: the pixels of sample ``i`` whose raw mask value is one of
+        :attr:`fixed_void_ids` (after ``resize``, as :meth:`mask`)."""
+        raw = torch.from_numpy(self._raw_mask(i))
+        inside = torch.isin(raw, torch.tensor(self.fixed_void_ids, dtype=raw.dtype))
+        return self._resize_mask(inside.to(torch.uint8)).bool()
+
+    def _resize_mask(self, mask: Tensor) -> Tensor:
+        """uint8 ``(h, w)`` -> ``resize``: nearest, or the most frequent value of each output pixel's
+        box (``resize_filter="box"``, ties to the smaller value)."""
+        if self.resize is None or tuple(mask.shape) == tuple(self.resize):
+            return mask
+        if self.resize_filter == "box":
+            return majority_resize(mask, tuple(self.resize))
+        pil = Image.fromarray(mask.numpy()).resize((self.resize[1], self.resize[0]), Image.NEAREST)
+        return torch.from_numpy(np.asarray(pil).copy())
+
+    def _raw_mask(self, i: int) -> np.ndarray:
+        """int64 ``(H, W)``: mask ``i``'s stored values, checked against its image's size."""
         path = self.mask_paths[i]
         image_size = self._shown_size(i)
         with _reading(path, "mask"), Image.open(path) as m:
@@ -136,23 +175,7 @@ class FileDataset:
                                  f"never turned: save it without the tag, drawn on its image as shown")
         if raw.min() < 0 or raw.max() > 255:
             raise ValueError(f"{path}: mask values must be in 0..255, found {int(raw.min())}..{int(raw.max())}")
-        values = torch.from_numpy(raw)
-        if self.label_map is not None:
-            values = self.label_map[values].long()
-            bad = values < 0
-            if bad.any():
-                unknown = sorted(set(torch.from_numpy(raw)[bad].tolist()))
-                raise ValueError(f"{path}: label ids {unknown[:10]} are not ids of the {self.name} label table")
-        bad = (values >= self.num_classes) & (values != self.ignore_index)
-        if bad.any():
-            found = sorted(set(values[bad].tolist()))
-            raise ValueError(f"{path}: label values {found[:10]} are outside [0, {self.num_classes}) and are not "
-                             f"the ignore value {self.ignore_index}")
-        mask = values.to(torch.uint8)
-        if self.resize is not None and tuple(mask.shape) != tuple(self.resize):
-            pil = Image.fromarray(mask.numpy()).resize((self.resize[1], self.resize[0]), Image.NEAREST)
-            mask = torch.from_numpy(np.asarray(pil).copy())
-        return mask
+        return raw
 
     def chunks(self, indices: Sequence[int], batch_size: int) -> Iterator[tuple[list[int], Tensor]]:
         """``indices`` one at a time, whole (images may differ in size): ([i], uint8 (1, 3, H, W))."""
@@ -173,6 +196,15 @@ class FileDataset:
         if notes:
             more = f" (and {len(notes) - 1} more images like it)" if len(notes) > 1 else ""
             print(f"warning: {notes[0]}{more}", file=sys.stderr)
+
+
+def majority_resize(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 ``(h, w)`` -> ``size``: each output pixel takes the most frequent value of the input
+    pixels its box covers (area-weighted; ties to the smaller value)."""
+    values = torch.unique(mask)
+    onehot = (mask[None] == values[:, None, None]).float()[None]          # (1, K, h, w)
+    share = torch.nn.functional.interpolate(onehot, size=size, mode="area")[0]
+    return values[share.argmax(0)].to(torch.uint8)
 
 
 def _orientation(im: Image.Image) -> int:

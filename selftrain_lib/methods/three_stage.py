@@ -24,16 +24,17 @@ class ThreeStage(Method):
     # what stages >= 2 read (Stage 1 reads its step count only): the strong augmentation A/B, the
     # loss weights, the EMA teacher's decays; the switches per Switch.first_stage
     STAGE2_READS = ("steps", "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "cutout_count",
-                    "randaug_style", "ignore_index", "lambda1", "lambda2", "ema_decays", "ema_reference_steps",
-                    "ema_milestones")
+                    "randaug_style", "strong_aug_input", "ignore_index", "lambda1", "lambda2", "ema_decays",
+                    "ema_reference_steps", "ema_milestones")
 
     def __init__(self, config, stage: int):
-        self.stage = stage
+        self.stage, self._t2, self._n2 = stage, config.t2, config.n2
         self.pool = self.pseudo = stage >= 2
         self.steps = config.stage1_steps if stage == 1 else config.steps
         self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
                                     ignore_index=config.ignore_index, enabled=config.sa, prob=config.randaug_prob,
-                                    cutout_count=config.cutout_count, style=config.randaug_style)
+                                    cutout_count=config.cutout_count, style=config.randaug_style,
+                                    input_space=config.strong_aug_input)
         self.weights = LossWeights(config.lambda1, config.lambda2, config.cr, config.t2)
         # Stages >= 2 keep an EMA teacher even without L_con: a passive copy that changes nothing the
         # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
@@ -46,8 +47,11 @@ class ThreeStage(Method):
     def reads(self) -> tuple[str, ...]:
         if self.stage == 1:
             return ("stage1_steps",)
-        # n2 (first read in stage 3) chooses the model's branch: stage.private_blocks
-        return self.STAGE2_READS + tuple(s.key for s in SWITCHES if s.first_stage <= self.stage)
+        # t2 and n2 (first read in stage 3) choose the model's branch (stage.private_blocks); a branch
+        # of two private blocks (ĝ) has a conv6, initialised as branch_init says
+        conv6 = self._t2 and (self.stage == 2 or not self._n2)
+        return (self.STAGE2_READS + tuple(s.key for s in SWITCHES if s.first_stage <= self.stage)
+                + (("branch_init",) if conv6 else ()))
 
     def teacher(self, segmenter) -> EMATeacher | None:
         return EMATeacher(segmenter, use_ema=self._use_ema) if self._has_teacher else None

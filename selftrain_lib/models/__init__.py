@@ -38,8 +38,8 @@ MODEL_READS: dict[str, tuple[str, ...]] = {}
 def register_model(name: str, reads: tuple[str, ...] = ()):
     """Decorator: register a factory ``(num_classes, **kwargs) -> DeepLabV2`` under ``name``.
 
-    ``reads``: the Config keys a run passes to the factory as keyword arguments of the same name
-    (:func:`config_kwargs`); they are what the model reads of a configuration, so they (and
+    ``reads``: the Config keys a run passes to the factory as keyword arguments, of the same name
+    unless :data:`_ARGUMENTS` renames one (:func:`config_kwargs`); they are what the model reads of a configuration, so they (and
     ``model``) enter the hash of every stage run that builds it. A key the factory starts taking
     from the configuration is added here, in one line."""
     def decorator(factory: Callable[..., DeepLabV2]) -> Callable[..., DeepLabV2]:
@@ -50,33 +50,49 @@ def register_model(name: str, reads: tuple[str, ...] = ()):
     return decorator
 
 
+# Config keys whose factory argument has another name or form (the authors' code's keys)
+_ARGUMENTS = {"aspp_dilations": ("dilations", tuple), "resnet_stride": ("stride_on_1x1", lambda v: v == "1x1"),
+              "caffe_channel_order": ("channel_order", str)}
+
+
 def config_kwargs(config) -> dict:
     """The keyword arguments ``config`` gives the factory of ``config.model`` (its ``reads``)."""
-    return {key: getattr(config, key) for key in MODEL_READS[config.model]}
+    out = {}
+    for key in MODEL_READS[config.model]:
+        name, convert = _ARGUMENTS.get(key, (key, lambda v: v))
+        out[name] = convert(getattr(config, key))
+    return out
 
 
-@register_model("deeplabv2-r101")
-def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24)) -> DeepLabV2:
+@register_model("deeplabv2-r101", reads=("aspp_dilations", "align_corners", "resnet_stride"))
+def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24), align_corners: bool = False,
+                   stride_on_1x1: bool = False) -> DeepLabV2:
     """The paper's f: DeepLabv2, ResNet-101 (output stride 8), ASPP 2048 -> C.
-    ``weights``: torchvision ResNet-101 weights (``None``: random init; ``"IMAGENET1K_V1"``)."""
-    return DeepLabV2(resnet101_os8(weights=weights), num_classes, dilations)
+    ``weights``: torchvision ResNet-101 weights (``None``: random init; ``"IMAGENET1K_V1"``).
+    ``stride_on_1x1``: the authors' ImageNet network (stride on the 1x1 conv, ceil-mode max-pool)."""
+    return DeepLabV2(resnet101_os8(weights=weights, stride_on_1x1=stride_on_1x1), num_classes, dilations,
+                     align_corners)
 
 
-@register_model("deeplabv2-r101-caffe")
-def deeplabv2_r101_caffe(num_classes: int, dilations=(6, 12, 18, 24)) -> DeepLabV2:
+@register_model("deeplabv2-r101-caffe",
+                reads=("aspp_dilations", "align_corners", "caffe_channel_order"))
+def deeplabv2_r101_caffe(num_classes: int, dilations=(6, 12, 18, 24), align_corners: bool = False,
+                         channel_order: str = "bgr") -> DeepLabV2:
     """f for DeepLab-v2 checkpoints converted from Caffe (Hung et al.'s MS-COCO initialisation
     ``MS_DeepLab_resnet_pretrained_COCO_init.pth``, the paper's ImageNet+COCO pre-training):
     :func:`resnet101_os8` with ``style="caffe"`` (stride on the 1x1 convolution, ceil-mode
     max-pool, frozen batch-norm affine parameters, BGR 0-255 mean-subtracted input), ASPP 2048 -> C.
-    Random initialisation; ``pretrained: <checkpoint file>`` loads the weights."""
-    return DeepLabV2(resnet101_os8(style="caffe"), num_classes, dilations)
+    Random initialisation; ``pretrained: <checkpoint file>`` loads the weights. ``channel_order="rgb"``
+    feeds RGB as the authors' code does (their BGR flip is commented out)."""
+    return DeepLabV2(resnet101_os8(style="caffe", channel_order=channel_order), num_classes, dilations, align_corners)
 
 
-@register_model("deeplabv2-small", reads=("widths", "output_stride"))
+@register_model("deeplabv2-small", reads=("widths", "output_stride", "aspp_dilations", "align_corners"))
 def deeplabv2_small(num_classes: int, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1),
-                    dilations=(6, 12, 18, 24), output_stride: int = 8) -> DeepLabV2:
+                    dilations=(6, 12, 18, 24), output_stride: int = 8, align_corners: bool = False) -> DeepLabV2:
     """CPU-scale f: DeepLabv2 layout on :func:`small_resnet` (basic blocks), ASPP widths[3] -> C."""
-    return DeepLabV2(small_resnet(widths=widths, blocks=blocks, output_stride=output_stride), num_classes, dilations)
+    return DeepLabV2(small_resnet(widths=widths, blocks=blocks, output_stride=output_stride), num_classes, dilations,
+                     align_corners)
 
 
 def build_segmenter(name: str, num_classes: int, **kwargs) -> DeepLabV2:

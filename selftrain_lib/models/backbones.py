@@ -85,6 +85,8 @@ CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 INPUT_FORMATS: dict[str, dict] = {
     "imagenet": dict(channels=(0, 1, 2), scale=1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     "caffe": dict(channels=(2, 1, 0), scale=255.0, mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0)),
+    # the authors' code: the same mean, subtracted from RGB (their BGR flip is commented out)
+    "caffe-rgb": dict(channels=(0, 1, 2), scale=255.0, mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0)),
 }
 
 
@@ -252,7 +254,8 @@ def _freeze_bn_affine(module: nn.Module) -> None:
 RESNET_STYLES = ("torchvision", "caffe")
 
 
-def resnet101_os8(weights=None, style: str = "torchvision", **kwargs) -> ResNetBackbone:
+def resnet101_os8(weights=None, style: str = "torchvision", stride_on_1x1: bool = False, channel_order: str = "bgr",
+                  **kwargs) -> ResNetBackbone:
     """DeepLabv2's ResNet-101 trunk, output stride 8 (2048 channels at ``ceil(H/8)``).
 
     ``weights`` goes to :func:`torchvision.models.resnet101` (``None``: random init, never a
@@ -272,6 +275,11 @@ def resnet101_os8(weights=None, style: str = "torchvision", **kwargs) -> ResNetB
       follow the ``freeze_bn`` setting), input BGR in 0-255 minus :data:`CAFFE_MEAN_BGR`
       (``input_format="caffe"``). The parameter names and shapes are torchvision's, so the same
       key mapping loads both. ``weights`` must be ``None`` (load a checkpoint afterwards).
+
+    ``stride_on_1x1`` (torchvision style): the authors' ImageNet network, torchvision's weights in
+    the Caffe layout (stride on the 1x1 convolution, ceil-mode max-pool), ImageNet-normalised RGB.
+    ``channel_order`` (caffe style): ``"bgr"`` as the checkpoint was trained, ``"rgb"`` as the
+    authors' code feeds it.
     """
     if style not in RESNET_STYLES:
         raise ValueError(f"style must be one of {list(RESNET_STYLES)}, got {style!r}")
@@ -281,17 +289,21 @@ def resnet101_os8(weights=None, style: str = "torchvision", **kwargs) -> ResNetB
     net = tv_resnet.resnet101(weights=weights, replace_stride_with_dilation=[False, True, True], **kwargs)
     _set_dilation(net.layer3, 2)
     _set_dilation(net.layer4, 4)
-    if style == "caffe":
+    if channel_order not in ("bgr", "rgb"):
+        raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+    if style == "caffe" or stride_on_1x1:
         first = net.layer2[0]
         first.conv1.stride, first.conv2.stride = (2, 2), (1, 1)
         net.maxpool.ceil_mode = True
+    if style == "caffe":
         _freeze_bn_affine(net)
     stem = nn.Sequential(OrderedDict(conv=net.conv1, bn=net.bn1, relu=net.relu, maxpool=net.maxpool))
     channels = {"conv1": 64, "conv2": 256, "conv3": 512, "conv4": 1024, "conv5": 2048}
     spec = dict(block=tv_resnet.Bottleneck, blocks=len(net.layer4), planes=512, dilation=4,
                 projection=net.layer4[0].downsample is not None, train_bn_affine=style != "caffe")
     return ResNetBackbone(stem, net.layer1, net.layer2, net.layer3, net.layer4, channels, spec,
-                          input_format="caffe" if style == "caffe" else "imagenet", style=style)
+                          input_format=("caffe" if channel_order == "bgr" else "caffe-rgb") if style == "caffe"
+                          else "imagenet", style=style)
 
 
 def small_resnet(widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1),

@@ -6,7 +6,8 @@ scores, and the upsampling is bilinear (``align_corners=False``) to the input si
 
 Note: the authors' released code inherits a bug from AdvSemiSeg's ``Classifier_Module`` (a
 ``return`` inside the summing loop) that sums only the first two branches (dilations 6 and 12);
-this module sums all four, as DeepLabv2 and the paper describe.
+this module sums all four, as DeepLabv2 and the paper describe. ``dilations=(6, 12)`` computes
+what their code computes (the two unused branches have no effect on the output).
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from .backbones import ResNetBackbone
 __all__ = ["ASPP", "DeepLabV2", "upsample_logits"]
 
 
-def upsample_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
-    """``(B, C, h, w) -> (B, C, *size)``, bilinear, ``align_corners=False``."""
+def upsample_logits(logits: Tensor, size: Sequence[int], align_corners: bool = False) -> Tensor:
+    """``(B, C, h, w) -> (B, C, *size)``, bilinear; ``align_corners=True`` as the authors' code
+    (``deeplab2.py`` L208, L215), ``False`` (torchvision's default) otherwise."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
 class ASPP(nn.Module):
@@ -68,9 +70,11 @@ class DeepLabV2(nn.Module):
         num_classes: number of output channels.
     """
 
-    def __init__(self, backbone: ResNetBackbone, num_classes: int, dilations: Sequence[int] = (6, 12, 18, 24)) -> None:
+    def __init__(self, backbone: ResNetBackbone, num_classes: int, dilations: Sequence[int] = (6, 12, 18, 24),
+                 align_corners: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
+        self.align_corners = bool(align_corners)  # of the logits' upsampling (the branch's too)
         self.aspp = ASPP(backbone.out_channels, num_classes, dilations)
         self.num_classes = int(num_classes)
 
@@ -81,7 +85,7 @@ class DeepLabV2(nn.Module):
 
     def decode(self, features: Tensor, size: Sequence[int]) -> Tensor:
         """``conv5`` features ``(B, out_channels, h, w)`` -> logits ``(B, num_classes, *size)``."""
-        return upsample_logits(self.aspp(features), size)
+        return upsample_logits(self.aspp(features), size, self.align_corners)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.backbone(x), x.shape[-2:])

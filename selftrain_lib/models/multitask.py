@@ -28,6 +28,20 @@ __all__ = ["BLOCKS", "AuxiliaryBranch", "MultiTaskDeepLab"]
 BLOCKS: tuple[str, ...] = STAGES + ("aspp",)
 
 
+#: how the branch's conv6 is initialised: ``make_stage5``'s (Kaiming, as torchvision's ResNets) or
+#: N(0, 0.01) for every convolution, as the authors' code (their branch's ``normal_(0, 0.01)``)
+CONV6_INITS = ("kaiming", "normal-0.01")
+
+
+def _init_conv6(conv6: nn.Module, how: str) -> None:
+    if how not in CONV6_INITS:
+        raise ValueError(f"conv6_init must be one of {list(CONV6_INITS)}, got {how!r}")
+    if how == "normal-0.01":
+        for m in conv6.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+
+
 class AuxiliaryBranch(nn.Module):
     """The auxiliary network g: f's first ``6 - private_blocks`` blocks (shared) + private blocks.
 
@@ -44,7 +58,8 @@ class AuxiliaryBranch(nn.Module):
         aspp: the private ASPP.
     """
 
-    def __init__(self, segmenter: DeepLabV2, private_blocks: int, width_factor: float = 0.5) -> None:
+    def __init__(self, segmenter: DeepLabV2, private_blocks: int, width_factor: float = 0.5,
+                 conv6_init: str = "kaiming") -> None:
         super().__init__()
         if private_blocks not in (1, 2):
             raise ValueError(f"private_blocks must be 1 (g~: private ASPP) or 2 (g^: private conv6 + ASPP), "
@@ -58,11 +73,13 @@ class AuxiliaryBranch(nn.Module):
         object.__setattr__(self, "_trunk", backbone)
         if self.private_blocks == 2:
             self.conv6 = backbone.make_stage5(width_factor)
+            _init_conv6(self.conv6, conv6_init)
             channels = self.conv6.out_channels
         else:
             self.conv6 = None
             channels = backbone.out_channels
         self.aspp = ASPP(channels, segmenter.num_classes, segmenter.aspp.dilations)
+        self.align_corners = getattr(segmenter, "align_corners", False)
 
     def __getattr__(self, name: str):
         shared = self.__dict__.get("shared_stages", ())
@@ -74,7 +91,7 @@ class AuxiliaryBranch(nn.Module):
         """Output of :attr:`split_at` ``(B, ch, h, w)`` -> logits ``(B, C, *size)``."""
         if self.conv6 is not None:
             features = self.conv6(features)
-        return upsample_logits(self.aspp(features), size)
+        return upsample_logits(self.aspp(features), size, self.align_corners)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self._trunk.features(x, self.split_at), x.shape[-2:])
@@ -98,13 +115,14 @@ class MultiTaskDeepLab(nn.Module):
         branch: the :class:`AuxiliaryBranch` (its parameters are the private ones), or ``None``.
     """
 
-    def __init__(self, segmenter: DeepLabV2, private_blocks: int | None, width_factor: float = 0.5) -> None:
+    def __init__(self, segmenter: DeepLabV2, private_blocks: int | None, width_factor: float = 0.5,
+                 conv6_init: str = "kaiming") -> None:
         super().__init__()
         if not isinstance(segmenter, DeepLabV2):
             raise TypeError(f"segmenter must be a DeepLabV2, got {type(segmenter).__name__}")
         self.segmenter = segmenter
         self.private_blocks = int(private_blocks or 0)
-        self.branch = AuxiliaryBranch(segmenter, self.private_blocks, width_factor) if self.private_blocks else None
+        self.branch = AuxiliaryBranch(segmenter, self.private_blocks, width_factor, conv6_init) if self.private_blocks else None
 
     def forward(self, x: Tensor, branch: bool = True) -> dict[str, Tensor]:
         size = x.shape[-2:]

@@ -104,12 +104,14 @@ class StepDraws:
     @staticmethod
     def reads(method) -> tuple[str, ...]:
         """The Config keys the draws read for ``method`` (in the run hash: :func:`selftrain_lib.stage.stage_key`)."""
-        return ("seed", "batch_size", "crop_size", "scale_range", "flip") + (("labelled_per_batch",) if method.pool else ())
+        return ("seed", "batch_size", "crop_size", "scale_range", "flip") + (
+            ("labelled_per_batch",) if method.pool else ("stage1_batch_size",))
 
     def __init__(self, config, stage: int, method, pool_size: int, num_labelled: int, ignore_index: int,
                  world: World = SINGLE):
         self.seed, self.stage, self.world = config.seed, stage, world
-        n_lab = config.labelled_per_batch if method.pool else config.batch_size
+        # Stage 1 / supervised: the whole batch from L (its own size where the authors' code has one)
+        n_lab = config.labelled_per_batch if method.pool else (config.stage1_batch_size or config.batch_size)
         self.n_pool = config.batch_size - config.labelled_per_batch if method.pool else 0
         self.labelled = EpochSampler(num_labelled, n_lab, config.seed, stage, "L")
         self.pool = EpochSampler(pool_size, max(self.n_pool, 1), config.seed, stage, "LuU")
