@@ -187,18 +187,21 @@ class Config:
     # --- evaluation, logging, execution ---------------------------------------------------
     eval_every: int = 200                  # validation mIoU every N steps (curves); the reported one is the last step
     log_every: int = 20
-    checkpoint_every: int = field(default=200, metadata=EXECUTION)  # a resumed run computes what an uninterrupted one does
+    # a resumed run computes what an uninterrupted one does
+    checkpoint_every: int = field(default=200, metadata=EXECUTION)
     num_val_samples: int = 8               # fixed validation images whose predictions are kept for figures
     eval_batch_size: int = field(default=64, metadata=EXECUTION)  # batch-norm in eval mode: no effect on the scores
     device: str = field(default="auto", metadata=EXECUTION)  # "auto", "cpu", "cuda", "cuda:1"...
     precision: str = "auto"                # "auto" (bf16/fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16"
-    num_threads: int | None = field(default=None, metadata=EXECUTION)  # torch CPU threads (None: 1 on the CPU, torch's default on a GPU)
+    # torch CPU threads (None: 1 on the CPU, torch's default on a GPU)
+    num_threads: int | None = field(default=None, metadata=EXECUTION)
     compile: bool = field(default=False, metadata=EXECUTION)  # train through torch.compile (GPU)
-    num_workers: int = field(default=0, metadata=EXECUTION)  # files: loader processes reading ahead (0: none; same crops)
+    num_workers: int = field(default=0, metadata=EXECUTION)  # files: loaders reading ahead (0: none; same crops)
     sync_bn: bool = False                  # torchrun with several GPUs: synchronise batch-norm across ranks
     # real datasets: where they live; what the files hold enters the run hash (the data identity), not the path
     data_root: str | None = field(default=None, metadata=EXECUTION)
-    cache_dir: str | None = field(default=None, metadata=EXECUTION)  # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
+    # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
+    cache_dir: str | None = field(default=None, metadata=EXECUTION)
 
     # --- the authors' released code where it departs from the paper's text -----------------
     # (docs/paper_vs_code.md; the ``paper-code`` presets). Defaults follow the text; each key is
