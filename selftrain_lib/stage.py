@@ -321,7 +321,8 @@ def stage_key(config: Config, stage: int, world_size: int = 1, method: Method | 
     out of the three-stage runs. Keys marked ``EXECUTION`` in :class:`~selftrain_lib.config.Config`
     never enter."""
     method = method or build_method(config, stage)
-    key: dict[str, Any] = {"method": method.name}
+    # a method without a name of its own is named by its class: never confused with another
+    key: dict[str, Any] = {"method": method.name or f"{type(method).__module__}.{type(method).__qualname__}"}
     for part in (method.reads(), ("model", *MODEL_READS[config.model]), StepDraws.reads(method),
                  loop_reads(config, world_size), data_reads(config)):
         key.update((k, getattr(config, k)) for k in part)
