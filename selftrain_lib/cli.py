@@ -152,6 +152,7 @@ def _run(args, interrupt=None) -> int:
     from .distributed import current
     from .paths import runs_dir
     from .pipeline import resolve_run, run_stages
+    from .preflight import preflight
     from .stage import stage_hashes
 
     kwargs = run_kwargs(args)
@@ -162,6 +163,7 @@ def _run(args, interrupt=None) -> int:
     out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/ (~ expanded)
     _check_out(out)
     config, stages = resolve_run(**kwargs)
+    preflight(config)  # a missing file is named before the run hashes read the data
     if interrupt is not None:  # an interruption names the first run not finished: the one training
         hashes = stage_hashes(config, stages, current().size)
         interrupt.run_dirs = [out / h for h in hashes]

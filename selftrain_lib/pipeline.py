@@ -18,6 +18,7 @@ from .data import load_data
 from .distributed import current, init_from_env
 from .methods import METHODS
 from .paths import runs_dir
+from .preflight import preflight
 from .stage import StageResult, run_stage, stage_hashes
 
 
@@ -46,6 +47,7 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
     stages = check_stages(stages)
     if stages > 1 and METHODS[config.method].single_stage:
         raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
+    preflight(config)  # the files the configuration names, before a hash is computed or a step runs
     init_from_env(config.device)  # under torchrun: join the process group (else one process)
     t0 = time.perf_counter()
     # the data is loaded once, here, unless every stage is in the run cache (then no stage reads it)
