@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", default=None,
                    help="dataset name (params/<dataset>.yaml; default: the one --params names, else synth-street)")
     r.add_argument("--params", default=None, help="an explicit parameter YAML (for your own data)")
-    r.add_argument("--labels", default=None, help="number of labelled images, or 'full' (default: the dataset's smallest count)")
+    r.add_argument("--labels", default=None,
+                   help="the paper's label count (synth-street 100, 375, 750, 1500; synth-objects 30, 60, 150, 375) "
+                        "or fraction (1/30, 1/50, ...), scaled to the pool of --scale; or 'full' (default: the "
+                        "dataset's smallest count). Another count is a count of the pool, with a notice")
     r.add_argument("--scale", default="quick", help="preset: smoke, quick, cpu or paper")
     r.add_argument("--method", default=None, choices=tuple(METHODS),
                    help="; ".join(f"{m.name}: {m.help}" for m in METHODS.values()) + " (baselines are one stage)")
@@ -114,21 +118,52 @@ def run_kwargs(args: argparse.Namespace) -> dict:
     for key in ("seed", "lambda1", "lambda2", *SWITCH_KEYS):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    labels = _labels(args.labels)
-    return dict(dataset=args.dataset, labels=labels, scale=args.scale, stages=args.stages, params=args.params,
-                method=args.method, **overrides)
+    kwargs = dict(dataset=args.dataset, labels=None, scale=args.scale, stages=args.stages, params=args.params,
+                  method=args.method, **overrides)
+    args.label_choice = label_choice(kwargs, _labels(args.labels))
+    kwargs["labels"] = args.label_choice.used
+    return kwargs
+
+
+def label_choice(kwargs: dict, value) -> "LabelChoice":
+    """What ``--labels value`` means for the run of ``kwargs`` (``labels`` left out): the paper's
+    count scaled to the pool of the scale (:func:`selftrain_lib.label_counts.choose`); None: the
+    params file's own count, named the same way."""
+    from .data import dataset_info
+    from .label_counts import choose, count_stands_for, LabelChoice
+    from .pipeline import resolve_run
+
+    # the pool of the run (1: any count the pool holds; "full" and None resolve as they will train)
+    config, _ = resolve_run(**{**kwargs, "labels": value if value in (None, "full") else 1})
+    try:
+        info = dataset_info(config.dataset)
+        default = info.default_pool_size if info.format == "synthetic" else 0
+    except ValueError:   # a folder dataset (registered when its data is read): no paper counts
+        default = 0
+    pool = config.pool_size or default
+    if value is None:    # the params file's count (quick: 20, the paper's 100)
+        stands = count_stands_for(config.dataset, config.labels, pool, default, minimum=config.labelled_per_batch)
+        return LabelChoice(config.dataset, stands, config.labels, pool)
+    # a dataset read from files: the paper's counts are its own (not scaled); its pool is counted later
+    return choose(config.dataset, value, pool, default, config.labelled_per_batch, config.scale)
 
 
 def _run(args, interrupt=None) -> int:
     from .distributed import current
     from .paths import runs_dir
     from .pipeline import resolve_run, run_stages
+    from .preflight import preflight
     from .stage import stage_hashes
 
     kwargs = run_kwargs(args)
+    choice = args.label_choice
+    if choice.notice:
+        print(choice.notice, file=sys.stderr)
+    print(f"{choice.dataset} · {choice.text(kwargs['scale'])}", file=sys.stderr)
     out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/ (~ expanded)
     _check_out(out)
     config, stages = resolve_run(**kwargs)
+    preflight(config)  # a missing file is named before the run hashes read the data
     if interrupt is not None:  # an interruption names the first run not finished: the one training
         hashes = stage_hashes(config, stages, current().size)
         interrupt.run_dirs = [out / h for h in hashes]
@@ -173,10 +208,12 @@ def _check_out(out: str | os.PathLike) -> None:
 
 
 def _labels(value) -> int | str | None:
-    """``--labels`` (a string) or ``--set labels=`` (parsed YAML): a whole number or ``"full"``;
-    ``12.7`` is an error, not 12."""
+    """``--labels`` (a string) or ``--set labels=`` (parsed YAML): a whole number, a fraction such
+    as ``1/30`` or ``"full"``; ``12.7`` is an error, not 12."""
     if value is None or value == "full" or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value)
-    raise ConfigError(f"--labels: expected an integer or 'full', got {value!r}")
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*/\s*\d+\s*", value):
+        return value.replace(" ", "")
+    raise ConfigError(f"--labels: expected an integer, a fraction such as 1/30, or 'full', got {value!r}")

@@ -18,13 +18,13 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from .methods import METHOD_KEYS, METHODS, SWITCH_KEYS, SWITCHES
+from .methods import METHODS
 
 PARAMS_DIR_ENV = "SELFTRAIN_PARAMS"
 
@@ -92,6 +92,14 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+# A field with this metadata changes how a run executes, not what it computes: no run hash holds it.
+# Every other field is in the hash of each stage whose code reads it, declared by that code (the
+# method, the model factory, the data, the loop: :func:`selftrain_lib.stage.stage_key`;
+# docs/run_cache.md, "How a key enters the hash"). tests/test_run_hashes.py checks that each field
+# is one or the other.
+EXECUTION = types.MappingProxyType({"hash": False})
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything one experiment needs. Plain data: passed in, never global.
@@ -103,7 +111,7 @@ class Config:
 
     # --- data -----------------------------------------------------------------------------
     dataset: str = "synth-street"          # registered dataset name
-    scale: str = "quick"                   # preset the values came from (for the record)
+    scale: str = field(default="quick", metadata=EXECUTION)  # preset the values came from (for the record)
     data_seed: int = 0                     # seed of the generated benchmark itself (fixed across runs)
     pool_size: int | None = None           # synthetic data: train-pool size (None: dataset default)
     val_size: int | None = None            # synthetic data: validation-set size (None: dataset default)
@@ -180,21 +188,25 @@ class Config:
     # --- evaluation, logging, execution ---------------------------------------------------
     eval_every: int = 200                  # validation mIoU every N steps (curves); the reported one is the last step
     log_every: int = 20
-    checkpoint_every: int = 200
+    # a resumed run computes what an uninterrupted one does
+    checkpoint_every: int = field(default=200, metadata=EXECUTION)
     num_val_samples: int = 8               # fixed validation images whose predictions are kept for figures
-    eval_batch_size: int = 64
-    device: str = "auto"                   # "auto", "cpu", "cuda", "cuda:1"...
+    eval_batch_size: int = field(default=64, metadata=EXECUTION)  # batch-norm in eval mode: no effect on the scores
+    device: str = field(default="auto", metadata=EXECUTION)  # "auto", "cpu", "cuda", "cuda:1"...
     precision: str = "auto"                # "auto" (bf16/fp16 autocast on a GPU, fp32 on the CPU), "fp32", "bf16", "fp16"
-    num_threads: int | None = None         # torch CPU threads (None: 1 on the CPU, torch's default on a GPU)
-    compile: bool = False                  # train through torch.compile (GPU; an execution setting)
-    num_workers: int = 0                   # datasets read from files: loader processes reading ahead (0: none)
+    # torch CPU threads (None: 1 on the CPU, torch's default on a GPU)
+    num_threads: int | None = field(default=None, metadata=EXECUTION)
+    compile: bool = field(default=False, metadata=EXECUTION)  # train through torch.compile (GPU)
+    num_workers: int = field(default=0, metadata=EXECUTION)  # files: loaders reading ahead (0: none; same crops)
     sync_bn: bool = False                  # torchrun with several GPUs: synchronise batch-norm across ranks
-    data_root: str | None = None           # real datasets: where they live
-    cache_dir: str | None = None           # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
+    # real datasets: where they live; what the files hold enters the run hash (the data identity), not the path
+    data_root: str | None = field(default=None, metadata=EXECUTION)
+    # generated data and pre-trained weights (None: $SELFTRAIN_CACHE or ~/.cache/selftrain_lib)
+    cache_dir: str | None = field(default=None, metadata=EXECUTION)
 
     # --- the authors' released code where it departs from the paper's text -----------------
-    # (docs/paper_vs_code.md; the ``paper-code`` presets). Defaults follow the text, as before the
-    # keys existed (CODE_KEYS: out of the run hash while at their defaults).
+    # (docs/paper_vs_code.md; the ``paper-code`` presets). Defaults follow the text; each key is
+    # declared for the run hash by the code that reads it (the model factory, the method, the data...).
     aspp_dilations: tuple[int, ...] = (6, 12, 18, 24)  # ASPP branches summed; their code sums only [6, 12]
     stage1_batch_size: int | None = None   # Stage 1's batch (None: batch_size); their Cityscapes Stage 1: 4
     align_corners: bool = False            # bilinear upsampling of the logits (their deeplab2.py: True)
@@ -213,76 +225,19 @@ class Config:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-# Keys that change how a run executes but not what it computes: left out of the run hash.
-EXECUTION_KEYS = frozenset({"device", "num_threads", "num_workers", "compile", "eval_batch_size", "checkpoint_every",
-                            "data_root", "cache_dir", "scale"})
-# Keys the three-stage method reads in stages >= 2 only (and its switches): left out of Stage 1's
-# run hash, so that ablations share one Stage 1 run.
-STAGE1_UNUSED_KEYS = frozenset({"steps", "labelled_per_batch", "lambda1", "lambda2", "ema_decays", "ema_milestones",
-                                "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "randaug_style",
-                                "cutout_count", "eval_model", "ema_reference_steps", "strong_aug_input", *SWITCH_KEYS})
 EVAL_MODELS = ("student", "teacher")
+PRETRAINED = ("synthetic", "imagenet", "none")  # the values of ``pretrained`` that name no file
 
 
-# Keys added for datasets read from files: left out of the run hash while at their defaults, so
-# the run ids of the synthetic benchmarks did not change when they were added.
-FILE_DATA_KEYS = frozenset({"train_list", "val_list", "resize", "num_classes", "class_names", "palette",
-                            "ignore_index"})
+def execution_keys() -> frozenset[str]:
+    """The fields marked :data:`EXECUTION`: out of every run hash."""
+    return frozenset(f.name for f in fields(Config) if f.metadata.get("hash") is False)
 
 
-# Keys of multi-process training, also left out while at their defaults (selftrain_lib.distributed).
-DISTRIBUTED_KEYS = frozenset({"sync_bn"})
-# Keys added for fidelity to the authors' code (docs/paper_vs_code.md): which network is evaluated,
-# EMA decays scaled to the stage, and the strong augmentation of their apply_rand.py (3 ops at
-# p = 0.5, their op table, 3 Cutouts). Left out while at their defaults, which compute what runs
-# computed before the keys existed.
-FIDELITY_KEYS = frozenset({"eval_model", "ema_reference_steps", "randaug_prob", "randaug_style", "cutout_count"})
-# Keys of the authors' released code where it departs from the paper (the ``paper-code`` presets):
-# left out while at their defaults, which compute what runs computed before the keys existed.
-CODE_KEYS = frozenset({"aspp_dilations", "stage1_batch_size", "align_corners", "resnet_stride",
-                       "caffe_channel_order", "branch_init", "strong_aug_input", "resize_filter", "pseudo_ignore_ego"})
-#: allowed values of the string keys among them
+#: allowed values of the string keys of the authors' code (the ``paper-code`` presets)
 CODE_CHOICES = {"resnet_stride": ("3x3", "1x1"), "caffe_channel_order": ("bgr", "rgb"),
                 "branch_init": ("kaiming", "normal-0.01"), "strong_aug_input": ("rgb", "normalised-uint8"),
                 "resize_filter": ("bilinear", "box")}
-# Keys that enter the run key by what they choose, not by their value: ``split`` names where the
-# labelled set comes from, and the stage's run key holds the digest of the ids it chose whenever they
-# come from a list (``split_file`` or the authors' split; selftrain_lib.stage.stage_run_key). A
-# random split is fixed by ``labels`` and ``seed``, as before the key existed; so "auto" resolved to
-# random keeps the hash of the run it always was.
-SPLIT_KEYS = frozenset({"split"})
-
-
-def stage_key(config: Config, stage: int) -> dict[str, Any]:
-    """The part of ``config`` that determines what ``stage`` computes (hashed into its run id)."""
-    drop = set(EXECUTION_KEYS) | SPLIT_KEYS
-    drop |= {k for k in FILE_DATA_KEYS | DISTRIBUTED_KEYS | FIDELITY_KEYS | CODE_KEYS if getattr(config, k) == _DEFAULTS[k]}
-    if config.precision == "auto":
-        # resolved by the device (fp32 on the CPU), which like ``device`` is not part of the hash;
-        # an explicit precision is
-        drop.add("precision")
-    drop |= {s.key for s in SWITCHES if not s.hashed_at_default and getattr(config, s.key) == _DEFAULTS[s.key]}
-    # the keys of the other methods; a method whose runs are the three-stage method's (supervised
-    # *is* Stage 1: one run, one hash) leaves its own and ``method`` out too
-    method = METHODS[config.method]
-    drop |= METHOD_KEYS - ({"method", *method.keys} if method.own_runs else set())
-    if stage == 1 or method.own_runs:
-        # a baseline's own run is one stage with Stage 1's step budget and the stage >= 2 keys it reads
-        drop |= STAGE1_UNUSED_KEYS - set(method.reads)
-    else:
-        drop.add("stage1_steps")
-        drop |= {s.key for s in SWITCHES if s.first_stage > stage}
-    if config.model != "deeplabv2-small":
-        drop |= {"widths", "output_stride"}
-    drop |= {"resnet_stride"} if config.model != "deeplabv2-r101" else set()
-    drop |= {"caffe_channel_order"} if config.model != "deeplabv2-r101-caffe" else set()
-    if stage > 1 and not method.own_runs:
-        drop.add("stage1_batch_size")
-    if stage == 1 or method.own_runs or not config.t2 or config.n2 and stage >= 3:
-        drop.add("branch_init")  # no conv6 in this stage
-    if config.pretrained != "synthetic":
-        drop.add("pretrain_steps")
-    return {k: v for k, v in config.to_dict().items() if k not in drop}
 
 
 # ------------------------------------------------------------------------------------------
@@ -370,7 +325,7 @@ def load_config(dataset: str | None = None, scale: str = "quick", params: str | 
     _check_labels(labels, next(source for source, m in reversed(layers) if "labels" in m) if any(
         "labels" in m for _, m in layers) else "defaults")
     pool = next((m["pool_size"] for _, m in reversed(layers) if m.get("pool_size") is not None), None)
-    key = _by_labels_key(dataset, labels, pool)
+    key = _by_labels_key(dataset, labels, pool, by_labels)
     if key in by_labels:
         layers.insert(2, (f"{path}: by_labels.{key}", by_labels[key] or {}))
     values: dict[str, Any] = {"dataset": dataset}
@@ -424,14 +379,14 @@ def _check_labels(labels: Any, source: str) -> None:
 
 
 def make_config(values: Mapping[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a plain mapping (e.g. a saved ``config.json``)."""
+    """Build and validate a :class:`Config` from a plain mapping (e.g. a saved ``config.json``).
+    Values only: no file is read and nothing is registered, so a saved configuration loads after
+    its data moved (the files are checked by :func:`selftrain_lib.preflight.preflight`)."""
     unknown = sorted(set(values) - _FIELD_TYPES.keys())
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}")
     coerced = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in values.items()}
     config = Config(**coerced)
-    if config.num_classes is not None:
-        _register_folder_dataset(config)
     validate(config)
     return config
 
@@ -441,15 +396,17 @@ def make_config(values: Mapping[str, Any]) -> Config:
 # ------------------------------------------------------------------------------------------
 
 _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
-_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 
 
-def _register_folder_dataset(c: Config) -> None:
-    """A config with ``num_classes`` declares a folder dataset named ``c.dataset``: register it."""
-    from .data import DATASETS, DatasetInfo, register_dataset
-    from .data.voc import voc_palette
+def _check_folder_declaration(c: Config) -> None:
+    """A config with ``num_classes`` declares a folder dataset named ``c.dataset``: its values are
+    possible (resolved, not registered, by :func:`selftrain_lib.data.config_dataset`)."""
+    from .data import DATASETS
+    from .data.files import dataset_name_problem
 
     n = c.num_classes
+    problem = dataset_name_problem(c.dataset)  # the name names files in the cache
+    _require(problem is None, "dataset", f"{c.dataset!r} {problem}")
     # masks are 8-bit and keep one value (ignore_index, >= num_classes) for void pixels
     _require(1 <= n <= 255, "num_classes", f"must be in [1, 255] (masks are 8-bit, and ignore_index needs a value "
              f"above the classes), got {n}")
@@ -463,10 +420,6 @@ def _register_folder_dataset(c: Config) -> None:
              f"needs num_classes={n} colours, got {len(c.palette or ())}")
     _require(c.palette is None or all(0 <= v <= 255 for rgb in c.palette for v in rgb), "palette",
              "colours are RGB triples of 0..255")
-    register_dataset(DatasetInfo(
-        name=c.dataset, class_names=c.class_names or tuple(f"class_{i}" for i in range(n)),
-        palette=c.palette or voc_palette(n), image_size=tuple(c.resize) if c.resize else (0, 0),
-        default_pool_size=0, default_val_size=0, ignore_index=c.ignore_index, format="folder"))
 
 
 # annotation -> (the types a value may have, what an error calls it); a bool is never a number
@@ -507,12 +460,14 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     return number
 
 
-def _by_labels_key(dataset: str, labels: Any, pool_size: int | None) -> Any:
-    """The row of ``by_labels`` for ``labels`` labelled images. The table is keyed by label counts of
-    the dataset's whole pool (the paper's fractions: VOC 1/100 ... 1/8 of 3,000 are 30 ... 375); a
-    preset with a smaller synthetic pool (``quick``: 600) looks up the count its labels stand for
-    (6 of 600 is 1/100: row 30), so λ follows the fraction, as in the paper, not the raw count."""
+def _by_labels_key(dataset: str, labels: Any, pool_size: int | None, keys: Any = ()) -> Any:
+    """The row of ``by_labels`` (its ``keys``) for ``labels`` labelled images. The table is keyed by
+    label counts of the dataset's whole pool (the paper's fractions: VOC 1/100 ... 1/8 of 3,000 are
+    30 ... 375); a preset with a smaller synthetic pool (``quick``: 600) looks up the count its labels
+    stand for (6 of 600 is 1/100: row 30), so λ follows the fraction, as in the paper, not the raw
+    count. The scaling is :func:`selftrain_lib.label_counts.scale_count`, the one shared with the grids."""
     from .data import dataset_info  # local import: data imports nothing from here at module level
+    from .label_counts import count_stands_for
 
     if not isinstance(labels, int) or isinstance(labels, bool) or not pool_size:
         return labels
@@ -523,8 +478,7 @@ def _by_labels_key(dataset: str, labels: Any, pool_size: int | None) -> Any:
     default = info.default_pool_size
     if info.format != "synthetic" or not default or pool_size >= default:
         return labels
-    nominal = round(labels * default / pool_size)
-    return nominal if round(nominal * pool_size / default) == labels else labels
+    return count_stands_for(dataset, labels, pool_size, default, candidates=keys)  # None: no row
 
 
 def _short(value: Any, n: int = 60) -> str:
@@ -535,10 +489,10 @@ def _short(value: Any, n: int = 60) -> str:
 def _pool_size(values: Mapping[str, Any]) -> int:
     """The number of training images: counted from the train list of a dataset read from files
     (a subset, or your own folder dataset), else the synthetic pool's size."""
-    from .data import dataset_info, open_files  # local import: data imports nothing from here at module level
+    from .data import config_dataset, open_files  # local import: data imports nothing from here at module level
 
-    probe = make_config({**values, "labels": 1})  # validated; registers a folder dataset the values declare
-    info = dataset_info(probe.dataset)
+    probe = make_config({**values, "labels": 1})  # validated
+    info = config_dataset(probe)
     if info.format != "synthetic":
         _require(bool(probe.data_root), "labels", f"'full' counts the train list of {probe.dataset!r}, which is "
                  "read from files: set data_root to its folder")
@@ -582,15 +536,22 @@ def _check_bounds(c: Config) -> None:
 
 
 def validate(c: Config) -> None:
-    """Raise :class:`ConfigError` naming the first key whose value is impossible."""
+    """Raise :class:`ConfigError` naming the first key whose value is impossible.
+
+    Values only (types, bounds, choices): the files and folders the values name are checked before
+    training by :func:`selftrain_lib.preflight.preflight`, so that a saved configuration can be
+    read back after its data moved."""
     from .augment import STYLES
-    from .data import dataset_info, DATASETS
+    from .data import DATASETS, config_dataset
     from .data.authors import check_split
     from .models import MODELS
     from .precision import PRECISIONS
 
-    _require(c.dataset in DATASETS, "dataset", f"unknown dataset {c.dataset!r} (known: {sorted(DATASETS)})")
-    info = dataset_info(c.dataset)
+    if c.num_classes is not None:
+        _check_folder_declaration(c)
+    _require(c.dataset in DATASETS or c.num_classes is not None, "dataset",
+             f"unknown dataset {c.dataset!r} (known: {sorted(DATASETS)})")
+    info = config_dataset(c)
     _require(c.model in MODELS, "model", f"unknown model {c.model!r} (known: {sorted(MODELS)})")
     for key, least in _LEAST.items():
         v = getattr(c, key)
@@ -612,18 +573,10 @@ def validate(c: Config) -> None:
         _require(c.data_root is None, "data_root",
                  f"{c.data_root!r} is given, but {c.dataset!r} is generated (into cache_dir), not read from a folder; "
                  "leave data_root out, or name a dataset read from files (cityscapes, voc, your own)")
-    _require(c.data_root is None or Path(c.data_root).expanduser().is_dir(), "data_root",
-             f"no such folder {c.data_root}")
-    for key in ("train_list", "val_list"):
-        v = getattr(c, key)
-        if v is not None and c.data_root is not None:
-            p = Path(v) if Path(v).is_absolute() else Path(c.data_root).expanduser() / v
-            _require(p.is_file(), key, f"no such list file {p}")
     _require(c.resize is None or min(c.resize) >= 1, "resize", f"must be two positive sizes (H, W), got {c.resize}")
     for key in ("resize_filter", "pseudo_ignore_ego"):  # the authors' Cityscapes loader and pseudo-mask writer
-        _require(getattr(c, key) == _DEFAULTS[key] or info.format == "cityscapes", key,
-                 f"is a setting of the Cityscapes files, not of {c.dataset!r}; leave it at {_DEFAULTS[key]!r}")
-    _require(c.split_file is None or Path(c.split_file).is_file(), "split_file", f"no such file {c.split_file}")
+        _require(getattr(c, key) == getattr(Config, key) or info.format == "cityscapes", key,
+                 f"is a setting of the Cityscapes files, not of {c.dataset!r}; leave it at {getattr(Config, key)!r}")
     split_problem = check_split(c)
     _require(split_problem is None, "split", split_problem or "")
     _require(1 <= c.labelled_per_batch < c.batch_size, "labelled_per_batch",
@@ -662,8 +615,8 @@ def validate(c: Config) -> None:
     _require(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device",
              f"must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
     p = c.pretrained
-    _require(p in ("synthetic", "imagenet", "none") or Path(p).is_file(), "pretrained",
-             f"must be 'synthetic', 'imagenet', 'none' or an existing checkpoint file, got {p!r}")
+    _require(p in PRETRAINED or bool(p.strip()), "pretrained",
+             f"must be {', '.join(map(repr, PRETRAINED))} or a checkpoint file, got {p!r}")
     _require(p != "synthetic" or c.model == "deeplabv2-small", "pretrained",
              "'synthetic' pre-training exists for deeplabv2-small only (use 'imagenet' or a checkpoint)")
     _require(0 <= c.teacher_decay < 1, "teacher_decay", f"must be in [0, 1), got {c.teacher_decay}")

@@ -16,18 +16,17 @@ from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 from .data.datasets import PAPER_LABEL_COUNTS
+from .label_counts import LABEL_COUNTS, STAND_INS, label_text as _label_text, paper_count, scale_count
 from .methods import BASELINES, SWITCHES
 from .progress import tqdm
 
 DATASETS = ("synth-street", "synth-objects")
-# the paper's datasets (read from files, README "Datasets"), and the embedded data standing in for each
+# the paper's datasets (read from files, README "Datasets"); the embedded data standing in for each is
+# label_counts.STAND_INS (with the one table of label counts, LABEL_COUNTS)
 REAL_DATASETS = ("cityscapes", "voc")
-STAND_INS = {"synth-street": "cityscapes", "synth-objects": "voc"}
 
-# nominal label counts (of the 3,000-image pool; the paper's own for the real datasets) and the
-# paper's name for the same cell
-LABEL_COUNTS = {"synth-street": (100, 375, 750, 1500), "synth-objects": (30, 60, 150, 375),
-                **{d: PAPER_LABEL_COUNTS[d] for d in REAL_DATASETS}}
+# LABEL_COUNTS (label_counts): nominal label counts (of the 3,000-image pool; the paper's own for the
+# real datasets); PAPER_LABELS: the paper's name for the same cell
 _VOC_FRACTIONS = ("1/100", "1/50", "1/20", "1/8")
 PAPER_LABELS = {
     "synth-street": {100: "100", 375: "372", 750: "744", 1500: "1488", "full": "2975"},
@@ -88,9 +87,14 @@ def scaled_labels(dataset: str, labels: int | str, scale: str, data_root: str | 
             return labels
         cfg = load_config(dataset, scale, data_root=data_root)
         pool = _file_pool_size(dataset, scale, str(data_root))
-    if pool >= info.default_pool_size:
-        return labels
-    return max(cfg.labelled_per_batch, min(pool, round(labels * pool / info.default_pool_size)))
+    return scale_count(labels, pool, info.default_pool_size, cfg.labelled_per_batch)
+
+
+def label_text(dataset: str, labels: int | str, scale: str | None = None, data_root: str | None = None) -> str:
+    """A title's name for a nominal label count at ``scale``: ``"100 labels (20 used)"``,
+    ``"60 labels (1/50, 12 used)"``, ``"full supervision"`` (:func:`selftrain_lib.label_counts.label_text`)."""
+    used = None if scale is None or labels == "full" else scaled_labels(dataset, labels, scale, data_root)
+    return _label_text(dataset, labels, used)
 
 
 @lru_cache(maxsize=16)
@@ -117,12 +121,16 @@ class RunSpec:
     def options(self) -> dict[str, Any]:
         return dict(self.overrides)
 
+    def label_text(self, scale: str | None = None) -> str:
+        """``"100 labels (20 used)"`` at ``quick``; ``"full supervision"`` (figure titles)."""
+        return label_text(self.dataset, self.labels, scale)
+
     def describe(self, scale: str | None = None) -> str:
         """One line for people: ``synth-street · 100 labels (20 used at quick) · seed 0 · stages 1..3 ·
         lambda1=0.25, ...`` (the label count is the paper's; the pool's count follows at ``scale``)."""
-        used = "" if scale is None or self.labels == "full" else \
-            f" ({scaled_labels(self.dataset, self.labels, scale)} used at {scale})"
-        labels = "full supervision" if self.labels == "full" else f"{self.labels} labels{used}"
+        labels = self.label_text(scale)
+        if scale is not None and labels.endswith(" used)"):
+            labels = f"{labels[:-1]} at {scale})"
         options = ", ".join(f"{k}={v}" for k, v in self.overrides)
         return " · ".join(p for p in (self.dataset, labels, f"seed {self.seed}", f"stages 1..{self.stages}",
                                       self.variant, options) if p)
@@ -139,7 +147,7 @@ def spec(dataset: str, labels: int | str, seed: int = 0, stages: int = 3, varian
          **overrides: Any) -> RunSpec:
     """A :class:`RunSpec` with the paper's λ1 = λ2 for the label count unless given."""
     check_dataset(dataset)
-    _check_labels(labels)
+    labels = _nominal(dataset, labels)
     if labels != "full" and stages > 1:
         lam = paper_lambda(dataset, labels)
         overrides.setdefault("lambda1", lam)
@@ -147,11 +155,22 @@ def spec(dataset: str, labels: int | str, seed: int = 0, stages: int = 3, varian
     return RunSpec(dataset, labels, stages, seed, tuple(sorted(overrides.items())), variant)
 
 
-def _check_labels(labels: Any) -> None:
-    """A label count is a positive integer or ``"full"`` (a notebook's ``-p labels -5`` would
-    otherwise be scaled up to ``labelled_per_batch`` without a word)."""
+def _nominal(dataset: str, labels: Any) -> int | str:
+    """A label count is a positive integer, a paper's fraction or number (``"1/50"``, ``"212"`` for
+    synth-objects: its 60) or ``"full"`` (a notebook's ``-p labels -5`` would otherwise be scaled up
+    to ``labelled_per_batch`` without a word). Returns the count as the grids write it."""
+    if isinstance(labels, str) and labels != "full":
+        named = paper_count(dataset, labels)
+        if named is None:
+            from .label_counts import valid_spellings
+
+            raise ValueError(f"labels: {labels!r} is not one of {dataset}'s paper counts or fractions "
+                             f"({valid_spellings(dataset)}); give one, a positive integer or 'full'")
+        return named
     if labels != "full" and (isinstance(labels, bool) or not isinstance(labels, int) or labels < 1):
-        raise ValueError(f"labels: expected a positive integer or 'full', got {labels!r}")
+        raise ValueError(f"labels: expected a positive integer, a paper's fraction such as '1/30' or 'full', "
+                         f"got {labels!r}")
+    return labels
 
 
 def _seeds(seeds: Iterable[int]) -> list[int]:

@@ -52,14 +52,43 @@ def chain(runs: pd.DataFrame, run: str) -> list[str]:
     return out
 
 
+def labels_text(dataset: str, labels, pool_size=None) -> str:
+    """A run's label count as the notebooks name it: the paper's count with the count used beside
+    it (``"100 labels (20 used)"`` for 20 of a 600-image pool), ``"full supervision"`` when the run
+    labels its whole pool, ``"8 labels used"`` for a count that stands for no paper count."""
+    from .data import DATASETS
+    from .label_counts import count_stands_for, label_text, paper_counts
+
+    info = DATASETS.get(dataset)
+    default = info.default_pool_size if info is not None and info.format == "synthetic" else 0
+    pool = pool_size if isinstance(pool_size, (int, float)) and pool_size == pool_size and pool_size else default
+    if labels == "full" or (pool and labels == pool):
+        return "full supervision"
+    if not isinstance(labels, (int, np.integer)):
+        return f"{labels} labels"
+    stands = count_stands_for(dataset, int(labels), int(pool), default) if pool else None
+    if stands is None and not default and int(labels) in paper_counts(dataset):   # read from files: not scaled
+        stands = int(labels)
+    return label_text(dataset, stands, int(labels))
+
+
+def _row_labels(row) -> str:
+    return labels_text(row.dataset, row.labels, getattr(row, "pool_size", None))
+
+
 def run_label(row) -> str:
-    """``"synth-objects · 60 labels · seed 0 · three-stage λ=0.25 · stage 3"`` for a row of
-    :func:`selftrain_lib.results.list_runs` (ablations add ``no CR``; the scale ends it)."""
+    """``"synth-objects · 60 labels (1/50, 12 used) · seed 0 · three-stage λ=0.25 · stage 3"`` for a
+    row of :func:`selftrain_lib.results.list_runs` (ablations add ``no CR``; the scale ends it); a run
+    on the whole pool: ``"synth-street · full supervision · seed 0 · stage 1"``."""
     method = row.method or "three-stage"
     if method == "three-stage" and row.stage > 1 and isinstance(row.lambda1, float):
         method += f" λ={row.lambda1:g}"
     off = [f"no {s.label}" for s in SWITCHES if getattr(row, s.key, None) is False]  # the ablations
-    parts = [row.dataset, f"{row.labels} labels", f"seed {row.seed}", " ".join([method, *off]), f"stage {row.stage}"]
+    labels = _row_labels(row)
+    if labels == "full supervision" and method == "three-stage" and row.stage == 1 and not off:
+        method = ""   # Stage 1 on the whole pool is full supervision: "three-stage" would mislead
+    parts = [row.dataset, labels, f"seed {row.seed}", " ".join([method, *off]).strip(), f"stage {row.stage}"]
+    parts = [p for p in parts if p]
     return " · ".join(parts) + (f" ({row.scale})" if isinstance(row.scale, str) else "")
 
 
@@ -250,11 +279,11 @@ def panels(run_dir: str | Path, index: int, data, title: str = ""):
         pred = class_map(r.load_model()(image.float() / 255)).to(torch.uint8).numpy()
     pseudo = r.pseudo_masks.load([data.train_ids[index]]).numpy()
     truth = data.train.mask(index)[None].numpy()
+    labels = labels_text(r.metrics["dataset"], r.metrics["labels"], r.config.pool_size)
     return figures.prediction_grid(
         image.numpy(), {f"Stage {r.stage} prediction": pred, "pseudo-mask": pseudo, "ground truth": truth},
         r.metrics["dataset"], data.info.class_names, data.info.palette,
-        title=title or f"{r.metrics['dataset']}, {r.metrics['labels']} labels, seed {r.metrics['seed']}, "
-                       f"stage {r.stage}: pool image {index}")
+        title=title or f"{r.metrics['dataset']}, {labels}, seed {r.metrics['seed']}, stage {r.stage}: pool image {index}")
 
 
 def _png(fig) -> bytes:
@@ -271,7 +300,7 @@ def row_title(row, labelled: bool | None) -> str:
     the run's labelled set."""
     method = row.method or "three-stage"
     mark = {True: "labelled", False: "unlabelled", None: ""}[labelled]
-    return "\n".join(filter(None, [method, f"{row.labels} labels · seed {row.seed}", mark]))
+    return "\n".join(filter(None, [method, f"{_row_labels(row)} · seed {row.seed}", mark]))
 
 
 def figure_rows(out: Path, runs: pd.DataFrame, run: str, stage_hash: str, compare: str | None,

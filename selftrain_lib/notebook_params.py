@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 from typing import Any, MutableMapping
 
 # names IPython puts in a kernel's namespace (when not run by IPython: the same set is skipped)
@@ -31,8 +32,11 @@ _KINDS = {
     "list": lambda v: isinstance(v, (list, tuple)),
     "dict": lambda v: isinstance(v, dict),
     "None": lambda v: v is None,
+    # the paper's label fractions (-p labels 1/30): a string of two whole numbers
+    "fraction": lambda v: isinstance(v, str) and re.fullmatch(r"\s*\d+\s*/\s*\d+\s*", v) is not None,
 }
-_EXAMPLES = {"list": "a list such as [0, 1]", "dict": 'a mapping such as {"steps": 500}'}
+_EXAMPLES = {"list": "a list such as [0, 1]", "dict": 'a mapping such as {"steps": 500}',
+             "fraction": "a fraction such as '1/30'"}
 
 
 class NotebookParameterError(ValueError):

@@ -1,6 +1,7 @@
 """The method end to end: Stage 1 → 2 → 3 (→ N), chained through the run cache.
 
-``run(dataset="synth-street", labels=100, scale="quick")`` is the one call; each stage's run
+``run(dataset="synth-street", labels=20, scale="quick")`` is the one call (``labels``: the count
+used, 20 of quick's 600-image pool for the paper's 100); each stage's run
 is reused when finished and resumed when interrupted (see :func:`selftrain_lib.stage.run_stage`).
 ``run(..., method="mt-cutmix")`` trains a baseline instead (one single-stage run, see
 :mod:`selftrain_lib.methods`); ``method="supervised"`` is Stage 1 (the same run).
@@ -17,6 +18,7 @@ from .data import load_data
 from .distributed import current, init_from_env
 from .methods import METHODS
 from .paths import runs_dir
+from .preflight import preflight
 from .stage import StageResult, run_stage, stage_hashes
 
 
@@ -45,6 +47,7 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
     stages = check_stages(stages)
     if stages > 1 and METHODS[config.method].single_stage:
         raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
+    preflight(config)  # the files the configuration names, before a hash is computed or a step runs
     init_from_env(config.device)  # under torchrun: join the process group (else one process)
     t0 = time.perf_counter()
     # the data is loaded once, here, unless every stage is in the run cache (then no stage reads it)
@@ -90,7 +93,10 @@ def run(dataset: str | None = None, labels: int | str | None = None, scale: str 
         stages: int | None = None, out: str | Path | None = None, progress: bool = True,
         params: str | Path | None = None, method: str | None = None, **overrides: Any) -> PipelineResult:
     """Load the configuration (``params/<dataset>.yaml`` at ``scale`` plus ``overrides``) and run
-    ``stages`` stages. ``dataset``: None takes the one ``params`` names (else synth-street). ``labels``: None keeps the YAML's (the smallest label count); ``"full"``
+    ``stages`` stages. ``dataset``: None takes the one ``params`` names (else synth-street). ``labels``: the
+    configuration key, the count of the preset's pool used (``quick``: 20 of 600 for the paper's 100;
+    :func:`selftrain_lib.experiments.scaled_labels` turns the paper's count into it, as ``--labels``
+    and the notebooks do); None keeps the YAML's (the smallest label count); ``"full"``
     trains on the whole pool (full supervision: use ``stages=1``). ``method``: ``"three-stage"``
     (default, ``stages`` defaults to 3), or a baseline: ``"supervised"``, ``"mt-cutout"``,
     ``"mt-cutmix"`` (single-stage runs: ``stages`` defaults to, and must be, 1)."""

@@ -30,7 +30,7 @@ from .data.synthetic import PRETRAIN_NUM_CLASSES, generate_pretraining_images, g
 from .evaluate import to_input
 from .models import build_segmenter
 from .progress import tqdm
-from .runs import atomic_torch_save, config_hash, file_lock, set_aside
+from .runs import atomic_torch_save, config_hash, file_lock, file_sha256, set_aside
 
 PRETRAIN_FORMAT_VERSION = 1
 # torch's reduction order follows its thread count, and 1,500 steps of Adam amplify the difference
@@ -422,6 +422,17 @@ def synthetic_state(config) -> dict[str, torch.Tensor]:
     """The small backbone pre-trained as ``config`` asks (built once, then read from the cache)."""
     return synthetic_backbone_state(config.widths, config.pretrain_steps, config.cache_dir,
                                     output_stride=config.output_stride)
+
+
+def pretrained_key(config) -> dict:
+    """What the initialisation reads of ``config``, for its run hash (:func:`selftrain_lib.stage.stage_key`):
+    ``pretrained`` (a checkpoint file by the digest of its bytes, the synthetic backbone by the hash of
+    its recipe: :func:`config_backbone_key`) and ``pretrain_steps`` where the synthetic pre-training reads it."""
+    p = config.pretrained
+    if p == "synthetic":
+        return {"pretrained": f"synthetic:{config_hash(config_backbone_key(config))}",
+                "pretrain_steps": config.pretrain_steps}
+    return {"pretrained": p if p in ("imagenet", "none") else file_sha256(p)}
 
 
 def load_pretrained(segmenter: nn.Module, config) -> None:

@@ -256,7 +256,8 @@ def setting_text(counts: Iterable[tuple[str, Any, Any]], scale: str, seeds: Sequ
     labels it used beside the paper's count, the scale (the preset's name) and the seeds.
     ``counts``: ``(dataset, labels used, the paper's count)`` (a used count equal to the paper's is
     said once; the paper's "full" or 2975 is full supervision). E.g. ``"synth-street (Cityscapes
-    stand-in), 20 labels used (paper: 100); scale quick; 1 seed [0]"``."""
+    stand-in), 100 labels (20 used); scale quick; 1 seed [0]"``, ``"synth-objects (PASCAL VOC 2012
+    stand-in), labels 1/50 (12 used); ..."``."""
     parts = []
     for d, used, paper in dict.fromkeys((d, str(u), str(p)) for d, u, p in counts):
         name = f"{d} ({PAPER_DATASET_NAME.get(d, d)} stand-in)" if d in STAND_INS else d
@@ -264,8 +265,8 @@ def setting_text(counts: Iterable[tuple[str, Any, Any]], scale: str, seeds: Sequ
             parts.append(f"{name}, full supervision" + (f" ({used} images)" if used.isdigit() else ""))
         elif paper in ("", "None", used):
             parts.append(f"{name}, {used} labels")
-        else:
-            parts.append(f"{name}, {used} labels used (paper: {paper})")
+        else:   # the paper's count first, the count used beside it (label_counts.label_text)
+            parts.append(f"{name}, " + (f"labels {paper}" if "/" in paper else f"{paper} labels") + f" ({used} used)")
     return f"{'; '.join(parts)}; scale {scale}; {seeds_text(seeds)}"
 
 
@@ -825,7 +826,7 @@ def _run_row(m: Path, which: str) -> dict:
     metrics = read_json(m)
     cfg = read_json(m.parent / "config.json").get("config", {})
     return {"run": m.parent.name, "dataset": metrics["dataset"], "stage": metrics["stage"],
-            "labels": metrics["labels"], "seed": metrics["seed"], "scale": cfg.get("scale"),
+            "labels": metrics["labels"], "pool_size": cfg.get("pool_size"), "seed": metrics["seed"], "scale": cfg.get("scale"),
             "method": cfg.get("method", "three-stage"),
             "val_miou": metrics["val"]["miou"] if which == "last" else _best_last(metrics)["val_miou_best"],
             **_best_last(metrics), "split": _split_of(metrics, cfg.get("split_file")),

@@ -25,31 +25,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import Config, make_config, resolved_dict, stage_key
-from .data import (SegmentationData, Split, data_fingerprint, dataset_info, labelled_list, load_data, make_split,
-                   read_split, split_source, write_split)
-from .data.datasets import check_split_count
-from .data.synthetic import generator_digest
+from .config import Config, execution_keys, make_config, resolved_dict
+from .data import (SegmentationData, Split, config_dataset, labelled_list, load_data, make_split, read_split,
+                   split_source, write_split)
+from .data.authors import split_key
+from .data.datasets import data_identity, data_reads
 from .distributed import SINGLE, World, average_buffers, current, unwrap
 from .ema import EMATeacher
 from .evaluate import (PROTOCOL, REPORTED, ConfusionMatrix, EvalResult, best_and_last, evaluate_part, predictions,
-                       scores)
-from .methods import METHODS, Method
-from .models import MultiTaskDeepLab, build_segmenter, freeze_batchnorm, param_groups, set_batchnorm_eval
+                       protocol, scores)
+from .methods import METHODS, Method, build as build_method
+from .models import (MODEL_READS, MultiTaskDeepLab, build_segmenter, config_kwargs, freeze_batchnorm, param_groups,
+                     set_batchnorm_eval)
 from .precision import Precision, resolve_precision
-from .pretrain import load_pretrained
+from .preflight import preflight
+from .pretrain import load_pretrained, pretrained_key
 from .progress import tqdm
 from .runs import (LOCK_NAME, MANIFEST, MANIFEST_FILES, atomic_directory, atomic_savez, atomic_torch_save,
-                   atomic_write_json, atomic_write_text, clean_interrupted_writes, config_hash, file_sha256,
-                   finished_run_problem, id_list_digest, is_interrupted_write, json_text, manifest_problem,
-                   raise_if_disk_full, read_json, read_mask_pngs, run_lock, set_aside, split_file_ids, write_csv,
-                   write_labelled_ids, write_manifest, write_mask_png)
+                   atomic_write_json, atomic_write_text, clean_interrupted_writes, config_hash, finished_run_problem,
+                   is_interrupted_write, json_text, manifest_problem, raise_if_disk_full, read_json, read_mask_pngs,
+                   run_lock, set_aside, write_csv, write_labelled_ids, write_manifest, write_mask_png)
 from .train import BatchSource, StepBatch, derive_seed
+from .train.batches import StepDraws
 from .train.log import LOG_FILE, TENSORBOARD_DIR, TrainingLog
 
 # Bump when a change to the training code changes what a run computes: old cached runs are then
-# not reused.
-RUN_FORMAT_VERSION = 1
+# not reused. 2 (issue 27): the hash declared by the code that reads each key, the evaluation
+# protocol in it.
+RUN_FORMAT_VERSION = 2
 CURVE_COLUMNS = ("step", "loss", "loss_seg", "loss_con", "loss_pl", "ema_decay", "val_miou", "val_miou_student",
                  "val_miou_teacher", "conf_rate")
 
@@ -159,7 +162,7 @@ class StageResult:
     def load_model(self, device: str = "cpu") -> nn.Module:
         """The trained f (a DeepLabV2) in eval mode."""
         cfg = self.config
-        net = build_segmenter(cfg.model, self.metrics["num_classes"], **_model_kwargs(cfg))
+        net = build_segmenter(cfg.model, self.metrics["num_classes"], **config_kwargs(cfg))
         net.load_state_dict(torch.load(self.run_dir / "model.pt", map_location=device, weights_only=True))
         return net.to(device).eval()
 
@@ -179,20 +182,6 @@ class StageResult:
 # models of each stage
 # ------------------------------------------------------------------------------------------
 
-def _model_kwargs(config: Config) -> dict[str, Any]:
-    # the keys of the authors' code (config.CODE_KEYS) only when set, so any registered factory builds
-    # at the defaults
-    code = {k: v for k, v in (("dilations", tuple(config.aspp_dilations)), ("align_corners", config.align_corners))
-            if v != {"dilations": (6, 12, 18, 24), "align_corners": False}[k]}
-    if config.model == "deeplabv2-small":
-        return {"widths": tuple(config.widths), "output_stride": config.output_stride, **code}
-    if config.model == "deeplabv2-r101" and config.resnet_stride == "1x1":
-        code["stride_on_1x1"] = True
-    if config.model == "deeplabv2-r101-caffe" and config.caffe_channel_order != "bgr":
-        code["channel_order"] = config.caffe_channel_order
-    return code
-
-
 def private_blocks(config: Config, stage: int) -> int | None:
     """How many of f's last blocks the auxiliary branch owns: None in stage 1 and without T2,
     2 (ĝ) in stage 2, 1 (g~) from stage 3 on, or 2 again without N2."""
@@ -206,7 +195,7 @@ def build_stage_model(config: Config, stage: int, num_classes: int) -> MultiTask
     stage's branch. Called afresh each stage: θ is re-initialised, as Algorithm 1 says."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, stage, "init"))
-        segmenter = build_segmenter(config.model, num_classes, **_model_kwargs(config))
+        segmenter = build_segmenter(config.model, num_classes, **config_kwargs(config))
         load_pretrained(segmenter, config)
         model = MultiTaskDeepLab(segmenter, private_blocks(config, stage), conv6_init=config.branch_init)
     if config.freeze_bn:
@@ -304,33 +293,61 @@ def build_stage_parts(config: Config, stage: int, view, pseudo, num_classes: int
                       trained=trained)
 
 
+# The Config keys the loop and the end-of-stage pass below read: the initialisation seed, the
+# optimiser, batch-norm freezing, when to log and evaluate, the validation sample kept. In every
+# stage's run hash (:func:`stage_key`); a key the loop starts reading is added here, in one line.
+LOOP_READS = ("seed", "lr", "backbone_lr_mult", "weight_decay", "freeze_bn", "log_every", "eval_every",
+              "num_val_samples", "pseudo_ignore_ego")
+
+
+def loop_reads(config: Config, world_size: int = 1) -> tuple[str, ...]:
+    """:data:`LOOP_READS`, ``precision`` when explicit (``auto`` resolves by the device, which like
+    ``device`` is no part of a hash) and ``sync_bn`` when several processes train."""
+    return LOOP_READS + (("precision",) if config.precision != "auto" else ()) + (("sync_bn",) if world_size > 1 else ())
+
+
+def stage_key(config: Config, stage: int, world_size: int = 1, method: Method | None = None) -> dict[str, Any]:
+    """The configuration part of a stage's run key: the keys that the code the stage runs reads,
+    each declared next to the code that reads it (docs/run_cache.md, "How a key enters the hash"):
+
+    - the method: its name and :meth:`~selftrain_lib.methods.Method.reads` at this stage,
+    - the model factory: ``model`` and its ``register_model(reads=...)`` (:mod:`selftrain_lib.models`),
+    - the initialisation: :func:`selftrain_lib.pretrain.pretrained_key`,
+    - the batches and weak augmentation: :meth:`selftrain_lib.train.batches.StepDraws.reads`,
+    - the loop: :func:`loop_reads`,
+    - the data: :func:`selftrain_lib.data.datasets.data_reads`; the labelled set: :func:`~selftrain_lib.data.authors.split_key`.
+
+    A key no part reads at this stage is left out: ablations share Stage 1, a baseline's keys stay
+    out of the three-stage runs. Keys marked ``EXECUTION`` in :class:`~selftrain_lib.config.Config`
+    never enter."""
+    method = method or build_method(config, stage)
+    # a method without a name of its own is named by its class: never confused with another
+    key: dict[str, Any] = {"method": method.name or f"{type(method).__module__}.{type(method).__qualname__}"}
+    for part in (method.reads(), ("model", *MODEL_READS[config.model]), StepDraws.reads(method),
+                 loop_reads(config, world_size), data_reads(config)):
+        key.update((k, getattr(config, k)) for k in part)
+    key.update(pretrained_key(config))
+    key.update(split_key(config))
+    leaked = sorted(key.keys() & execution_keys())
+    if leaked:  # a reader declares a key its field says changes nothing computed: one of them is wrong
+        raise RuntimeError(f"{leaked} are marked EXECUTION in Config but declared as read for the run hash")
+    return dict(sorted(key.items()))
+
+
 def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
                   world_size: int = 1) -> dict[str, Any]:
-    """What identifies a stage run: its configuration, the run its pseudo-masks came from, and the
-    number of data-parallel processes when more than one (they multiply the batch).
-
-    Inputs named by a path enter by content: the labelled set, when read from a list (``split_file``
-    or the authors' split, :func:`selftrain_lib.data.labelled_list`), as the digest of its ids, a
-    ``pretrained`` checkpoint file as the digest of its bytes, a dataset read from files as the
-    fingerprint of its files (:func:`selftrain_lib.data.data_fingerprint`). The digest of the
-    generator (data/synthetic/) enters the runs that use its output only: the generated datasets,
-    and runs starting from the synthetic pre-training."""
-    config_key = stage_key(config, stage)
-    listed = labelled_list(config)
-    if listed is not None:  # the same ids from a split_file or as the authors' split: the same run
-        ids = split_file_ids(listed)
-        check_split_count(listed, len(ids), config.labels)  # before training, not after
-        config_key["split_file"] = id_list_digest(ids)
-    if config.pretrained not in ("synthetic", "imagenet", "none"):
-        config_key["pretrained"] = file_sha256(config.pretrained)
-    if dataset_info(config.dataset).format == "synthetic":
-        data: Any = generator_digest()  # as before: the generated datasets' run hashes are pinned
-    else:
-        data = {"files": data_fingerprint(config)}
-        if config.pretrained == "synthetic":
-            data["generator"] = generator_digest()
-    key = {"stage": stage, "config": config_key, "format": RUN_FORMAT_VERSION,
-           "data": data, "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
+    """What identifies a stage run: the keys its code reads (:func:`stage_key`), the data's identity
+    (:func:`selftrain_lib.data.datasets.data_identity`: the generator's digest, or the fingerprint of
+    the files), the evaluation protocol (:func:`selftrain_lib.evaluate.protocol`), the run its
+    pseudo-masks came from, and the number of data-parallel processes when more than one (they
+    multiply the batch)."""
+    method = build_method(config, stage)
+    info = config_dataset(config)
+    key = {"format": RUN_FORMAT_VERSION, "stage": stage, "config": stage_key(config, stage, world_size, method),
+           "data": data_identity(config),
+           "protocol": protocol(info.num_classes, info.ignore_index, config.resize or info.image_size,
+                                method.evaluated(config.eval_model)),
+           "pseudo_masks_from": pseudo_masks.source_hash if pseudo_masks is not None else None}
     if world_size > 1:
         key["world_size"] = world_size
     return key
@@ -376,6 +393,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         raise ValueError(f"method {config.method!r} is a single-stage run: stage must be 1, got {stage}")
     if stage >= 2 and pseudo_masks is None:
         raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
+    preflight(config)  # the files it names, before the run key reads them
     out = Path(out)
     world = current()  # one process, or this rank of a torchrun job (selftrain_lib.distributed)
     key = stage_run_key(config, stage, pseudo_masks if stage >= 2 else None, world.size)
@@ -619,7 +637,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     nets = {"student": model.segmenter}
     if teacher is not None and teacher.use_ema:
         nets["teacher"] = teacher.module
-    evaluated = config.eval_model if config.eval_model in nets else "student"
+    evaluated = parts.method.evaluated(config.eval_model)  # as the run key's protocol says
 
     model.train()
     if config.freeze_bn:

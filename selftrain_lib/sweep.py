@@ -56,11 +56,13 @@ def plan(runs: Sequence[Mapping[str, Any]], out: str | Path | None = None) -> li
     """The stage runs that ``runs`` (keyword arguments of :func:`selftrain_lib.run`) still need,
     each once, in an order where every job comes after the one it needs."""
     from .paths import runs_dir
+    from .preflight import preflight
 
     out = runs_dir(out)
     jobs: dict[str, StageJob] = {}
     for kwargs in runs:
         config, stages = _config(kwargs)
+        preflight(config)  # a missing file is named before anything of the sweep trains
         base = tuple(sorted((k, v) for k, v in kwargs.items() if k not in ("stages", "out", "progress")))
         hashes = stage_hashes(config, stages)
         for k, h in enumerate(hashes, start=1):

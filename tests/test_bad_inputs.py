@@ -21,10 +21,11 @@ LEAVES = ["--dataset", "leaves", "--params", "{T}/leaves.yaml"]
 
 # (what is wrong, arguments after `run --scale smoke --stages 1`, text the error must contain)
 CASES = [
-    ("--labels not a number", ["--labels", "abc"], "--labels: expected an integer or 'full', got 'abc'"),
-    ("--labels negative", ["--labels", "-5"], "labels: must be between 1 and the pool size 96, got -5"),
-    ("--labels 0", ["--labels", "0"], "labels: must be between 1"),
-    ("--labels above the pool", ["--labels", "100000"], "labels: must be between 1 and the pool size 96"),
+    ("--labels not a number", ["--labels", "abc"], "--labels: expected an integer, a fraction such as 1/30, or 'full', got 'abc'"),
+    ("--labels negative", ["--labels", "-5"], "labels: -5 is not a label count of synth-street: give one of the paper's counts 100, 375, 750, 1500 or 1/30, 1/8, 1/4, 1/2, scaled to the pool at smoke, or a count of the pool between 1 and 96"),
+    ("--labels 0", ["--labels", "0"], "labels: 0 is not a label count of synth-street: give one of the paper's counts 100, 375, 750, 1500 or 1/30, 1/8, 1/4, 1/2, scaled to the pool at smoke, or a count of the pool between 1 and 96"),
+    ("--labels above the pool", ["--labels", "100000"], "labels: 100000 is not a label count of synth-street: give one of the paper's counts 100, 375, 750, 1500 or 1/30, 1/8, 1/4, 1/2, scaled to the pool at smoke, or a count of the pool between 1 and 96"),
+    ("--labels a fraction not the paper's", ["--labels", "1/7"], "labels: '1/7' is not a label count of synth-street: give one of the paper's counts 100, 375, 750, 1500 or 1/30, 1/8, 1/4, 1/2, scaled to the pool at smoke, or a count of the pool between 1 and 96"),
     ("--lambda1 inf", ["--lambda1", "inf"], "lambda1: expected a finite number, got inf"),
     ("--lambda1 nan", ["--lambda1", "nan"], "lambda1: expected a finite number, got nan"),
     ("--lambda1 negative", ["--lambda1", "-1"], "lambda1: must be >= 0"),
@@ -76,8 +77,8 @@ CASES = [
     ("data_root: no such folder", LEAVES + ["--set", "data_root={T}/nowhere"], "data_root: no such folder {T}/nowhere"),
     ("train_list: no such file", LEAVES + ["--set", "data_root={T}/mine", "--set", "train_list=nope.txt"], "train_list: no such list file {T}/mine/nope.txt"),
     # issue 24, item 8: values that were silently changed
-    ("--set labels=12.7 (not 12)", ["--set", "labels=12.7"], "--labels: expected an integer or 'full', got 12.7"),
-    ("--set labels=[5]", ["--set", "labels=[5]"], "--labels: expected an integer or 'full', got [5]"),
+    ("--set labels=12.7 (not 12)", ["--set", "labels=12.7"], "--labels: expected an integer, a fraction such as 1/30, or 'full', got 12.7"),
+    ("--set labels=[5]", ["--set", "labels=[5]"], "--labels: expected an integer, a fraction such as 1/30, or 'full', got [5]"),
     ("--set seed=1:30 (not YAML 1.1's base-60 90)", ["--set", "seed=1:30"], "seed: expected an integer, got '1:30'"),
     ("--set a key twice", ["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr=...: given twice"),
     ("YAML: a key twice", ["--params", "{T}/dupkey.yaml"], "{T}/dupkey.yaml: not valid YAML at line 3, column 1: key 'labels' is given twice (lines 1 and 3)"),
@@ -253,7 +254,7 @@ def test_notebook_parameters_are_checked():
         ex.label_grid("synth-street", seeds="12")
     with pytest.raises(ValueError, match=r"seeds: expected non-negative integers, got '1'"):
         ex.ablation_grid(seeds=["1"])
-    with pytest.raises(ValueError, match=r"labels: expected a positive integer or 'full', got -5"):
+    with pytest.raises(ValueError, match=r"labels: expected a positive integer, a paper's fraction such as '1/30' or 'full', got -5"):
         ex.spec("synth-street", -5)
     with pytest.raises(ValueError, match=r"labels: expected a list of label counts"):
         ex.label_grid("synth-street", labels=100)

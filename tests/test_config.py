@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from selftrain_lib.config import Config, ConfigError, load_config, make_config, stage_key
+from selftrain_lib.config import Config, ConfigError, load_config, make_config
+from selftrain_lib.stage import stage_key
 
 
 def test_presets_resolve_and_yaml_overrides_defaults():
@@ -40,7 +41,7 @@ def test_labels_full_is_the_pool():
     ({"steps": 0}, "steps"),
     ({"ema_decays": [0.9, 1.5, 0.9, 0.9]}, "ema_decays"),
     ({"model": "unet"}, "model"),
-    ({"pretrained": "/no/such/file.pt"}, "pretrained"),
+    ({"pretrained": " "}, "pretrained"),
     ({"device": "tpu"}, "device"),
     ({"randaug_prob": 1.5}, "randaug_prob"),
     ({"cutout_count": -1}, "cutout_count"),
@@ -50,6 +51,53 @@ def test_labels_full_is_the_pool():
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key):
         load_config("synth-street", "quick", **overrides)
+
+
+def test_a_saved_config_loads_after_its_files_moved_and_preflight_names_them(tmp_path):
+    """Values only in ``make_config`` (issue 27): a config.json whose data root, split file and
+    checkpoint are gone reads back; :func:`preflight` names each missing file by its key."""
+    from selftrain_lib.preflight import preflight
+
+    split, ckpt = tmp_path / "split.txt", tmp_path / "w.pt"
+    split.write_text("train_00001\ntrain_00002\n")
+    ckpt.write_bytes(b"")
+    c = load_config("synth-street", "smoke", split_file=str(split), labels=2, pretrained=str(ckpt))
+    preflight(c)
+    split.unlink()
+    ckpt.unlink()
+    saved = json.loads(json.dumps(c.to_dict(), default=list))
+    assert make_config(saved) == c
+    with pytest.raises(ConfigError, match=f"^split_file: no such file {split}$"):
+        preflight(c)
+    with pytest.raises(ConfigError, match=r"^pretrained: must be 'synthetic', 'imagenet', 'none' or an existing "
+                                          r"checkpoint file, got '/no/such\.pt'$"):
+        preflight(c.replace(split_file=None, labels=12, pretrained="/no/such.pt"))
+    moved = load_config("voc", "smoke", data_root=str(tmp_path / "gone"), train_list="t.txt")
+    with pytest.raises(ConfigError, match=f"^data_root: no such folder {tmp_path / 'gone'}$"):
+        preflight(moved)
+    (tmp_path / "gone").mkdir()
+    with pytest.raises(ConfigError, match=f"^train_list: no such list file {tmp_path / 'gone' / 't.txt'}$"):
+        preflight(moved)
+    with pytest.raises(ConfigError, match="^data_root: dataset 'voc' is read from files; set data_root"):
+        preflight(moved.replace(data_root=None))
+
+
+def test_a_folder_dataset_is_declared_not_registered():
+    """``make_config`` registers nothing: two configurations may declare two datasets of one name,
+    each resolved from its own keys (``data.config_dataset``)."""
+    from selftrain_lib.data import DATASETS, config_dataset
+
+    before = dict(DATASETS)
+    a = make_config({"dataset": "leaves", "num_classes": 3, "ignore_index": 250, "crop_size": [16, 16],
+                     "class_names": ["bg", "leaf", "spot"]})
+    b = a.replace(num_classes=2, class_names=None)
+    assert DATASETS == before and "leaves" not in DATASETS
+    assert config_dataset(a).class_names == ("bg", "leaf", "spot") and config_dataset(a).ignore_index == 250
+    assert config_dataset(b).num_classes == 2 and config_dataset(b).format == "folder"
+    with pytest.raises(ConfigError, match="^dataset: unknown dataset 'leaves'"):
+        a.replace(num_classes=None, class_names=None, ignore_index=255)
+    with pytest.raises(ConfigError, match="^dataset: '../x' holds a '/'"):
+        a.replace(dataset="../x")
 
 
 def test_unknown_scale_and_dataset():
@@ -88,12 +136,14 @@ def test_config_is_plain_frozen_data():
         c.lr = 1.0
 
 
-def test_strong_augmentation_keys_enter_the_hash_only_off_their_defaults():
-    """randaug_prob / randaug_style / cutout_count at their defaults leave every run id as it was;
-    the authors' setting (the paper presets) changes Stage 2's id, never Stage 1's."""
+def test_strong_augmentation_keys_enter_the_hash_of_stages_two_on():
+    """randaug_prob / randaug_style / cutout_count are read by the method from Stage 2 on (issue 27:
+    at their defaults too, since the format bump); the authors' setting (the paper presets) changes
+    Stage 2's id, never Stage 1's."""
     c = load_config("synth-street", "quick")
-    for stage in (1, 2, 3):
-        assert not {"randaug_prob", "randaug_style", "cutout_count"} & set(stage_key(c, stage))
+    assert not {"randaug_prob", "randaug_style", "cutout_count"} & set(stage_key(c, 1))
+    for stage in (2, 3):
+        assert {"randaug_prob", "randaug_style", "cutout_count"} <= set(stage_key(c, stage))
     authors = c.replace(randaug_ops=3, randaug_prob=0.5, randaug_style="authors", randaug_magnitude=30,
                         cutout_count=3)
     assert stage_key(authors, 1) == stage_key(c, 1)

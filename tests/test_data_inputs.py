@@ -211,13 +211,14 @@ def test_a_square_exif_rotated_jpeg_is_turned(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 def test_a_split_file_of_another_length_than_labels_is_an_error_before_training(tmp_path):
+    from selftrain_lib.preflight import preflight
     from selftrain_lib.stage import run_stage, stage_hashes
 
     split = tmp_path / "split.txt"
     split.write_text("train_00001\ntrain_00002\n")
     config = load_config("synth-street", "smoke", split_file=str(split), labels=50)
     with pytest.raises(ValueError, match=rf"split_file: {_re(str(split))} lists 2 image ids, but labels is 50"):
-        stage_hashes(config, 1)
+        preflight(config)  # the files' checks before training (issue 27: no longer in the run key)
     with pytest.raises(ValueError, match="lists 2 image ids, but labels is 50"):
         run_stage(config, 1, out=tmp_path / "runs", progress=False)
     assert not (tmp_path / "runs").exists()  # nothing trained, no run folder

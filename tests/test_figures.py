@@ -161,10 +161,10 @@ def test_one_colour_per_meaning_across_figures():
 
 def test_setting_text_names_dataset_labels_used_and_the_papers_scale_and_seeds():
     text = results.setting_text([("synth-street", 20, "100")], "quick", [0, 1, 2])
-    assert text == "synth-street (Cityscapes stand-in), 20 labels used (paper: 100); scale quick; 3 seeds [0, 1, 2]"
+    assert text == "synth-street (Cityscapes stand-in), 100 labels (20 used); scale quick; 3 seeds [0, 1, 2]"
     runs = pd.DataFrame({"dataset": ["synth-objects"] * 2, "labels_used": [12, 96], "paper_labels": ["1/50", "full"]})
-    assert results.setting_of(runs, "cpu", [0]) == ("synth-objects (PASCAL VOC 2012 stand-in), 12 labels used "
-                                                    "(paper: 1/50); scale cpu; 1 seed [0]")
+    assert results.setting_of(runs, "cpu", [0]) == ("synth-objects (PASCAL VOC 2012 stand-in), labels 1/50 "
+                                                    "(12 used); scale cpu; 1 seed [0]")
     assert "full supervision (96 images)" in results.setting_text([("synth-objects", 96, "full")], "cpu", [0])
 
 

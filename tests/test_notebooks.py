@@ -347,7 +347,7 @@ def test_a_parameter_that_does_not_fit_its_declaration_is_named(tmp_path, parame
 def test_stage_notebook_labels_and_lambda_types(tmp_path):
     from selftrain_lib.notebook_params import NotebookParameterError
 
-    with pytest.raises(NotebookParameterError, match=re.escape("'labels': expected int or 'full', got 12.7")):
+    with pytest.raises(NotebookParameterError, match=re.escape("'labels': expected int or a fraction such as '1/30' or 'full', got 12.7")):
         _derived("stage2", tmp_path, labels=12.7)
     with pytest.raises(NotebookParameterError, match=re.escape("'lambda1': expected float or None, got 'abc'")):
         _derived("stage2", tmp_path, lambda1="abc")

@@ -110,8 +110,8 @@ def test_cli_and_tables_resolve_the_same_cell(dataset, scale):
     for labels in ex.LABEL_COUNTS[dataset]:
         table_cell = ex.spec(dataset, labels).run_kwargs(scale)
         from_tables, _ = resolve_run(**table_cell)
-        # the CLI takes the label count of the preset's pool (quick: 600 images, 1/5 of the nominal)
-        from_cli = _cli_config("--dataset", dataset, "--labels", str(table_cell["labels"]), "--scale", scale)
+        # the CLI takes the paper's count, as the tables do (quick: 1/5 of it, of the 600-image pool)
+        from_cli = _cli_config("--dataset", dataset, "--labels", str(labels), "--scale", scale)
         assert from_cli == from_tables, (dataset, labels)
         assert from_cli.lambda1 == from_cli.lambda2 == ex.paper_lambda(dataset, labels)
 
@@ -121,9 +121,12 @@ def test_the_papers_lambda_per_fraction():
     assert [ex.paper_lambda("voc", n) for n in (106, 212, 529, 1323)] == [0.25, 0.25, 1.25, 0.625]
     assert {ex.paper_lambda("cityscapes", n) for n in (100, 372, 744, 1488)} == {0.5}
     assert _cli_config("--dataset", "synth-objects", "--labels", "150", "--scale", "paper").lambda1 == 1.25
-    # quick's 600-image pool: 30 labels are 1/20 (the 3,000-pool's 150), 6 are 1/100 (30)
-    assert _cli_config("--dataset", "synth-objects", "--labels", "30").lambda1 == 1.25
-    assert _cli_config("--dataset", "synth-objects", "--labels", "6").lambda1 == 0.25
+    # quick's 600-image pool: the paper's 150 (1/20) is 30 of it, 30 (1/100) is 6; an old pool count
+    # (--labels 75: not a paper count) gets the λ of the fraction it stands for (375, 1/8)
+    assert _cli_config("--dataset", "synth-objects", "--labels", "150").lambda1 == 1.25
+    assert _cli_config("--dataset", "synth-objects", "--labels", "1/20").labels == 30
+    assert _cli_config("--dataset", "synth-objects", "--labels", "30").lambda1 == 0.25
+    assert _cli_config("--dataset", "synth-objects", "--labels", "30").labels == 6
     assert _cli_config("--dataset", "synth-objects", "--labels", "75").lambda1 == 0.625
 
 

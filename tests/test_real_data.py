@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from selftrain_lib.config import ConfigError, load_config, stage_key
-from selftrain_lib.data import (DATASETS, PAPER_LABEL_COUNTS, dataset_info, make_split, open_files, paper_splits,
+from selftrain_lib.config import ConfigError, load_config
+from selftrain_lib.stage import stage_key
+from selftrain_lib.data import (PAPER_LABEL_COUNTS, config_dataset, dataset_info, make_split, open_files, paper_splits,
                                 read_split)
 from selftrain_lib.data.cityscapes import cityscapes, label_map, train_classes
 from selftrain_lib.data.files import read_id_list
@@ -221,15 +222,18 @@ def test_paper_params_resolve(tmp_path):
             (lam, lam, per_batch, 10, (321, 321))
     assert load_config("voc", "paper", labels=1323, lambda1=1.0).lambda1 == 1.0  # overrides win
     assert PAPER_LABEL_COUNTS == {"cityscapes": (100, 372, 744, 1488), "voc": (106, 212, 529, 1323)}
-    # the synthetic run ids do not depend on the new (default) keys
+    # the generated datasets' run ids do not hold the keys of datasets read from files
     assert "resize" not in stage_key(load_config("synth-street", "smoke"), 1)
 
 
 def test_config_errors_name_the_key(tmp_path):
+    from selftrain_lib.preflight import preflight
+
+    # the files are checked before training, not by the configuration (issue 27: values only)
     with pytest.raises(ConfigError, match="data_root"):
-        load_config("voc", "paper", data_root=str(tmp_path / "nope"))
+        preflight(load_config("voc", "paper", data_root=str(tmp_path / "nope")))
     with pytest.raises(ConfigError, match="train_list"):
-        load_config("voc", "paper", data_root=str(tmp_path))  # no ImageSets there
+        preflight(load_config("voc", "paper", data_root=str(tmp_path)))  # no ImageSets there
     with pytest.raises(ConfigError, match="resize"):
         load_config("synth-street", "smoke", resize=[8, 8])
     with pytest.raises(ConfigError, match="num_classes"):
@@ -258,7 +262,7 @@ def test_folder_dataset_from_params_yaml(tmp_path):
     p = tmp_path / "leaves.yaml"
     p.write_text(FOLDER_YAML)
     c = load_config("leaves", "smoke", params=p, data_root=str(root))
-    info = DATASETS["leaves"]
+    info = config_dataset(c)  # declared by the configuration, not registered
     assert info.format == "folder" and info.num_classes == 3 and info.class_names[1] == "leaf"
     assert info.palette[1] == (0, 160, 0) and info.ignore_index == 250
     train, val = open_files(c, "train"), open_files(c, "val")

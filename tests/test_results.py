@@ -326,7 +326,7 @@ def test_lambda_report_rows_are_lambdas_with_the_papers_fig3_and_no_gain_std_on_
     assert t.loc["1", "synth-street | Cityscapes 100"] == "– | 53.35"
     assert r["data"] is table and "approximate" in r["caption_text"]
     counted = table.assign(labels_used=20, paper_labels="100")          # lambda_table keeps both counts
-    assert "synth-street (Cityscapes stand-in), 20 labels used (paper: 100)" in \
+    assert "synth-street (Cityscapes stand-in), 100 labels (20 used)" in \
         results.lambda_report(counted, "quick", [0, 1], "Figure 3")["caption_text"]
 
 

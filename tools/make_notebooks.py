@@ -23,6 +23,9 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
           ("jobs: \"int or auto\"", "\"auto\"", 'stage runs trained at once, each in a worker process with one thread ("auto": one per core, 1 on a GPU)'),
           ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
           ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
+# the paper's label count (or fraction), scaled to the pool of the scale (selftrain_lib.label_counts)
+LABELS = ("labels: \"int or fraction or full\"", "100", "the paper's label count (synth-street 100, 375, 750, 1500; synth-objects "
+          "30, 60, 150, 375) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
 METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
           ("lambda2: \"float or None\"", "None", "weight of L_pl; None: equal to lambda1"),
@@ -75,7 +78,7 @@ def notebook(title: str, intro: str, params, derived: str, cells: list[str]):
 
 def stage_notebook(k: int):
     params = [("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
-              ("labels: \"int or full\"", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+              LABELS,
               ("seed", "0", "seed of the split, initialisation and training")] + METHOD + COMMON
     derived = SETUP + f"""
 STAGE = {k}
@@ -95,7 +98,7 @@ results.percent(runs[["stage", "labels_used", "val_miou_last", "val_miou_best", 
         "whole images at each evaluation step; the reported number is the last step's (the table above also "
         "shows the best evaluation, ringed on the curve).",
         """curves = this.curves()
-where = results.setting_of(runs[runs["stage"] == STAGE], scale, [seed])   # dataset, labels used (paper's), scale, seed
+where = results.setting_of(runs[runs["stage"] == STAGE], scale, [seed])   # dataset, the paper's label count (the count used), scale, seed
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
 fig = figures.plot_losses(curves, title=f"Stage {STAGE} losses: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_losses")
@@ -115,7 +118,8 @@ fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, datase
 figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_predictions")""",
     ]
     intro = (f"Runs Stage {k} of the three-stage method, training (or reusing from the run cache) the earlier "
-             f"stages it needs. `papermill notebooks/stage{k}.ipynb out.ipynb -p labels 100`.")
+             f"stages it needs. `papermill notebooks/stage{k}.ipynb out.ipynb -p labels 100` (the paper's count: "
+             "20 of the 600-image pool at `quick`; or `-p labels 1/30`).")
     return notebook(f"Stage {k}", intro, params, derived, cells)
 
 
@@ -135,7 +139,7 @@ NOTEBOOKS["baselines"] = notebook(
     "`papermill notebooks/baselines.ipynb out.ipynb -p method mt-cutout`.",
     [("method", '"mt-cutmix"', "supervised, mt-cutout or mt-cutmix"),
      ("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
-     ("labels: \"int or full\"", "100", 'labelled images of the 3,000 pool (scaled down at smoke scale), or "full"'),
+     LABELS,
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + """
 spec = ex.baseline_spec(dataset, labels, method, seed)
@@ -203,7 +207,7 @@ def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
     return collector(
         title, intro,
         [("dataset", f'"{stand_in}"', f"{stand_in} or {real} (read from files: give data_roots)"),
-         ("labels: \"list or None\"", "None", f"label counts; None: the dataset's ({counts} for {stand_in}; the paper's for {real})"),
+         ("labels: \"list or None\"", "None", f"the paper's label counts or fractions, scaled to the pool of the scale; None: all ({counts} for {stand_in}; the paper's for {real})"),
          ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
         'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
         table_cells(stem, f'results.label_report(runs, dataset, scale, seeds, "{caption}")'))
@@ -317,7 +321,7 @@ NOTEBOOKS["explore"] = notebook(
     "parameters below (trained first if the cache lacks it and `train` is True; else the newest run of `dataset`), "
     "its last stage and image 0. Needs a live kernel for the widgets; the static figure below shows the same choice.",
     [("dataset", '"synth-street"', "dataset the explorer opens on"),
-     ("labels: \"int or full\"", "100", "label count of the run it opens on (nominal)"),
+     ("labels: \"int or fraction or full\"", "100", "the paper's label count (or fraction) of the run it opens on, scaled to the pool; or 'full'"),
      ("seed", "0", "seed of that run"),
      ("train: bool", "True", "train that run first if the cache lacks it; False: browse only what the cache holds")]
     + COMMON,
@@ -327,7 +331,9 @@ if train:
     run = ex.run_grid([ex.spec(dataset, labels, seed)], scale, out, jobs=jobs, data_roots=data_roots, config=config,
                       desc="explore").pairs[0][1].final.run_hash
 cached = results.list_runs(out)   # val_miou: the last step's; val_miou_best: the best evaluation during training
-results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "val_miou_best", "pseudo_miou", "run"]]) \\
+if len(cached):   # the paper's count with the count used beside it, as the explorer names runs
+    cached["labels"] = [explore.labels_text(r.dataset, r.labels, r.pool_size) for r in cached.itertuples()]
+results.percent(cached[["dataset", "labels", "seed", "method", "stage", "scale", "val_miou", "val_miou_best", "pseudo_miou", "run"]]) \
     if len(cached) else Markdown("The run cache is empty: set `train = True` or run a stage notebook.")""",
      """box = explore.explorer(out, dataset=dataset, run=run)   # its "val mIoU" toggle shows the last or the best
 display(box)""",

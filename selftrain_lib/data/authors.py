@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..runs import id_list_digest, split_file_ids
 from .datasets import PAPER_LABEL_COUNTS as AUTHORS_COUNTS  # the paper's label counts are the authors' splits
 
 SPLITS = ("random", "authors", "auto")
@@ -46,6 +47,16 @@ def labelled_list(config) -> Path | None:
     if source == "authors":
         return authors_split_file(config.dataset, config.labels)
     return None
+
+
+def split_key(config) -> dict:
+    """What the labelled set contributes to a run's hash: ``labels`` and ``seed`` draw a random one;
+    one read from a list enters by the digest of its ids (``split_file`` or the authors' split: the
+    same ids are the same run), and ``split`` by what it resolves to (``auto`` drawn at random is the
+    random run)."""
+    listed = labelled_list(config)
+    return {"labels": config.labels, "seed": config.seed, "split": "list" if listed is not None else "random",
+            "split_file": id_list_digest(split_file_ids(listed)) if listed is not None else None}
 
 
 def check_split(config) -> str | None:

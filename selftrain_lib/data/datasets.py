@@ -22,7 +22,7 @@ from ..runs import atomic_write_text, config_hash, files_fingerprint
 from . import cityscapes, voc
 from .files import FileDataset, dataset_name_problem
 from .folder import folder
-from .synthetic import SPECS, cache_root, load_synthetic
+from .synthetic import SPECS, cache_root, generator_digest, load_synthetic
 
 IGNORE_INDEX = 255
 
@@ -91,9 +91,26 @@ def register_dataset(info: DatasetInfo) -> None:
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    """The registered dataset ``name`` (built in, or added by :func:`register_dataset`)."""
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown dataset {name!r} (known: {sorted(DATASETS)})")
     return DATASETS[name]
+
+
+def config_dataset(config) -> DatasetInfo:
+    """The dataset ``config`` trains on: the folder dataset it declares (``num_classes``, with
+    ``class_names``, ``palette``, ``ignore_index`` and ``resize``), else the registered one it names.
+
+    The one place a folder dataset is resolved; nothing is registered, so a configuration is plain
+    data (two configurations may declare two different datasets of one name). The declaration's
+    values are checked by :func:`selftrain_lib.config.validate`."""
+    if config.num_classes is None:
+        return dataset_info(config.dataset)
+    n = config.num_classes
+    return DatasetInfo(name=config.dataset, class_names=tuple(config.class_names or (f"class_{i}" for i in range(n))),
+                       palette=tuple(config.palette or voc.voc_palette(n)),
+                       image_size=tuple(config.resize) if config.resize else (0, 0),
+                       default_pool_size=0, default_val_size=0, ignore_index=config.ignore_index, format="folder")
 
 
 @dataclass(frozen=True)
@@ -189,7 +206,7 @@ def load_data(config) -> SegmentationData:
     Datasets read from files (Cityscapes, VOC, folders) come back as a
     :class:`FileSegmentationData` that reads each file when it is used.
     """
-    info = dataset_info(config.dataset)
+    info = config_dataset(config)
     if info.format != "synthetic":
         return FileSegmentationData(info=info, **open_parts(config))
     sizes = (config.pool_size or info.default_pool_size, config.val_size or info.default_val_size)
@@ -212,7 +229,7 @@ def open_files(config, part: str = "train"):
 
     Reads ``config.data_root``, ``config.train_list`` / ``config.val_list`` and ``config.resize``.
     """
-    info = dataset_info(config.dataset)
+    info = config_dataset(config)
     if info.format == "synthetic":
         raise ValueError(f"dataset: {config.dataset!r} is generated in memory; use load_data")
     if part not in ("train", "val"):
@@ -242,6 +259,25 @@ def open_parts(config) -> dict:
         raise ValueError(f"{config.dataset}: {len(both)} image(s) are in both the train and the val set "
                          f"({lists[0]}, {lists[1]} under {config.data_root}), e.g. {both[:5]}")
     return parts
+
+
+# The Config keys the data is read with, per kind of dataset: each enters the hash of every stage
+# run (selftrain_lib.stage.stage_key). ``data_root`` is where the files are: what they hold enters
+# as the data's identity (:func:`data_identity`), so a moved folder keeps its runs.
+GENERATED_READS = ("dataset", "data_seed", "pool_size", "val_size", "ignore_index")
+FILE_READS = ("dataset", "train_list", "val_list", "resize", "resize_filter", "num_classes", "class_names", "palette",
+              "ignore_index")
+
+
+def data_reads(config) -> tuple[str, ...]:
+    """The Config keys the data of ``config`` is generated or read with."""
+    return GENERATED_READS if config_dataset(config).format == "synthetic" else FILE_READS
+
+
+def data_identity(config) -> str:
+    """What the data of ``config`` is, for the run hash: the generated datasets by the digest of
+    their generator (data/synthetic/), a dataset read from files by :func:`data_fingerprint`."""
+    return generator_digest() if config_dataset(config).format == "synthetic" else data_fingerprint(config)
 
 
 def data_fingerprint(config) -> str:

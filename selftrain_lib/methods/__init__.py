@@ -1,10 +1,11 @@
 """The methods a run can train and the ablation switches of the three-stage method: one table each.
 
-The CLI flags (``--method``, ``--no-<switch>``), the validation of ``method``, the run-hash keys
-(:func:`selftrain_lib.config.stage_key`), the ablation grid (``experiments.DROPS``) and the result
-columns are derived from :data:`METHODS` and :data:`SWITCHES`. Adding a switch: a ``bool`` field of
-:class:`~selftrain_lib.config.Config`, a row here, the code that reads it. Adding a baseline: its
-keys in ``Config``, a row here, its implementation in a module of this package.
+The CLI flags (``--method``, ``--no-<switch>``), the validation of ``method``, the ablation grid
+(``experiments.DROPS``) and the result columns are derived from :data:`METHODS` and :data:`SWITCHES`.
+Adding a switch: a ``bool`` field of :class:`~selftrain_lib.config.Config`, a row here, the code
+that reads it. Adding a baseline: its keys in ``Config``, a row here, its implementation in a module
+of this package, which declares the keys it reads (:meth:`Method.reads`: the run hash follows them,
+:func:`selftrain_lib.stage.stage_key`).
 
 A method's implementation (a :class:`~selftrain_lib.methods.base.Method`, in the module its row
 names) is built per stage by :func:`build`. This module imports no torch (``config`` reads the
@@ -25,8 +26,7 @@ class Switch:
     key: str                  # the Config field
     label: str                # its name in ablation tables ("no CR")
     drops: str                # what ``--no-<key>`` leaves out (CLI help)
-    first_stage: int = 2      # stages before it do not read it: it is left out of their run hash
-    hashed_at_default: bool = True  # False for a switch added after runs were cached: out of the hash while on
+    first_stage: int = 2      # stages before it do not read it (nor hash it: ThreeStage.reads)
 
 
 SWITCHES: tuple[Switch, ...] = (
@@ -48,27 +48,23 @@ class MethodSpec:
     help: str                 # CLI
     impl: str                 # "<module of this package>.<class>": the :class:`Method` built by :func:`build`
     single_stage: bool = True  # a baseline: one stage (Stage 1's step budget); else stages 1..N
-    keys: tuple[str, ...] = ()  # Config keys only this method reads: in its run hash, out of the others'
-    reads: tuple[str, ...] = ()  # keys of the three-stage method's stages >= 2 a single-stage method reads too
-    own_runs: bool = True     # False: its runs are the three-stage method's (``method`` stays out of the hash)
     min_pool_per_batch: int = 0  # images from L∪U a step needs (batch_size - labelled_per_batch)
 
+    @property
+    def own_runs(self) -> bool:
+        """False where its runs are the three-stage method's (``supervised``: its implementation)."""
+        return self.impl != THREE_STAGE
 
-_MEAN_TEACHER_KEYS = ("cons_weight", "conf_threshold", "conf_per_pixel", "teacher_decay")
+
+THREE_STAGE = "three_stage.ThreeStage"
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
-    MethodSpec("three-stage", "three-stage", "the three-stage method (default)", "three_stage.ThreeStage",
-               single_stage=False, own_runs=False),
-    MethodSpec("supervised", "Supervised", "L_seg on L only (= Stage 1, the same run)", "three_stage.ThreeStage",
-               own_runs=False),
+    MethodSpec("three-stage", "three-stage", "the three-stage method (default)", THREE_STAGE, single_stage=False),
+    MethodSpec("supervised", "Supervised", "L_seg on L only (= Stage 1, the same run)", THREE_STAGE),
     MethodSpec("mt-cutout", "Cutout (mean teacher)", "mean teacher + Cutout (French et al.)",
-               "mean_teacher.Cutout", keys=_MEAN_TEACHER_KEYS + ("cutout_area",),
-               reads=("labelled_per_batch", "eval_model"), min_pool_per_batch=1),
+               "mean_teacher.Cutout", min_pool_per_batch=1),
     MethodSpec("mt-cutmix", "CutMix (mean teacher)", "mean teacher + CutMix (French et al.)",
-               "mean_teacher.CutMix", keys=_MEAN_TEACHER_KEYS + ("cutmix_area",),
-               reads=("labelled_per_batch", "eval_model"), min_pool_per_batch=2),
+               "mean_teacher.CutMix", min_pool_per_batch=2),
 )}
-# every key some method alone reads, and ``method`` itself
-METHOD_KEYS: frozenset[str] = frozenset({"method"}.union(*(m.keys for m in METHODS.values())))
 BASELINES: dict[str, str] = {m.name: m.label for m in METHODS.values() if m.own_runs}  # name -> label
 
 
@@ -78,5 +74,5 @@ def build(config, stage: int) -> Method:
     return getattr(importlib.import_module(f".{module}", __name__), cls)(config, stage)
 
 
-__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "METHOD_KEYS", "BASELINES", "Method",
+__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "BASELINES", "Method",
            "build"]

@@ -16,13 +16,30 @@ class Method:
     - ``boxes``: a box sampler (``sample(n, h, w, generator)``) whose boxes the batch carries, or None.
 
     Its teacher (:meth:`teacher`, :meth:`ema_decay`) and its losses (:meth:`losses`).
+
+    What it reads of the configuration it declares, for the run hash: :attr:`name` (methods that
+    share an implementation share runs: ``supervised`` *is* Stage 1) and :meth:`reads`.
     """
 
+    name: str = ""  # the method's identity in the run hash
     pool: bool = False
     pseudo: bool = False
     strong: Any = None
     boxes: Any = None
     steps: int = 0
+    ema_teacher: bool = False  # the stage keeps an EMA teacher that can be evaluated (``eval_model``)
+
+    def reads(self) -> tuple[str, ...]:
+        """The Config keys this method reads at its stage: each enters the stage's run hash
+        (:func:`selftrain_lib.stage.stage_key`). A key the method starts reading is added here,
+        next to the code that reads it; a key it does not read at this stage stays out, so runs
+        that differ in it share the stage."""
+        return ()
+
+    def evaluated(self, eval_model: str) -> str:
+        """The network the stage reports and writes pseudo-masks with: ``eval_model`` where the
+        stage has an EMA teacher, else ``"student"``."""
+        return eval_model if self.ema_teacher else "student"
 
     def teacher(self, segmenter):
         """The EMA teacher of ``segmenter`` (an ``EMATeacher``), or None."""

@@ -198,12 +198,18 @@ class MeanTeacher(Method):
     configuration's ``cons_weight``, ``conf_threshold``, ``conf_per_pixel`` and ``teacher_decay``."""
 
     pool = True
+    ema_teacher = True
+    READS = ("stage1_steps", "cons_weight", "conf_threshold", "conf_per_pixel", "teacher_decay")
+    AREA_KEY = ""  # the key of the box's area range
 
     def __init__(self, config, stage: int, mask: BoxMask):
         self.boxes = mask
         self.steps = config.stage1_steps
         self.cons_weight, self.conf_threshold = config.cons_weight, config.conf_threshold
         self.conf_per_pixel, self.decay = config.conf_per_pixel, config.teacher_decay
+
+    def reads(self) -> tuple[str, ...]:
+        return self.READS + (self.AREA_KEY,)
 
     def teacher(self, segmenter) -> EMATeacher:
         return EMATeacher(segmenter, use_ema=True)
@@ -233,12 +239,16 @@ class MeanTeacher(Method):
 class Cutout(MeanTeacher):
     """``mt-cutout``: one erased box per unlabelled image, area ~ U(``cutout_area``)."""
 
+    name, AREA_KEY = "mt-cutout", "cutout_area"
+
     def __init__(self, config, stage: int):
         super().__init__(config, stage, CutoutMask(tuple(config.cutout_area)))
 
 
 class CutMix(MeanTeacher):
     """``mt-cutmix``: pairs of unlabelled images mixed by a box, area ~ U(``cutmix_area``)."""
+
+    name, AREA_KEY = "mt-cutmix", "cutmix_area"
 
     def __init__(self, config, stage: int):
         super().__init__(config, stage, CutMixMask(tuple(config.cutmix_area)))

@@ -12,6 +12,7 @@ from torch import Tensor
 from ..augment import StrongAugment
 from ..ema import EMATeacher, ema_decay, scale_decays
 from ..losses import LossWeights, pixel_cross_entropy, total_loss
+from . import SWITCHES
 from .base import Method
 
 
@@ -19,7 +20,15 @@ class ThreeStage(Method):
     """Stage ``stage`` of the three-stage method, from a configuration's ``cr``, ``t2``, ``sa``,
     ``ema``, λ1, λ2, strong-augmentation and EMA keys (``n2`` shapes the model: ``stage.private_blocks``)."""
 
+    name = "three-stage"
+    # what stages >= 2 read (Stage 1 reads its step count only): the strong augmentation A/B, the
+    # loss weights, the EMA teacher's decays; the switches per Switch.first_stage
+    STAGE2_READS = ("steps", "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "cutout_count",
+                    "randaug_style", "strong_aug_input", "ignore_index", "lambda1", "lambda2", "ema_decays",
+                    "ema_reference_steps", "ema_milestones")
+
     def __init__(self, config, stage: int):
+        self.stage, self._t2, self._n2 = stage, config.t2, config.n2
         self.pool = self.pseudo = stage >= 2
         self.steps = config.stage1_steps if stage == 1 else config.steps
         self.strong = StrongAugment(config.randaug_ops, config.randaug_magnitude, config.cutout_size,
@@ -31,8 +40,18 @@ class ThreeStage(Method):
         # student computes, so the teacher's mIoU is recorded for every run (and eval_model can pick it).
         self._has_teacher = stage >= 2 and (config.cr or config.ema)
         self._use_ema = config.ema
+        self.ema_teacher = self._has_teacher and self._use_ema
         self._decays = (scale_decays(config.ema_decays, config.ema_reference_steps, self.steps),
                         tuple(config.ema_milestones))
+
+    def reads(self) -> tuple[str, ...]:
+        if self.stage == 1:
+            return ("stage1_steps",)
+        # t2 and n2 (first read in stage 3) choose the model's branch (stage.private_blocks); a branch
+        # of two private blocks (ĝ) has a conv6, initialised as branch_init says
+        conv6 = self._t2 and (self.stage == 2 or not self._n2)
+        return (self.STAGE2_READS + tuple(s.key for s in SWITCHES if s.first_stage <= self.stage)
+                + (("branch_init",) if conv6 else ()))
 
     def teacher(self, segmenter) -> EMATeacher | None:
         return EMATeacher(segmenter, use_ema=self._use_ema) if self._has_teacher else None

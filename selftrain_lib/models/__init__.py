@@ -8,7 +8,9 @@ Build f by name, wrap it with a branch for stages 2 and 3::
     opt = torch.optim.Adam(param_groups(model, lr=3e-5, backbone_lr_mult=1.0))
 
 Registry: :data:`MODELS` maps a name to a factory ``(num_classes, **kwargs) -> DeepLabV2``;
-add one with :func:`register_model`.
+add one with :func:`register_model`, naming the configuration keys the factory takes
+(``reads=("widths", ...)``): a run builds the model with those keys' values
+(:func:`config_kwargs`), and they enter its run hash (:func:`selftrain_lib.stage.stage_key`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .backbones import (STAGES, DilatedBasicBlock, ResNetBackbone, ResNetStage, 
 from .deeplabv2 import ASPP, DeepLabV2, upsample_logits
 from .multitask import BLOCKS, AuxiliaryBranch, MultiTaskDeepLab
 
-__all__ = ["MODELS", "register_model", "build_segmenter", "build_model", "param_groups", "freeze_batchnorm",
+__all__ = ["MODELS", "MODEL_READS", "register_model", "config_kwargs", "build_segmenter", "build_model", "param_groups", "freeze_batchnorm",
            "set_batchnorm_eval", "unfreeze_batchnorm", "count_parameters",
            "ASPP", "DeepLabV2", "MultiTaskDeepLab", "AuxiliaryBranch", "ResNetBackbone", "ResNetStage",
            "DilatedBasicBlock", "make_resnet_stage", "resnet101_os8", "small_resnet", "small_resnet_os8", "upsample_logits",
@@ -29,19 +31,40 @@ __all__ = ["MODELS", "register_model", "build_segmenter", "build_model", "param_
 
 #: name -> factory ``(num_classes, **kwargs) -> DeepLabV2``.
 MODELS: dict[str, Callable[..., DeepLabV2]] = {}
+#: name -> the Config keys its factory takes as keyword arguments (``register_model(reads=...)``).
+MODEL_READS: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(name: str):
-    """Decorator: register a factory ``(num_classes, **kwargs) -> DeepLabV2`` under ``name``."""
+def register_model(name: str, reads: tuple[str, ...] = ()):
+    """Decorator: register a factory ``(num_classes, **kwargs) -> DeepLabV2`` under ``name``.
+
+    ``reads``: the Config keys a run passes to the factory as keyword arguments, of the same name
+    unless :data:`_ARGUMENTS` renames one (:func:`config_kwargs`); they are what the model reads of a configuration, so they (and
+    ``model``) enter the hash of every stage run that builds it. A key the factory starts taking
+    from the configuration is added here, in one line."""
     def decorator(factory: Callable[..., DeepLabV2]) -> Callable[..., DeepLabV2]:
         if name in MODELS:
             raise ValueError(f"model {name!r} is already registered")
-        MODELS[name] = factory
+        MODELS[name], MODEL_READS[name] = factory, tuple(reads)
         return factory
     return decorator
 
 
-@register_model("deeplabv2-r101")
+# Config keys whose factory argument has another name or form (the authors' code's keys)
+_ARGUMENTS = {"aspp_dilations": ("dilations", tuple), "resnet_stride": ("stride_on_1x1", lambda v: v == "1x1"),
+              "caffe_channel_order": ("channel_order", str)}
+
+
+def config_kwargs(config) -> dict:
+    """The keyword arguments ``config`` gives the factory of ``config.model`` (its ``reads``)."""
+    out = {}
+    for key in MODEL_READS[config.model]:
+        name, convert = _ARGUMENTS.get(key, (key, lambda v: v))
+        out[name] = convert(getattr(config, key))
+    return out
+
+
+@register_model("deeplabv2-r101", reads=("aspp_dilations", "align_corners", "resnet_stride"))
 def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24), align_corners: bool = False,
                    stride_on_1x1: bool = False) -> DeepLabV2:
     """The paper's f: DeepLabv2, ResNet-101 (output stride 8), ASPP 2048 -> C.
@@ -51,7 +74,8 @@ def deeplabv2_r101(num_classes: int, weights=None, dilations=(6, 12, 18, 24), al
                      align_corners)
 
 
-@register_model("deeplabv2-r101-caffe")
+@register_model("deeplabv2-r101-caffe",
+                reads=("aspp_dilations", "align_corners", "caffe_channel_order"))
 def deeplabv2_r101_caffe(num_classes: int, dilations=(6, 12, 18, 24), align_corners: bool = False,
                          channel_order: str = "bgr") -> DeepLabV2:
     """f for DeepLab-v2 checkpoints converted from Caffe (Hung et al.'s MS-COCO initialisation
@@ -63,7 +87,7 @@ def deeplabv2_r101_caffe(num_classes: int, dilations=(6, 12, 18, 24), align_corn
     return DeepLabV2(resnet101_os8(style="caffe", channel_order=channel_order), num_classes, dilations, align_corners)
 
 
-@register_model("deeplabv2-small")
+@register_model("deeplabv2-small", reads=("widths", "output_stride", "aspp_dilations", "align_corners"))
 def deeplabv2_small(num_classes: int, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1),
                     dilations=(6, 12, 18, 24), output_stride: int = 8, align_corners: bool = False) -> DeepLabV2:
     """CPU-scale f: DeepLabv2 layout on :func:`small_resnet` (basic blocks), ASPP widths[3] -> C."""

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..augment import WeakAugment
-from ..data.datasets import FileTrainingView, TrainingView, dataset_info
+from ..data.datasets import FileTrainingView, TrainingView, config_dataset
 from ..distributed import SINGLE, World
 from ..evaluate import to_input
 from ..methods import build as build_method
@@ -101,6 +101,12 @@ class StepDraws:
     needs, the samplers of L and of L∪U, the weak augmentation, and the rank's place among the
     training processes (rank r of N draws what one process would draw at global step step * N + r)."""
 
+    @staticmethod
+    def reads(method) -> tuple[str, ...]:
+        """The Config keys the draws read for ``method`` (in the run hash: :func:`selftrain_lib.stage.stage_key`)."""
+        return ("seed", "batch_size", "crop_size", "scale_range", "flip") + (
+            ("labelled_per_batch",) if method.pool else ("stage1_batch_size",))
+
     def __init__(self, config, stage: int, method, pool_size: int, num_labelled: int, ignore_index: int,
                  world: World = SINGLE):
         self.seed, self.stage, self.world = config.seed, stage, world
@@ -134,7 +140,7 @@ class ArrayReader:
     def __init__(self, view: TrainingView, pseudo, draws: StepDraws, config, device: torch.device):
         if isinstance(pseudo, (str, os.PathLike)):  # a bad PNG is an error naming it
             pseudo = read_mask_pngs(pseudo, view.ids, tuple(view.images.shape[2:]),
-                                    dataset_info(config.dataset).num_classes, view.ignore_index)
+                                    config_dataset(config).num_classes, view.ignore_index)
         self.view, self.pseudo, self.draws, self.device = view, pseudo, draws, device
 
     def _weak(self, images: Tensor, masks: list[Tensor], g: torch.Generator) -> tuple[Tensor, list[Tensor]]:
@@ -167,7 +173,7 @@ class FileReader:
         self.view, self.draws, self.device = view, draws, device
         self.pseudo_dir = Path(pseudo) if pseudo is not None else None
         # a pseudo-mask value past the classes is an error naming the PNG
-        self.num_classes = dataset_info(config.dataset).num_classes if pseudo is not None else None
+        self.num_classes = config_dataset(config).num_classes if pseudo is not None else None
         self.num_workers = config.num_workers
         self._loader, self._next_step = None, 0  # background workers, made on first use
 
