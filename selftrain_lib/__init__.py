@@ -14,7 +14,10 @@ def __getattr__(name):  # lazy: importing the package must not import torch-heav
     if name in ("run", "PipelineResult"):
         from . import pipeline
         return getattr(pipeline, name)
-    if name in ("run_stage", "StageResult"):
-        from . import stage
-        return getattr(stage, name)
+    if name == "run_stage":
+        from .stage import run_stage
+        return run_stage
+    if name == "StageResult":
+        from .train.run_folder import StageResult
+        return StageResult
     raise AttributeError(name)

@@ -33,7 +33,8 @@ from .config import Config, load_config
 from .data import ArrayDataset, TrainingView, load_data, make_split, training_view
 from .evaluate import predictions
 from .runs import atomic_write_json
-from .stage import build_stage_parts, resolve_device, train_step
+from .stage import resolve_device, train_step
+from .train.parts import build_stage_parts
 
 # dense bf16/fp16 tensor-core peak (FLOP/s) by GPU name fragment, from the vendors' data sheets
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "V100": 125e12,

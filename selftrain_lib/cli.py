@@ -153,7 +153,7 @@ def _run(args, interrupt=None) -> int:
     from .paths import runs_dir
     from .pipeline import resolve_run, run_stages
     from .preflight import preflight
-    from .stage import stage_hashes
+    from .train.run_key import stage_hashes
 
     kwargs = run_kwargs(args)
     choice = args.label_choice

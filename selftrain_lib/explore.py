@@ -23,12 +23,12 @@ import torch
 
 from . import figures
 from .data import load_data
-from .evaluate import class_map
+from .evaluate import REPORTED, class_map
 from .methods import SWITCHES
 from .paths import runs_dir
 from .results import list_runs
 from .runs import LABELLED_IDS, read_mask_pngs, split_file_ids
-from .stage import REPORTED, StageResult
+from .train.run_folder import StageResult
 
 IGNORE = 255                                     # masks' void value (data.datasets.IGNORE_INDEX)
 ERROR_COLOURS = np.array([[235, 235, 235],       # correct: light grey

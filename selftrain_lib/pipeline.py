@@ -19,7 +19,10 @@ from .distributed import current, init_from_env
 from .methods import METHODS
 from .paths import runs_dir
 from .preflight import preflight
-from .stage import StageResult, run_stage, stage_hashes
+from .runs import config_hash
+from .stage import run_stage
+from .train.run_folder import StageResult
+from .train.run_key import stage_run_keys
 
 
 @dataclass
@@ -50,13 +53,16 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
     preflight(config)  # the files the configuration names, before a hash is computed or a step runs
     init_from_env(config.device)  # under torchrun: join the process group (else one process)
     t0 = time.perf_counter()
-    # the data is loaded once, here, unless every stage is in the run cache (then no stage reads it)
-    finished = all((out / h / "metrics.json").is_file() for h in stage_hashes(config, stages, current().size))
+    # the run keys, computed once (the data's identity stats every file of a dataset read from
+    # files) and handed to each stage; the data is loaded once, here, unless every stage is in the
+    # run cache (then no stage reads it)
+    keys = stage_run_keys(config, stages, current().size)
+    finished = all((out / config_hash(key) / "metrics.json").is_file() for key in keys)
     data = None if finished else load_data(config)
     results: list[StageResult] = []
-    for k in range(1, stages + 1):
+    for k, key in enumerate(keys, start=1):
         previous = results[-1].pseudo_masks if results else None
-        results.append(run_stage(config, k, previous, out=out, progress=progress, data=data))
+        results.append(run_stage(config, k, previous, out=out, progress=progress, data=data, key=key))
     return PipelineResult(config, results, time.perf_counter() - t0)
 
 

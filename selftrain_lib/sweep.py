@@ -27,7 +27,8 @@ from typing import Any, Mapping, Sequence
 
 from .config import Config
 from .progress import tqdm
-from .stage import reusable_run, stage_hashes
+from .train.run_folder import reusable_run
+from .train.run_key import stage_hashes
 
 
 @dataclass(frozen=True)

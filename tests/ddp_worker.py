@@ -11,6 +11,7 @@ import torch.distributed as dist
 import selftrain_lib
 import selftrain_lib.stage as stage_mod
 from selftrain_lib.distributed import unwrap
+from selftrain_lib.train import checkpoint, final_pass, run_folder
 
 
 def digest(tensors) -> str:
@@ -40,14 +41,17 @@ def main(out: str, stages: int, method: str, dataset: str = "synth-street", data
     stage_mod.train_step = recording_step
     # the run's files; the pseudo-mask PNGs are written by every rank, its share, into rank 0's
     # temporary folder (test_a_file_dataset_on_two_ranks_writes_every_pseudo_mask_once)
-    for name in ("atomic_write_json", "atomic_write_text", "atomic_torch_save", "atomic_savez", "write_csv"):
-        real = getattr(stage_mod, name)
+    for module in (run_folder, checkpoint, final_pass):  # where the stage's writes are made
+        for name in ("atomic_write_json", "atomic_write_text", "atomic_torch_save", "atomic_savez", "write_csv"):
+            real = getattr(module, name, None)
+            if real is None:
+                continue
 
-        def writer(path, *args, _real=real, **kwargs):
-            record["writes"].append(str(path))
-            return _real(path, *args, **kwargs)
+            def writer(path, *args, _real=real, **kwargs):
+                record["writes"].append(str(path))
+                return _real(path, *args, **kwargs)
 
-        setattr(stage_mod, name, writer)
+            setattr(module, name, writer)
     where = {"data_root": data_root, "resize": [16, 32], "crop_size": [16, 16]} if data_root else {}
     result = selftrain_lib.run(dataset=dataset, scale="smoke", stages=stages, out=out, progress=False, method=method,
                                **where)

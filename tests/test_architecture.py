@@ -88,7 +88,7 @@ def test_the_library_has_no_import_cycle():
 def test_every_switch_has_a_cli_flag_an_ablation_and_a_config_key(switch):
     from selftrain_lib.config import Config
     from selftrain_lib.experiments import DROPS
-    from selftrain_lib.stage import stage_key
+    from selftrain_lib.train.run_key import stage_key
 
     assert getattr(Config(), switch.key) is True
     kwargs = run_kwargs(build_parser().parse_args(["run", f"--no-{switch.key}"]))

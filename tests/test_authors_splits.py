@@ -21,7 +21,8 @@ from selftrain_lib.data.authors import SPLITS_DIR
 from selftrain_lib.evaluate import best_and_last
 from selftrain_lib.pipeline import resolve_run
 from selftrain_lib.runs import split_file_ids
-from selftrain_lib.stage import run_stage, select_split, stage_hashes
+from selftrain_lib.stage import run_stage, select_split
+from selftrain_lib.train.run_key import stage_hashes
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "authors_splits.py"
 SHA256 = {"cityscapes": "5fc17d191b88632bb2ccc68e5314d7fd04f149eb77b4a4f1c9c9ad8b982ecae8",
@@ -239,7 +240,7 @@ def test_best_and_last_of_curve_rows():
 
 
 def _result(tmp_path, name, last, best, step):
-    from selftrain_lib.stage import StageResult
+    from selftrain_lib.train.run_folder import StageResult
 
     metrics = {"stage": 1, "val": {"miou": last}, "pseudo_masks_unlabelled": {"miou": 0.1},
                "best": None if best is None else {"miou": best, "step": step}, "split": "authors"}

@@ -16,7 +16,8 @@ import selftrain_lib
 from selftrain_lib.methods import mean_teacher as bl
 from selftrain_lib.config import ConfigError, load_config
 from selftrain_lib.runs import config_hash
-from selftrain_lib.stage import run_stage, stage_run_key
+from selftrain_lib.stage import run_stage
+from selftrain_lib.train.run_key import stage_run_key
 
 
 def _gen(seed=0):

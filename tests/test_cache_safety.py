@@ -15,7 +15,8 @@ from PIL import Image
 
 from selftrain_lib.config import load_config
 from selftrain_lib.runs import clean_interrupted_writes, config_hash, read_pseudo_mask
-from selftrain_lib.stage import run_stage, stage_run_key
+from selftrain_lib.stage import run_stage
+from selftrain_lib.train.run_key import stage_run_key
 
 
 def _config(**kw):
@@ -277,7 +278,7 @@ def test_a_damaged_pseudo_mask_is_named(tmp_path, bad, message):
 @pytest.mark.slow
 def test_stage_2_names_a_damaged_pseudo_mask_before_training(tmp_path, finished, monkeypatch):
     from selftrain_lib import stage as stage_mod
-    from selftrain_lib.stage import PseudoMasks
+    from selftrain_lib.train.run_folder import PseudoMasks
 
     masks = tmp_path / "pseudo_masks"
     shutil.copytree(finished.run_dir / "pseudo_masks", masks)

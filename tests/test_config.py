@@ -3,7 +3,7 @@ import json
 import pytest
 
 from selftrain_lib.config import Config, ConfigError, load_config, make_config
-from selftrain_lib.stage import stage_key
+from selftrain_lib.train.run_key import stage_key
 
 
 def test_presets_resolve_and_yaml_overrides_defaults():

@@ -212,7 +212,8 @@ def test_a_square_exif_rotated_jpeg_is_turned(tmp_path):
 
 def test_a_split_file_of_another_length_than_labels_is_an_error_before_training(tmp_path):
     from selftrain_lib.preflight import preflight
-    from selftrain_lib.stage import run_stage, stage_hashes
+    from selftrain_lib.stage import run_stage
+    from selftrain_lib.train.run_key import stage_hashes
 
     split = tmp_path / "split.txt"
     split.write_text("train_00001\ntrain_00002\n")

@@ -42,7 +42,7 @@ def test_cli_interruption_is_one_line_naming_the_run_to_resume(tmp_path, monkeyp
     import selftrain_lib.pipeline as pipeline
     from selftrain_lib.cli import main
     from selftrain_lib.pipeline import resolve_run
-    from selftrain_lib.stage import stage_hashes
+    from selftrain_lib.train.run_key import stage_hashes
 
     monkeypatch.setattr(pipeline, "run_stages", _interrupting(how))
     previous = signal.getsignal(signal.SIGTERM)

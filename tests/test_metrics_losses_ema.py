@@ -135,7 +135,8 @@ def test_scaled_decays_keep_the_teachers_lag_as_a_fraction_of_the_stage():
 def test_stage_parts_use_the_scaled_decays():
     from selftrain_lib.config import load_config
     from selftrain_lib.data import load_data, make_split, training_view
-    from selftrain_lib.stage import build_stage_parts, resolve_device
+    from selftrain_lib.stage import resolve_device
+    from selftrain_lib.train.parts import build_stage_parts
 
     config = load_config("synth-street", "smoke", ema_reference_steps=600, steps=6)
     data = load_data(config)

@@ -15,7 +15,7 @@ from selftrain_lib.models import MultiTaskDeepLab, build_segmenter, resnet101_os
 from selftrain_lib.models.backbones import CAFFE_MEAN_BGR
 from selftrain_lib.precision import resolve_precision
 from selftrain_lib.models import config_kwargs as _model_kwargs
-from selftrain_lib.stage import stage_key
+from selftrain_lib.train.run_key import stage_key
 
 from test_real_data import make_cityscapes
 

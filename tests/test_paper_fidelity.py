@@ -12,7 +12,8 @@ from selftrain_lib.config import ConfigError, load_config
 from selftrain_lib.data import load_data
 from selftrain_lib.pipeline import resolve_run
 from selftrain_lib.runs import read_mask_pngs
-from selftrain_lib.stage import build_stage_parts, resolve_device
+from selftrain_lib.stage import resolve_device
+from selftrain_lib.train.parts import build_stage_parts
 from selftrain_lib.data import make_split, training_view
 from selftrain_lib.sweep import stage_hashes
 

@@ -13,7 +13,8 @@ import selftrain_lib
 from selftrain_lib.config import load_config
 from selftrain_lib.data import load_data
 from selftrain_lib.pipeline import run
-from selftrain_lib.stage import private_blocks, run_stage
+from selftrain_lib.stage import run_stage
+from selftrain_lib.train.parts import private_blocks
 
 
 def _weights(result):

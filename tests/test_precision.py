@@ -6,7 +6,8 @@ import torch
 
 from selftrain_lib.config import ConfigError, load_config
 from selftrain_lib.precision import resolve_precision
-from selftrain_lib.stage import run_stage, stage_run_key
+from selftrain_lib.stage import run_stage
+from selftrain_lib.train.run_key import stage_run_key
 
 
 def test_auto_is_fp32_on_the_cpu_and_explicit_choices_resolve():

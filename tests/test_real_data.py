@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from selftrain_lib.config import ConfigError, load_config
-from selftrain_lib.stage import stage_key
+from selftrain_lib.train.run_key import stage_key
 from selftrain_lib.data import (PAPER_LABEL_COUNTS, config_dataset, dataset_info, make_split, open_files, paper_splits,
                                 read_split)
 from selftrain_lib.data.cityscapes import cityscapes, label_map, train_classes
@@ -328,7 +328,7 @@ def test_three_stages_on_fake_cityscapes(tmp_path):
 
     # resume is the loop's, the same for both kinds of data: test_pipeline.py tests it
     from selftrain_lib.data import load_data, training_view
-    from selftrain_lib.stage import build_stage_parts
+    from selftrain_lib.train.parts import build_stage_parts
 
     data = load_data(config)
     view = training_view(data, make_split(data.pool_size, config.labels, config.seed))
@@ -364,7 +364,8 @@ def test_one_paper_step_of_r101_on_fake_data_of_the_real_sizes(tmp_path, dataset
     settings (Cityscapes: 1024x2048 images at 512x1024, crops 256x512, batch 5 = 1 + 4; VOC:
     ~500x375 images, crops 321x321, batch 10 = 1 + 9), teacher and auxiliary branch included."""
     from selftrain_lib.data import load_data, training_view
-    from selftrain_lib.stage import build_stage_parts, train_step
+    from selftrain_lib.stage import train_step
+    from selftrain_lib.train.parts import build_stage_parts
 
     if dataset == "cityscapes":
         root = tmp_path / "cs"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from selftrain_lib.config import load_config
-from selftrain_lib.stage import stage_run_key
+from selftrain_lib.train.run_key import stage_run_key
 from selftrain_lib.runs import config_hash
 from selftrain_lib.sweep import stage_hashes
 from test_real_data import FOLDER_YAML, make_folder
@@ -354,12 +354,12 @@ def test_a_kill_in_the_final_pseudo_mask_pass_resumes_there(tmp_path, monkeypatc
 
     config = load_config("synth-street", "smoke", checkpoint_every=4)  # 6 steps: the last is not a multiple
     reference = run_stage(config, 1, out=tmp_path / "ref", progress=False)
-    real_finish = stage_mod._finish_stage
+    real_finish = stage_mod.finish_stage
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stage_mod, "_finish_stage", killed)
+    monkeypatch.setattr(stage_mod, "finish_stage", killed)
     with pytest.raises(KeyboardInterrupt):
         run_stage(config, 1, out=tmp_path / "runs", progress=False)
     ckpt = tmp_path / "runs" / reference.run_hash / "checkpoint.pt"
@@ -371,7 +371,7 @@ def test_a_kill_in_the_final_pseudo_mask_pass_resumes_there(tmp_path, monkeypatc
         calls["n"] += 1
         return real_losses(*args, **kwargs)
 
-    monkeypatch.setattr(stage_mod, "_finish_stage", real_finish)
+    monkeypatch.setattr(stage_mod, "finish_stage", real_finish)
     monkeypatch.setattr(stage_mod, "compute_losses", counted)
     resumed = run_stage(config, 1, out=tmp_path / "runs", progress=False)
     assert calls["n"] == 0  # no step trained again

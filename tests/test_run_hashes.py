@@ -25,7 +25,7 @@ import pytest
 
 from selftrain_lib.config import Config, execution_keys, load_config, make_config
 from selftrain_lib.pipeline import resolve_run
-from selftrain_lib.stage import RUN_FORMAT_VERSION, stage_key, stage_run_key
+from selftrain_lib.train.run_key import RUN_FORMAT_VERSION, stage_key, stage_run_key
 from selftrain_lib.sweep import stage_hashes
 
 PINNED = [

@@ -261,7 +261,7 @@ def test_pretraining_names_do_not_reuse_segmentation_classes():
 def test_an_edit_of_the_generator_changes_every_cache_key(monkeypatch):
     """Stale data (or runs trained on it) must never be reused after the generator changes."""
     from selftrain_lib.config import load_config
-    from selftrain_lib.stage import stage_run_key
+    from selftrain_lib.train.run_key import stage_run_key
 
     config = load_config("synth-street", "smoke")
     before = (S.cache_path("synth-street", 10, 5, 0, "/c"), stage_run_key(config, 1, None))
