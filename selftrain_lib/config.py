@@ -94,7 +94,7 @@ def load_yaml(text: str) -> Any:
 
 # A field with this metadata changes how a run executes, not what it computes: no run hash holds it.
 # Every other field is in the hash of each stage whose code reads it, declared by that code (the
-# method, the model factory, the data, the loop: :func:`selftrain_lib.stage.stage_key`;
+# method, the model factory, the data, the loop: :func:`selftrain_lib.train.run_key.stage_key`;
 # docs/run_cache.md, "How a key enters the hash"). tests/test_run_hashes.py checks that each field
 # is one or the other.
 EXECUTION = types.MappingProxyType({"hash": False})

@@ -23,7 +23,7 @@ REPORTED = ("last", "best")  # which of a run's evaluations a table shows (the l
 def protocol(num_classes: int, ignore_index: int, image_size, eval_model: str) -> dict:
     """What a run's validation scores mean: :data:`PROTOCOL`, the network evaluated (``eval_model``:
     ``student`` or ``teacher``), the classes scored, the ignored mask value and the (H, W) images are
-    evaluated at. In every run hash (:func:`selftrain_lib.stage.stage_run_key`): a run evaluated
+    evaluated at. In every run hash (:func:`selftrain_lib.train.run_key.stage_run_key`): a run evaluated
     otherwise is another run, never one reused under a new caption."""
     return {"evaluation": PROTOCOL, "eval_model": eval_model, "num_classes": num_classes, "ignore_index": ignore_index,
             "image_size": list(image_size)}

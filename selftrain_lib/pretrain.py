@@ -425,7 +425,7 @@ def synthetic_state(config) -> dict[str, torch.Tensor]:
 
 
 def pretrained_key(config) -> dict:
-    """What the initialisation reads of ``config``, for its run hash (:func:`selftrain_lib.stage.stage_key`):
+    """What the initialisation reads of ``config``, for its run hash (:func:`selftrain_lib.train.run_key.stage_key`):
     ``pretrained`` (a checkpoint file by the digest of its bytes, the synthetic backbone by the hash of
     its recipe: :func:`config_backbone_key`) and ``pretrain_steps`` where the synthetic pre-training reads it."""
     p = config.pretrained

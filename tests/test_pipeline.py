@@ -134,6 +134,45 @@ def test_unlabelled_ground_truth_never_reaches_a_loss(smoke_runs, tmp_path):
         assert mine.pseudo_miou != ref.pseudo_miou  # the hidden truth is what it is measured against
 
 
+def test_a_pipeline_reads_the_data_identity_once(smoke_runs, monkeypatch):
+    """The run keys are computed once, in the pipeline, and passed down: the data's identity (which
+    stats every file of a dataset read from files) is read once per pipeline run, not twice per stage."""
+    from selftrain_lib.train import run_key
+
+    out, first = smoke_runs
+    calls = []
+    real = run_key.data_identity
+    monkeypatch.setattr(run_key, "data_identity", lambda config: calls.append(config.dataset) or real(config))
+    again = run(dataset="synth-street", scale="smoke", stages=3, out=out, progress=False)
+    assert calls == ["synth-street"]
+    assert [r.run_hash for r in again.stages] == [r.run_hash for r in first.stages]
+
+
+def test_run_stage_alone_finds_the_run_the_pipeline_keyed(smoke_runs):
+    from selftrain_lib.train.run_key import stage_run_keys
+
+    out, first = smoke_runs
+    config = load_config("synth-street", "smoke")
+    keys = stage_run_keys(config, 3)
+    for k, key in ((2, None), (2, keys[1]), (3, keys[2])):
+        result = run_stage(config, k, first.stages[k - 2].pseudo_masks, out=out, progress=False, key=key)
+        assert result.reused and result.run_hash == first.stages[k - 1].run_hash
+
+
+def test_a_run_key_of_another_stage_is_refused(smoke_runs):
+    from selftrain_lib.train.run_key import stage_run_keys
+
+    out, first = smoke_runs
+    config = load_config("synth-street", "smoke")
+    keys = stage_run_keys(config, 3)
+    with pytest.raises(ValueError, match=rf"key: a run key of stage 1 after None .* given for stage 2 after "
+                                         rf"{first.stages[0].run_hash}"):
+        run_stage(config, 2, first.stages[0].pseudo_masks, out=out, progress=False, key=keys[0])
+    with pytest.raises(ValueError, match=rf"key: a run key of stage 3 after {first.stages[1].run_hash} .* "
+                                         rf"given for stage 3 after {first.stages[0].run_hash}"):
+        run_stage(config, 3, first.stages[0].pseudo_masks, out=out, progress=False, key=keys[2])
+
+
 def test_stage_two_needs_pseudo_masks():
     with pytest.raises(ValueError, match="pseudo-masks"):
         run_stage(load_config("synth-street", "smoke"), 2, None)

@@ -14,7 +14,7 @@ at 1,000 steps on this machine, 11.7 at 2,000), so every synth-street `quick` ru
 Re-pinned once more, every hash at once, with nothing computed differently (RUN_FORMAT_VERSION 2):
 issue 27: hash declared by readers, evaluation protocol included. The hand-kept key sets of
 config.py gave way to the keys each piece of code declares it reads (the method, the model factory,
-the data, the batches, the loop: selftrain_lib.stage.stage_key), and the evaluation protocol
+the data, the batches, the loop: selftrain_lib.train.run_key.stage_key), and the evaluation protocol
 (selftrain_lib.evaluate.protocol) entered the run key. The mIoU of every run is what it was (a smoke
 pipeline and a baseline, before and after, agree to the last digit); the pre-trained backbones keep
 their recipe hashes (tests/test_shipped_weights.py). The properties the old sets kept are tested below.

@@ -262,7 +262,7 @@ def open_parts(config) -> dict:
 
 
 # The Config keys the data is read with, per kind of dataset: each enters the hash of every stage
-# run (selftrain_lib.stage.stage_key). ``data_root`` is where the files are: what they hold enters
+# run (selftrain_lib.train.run_key.stage_key). ``data_root`` is where the files are: what they hold enters
 # as the data's identity (:func:`data_identity`), so a moved folder keeps its runs.
 GENERATED_READS = ("dataset", "data_seed", "pool_size", "val_size", "ignore_index")
 FILE_READS = ("dataset", "train_list", "val_list", "resize", "resize_filter", "num_classes", "class_names", "palette",

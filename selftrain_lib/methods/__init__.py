@@ -5,7 +5,7 @@ The CLI flags (``--method``, ``--no-<switch>``), the validation of ``method``, t
 Adding a switch: a ``bool`` field of :class:`~selftrain_lib.config.Config`, a row here, the code
 that reads it. Adding a baseline: its keys in ``Config``, a row here, its implementation in a module
 of this package, which declares the keys it reads (:meth:`Method.reads`: the run hash follows them,
-:func:`selftrain_lib.stage.stage_key`).
+:func:`selftrain_lib.train.run_key.stage_key`).
 
 A method's implementation (a :class:`~selftrain_lib.methods.base.Method`, in the module its row
 names) is built per stage by :func:`build`. This module imports no torch (``config`` reads the

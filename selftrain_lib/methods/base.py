@@ -31,7 +31,7 @@ class Method:
 
     def reads(self) -> tuple[str, ...]:
         """The Config keys this method reads at its stage: each enters the stage's run hash
-        (:func:`selftrain_lib.stage.stage_key`). A key the method starts reading is added here,
+        (:func:`selftrain_lib.train.run_key.stage_key`). A key the method starts reading is added here,
         next to the code that reads it; a key it does not read at this stage stays out, so runs
         that differ in it share the stage."""
         return ()

@@ -18,7 +18,7 @@ from .base import Method
 
 class ThreeStage(Method):
     """Stage ``stage`` of the three-stage method, from a configuration's ``cr``, ``t2``, ``sa``,
-    ``ema``, λ1, λ2, strong-augmentation and EMA keys (``n2`` shapes the model: ``stage.private_blocks``)."""
+    ``ema``, λ1, λ2, strong-augmentation and EMA keys (``n2`` shapes the model: ``train.parts.private_blocks``)."""
 
     name = "three-stage"
     # what stages >= 2 read (Stage 1 reads its step count only): the strong augmentation A/B, the
@@ -47,7 +47,7 @@ class ThreeStage(Method):
     def reads(self) -> tuple[str, ...]:
         if self.stage == 1:
             return ("stage1_steps",)
-        # t2 and n2 (first read in stage 3) choose the model's branch (stage.private_blocks); a branch
+        # t2 and n2 (first read in stage 3) choose the model's branch (train.parts.private_blocks); a branch
         # of two private blocks (ĝ) has a conv6, initialised as branch_init says
         conv6 = self._t2 and (self.stage == 2 or not self._n2)
         return (self.STAGE2_READS + tuple(s.key for s in SWITCHES if s.first_stage <= self.stage)

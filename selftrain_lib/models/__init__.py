@@ -10,7 +10,7 @@ Build f by name, wrap it with a branch for stages 2 and 3::
 Registry: :data:`MODELS` maps a name to a factory ``(num_classes, **kwargs) -> DeepLabV2``;
 add one with :func:`register_model`, naming the configuration keys the factory takes
 (``reads=("widths", ...)``): a run builds the model with those keys' values
-(:func:`config_kwargs`), and they enter its run hash (:func:`selftrain_lib.stage.stage_key`).
+(:func:`config_kwargs`), and they enter its run hash (:func:`selftrain_lib.train.run_key.stage_key`).
 """
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ class StepDraws:
 
     @staticmethod
     def reads(method) -> tuple[str, ...]:
-        """The Config keys the draws read for ``method`` (in the run hash: :func:`selftrain_lib.stage.stage_key`)."""
+        """The Config keys the draws read for ``method`` (in the run hash:
+        :func:`selftrain_lib.train.run_key.stage_key`)."""
         return ("seed", "batch_size", "crop_size", "scale_range", "flip") + (
             ("labelled_per_batch",) if method.pool else ("stage1_batch_size",))
 

@@ -82,8 +82,8 @@ def write_val_samples(run: StageRun, f: nn.Module) -> None:
     evenly over the set, one array per image (images read from files differ in size)."""
     n_val, count = len(run.data.val), run.config.num_val_samples
     sample = np.unique(np.linspace(0, n_val - 1, count).round().astype(int)) if count else np.zeros(0, dtype=int)
-    preds = [pred.to(torch.uint8).cpu().numpy()
-             for _, chunk in predictions(f, run.data.val, sample, run.config.eval_batch_size, run.device) for pred in chunk]
+    chunks = predictions(f, run.data.val, sample, run.config.eval_batch_size, run.device)
+    preds = [pred.to(torch.uint8).cpu().numpy() for _, chunk in chunks for pred in chunk]
     atomic_savez(run.run_dir / "val_samples.npz", indices=sample, **{f"prediction_{k}": a for k, a in enumerate(preds)})
 
 
