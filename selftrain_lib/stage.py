@@ -46,67 +46,6 @@ from .train.run_folder import (CHECKPOINT_FILE, PseudoMasks, StageResult, after_
 from .train.run_key import stage_run_key
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device ``name`` (``config.device``) asks for; a GPU that is not there is an error
-    naming the key, before anything trains."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"device: {name!r} is not a torch device ({err})") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"device: {name!r} asks for a GPU, but torch finds no CUDA device here (use 'cpu' or 'auto')")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"device: {name!r} does not exist; this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
-    return device
-
-
-def compute_losses(method: Method, model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
-                   ignore_index: int) -> dict[str, Tensor]:
-    """Forward pass and losses of one step: ``method``'s (:meth:`selftrain_lib.methods.Method.losses`)."""
-    return method.losses(model, teacher, batch, ignore_index)
-
-
-def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
-               batch: StepBatch, method: Method, ignore_index: int, ema_decay_now: float,
-               precision: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
-    """One optimiser step and the teacher's EMA update; returns the (undetached) losses.
-    ``model`` may be wrapped in ``DistributedDataParallel`` (the gradients are then averaged over ranks).
-
-    ``precision``: the forward pass runs under its autocast (None: fp32); ``scaler`` scales the
-    loss for fp16 (see :mod:`selftrain_lib.precision`).
-    """
-    with precision.autocast() if precision is not None else contextlib.nullcontext():
-        losses = compute_losses(method, model, teacher, batch, ignore_index)
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(losses["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        losses["loss"].backward()
-        optimizer.step()
-    average_buffers(model)  # several ranks: the same batch-norm statistics everywhere (else a no-op)
-    if teacher is not None:
-        teacher.update(unwrap(model).segmenter, ema_decay_now)
-    return losses
-
-
-def select_split(config: Config, data: SegmentationData, out: Path):
-    """The labelled set: from ``split_file`` when given, the authors' list when ``split`` chooses it
-    (:func:`selftrain_lib.data.split_source`), else drawn from ``seed`` and written out as
-    ``<out>/splits/<dataset>_<labels>_seed<seed>.txt``."""
-    listed = labelled_list(config)
-    if listed is not None:
-        return read_split(listed, data.train_ids)
-    split = make_split(data.pool_size, config.labels, config.seed)
-    write_split(out / "splits" / f"{config.dataset}_{config.labels}_seed{config.seed}.txt", split, data.train_ids)
-    return split
-
-
 def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = None, *,
               out: str | Path = "runs", progress: bool = True, data: SegmentationData | None = None,
               key: dict[str, Any] | None = None) -> StageResult:
@@ -145,7 +84,7 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
             return StageResult.load(run_dir, reused=True)
         fresh = world.is_main and holds_nothing(run_dir)
         try:
-            return _train_stage(config, stage, pseudo_masks, out, progress, data, world, key, run_dir)
+            return _train_stage(config, stage, pseudo_masks, progress, data, world, key, run_dir)
         except Exception as err:  # an error, not an interruption (KeyboardInterrupt, a kill): resumable runs stay
             if world.is_main:
                 after_error(run_dir, err, fresh)
@@ -163,13 +102,13 @@ def _check_key(key: dict[str, Any], stage: int, pseudo_masks: PseudoMasks | None
                          f"given for stage {stage} after {source} ({world_size} process(es))")
 
 
-def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, out: Path, progress: bool,
+def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, progress: bool,
                  data: SegmentationData | None, world: World, key: dict[str, Any], run_dir: Path) -> StageResult:
     """The body of :func:`run_stage` once this process holds the run (resumes from its checkpoint)."""
     if world.is_main:
         open_run_folder(run_dir, stage, key, config)
     world.barrier()
-    run = _prepare_run(config, stage, pseudo_masks, out, progress and world.is_main, data, world, run_dir)
+    run = _prepare_run(config, stage, pseudo_masks, progress and world.is_main, data, world, run_dir)
     parts, ckpt = resume_or_restart(run_dir / CHECKPOINT_FILE, run.build_parts(), run.device, run.build_parts)
     # the networks the stage can report; no teacher where the stage has no EMA teacher of its own
     # (Stage 1, the Γ-model without EMA)
@@ -187,7 +126,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
     return result if world.is_main else StageResult.load(run_dir, reused=False)
 
 
-def _prepare_run(config: Config, stage: int, pseudo_masks: PseudoMasks | None, out: Path, progress: bool,
+def _prepare_run(config: Config, stage: int, pseudo_masks: PseudoMasks | None, progress: bool,
                  data: SegmentationData | None, world: World, run_dir: Path) -> StageRun:
     """The device and its threads, the data (checked once) and the labelled set of the run."""
     device = resolve_device(config.device)
@@ -198,7 +137,7 @@ def _prepare_run(config: Config, stage: int, pseudo_masks: PseudoMasks | None, o
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
     data.check_once(config, progress)  # files: a bad one is found now, not after a stage
-    split = select_split(config, data, out)
+    split = select_split(config, data, run_dir.parent)  # the run cache (run_dir is out/<hash>)
     if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
         write_labelled_ids(run_dir, data.train_ids, split.labelled.tolist())
     return StageRun(config=config, stage=stage, run_dir=run_dir, data=data, split=split, pseudo_masks=pseudo_masks,
@@ -261,6 +200,37 @@ def _validate(run: StageRun, net: nn.Module) -> EvalResult:
     return evaluate_part(net, run.data.val, info.num_classes, info.ignore_index, run.config.eval_batch_size, run.device)
 
 
+def train_step(model: MultiTaskDeepLab, teacher: EMATeacher | None, optimizer: torch.optim.Optimizer,
+               batch: StepBatch, method: Method, ignore_index: int, ema_decay_now: float,
+               precision: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, Tensor]:
+    """One optimiser step and the teacher's EMA update; returns the (undetached) losses.
+    ``model`` may be wrapped in ``DistributedDataParallel`` (the gradients are then averaged over ranks).
+
+    ``precision``: the forward pass runs under its autocast (None: fp32); ``scaler`` scales the
+    loss for fp16 (see :mod:`selftrain_lib.precision`).
+    """
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        losses = compute_losses(method, model, teacher, batch, ignore_index)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(losses["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        losses["loss"].backward()
+        optimizer.step()
+    average_buffers(model)  # several ranks: the same batch-norm statistics everywhere (else a no-op)
+    if teacher is not None:
+        teacher.update(unwrap(model).segmenter, ema_decay_now)
+    return losses
+
+
+def compute_losses(method: Method, model: MultiTaskDeepLab, teacher: EMATeacher | None, batch: StepBatch,
+                   ignore_index: int) -> dict[str, Tensor]:
+    """Forward pass and losses of one step: ``method``'s (:meth:`selftrain_lib.methods.Method.losses`)."""
+    return method.losses(model, teacher, batch, ignore_index)
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss of a run became inf or NaN: the run stops, is not cached, feeds no later stage."""
 
@@ -276,6 +246,36 @@ def _check_finite(losses: dict[str, Any], stage: int, first: int, last: int, run
             f"{f'at step {last}' if first + 1 == last else f'between steps {first + 1} and {last}'} "
             f"({', '.join(f'{k}={v}' for k, v in sorted(bad.items()))}); the run is stopped and not cached. "
             "Lower lr, the loss weights (lambda1, lambda2, cons_weight) or use precision=fp32")
+
+
+def select_split(config: Config, data: SegmentationData, out: Path):
+    """The labelled set: from ``split_file`` when given, the authors' list when ``split`` chooses it
+    (:func:`selftrain_lib.data.split_source`), else drawn from ``seed`` and written out as
+    ``<out>/splits/<dataset>_<labels>_seed<seed>.txt``."""
+    listed = labelled_list(config)
+    if listed is not None:
+        return read_split(listed, data.train_ids)
+    split = make_split(data.pool_size, config.labels, config.seed)
+    write_split(out / "splits" / f"{config.dataset}_{config.labels}_seed{config.seed}.txt", split, data.train_ids)
+    return split
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` (``config.device``) asks for; a GPU that is not there is an error
+    naming the key, before anything trains."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device: {name!r} is not a torch device ({err})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device: {name!r} asks for a GPU, but torch finds no CUDA device here (use 'cpu' or 'auto')")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device: {name!r} does not exist; this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+    return device
 
 
 def cpu_threads(config: Config, device: torch.device) -> int:
