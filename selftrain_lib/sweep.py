@@ -43,7 +43,10 @@ class StageJob:
     def describe(self) -> str:
         kw = dict(self.run_kwargs)
         extra = {k: v for k, v in kw.items() if k not in ("dataset", "labels", "seed", "scale")}
-        return (f"{kw.get('dataset')} labels={kw.get('labels')} seed={kw.get('seed', 0)} stage {self.stages}"
+        labels = kw.get("labels")   # the count the pool uses (a grid's run kwargs hold it scaled)
+        used = ("full supervision" if labels == "full" else "the preset's labels" if labels is None
+                else f"{labels} labels used")
+        return (f"{kw.get('dataset')} {used} seed={kw.get('seed', 0)} stage {self.stages}"
                 + (f" {extra}" if extra else ""))
 
 

@@ -66,7 +66,7 @@ def test_a_failing_run_stops_the_sweep_and_is_named(tmp_path):
     bad.write_text("not a checkpoint")
     kwargs = [dict(dataset="synth-street", scale="smoke", seed=5, stages=1, pretrained=str(bad)),
               dict(dataset="synth-street", scale="smoke", seed=6, stages=1, pretrained=str(bad))]
-    with pytest.raises(RuntimeError, match=r"(?s)synth-street labels=None seed=[56] stage 1.*broken\.pt"):
+    with pytest.raises(RuntimeError, match=r"(?s)synth-street the preset's labels seed=[56] stage 1.*broken\.pt"):
         run_parallel(kwargs, out=tmp_path / "runs", jobs=2, progress=False)
 
 
