@@ -95,13 +95,6 @@ def to_input(images: Tensor, device: torch.device | str) -> Tensor:
     return images.to(device, non_blocking=True).float().div_(255)
 
 
-def evaluate_masks(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> EvalResult:
-    """Scores of predicted masks against ground truth (both (N, H, W))."""
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    cm.update(pred, target)
-    return scores(cm)
-
-
 def class_map(logits: Tensor) -> Tensor:
     """The predicted class per pixel: logits (B, C, H, W) -> int64 (B, H, W). ``max(1).indices`` equals
     ``argmax(1)`` (the first maximum on ties) at a sixth of its time on the CPU: torch's strided argmax

@@ -6,7 +6,7 @@ from torch import nn
 
 from selftrain_lib.ema import EMATeacher, ema_decay
 from selftrain_lib.data import ArrayDataset
-from selftrain_lib.evaluate import ConfusionMatrix, class_map, evaluate_masks, evaluate_part
+from selftrain_lib.evaluate import ConfusionMatrix, class_map, evaluate_part, scores
 from selftrain_lib.losses import LossWeights, pixel_cross_entropy, total_loss
 
 
@@ -33,7 +33,9 @@ def test_class_map_is_argmax_over_classes_with_first_maximum_on_ties():
 
 
 def test_absent_class_is_nan_and_excluded():
-    r = evaluate_masks(torch.zeros(1, 2, 2, dtype=torch.uint8), torch.zeros(1, 2, 2, dtype=torch.uint8), 3)
+    cm = ConfusionMatrix(3)
+    cm.update(torch.zeros(1, 2, 2, dtype=torch.uint8), torch.zeros(1, 2, 2, dtype=torch.uint8))
+    r = scores(cm)
     assert r.miou == 1.0 and math.isnan(r.per_class_iou[1])
 
 

@@ -23,8 +23,8 @@ from .backbones import (STAGES, DilatedBasicBlock, ResNetBackbone, ResNetStage, 
 from .deeplabv2 import ASPP, DeepLabV2, upsample_logits
 from .multitask import BLOCKS, AuxiliaryBranch, MultiTaskDeepLab
 
-__all__ = ["MODELS", "MODEL_READS", "register_model", "config_kwargs", "build_segmenter", "build_model", "param_groups", "freeze_batchnorm",
-           "set_batchnorm_eval", "unfreeze_batchnorm", "count_parameters",
+__all__ = ["MODELS", "MODEL_READS", "register_model", "config_kwargs", "build_segmenter", "param_groups", "freeze_batchnorm",
+           "set_batchnorm_eval",
            "ASPP", "DeepLabV2", "MultiTaskDeepLab", "AuxiliaryBranch", "ResNetBackbone", "ResNetStage",
            "DilatedBasicBlock", "make_resnet_stage", "resnet101_os8", "small_resnet", "small_resnet_os8", "upsample_logits",
            "STAGES", "BLOCKS"]
@@ -106,12 +106,6 @@ def build_segmenter(name: str, num_classes: int, **kwargs) -> DeepLabV2:
     return MODELS[name](num_classes, **kwargs)
 
 
-def build_model(name: str, num_classes: int, private_blocks: int | None = None, width_factor: float = 0.5,
-                **kwargs) -> MultiTaskDeepLab:
-    """``MultiTaskDeepLab(build_segmenter(name, num_classes, **kwargs), private_blocks, width_factor)``."""
-    return MultiTaskDeepLab(build_segmenter(name, num_classes, **kwargs), private_blocks, width_factor)
-
-
 def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> list[dict]:
     """Optimiser parameter groups: f's trunk (pre-trainable) and the new layers.
 
@@ -133,11 +127,6 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> 
     ]
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of scalar parameters (each shared tensor counted once)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
 
@@ -153,7 +142,7 @@ def freeze_batchnorm(model: nn.Module) -> None:
     Each layer is put in eval mode (running statistics used, never updated), its affine
     parameters get ``requires_grad = False``, and a forward pre-hook puts it back in eval mode
     before each call, so the freeze survives ``model.train()``. Copies (``copy.deepcopy``, an
-    EMA teacher) stay frozen. Undo with :func:`unfreeze_batchnorm`.
+    EMA teacher) stay frozen.
     """
     for m in model.modules():
         if isinstance(m, _BATCHNORM):
@@ -163,16 +152,6 @@ def freeze_batchnorm(model: nn.Module) -> None:
             m.eval()
             for p in m.parameters(recurse=False):
                 p.requires_grad_(False)
-
-
-def unfreeze_batchnorm(model: nn.Module) -> None:
-    """Undo :func:`freeze_batchnorm`: trainable affine parameters, mode follows ``model.training``."""
-    for m in model.modules():
-        if isinstance(m, _BATCHNORM):
-            m._selftrain_frozen = False
-            m.train(model.training)
-            for p in m.parameters(recurse=False):
-                p.requires_grad_(True)
 
 
 def set_batchnorm_eval(model: nn.Module) -> None:
