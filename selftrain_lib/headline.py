@@ -18,6 +18,7 @@ row has one (stages ≥ 2), the student otherwise, as in the tables.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Mapping
 
@@ -71,19 +72,15 @@ def measured_effects(csv: str | Path) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["dataset", "effect", "seed", "value"])
 
 
-def paper_effects(csv: str | Path = ROOT / "selftrain_lib" / "paper_results.csv") -> pd.DataFrame:
+def paper_effects() -> pd.DataFrame:
     """The published effects: columns ``dataset`` (our stand-in), ``setting``, ``effect``, ``value``."""
-    paper = pd.read_csv(csv, dtype={"labels": str})
+    from .results import published_miou
 
-    def miou(table: str, dataset: str, labels: str, method: str | None = None) -> float:
-        rows = paper[(paper.table == table) & (paper.dataset == dataset) & (paper.labels == labels)]
-        if method is not None:
-            rows = rows[rows.method == method]
-        else:
-            rows = rows[rows.method == "DeepLabV2 (supervised)"]
-        if len(rows) != 1:
-            raise ValueError(f"{csv}: expected one row for Table {table}, {dataset}, {labels}, {method}")
-        return float(rows.miou.iloc[0])
+    def miou(table: str, dataset: str, labels: str, method: str = "DeepLabV2 (supervised)") -> float:
+        value = published_miou(table, dataset, method, labels)
+        if math.isnan(value):
+            raise ValueError(f"paper_results.csv: no row for Table {table}, {dataset}, {labels}, {method}")
+        return value
 
     out = []
     for stand_in, (setting, (table, dataset, labels), full_key) in PAPER_SETTING.items():
