@@ -59,7 +59,8 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         progress: show a tqdm bar.
         data: an already loaded dataset (else loaded from ``config``).
         key: the run key, when the caller computed it already
-            (:func:`selftrain_lib.train.run_key.stage_run_keys`); else computed here.
+            (:func:`selftrain_lib.train.run_key.stage_run_keys`), after :func:`~selftrain_lib.preflight.preflight`;
+            else the files are checked and the key computed here.
     """
     if stage < 1:
         raise ValueError(f"stage: must be >= 1, got {stage}")
@@ -67,11 +68,11 @@ def run_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None = Non
         raise ValueError(f"method {config.method!r} is a single-stage run: stage must be 1, got {stage}")
     if stage >= 2 and pseudo_masks is None:
         raise ValueError(f"stage {stage} needs the pseudo-masks of stage {stage - 1}")
-    preflight(config)  # the files it names, before the run key reads them
     out = Path(out)
     world = current()  # one process, or this rank of a torchrun job (selftrain_lib.distributed)
     previous = pseudo_masks if stage >= 2 else None  # what the run key names
-    if key is None:
+    if key is None:  # a caller that computed the key checked the files before it (run_stages)
+        preflight(config)  # the files it names, before the run key reads them
         key = stage_run_key(config, stage, previous, world.size)
     else:
         _check_key(key, stage, previous, world.size)
