@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,3 +42,37 @@ def interrupt_at_step(monkeypatch):
             monkeypatch.setattr(stage_mod, "compute_losses", real)
 
     return Handle
+
+
+@pytest.fixture
+def broken_notebook(tmp_path):
+    """``broken_notebook(message)``: ``<tmp>/nb/broken.ipynb``, a parameters cell (``x = 1``) and a
+    cell that raises ``ValueError(message)``; returns the folder (a ``notebook_dir``)."""
+    import nbformat
+
+    def write(message: str) -> Path:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell("x = 1  # a parameter", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(f"raise ValueError({message!r})")]
+        folder = tmp_path / "nb"
+        folder.mkdir()
+        nbformat.write(nb, folder / "broken.ipynb")
+        return folder
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """``load_tool("authors_splits")``: the script ``tools/<name>.py`` imported as a module."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -24,17 +23,13 @@ from selftrain_lib.runs import split_file_ids
 from selftrain_lib.stage import run_stage, select_split
 from selftrain_lib.train.run_key import stage_hashes
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "authors_splits.py"
 SHA256 = {"cityscapes": "5fc17d191b88632bb2ccc68e5314d7fd04f149eb77b4a4f1c9c9ad8b982ecae8",
           "voc": "4e572847e864fcd1ecc1457c6413751abac38424e4bd40a9277d4f7afdc0c755"}
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("authors_splits", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("authors_splits")
 
 
 # ------------------------------------------------------------------------------------------

@@ -144,17 +144,10 @@ def test_a_failing_notebook_ends_with_its_name_error_and_executed_notebook(tmp_p
     assert "change the parameter, key or file the error names" in last
 
 
-def test_execute_raises_a_summary_naming_the_cell_error(tmp_path):
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 1  # a parameter", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("raise ValueError('labels: boom')")]
-    (tmp_path / "nb").mkdir()
-    nbformat.write(nb, tmp_path / "nb" / "broken.ipynb")
+def test_execute_raises_a_summary_naming_the_cell_error(tmp_path, broken_notebook):
+    notebooks = broken_notebook("labels: boom")
     with pytest.raises(pf.NotebookFailed) as err:
-        pf.execute("broken", {"x": 2}, tmp_path / "build", notebook_dir=tmp_path / "nb")
+        pf.execute("broken", {"x": 2}, tmp_path / "build", notebook_dir=notebooks)
     summary = err.value.summary()
     assert summary.splitlines()[0] == "error: notebook broken failed in cell [3]: ValueError: labels: boom"  # [3]: after papermill's injected cell
     assert str(tmp_path / "build" / "broken.ipynb") in summary and len(summary.splitlines()) == 3

@@ -1,7 +1,6 @@
 """tools/stage2_decomposition.py: a measurement split by seed is summarised from its per-seed CSVs."""
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import subprocess
 import sys
@@ -14,11 +13,8 @@ TOOL = Path(__file__).resolve().parent.parent / "tools" / "stage2_decomposition.
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("stage2_decomposition", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("stage2_decomposition")
 
 
 def _rows(seeds, offset=0.0):

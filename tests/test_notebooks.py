@@ -139,15 +139,10 @@ def check_outputs_read_finished(executed: Path) -> None:
                 assert m.group(2) == m.group(3), (executed.name, cell.id, "unfinished bar saved", text)
 
 
-def test_failing_notebook_stops_with_the_executed_notebook(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("x = 1  # a parameter", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("raise ValueError('boom')")]
-    (tmp_path / "nb").mkdir()
-    nbformat.write(nb, tmp_path / "nb" / "broken.ipynb")
+def test_failing_notebook_stops_with_the_executed_notebook(tmp_path, broken_notebook):
+    notebooks = broken_notebook("boom")
     with pytest.raises(pf.NotebookFailed) as err:
-        pf.execute("broken", {"x": 2}, tmp_path / "build", notebook_dir=tmp_path / "nb")
+        pf.execute("broken", {"x": 2}, tmp_path / "build", notebook_dir=notebooks)
     assert err.value.executed == tmp_path / "build" / "broken.ipynb" and err.value.executed.is_file()
     assert "boom" in str(err.value) and str(err.value.executed) in str(err.value)
 
@@ -168,14 +163,10 @@ def test_a_bar_in_a_kernel_prints_its_progress_where_papermill_logs_it(tmp_path)
     assert len(lines) >= 2 and all(re.match(r"stage 9: +\d+% \d/6 \[", line) for line in lines), lines
 
 
-def test_committed_notebooks_are_what_the_generator_makes_without_outputs(tmp_path):
+def test_committed_notebooks_are_what_the_generator_makes_without_outputs(tmp_path, load_tool):
     """notebooks/ is generated (tools/make_notebooks.py): an edit there, or outputs JupyterLab's
     autosave wrote into a tracked notebook, would otherwise go unnoticed."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_notebooks", ROOT / "tools" / "make_notebooks.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    gen = load_tool("make_notebooks")
     made = gen.write(tmp_path)
     assert sorted(p.name for p in made) == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     for path in made:

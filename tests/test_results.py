@@ -347,13 +347,8 @@ def test_list_runs_leaves_out_a_damaged_metrics_json_with_a_warning_naming_it(tm
     assert runs.empty
 
 
-def test_retable_rewrites_the_markdown_from_a_committed_csv_with_the_published_numbers(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("retable", Path(__file__).parent.parent / "tools" / "retable.py")
-    retable = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(retable)
+def test_retable_rewrites_the_markdown_from_a_committed_csv_with_the_published_numbers(tmp_path, load_tool):
+    retable = load_tool("retable")
     rows = [{"dataset": "synth-street", "labels": 100, "paper_labels": "100", "labels_used": 20,
              "variant": "full method", "method": "three-stage", "seed": 0, "stage": st, "val_miou": v,
              "eval_model": "teacher"} for st, v in ((1, 0.317), (3, 0.3336))]
