@@ -253,6 +253,12 @@ def lambda_grid(datasets: Sequence[str] = DATASETS, lambdas: Sequence[float] = (
             for d in datasets for lam in lambdas for s in _seeds(seeds)]
 
 
+def headline_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+    """The headline (:mod:`selftrain_lib.headline`): stages 1-3 of the method and full supervision at
+    the ablation label count, the setting where the paper reports every stage (Table V)."""
+    return [s for d in datasets for s in label_grid(d, seeds, [ABLATION_LABELS[check_dataset(d)]], baselines=())]
+
+
 def stages_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,), stages: int = 4) -> list[RunSpec]:
     """Pseudo-mask quality on U across stages 1..``stages`` (ablation label count)."""
     return [spec(d, ABLATION_LABELS[check_dataset(d)], s, stages=stages) for d in datasets for s in _seeds(seeds)]

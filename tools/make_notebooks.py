@@ -231,6 +231,23 @@ NOTEBOOKS["table5"] = collector(
     "specs = ex.ablation_grid(datasets, seeds)",
     table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'))
 
+NOTEBOOKS["headline"] = collector(
+    "The headline: each published effect, ours beside the paper's",
+    "Stages 1-3 of the method and full supervision on both stand-ins at the ablation label count (Table V's "
+    "setting), over the seeds: full − Stage 1, Stage 2 − Stage 1 and Stage 3 − Stage 2 per seed (paired: the "
+    "same split and initialisation), beside the paper's. The EMA teacher is the reported network in stages ≥ 2. "
+    "Writes the per-seed rows (`stages_<scale>.csv`) and the headline (`headline.png`, `headline.md`).",
+    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    "specs = ex.headline_grid(datasets, seeds)\nfrom selftrain_lib import headline\nfrom selftrain_lib.runs import atomic_write_text",
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="headline")
+rows = headline.stage_rows(grid.pairs)
+csv = atomic_write_text(fig_dir / f"stages_{scale}.csv", rows.to_csv(index=False))
+rows""",
+     """table = headline.headline_table({scale: csv})
+figures.show(headline.plot_headline(table, [scale]), fig_dir / "headline")
+md = atomic_write_text(fig_dir / "headline.md", headline.headline_markdown(table, [scale]))
+figures.show_markdown(md.read_text())"""])
+
 NOTEBOOKS["table6"] = collector(
     "Table VI: EMA teacher", "Stages 2 and 3 with the EMA teacher and with the student as its own teacher.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
