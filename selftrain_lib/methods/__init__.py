@@ -8,7 +8,8 @@ of this package, which declares the keys it reads (:meth:`Method.reads`: the run
 :func:`selftrain_lib.train.run_key.stage_key`).
 
 A method's implementation (a :class:`~selftrain_lib.methods.base.Method`, in the module its row
-names) is built per stage by :func:`build`. This module imports no torch (``config`` reads the
+names) is built per stage by :func:`build`; it owns the model's branch, the batch it draws and its
+losses (:mod:`.base` says how a step uses them). This module imports no torch (``config`` reads the
 tables); the implementations do, and are imported when a stage builds one.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .base import Method
+from .base import BatchSpec, Crops, Method, StepBatch
 
 
 @dataclass(frozen=True)
@@ -74,5 +75,5 @@ def build(config, stage: int) -> Method:
     return getattr(importlib.import_module(f".{module}", __name__), cls)(config, stage)
 
 
-__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "BASELINES", "Method",
-           "build"]
+__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "BASELINES", "Method", "BatchSpec",
+           "Crops", "StepBatch", "build"]
