@@ -40,6 +40,27 @@ ABLATION_LABELS = View(lambda: {n: records.ablation_labels_of(n) for n in record
 
 # the components an ablation can drop, as Config overrides (Table V, Table VI)
 DROPS: dict[str, dict[str, bool]] = {"none": {}, **{s.label: {s.key: False} for s in SWITCHES}}
+# Table V's runs: the full method and one per switch of Table V (EMA's is Table VI: ema_grid)
+TABLE_V_DROPS: tuple[str, ...] = ("none", *(s.label for s in SWITCHES if s.table == "V"))
+
+
+def switch_overrides(switches: Mapping[str, Any] | None) -> dict[str, bool]:
+    """The switches a notebook's ``switches`` parameter sets (``{"sa": False}``), checked: a key that
+    is no switch of :data:`selftrain_lib.methods.SWITCHES`, or a value that is not True/False, is an
+    error naming it and the switches there are."""
+    import difflib
+
+    keys = [s.key for s in SWITCHES]
+    out = {}
+    for key, value in dict(switches or {}).items():
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            raise ValueError(f"switches: {key!r} is not a switch" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; the switches are {', '.join(keys)}")
+        if not isinstance(value, bool):
+            raise ValueError(f"switches: {key} must be true or false, got {value!r}")
+        out[key] = value
+    return out
 
 
 def check_dataset(dataset: str) -> str:
@@ -220,7 +241,7 @@ def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] 
 
 
 def ablation_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,),
-                  drops: Sequence[str] = ("none", "CR", "T2", "SA", "N2")) -> list[RunSpec]:
+                  drops: Sequence[str] = TABLE_V_DROPS) -> list[RunSpec]:
     """Table V: the full method and one run per dropped component, at the ablation label count."""
     for drop in drops:
         if drop not in DROPS:

@@ -30,7 +30,7 @@ from .data.records import View
 from .evaluate import EVALUATION, REPORTED
 from .experiments import ABLATION_LABELS, PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
 from .glance import DASH, SEP, Ours, Paper, layout
-from .methods import BASELINES, SWITCH_KEYS
+from .methods import BASELINES, SWITCH_KEYS, SWITCHES
 from .paths import runs_dir
 from .pretrain import pretraining_of
 from .runs import atomic_write_text, read_json
@@ -417,11 +417,9 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 ABLATION_ROWS = [  # (variant, stage, row label, the paper's method name in Table V)
     ("full method", 1, "S1 only", "S1 only"),
-    ("full method", 2, "S1+S2 (CR, T2, SA)", "S1+S2 (CR,T2,SA)"),
-    ("without CR", 3, "S1+S2+S3 without CR", "S1+S2+S3 without CR"),
-    ("without T2", 3, "S1+S2+S3 without T2", "S1+S2+S3 without T2"),
-    ("without SA", 3, "S1+S2+S3 without SA", "S1+S2+S3 without SA"),
-    ("without N2", 3, "S1+S2+S3 without N2 (ĝ in stage 3)", "S1+S2+S3 without N2 (g-hat in stage 3)"),
+    ("full method", 2, "S1+S2 (CR, T2, SA)", "S1+S2 (CR,T2,SA)"),   # the paper's row: Stage 2 with its switches on
+    # one row per switch of Table V (methods.SWITCHES), the run that drops it
+    *((f"without {s.label}", 3, *s.table_row) for s in SWITCHES if s.table == "V"),
     ("full method", 3, "S1+S2+S3 full", "S1+S2+S3 full"),
 ]
 

@@ -27,13 +27,12 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
 LABELS = ("labels: \"int or fraction or full\"", "100", "the paper's label count (synth-street 100, 375, 750, 1500; synth-objects "
           "30, 60, 150, 375) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
+# the ablation switches by name (methods.SWITCHES, checked by ex.switch_overrides; -p sa False also
+# works): one parameter, so a new switch needs no new notebook and no new README row
 METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
           ("lambda2: \"float or None\"", "None", "weight of L_pl; None: equal to lambda1"),
-          ("cr: bool", "True", "consistency loss L_con"),
-          ("t2: bool", "True", "Task 2: the auxiliary branch and L_pl"),
-          ("sa: bool", "True", "strong augmentation A/B"),
-          ("n2: bool", "True", "stage 3 and later use their own branch g~ (False: the structure of g^)"),
-          ("ema: bool", "True", "EMA teacher (False: the student is its own teacher)")]
+          ("switches: dict", "{}", 'ablation switches off (or on) by name, e.g. {"sa": false} or -p sa False; '
+           "python -m selftrain_lib run -h lists them (--no-<switch>)")]
 
 SETUP = """\
 from selftrain_lib.notebook_params import check_parameters
@@ -83,7 +82,7 @@ def stage_notebook(k: int):
     derived = SETUP + f"""
 STAGE = {k}
 overrides = {{k: v for k, v in dict(lambda1=lambda1, lambda2=lambda2 if lambda2 is not None else lambda1,
-             cr=cr, t2=t2, sa=sa, n2=n2, ema=ema).items() if v is not None}}
+             **ex.switch_overrides(switches)).items() if v is not None}}
 spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
 print(spec.describe(scale))"""
     cells = [
@@ -137,7 +136,7 @@ NOTEBOOKS["baselines"] = notebook(
     "seed as the three-stage method: `supervised` (L_seg on L: the Stage-1 run itself), `mt-cutout` or "
     "`mt-cutmix` (mean teacher with Cutout / CutMix, French et al., BMVC 2020; settings in the README). "
     "`papermill notebooks/baselines.ipynb out.ipynb -p method mt-cutout`.",
-    [("method", '"mt-cutmix"', "supervised, mt-cutout or mt-cutmix"),
+    [("method", '"mt-cutmix"', "supervised, or a baseline of ex.BASELINES (mt-cutout, mt-cutmix...)"),
      ("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
      LABELS,
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
@@ -167,7 +166,7 @@ figures.show(fig, fig_dir / f"baselines_{method}_{tag}_predictions")"""])
 NOTEBOOKS["ablation"] = notebook(
     "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
     [("dataset", '"synth-street"', "synth-street or synth-objects"),
-     ("drop", '"CR"', "component to drop: none, CR, T2, SA, N2, EMA"),
+     ("drop", '"CR"', "component to drop: none, or a switch's label such as CR (ex.DROPS lists them)"),
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="ablation")
@@ -199,8 +198,8 @@ paths = results.write_table(path=fig_dir / "{stem}", **{report})
 figures.show_markdown(paths["md"].read_text())"""]
 
 
-BASELINE_PARAM = ("baselines", '["mt-cutout", "mt-cutmix"]',
-                  "mean teacher baselines run at each label count (supervised is Stage 1: always shown)")
+BASELINE_PARAM = ("baselines: \"list or None\"", "None",
+                  "baselines run at each label count; None: every one of ex.BASELINES (supervised is Stage 1: always shown)")
 
 def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
     """Table II (street) or Tables III/IV (objects): the same notebook on a stand-in or its real dataset."""
@@ -209,7 +208,7 @@ def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
         [("dataset", f'"{stand_in}"', f"{stand_in} or {real} (read from files: give data_roots)"),
          ("labels: \"list or None\"", "None", f"the paper's label counts or fractions, scaled to the pool of the scale; None: all ({counts} for {stand_in}; the paper's for {real})"),
          ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
-        'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
+        'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=list(ex.BASELINES) if baselines is None else baselines)',
         table_cells(stem, f'results.label_report(runs, dataset, scale, seeds, "{caption}")'))
 
 
@@ -226,7 +225,8 @@ NOTEBOOKS["table3_4"] = label_table_notebook(
     "synth-objects", "voc", "30, 60, 150, 375", "Tables III and IV: mIoU against the labelled fraction")
 
 NOTEBOOKS["table5"] = collector(
-    "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in docs/method.md.",
+    "Table V: ablation study",
+    "The full method and one run per switch of Table V dropped (ex.TABLE_V_DROPS); rows decoded as in docs/method.md.",
     [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
     "specs = ex.ablation_grid(datasets, seeds)",
     table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'))
@@ -345,6 +345,62 @@ ORDER = list(NOTEBOOK_ORDER)  # the execution order of `make paper-figures` (sel
 assert sorted(ORDER) == sorted(NOTEBOOKS)
 
 
+# README's Notebooks table: what each notebook makes (its parameters are read from the notebook). No
+# row lists the switches or the baselines: they are taken by name (methods.SWITCHES, METHODS), so a
+# new one changes no row.
+OUTPUTS = {
+    "stage1": "Stage 1: losses, val mIoU, pseudo-mask quality, predictions (`stage1_*`)",
+    "stage2": "Stage 2 (runs Stage 1 if needed): `stage2_*`",
+    "stage3": "Stage 3 (runs stages 1, 2 if needed): `stage3_*`",
+    "baselines": "one baseline (`supervised` or one of `methods.BASELINES`) trained by the same code: losses, "
+                 "predictions (`baselines_<method>_*`)",
+    "ablation": "one component dropped (`none` or a switch's label, `experiments.DROPS`) beside the full method: "
+                "`ablation_<drop>`",
+    "lambda_curve": "mIoU against λ1 = λ2, one dataset: `lambda_curve_<dataset>`",
+    "table2": "Table II (synth-street label counts: Supervised, the baselines, Stage 2, three-stage; full "
+              "supervision): `table2.{md,tex,csv}`",
+    "table3_4": "Tables III and IV (synth-objects fractions, same rows): `table3_4.*`",
+    "table5": "Table V (the full method and one run per switch of Table V dropped): `table5.*`",
+    "table6": "Table VI (EMA): `table6.*`",
+    "fig2": "Figure 2 (stage 3 with / without L_pl: L_con and val mIoU over training): `fig2`",
+    "fig3": "Figure 3's numbers (mIoU against λ1, both datasets, beside the paper's Fig. 3): `fig3` table (the "
+            "curve: `lambda_curve_<dataset>`)",
+    "fig4_5": "Figures 4, 5 (image, CutMix, Stage 1, 2, 3, ground truth): `fig4_5_<dataset>`",
+    "pseudo_stages": "pseudo-mask mIoU on U across stages 1…4: `pseudo_stages` figure and table",
+    "per_class_gains": "per-class IoU gain of Stage 3 over Stage 1: `per_class_gains` figure and table",
+    "explore": "ipywidgets browser of the run cache: two runs side by side, Stage 1/2/3, overlay (opacity), error "
+               "map, ground truth; images by IoU (worst first), labelled marked: `explore_example`",
+}
+README = ROOT / "README.md"
+TABLE_BEGIN = "<!-- notebooks table: generated by tools/make_notebooks.py (edit OUTPUTS there and rerun it) -->"
+TABLE_END = "<!-- end of the generated notebooks table -->"
+
+
+def parameter_names(nb) -> list[str]:
+    """The names the ``parameters`` cell of ``nb`` declares, in order."""
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return [line.split(":")[0].split("=")[0].strip() for line in cell.source.splitlines() if line.strip()]
+
+
+def readme_table() -> str:
+    """README's Notebooks table: one row per notebook (in ORDER), its parameters and what it makes."""
+    assert sorted(OUTPUTS) == sorted(NOTEBOOKS), "every notebook needs its README row (OUTPUTS)"
+    rows = ["| notebook | parameters | output (in `figures_dir`) |", "|---|---|---|"]
+    for name in OUTPUTS:   # in the README's order: the stages, single runs, then the paper's tables and figures
+        params = ", ".join(f"`{p}`" for p in parameter_names(NOTEBOOKS[name]))
+        rows.append(f"| `{name}.ipynb` | {params} | {OUTPUTS[name]} |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` (README.md) with the generated table between its two markers."""
+    if text.count(TABLE_BEGIN) != 1 or text.count(TABLE_END) != 1:
+        raise ValueError(f"README.md: expected the markers {TABLE_BEGIN!r} and {TABLE_END!r} once each")
+    head, rest = text.split(TABLE_BEGIN)
+    _, tail = rest.split(TABLE_END)
+    return f"{head}{TABLE_BEGIN}\n{readme_table()}{TABLE_END}{tail}"
+
+
 def write(folder: Path = NB_DIR) -> list[Path]:
     """Write every notebook into ``folder``; returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -360,6 +416,11 @@ def write(folder: Path = NB_DIR) -> list[Path]:
 
 def main() -> None:
     print(f"wrote {len(write())} notebooks to {NB_DIR}")
+    text = README.read_text(encoding="utf-8")
+    new = readme_with_table(text)
+    if new != text:
+        README.write_text(new, encoding="utf-8")
+        print(f"wrote the notebooks table of {README}")
 
 
 if __name__ == "__main__":
