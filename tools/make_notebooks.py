@@ -10,6 +10,8 @@ from pathlib import Path
 
 import nbformat
 
+from selftrain_lib import experiments as ex
+from selftrain_lib.data import records
 from selftrain_lib.paper_figures import NOTEBOOK_ORDER
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -23,9 +25,20 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
           ("jobs: \"int or auto\"", "\"auto\"", 'stage runs trained at once, each in a worker process with one thread ("auto": one per core, 1 on a GPU)'),
           ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
           ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
+
+
+def counts(dataset: str) -> str:
+    """``"100, 375, 750, 1500"``: the label counts of ``dataset``'s record, as the grids write them."""
+    return ", ".join(map(str, ex.LABEL_COUNTS[dataset]))
+
+
+# the dataset facts the parameters' comments name, read from the records (selftrain_lib/data/records.py)
+STREET, OBJECTS = ex.DATASETS   # the stand-ins of Cityscapes and VOC
+STAND_IN_NAMES = " or ".join(f"{d} ({records.paper_of(d).short} stand-in)" for d in ex.DATASETS)
+ABLATION_COUNTS = "datasets (ablation label counts " + " and ".join(str(ex.ABLATION_LABELS[d]) for d in ex.DATASETS) + ")"
 # the paper's label count (or fraction), scaled to the pool of the scale (selftrain_lib.label_counts)
-LABELS = ("labels: \"int or fraction or full\"", "100", "the paper's label count (synth-street 100, 375, 750, 1500; synth-objects "
-          "30, 60, 150, 375) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
+LABELS = ("labels: \"int or fraction or full\"", "100", f"the paper's label count ({STREET} {counts(STREET)}; {OBJECTS} "
+          f"{counts(OBJECTS)}) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
 # the ablation switches by name (methods.SWITCHES, checked by ex.switch_overrides; -p sa False also
 # works): one parameter, so a new switch needs no new notebook and no new README row
@@ -76,7 +89,7 @@ def notebook(title: str, intro: str, params, derived: str, cells: list[str]):
 
 
 def stage_notebook(k: int):
-    params = [("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
+    params = [("dataset", '"synth-street"', STAND_IN_NAMES),
               LABELS,
               ("seed", "0", "seed of the split, initialisation and training")] + METHOD + COMMON
     derived = SETUP + f"""
@@ -137,7 +150,7 @@ NOTEBOOKS["baselines"] = notebook(
     "`mt-cutmix` (mean teacher with Cutout / CutMix, French et al., BMVC 2020; settings in the README). "
     "`papermill notebooks/baselines.ipynb out.ipynb -p method mt-cutout`.",
     [("method", '"mt-cutmix"', "supervised, or a baseline of ex.BASELINES (mt-cutout, mt-cutmix...)"),
-     ("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
+     ("dataset", '"synth-street"', STAND_IN_NAMES),
      LABELS,
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + """
@@ -216,24 +229,24 @@ NOTEBOOKS["table2"] = label_table_notebook(
     "table2", "Table II: synth-street (Cityscapes) label counts",
     "Supervised (= Stage 1), the mean teacher baselines Cutout and CutMix, Stage 2 and the three-stage method at "
     "each label count, and full supervision, beside Table II (French et al.'s published rows for the baselines).",
-    "synth-street", "cityscapes", "100, 375, 750, 1500", "Table II: mIoU against the number of labelled images")
+    STREET, ex.STAND_INS[STREET], counts(STREET), "Table II: mIoU against the number of labelled images")
 
 NOTEBOOKS["table3_4"] = label_table_notebook(
     "table3_4", "Tables III and IV: synth-objects (VOC) label fractions",
     "Supervised (= Stage 1), Cutout and CutMix (mean teacher), Stage 2 and the three-stage method at each "
     "fraction (λ per fraction as in the paper), beside Tables III (ImageNet) and IV (ImageNet+COCO).",
-    "synth-objects", "voc", "30, 60, 150, 375", "Tables III and IV: mIoU against the labelled fraction")
+    OBJECTS, ex.STAND_INS[OBJECTS], counts(OBJECTS), "Tables III and IV: mIoU against the labelled fraction")
 
 NOTEBOOKS["table5"] = collector(
     "Table V: ablation study",
     "The full method and one run per switch of Table V dropped (ex.TABLE_V_DROPS); rows decoded as in docs/method.md.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.ablation_grid(datasets, seeds)",
     table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'))
 
 NOTEBOOKS["table6"] = collector(
     "Table VI: EMA teacher", "Stages 2 and 3 with the EMA teacher and with the student as its own teacher.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.ema_grid(datasets, seeds)",
     table_cells("table6", 'results.rows_report(runs, "VI", scale, seeds, "Table VI: the EMA teacher")'))
 
@@ -253,7 +266,7 @@ results.percent(runs.query("stage == 3")[["variant", "seed", "val_miou"]])"""])
 NOTEBOOKS["fig3"] = collector(
     "Figure 3: mIoU against λ1", "Stage 3 validation mIoU against λ1 (λ2 = λ1), both datasets, as a table beside "
     "the paper's Fig. 3 (read off the figure). The curve itself is drawn by the `lambda_curve` notebook.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid(datasets, lambdas, seeds)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig3")
@@ -286,7 +299,7 @@ for s, res in grid.pairs:
 NOTEBOOKS["pseudo_stages"] = collector(
     "Pseudo-mask quality on U across stages",
     "mIoU of each stage's pseudo-masks on the unlabelled set U (against its hidden ground truth).",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS),
      ("stages", "4", "number of stages (the paper reports a 4th)")],
     "specs = ex.stages_grid(datasets, seeds, stages=stages)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="pseudo_stages")
@@ -301,7 +314,7 @@ figures.show(fig, fig_dir / "pseudo_stages")"""])
 
 NOTEBOOKS["per_class_gains"] = collector(
     "Per-class IoU gains of Stage 3 over Stage 1", "Validation IoU per class, mean ± std over seeds.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.stages_grid(datasets, seeds, stages=3)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="per_class_gains")
 runs = results.collect(grid.pairs, scale)
