@@ -1,5 +1,5 @@
-"""The datasets by name (their records: :mod:`selftrain_lib.data.records`), the two kinds of data, label splits and the training views that keep U's
-ground truth out of training.
+"""The datasets by name (each one's record: :mod:`selftrain_lib.data.records`), the two kinds of
+data, label splits and the training views that keep U's ground truth out of training.
 
 The generated benchmarks are held in memory (:class:`SegmentationData`, a few tens of MB) as
 ``uint8``: images ``(N, 3, H, W)``, masks ``(N, H, W)`` with ``ignore_index`` (255) for void
@@ -24,7 +24,7 @@ from .files import FileDataset
 from .folder import folder_info, open_folder, register_dataset
 from .records import DATASETS, IGNORE_INDEX, DatasetInfo, View
 from .synthetic import cache_root, generator_digest, load_synthetic
-from . import cityscapes, voc  # noqa: F401,E402  (they register their records, after the stand-ins)
+from . import cityscapes, voc  # noqa: F401  (they register their records: after the stand-ins, so lists of datasets start with those)
 
 # The paper's label counts |L| of each of its datasets registered under its own name (the authors'
 # splits: Cityscapes 100, 372, 744, 1488 of 2,975; VOC 1/100, 1/50, 1/20, 1/8 of 10,582 = 106, 212,
