@@ -2,6 +2,8 @@
 the records, and a dataset registered with its own layout reaches the loader and the paper tables."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,3 +125,25 @@ def test_a_registered_dataset_enters_the_papers_table_ii_beside_the_stand_in_it_
     assert "Dataset: rec-street (stand-in for Cityscapes)" in r["caption_text"]
     assert "1/8 (372): 4 labelled images" in r["caption_text"]
     assert r["sections"] == []   # Table II only: no Tables III / IV
+
+
+def test_a_dataset_module_beside_the_others_is_found_and_registers_itself(tmp_path, monkeypatch):
+    """records.discover imports every module of a package (selftrain_lib.data does it for itself):
+    a new loader file there is named nowhere else."""
+    pkg = tmp_path / "more_data"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mine.py").write_text(
+        "from selftrain_lib.data.records import DatasetInfo, DatasetRecord, register\n"
+        "register(DatasetRecord(DatasetInfo('rec-found', ('a', 'b'), ((0, 0, 0), (9, 9, 9)), (4, 4), 8, 2, format='x'),"
+        " stands_for='voc', counts=(1, 2, 3, 4)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        records.discover("more_data", [str(pkg)])
+        assert DATASETS["rec-found"].format == "x" and label_counts.paper_counts("rec-found") == (1, 2, 3, 4)
+        assert label_counts.fraction("rec-found", 2) == "1/50" and ex.PAPER_DATASET["rec-found"] == "pascal_voc_aug"
+    finally:
+        records.RECORDS.pop("rec-found", None)
+        DATASETS.pop("rec-found", None)
+        for name in ("more_data.mine", "more_data"):
+            sys.modules.pop(name, None)
