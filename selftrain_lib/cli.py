@@ -151,9 +151,8 @@ def label_choice(kwargs: dict, value) -> "LabelChoice":
 def _run(args, interrupt=None) -> int:
     from .distributed import current
     from .paths import runs_dir
-    from .pipeline import resolve_run, run_stages
-    from .preflight import preflight
-    from .train.run_key import stage_hashes
+    from .pipeline import resolve_run, run_keys, run_stages
+    from .runs import config_hash
 
     kwargs = run_kwargs(args)
     choice = args.label_choice
@@ -163,11 +162,12 @@ def _run(args, interrupt=None) -> int:
     out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/ (~ expanded)
     _check_out(out)
     config, stages = resolve_run(**kwargs)
-    preflight(config)  # a missing file is named before the run hashes read the data
-    if interrupt is not None:  # an interruption names the first run not finished: the one training
-        hashes = stage_hashes(config, stages, current().size)
-        interrupt.run_dirs = [out / h for h in hashes]
-    result = run_stages(config, stages, out, progress=not args.no_progress)
+    # the run keys, once: a missing file is named before they read the data, an interruption names
+    # the first run not finished (the one training), and the stages train under the same keys
+    keys = run_keys(config, stages)
+    if interrupt is not None:
+        interrupt.run_dirs = [out / config_hash(key) for key in keys]
+    result = run_stages(config, stages, out, progress=not args.no_progress, keys=keys)
     if not current().is_main:  # under torchrun: rank 0 reports
         return 0
     name = f"{result.config.method} " if METHODS[result.config.method].single_stage else ""

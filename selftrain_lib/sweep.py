@@ -21,14 +21,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .config import Config
 from .progress import tqdm
 from .train.run_folder import reusable_run
-from .train.run_key import stage_hashes
+from .runs import config_hash
+from .train.run_key import data_identity, stage_hashes, stage_run_keys
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class StageJob:
     stages: int
     run_hash: str                             # the hash of stage ``stages``
     after: str | None                         # the hash of the stage it needs (None for stage 1)
+    # the run keys of stages 1..stages as planned, handed to the worker's pipeline: it does not read
+    # the data's identity again (which stats every file of a dataset read from files)
+    keys: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     def describe(self) -> str:
         kw = dict(self.run_kwargs)
@@ -64,16 +68,27 @@ def plan(runs: Sequence[Mapping[str, Any]], out: str | Path | None = None) -> li
 
     out = runs_dir(out)
     jobs: dict[str, StageJob] = {}
+    identities: dict[tuple, str] = {}  # the data's identity, read once per dataset of the sweep
     for kwargs in runs:
         config, stages = _config(kwargs)
         preflight(config)  # a missing file is named before anything of the sweep trains
         base = tuple(sorted((k, v) for k, v in kwargs.items() if k not in ("stages", "out", "progress")))
-        hashes = stage_hashes(config, stages)
+        where = _data_place(config)
+        if where not in identities:
+            identities[where] = data_identity(config)
+        keys = stage_run_keys(config, stages, identity=identities[where])
+        hashes = [config_hash(key) for key in keys]
         for k, h in enumerate(hashes, start=1):
             # a finished run is checked as run_stage checks it (a changed one is set aside and planned)
             if h not in jobs and not reusable_run(out / h):
-                jobs[h] = StageJob(base, k, h, hashes[k - 2] if k > 1 else None)
+                jobs[h] = StageJob(base, k, h, hashes[k - 2] if k > 1 else None, tuple(keys[:k]))
     return list(jobs.values())
+
+
+def _data_place(config: Config) -> tuple:
+    """What :func:`~selftrain_lib.data.datasets.data_identity` reads of ``config``: the dataset and
+    where its files are listed (the generated datasets: their generator alone)."""
+    return (config.dataset, config.data_root, config.train_list, config.val_list, config.resize)
 
 
 def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
@@ -91,16 +106,24 @@ def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
 
 
 def train_stage_run(job: StageJob, out: str | Path, num_threads: int | None = 1) -> str:
-    """Train (or reuse) ``job`` in this process; returns its run hash. A worker's entry point."""
+    """Train (or reuse) ``job`` in this process; returns its run hash. A worker's entry point.
+    The stages train under the keys :func:`plan` computed (``job.keys``): this process recomputes
+    them from its own code with the planned data identity (no file is read) and refuses to train
+    when they differ."""
     import torch
 
-    from .pipeline import run
+    from .pipeline import resolve_run, run_stages
 
     kwargs = dict(job.run_kwargs)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
         kwargs["num_threads"] = num_threads   # an execution key: not part of the run hash
-    result = run(out=out, progress=False, stages=job.stages, **kwargs)
+    config, _ = resolve_run(**kwargs, stages=job.stages)
+    keys = list(job.keys) or None
+    if keys is not None and stage_run_keys(config, job.stages, identity=keys[0]["data"]) != keys:
+        raise RuntimeError(f"{job.describe()}: this process keys the run differently from the plan "
+                           f"({job.run_hash}); the library changed while the sweep ran?")
+    result = run_stages(config, job.stages, out, progress=False, keys=keys)
     if result.final.run_hash != job.run_hash:
         raise RuntimeError(f"{job.describe()}: trained run {result.final.run_hash}, planned {job.run_hash} "
                            "(the library changed while the sweep ran?)")
