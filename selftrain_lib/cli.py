@@ -13,6 +13,10 @@ import yaml
 from .config import ConfigError, load_yaml
 from .interrupt import handle_signals
 from .methods import METHODS, SWITCHES, SWITCH_KEYS
+from .paths import runs_dir
+
+# The modules that load torch (about 2.5 s of CPU) are imported inside the command that needs
+# them: ``--help`` and a wrong argument answer at once.
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _run(args, interrupt)
             interrupt.resumable = args.command == "run"  # only runs keep checkpoints
             if args.command == "bench":
-                from .bench import main as bench_main
+                from .bench import main as bench_main  # loads torch: only for this command
 
                 if args.steps < 1:
                     raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
@@ -129,7 +133,7 @@ def label_choice(kwargs: dict, value) -> "LabelChoice":
     """What ``--labels value`` means for the run of ``kwargs`` (``labels`` left out): the paper's
     count scaled to the pool of the scale (:func:`selftrain_lib.label_counts.choose`); None: the
     params file's own count, named the same way."""
-    from .data import dataset_info
+    from .data import dataset_info  # these load torch (module comment)
     from .label_counts import choose, count_stands_for, LabelChoice
     from .pipeline import resolve_run
 
@@ -149,8 +153,7 @@ def label_choice(kwargs: dict, value) -> "LabelChoice":
 
 
 def _run(args, interrupt=None) -> int:
-    from .distributed import current
-    from .paths import runs_dir
+    from .distributed import current  # these load torch (module comment)
     from .pipeline import resolve_run, run_keys, run_stages
     from .runs import config_hash
 
@@ -182,7 +185,7 @@ def _run(args, interrupt=None) -> int:
 
 
 def _pretrain(args) -> int:
-    from . import pretrain
+    from . import pretrain  # loads torch (module comment)
 
     into = Path(args.into).expanduser() if args.into else pretrain.SHIPPED_DIR
     if args.check:

@@ -74,7 +74,7 @@ def measured_effects(csv: str | Path) -> pd.DataFrame:
 
 def paper_effects() -> pd.DataFrame:
     """The published effects: columns ``dataset`` (our stand-in), ``setting``, ``effect``, ``value``."""
-    from .results import published_miou
+    from .results import published_miou  # loads torch: the headline table is made without it
 
     def miou(table: str, dataset: str, labels: str, method: str = "DeepLabV2 (supervised)") -> float:
         value = published_miou(table, dataset, method, labels)
@@ -105,7 +105,7 @@ def headline_table(measurements: Mapping[str, str | Path]) -> pd.DataFrame:
 def plot_headline(table: pd.DataFrame, scales: list[str]):
     """One panel per effect; per stand-in a bar for the paper and one per scale of ours (± std over
     the seeds, when there are 2 or more, with each seed's difference as a dot)."""
-    from . import figures
+    from . import figures  # matplotlib and seaborn (~1 s): only where a figure is drawn
 
     figures.use_style()
     fig, axes = figures.figure(ncols=len(EFFECTS), width=figures.PAGE_WIDTH, height=2.6)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not Path(path).is_file():
             p.error(f"--csv {item!r}: expected SCALE=CSV naming an existing file")
         measurements[scale] = path
-    from . import figures
+    from . import figures  # matplotlib and seaborn (~1 s): only where a figure is drawn
 
     table = headline_table(measurements)
     fig = plot_headline(table, list(measurements))

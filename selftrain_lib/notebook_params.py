@@ -20,6 +20,10 @@ import difflib
 import re
 from typing import Any, MutableMapping
 
+import yaml
+
+from .config import load_yaml
+
 # names IPython puts in a kernel's namespace (when not run by IPython: the same set is skipped)
 _KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 _CHECKED = "_selftrain_parameters_checked"
@@ -105,10 +109,6 @@ def _value(name: str, value: Any, kinds: list[str]) -> Any:
 
 def _parse(name: str, text: str, kinds: list[str]) -> Any:
     """Text for a non-string parameter: JSON or YAML (``'[0, 1]'``, ``'{"steps": 500}'``, ``false``)."""
-    import yaml
-
-    from .config import load_yaml
-
     try:
         return load_yaml(text)
     except yaml.YAMLError as err:

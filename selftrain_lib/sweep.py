@@ -20,12 +20,21 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from .config import Config
+from .data import load_data
+from .paths import runs_dir
+from .pipeline import resolve_run, run_stages
+from .preflight import preflight
+from .pretrain import synthetic_state
 from .progress import tqdm
 from .train.run_folder import reusable_run
 from .runs import config_hash
@@ -55,17 +64,12 @@ class StageJob:
 
 
 def _config(run_kwargs: Mapping[str, Any]) -> tuple[Config, int]:
-    from .pipeline import resolve_run
-
     return resolve_run(**{k: v for k, v in run_kwargs.items() if k not in ("out", "progress")})
 
 
 def plan(runs: Sequence[Mapping[str, Any]], out: str | Path | None = None) -> list[StageJob]:
     """The stage runs that ``runs`` (keyword arguments of :func:`selftrain_lib.run`) still need,
     each once, in an order where every job comes after the one it needs."""
-    from .paths import runs_dir
-    from .preflight import preflight
-
     out = runs_dir(out)
     jobs: dict[str, StageJob] = {}
     identities: dict[tuple, str] = {}  # the data's identity, read once per dataset of the sweep
@@ -94,8 +98,6 @@ def _data_place(config: Config) -> tuple:
 def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
     """``"auto"``: one per CPU core this process may use, or 1 when the runs go to a GPU."""
     if jobs == "auto":
-        import torch
-
         on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         return 1 if on_gpu else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                     else (os.cpu_count() or 1))
@@ -110,10 +112,6 @@ def train_stage_run(job: StageJob, out: str | Path, num_threads: int | None = 1)
     The stages train under the keys :func:`plan` computed (``job.keys``): this process recomputes
     them from its own code with the planned data identity (no file is read) and refuses to train
     when they differ."""
-    import torch
-
-    from .pipeline import resolve_run, run_stages
-
     kwargs = dict(job.run_kwargs)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -137,9 +135,6 @@ def _exit_with_parent(parent: int) -> None:
     """A worker's initializer: a daemon thread ends the worker as soon as ``parent`` (the sweep)
     has died, however it died (SIGKILL, an OOM kill, a closed notebook). Without it, workers of a
     killed sweep train on for many minutes, holding ~1 GB each and the dead parent's stdout."""
-    import threading
-    import time
-
     def watch() -> None:
         while os.getppid() == parent:  # a dead parent's children are re-parented (to init or a subreaper)
             time.sleep(PARENT_POLL_S)
@@ -150,9 +145,6 @@ def _exit_with_parent(parent: int) -> None:
 
 def _warm_caches(jobs: Sequence[StageJob]) -> None:
     """Generate the data and pre-train the backbone once, here, before workers would race to."""
-    from .data import load_data
-    from .pretrain import synthetic_state
-
     seen = set()
     for job in [j for j in jobs if j.after is None]:  # the first stages of the chains
         c, _ = _config(dict(job.run_kwargs))
@@ -172,8 +164,6 @@ def run_parallel(runs: Sequence[Mapping[str, Any]], out: str | Path | None = Non
     each), each as soon as the stage it needs is done. Returns the hashes trained, in finishing
     order. A failing run stops the sweep (runs already finished stay in the cache) and raises
     with that run named."""
-    from .paths import runs_dir
-
     out = runs_dir(out)
     todo = plan(runs, out)
     if not todo:
