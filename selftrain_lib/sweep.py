@@ -2,10 +2,11 @@
 
 A sweep (the grid behind a table) is a set of pipeline runs whose stages form a forest: stage k
 of a run needs stage k-1's pseudo-masks, and runs share stages (every ablation shares Stage 1).
-:func:`run_parallel` plans that forest from the run hashes alone (:func:`stage_hashes`, nothing
-trains), trains each missing stage exactly once in a pool of ``jobs`` processes, starting a stage
-as soon as the stage it needs has finished, and leaves everything in the run cache, where
-:func:`selftrain_lib.run` then finds it.
+:func:`run_parallel` plans that forest from the run keys alone (:func:`stage_run_keys`, nothing
+trains; :func:`stage_hashes` gives their hashes), trains each missing stage exactly once in a pool
+of ``jobs`` processes, starting a stage as soon as the stage it needs has finished, and leaves
+everything in the run cache, where :func:`selftrain_lib.run` then finds it. Each job carries its
+planned keys to its worker: the data's identity is read once per dataset, in the plan.
 
 Why processes with one thread each: on a CPU, the small model's layers are too small for torch's
 intra-op threads to pay off; two 1-thread runs on 2 cores train 1.7x as many steps per second as
@@ -38,7 +39,7 @@ from .pretrain import synthetic_state
 from .progress import tqdm
 from .train.run_folder import reusable_run
 from .runs import config_hash
-from .train.run_key import data_identity, stage_hashes, stage_run_keys
+from .train.run_key import data_identity, stage_hashes, stage_run_keys  # stage_hashes: the plan's, by name
 
 
 @dataclass(frozen=True)
