@@ -37,8 +37,8 @@ from .pipeline import resolve_run, run_stages
 from .preflight import preflight
 from .pretrain import synthetic_state
 from .progress import tqdm
-from .train.run_folder import reusable_run
 from .runs import config_hash
+from .train.run_folder import reusable_run
 from .train.run_key import data_identity, stage_hashes, stage_run_keys  # stage_hashes: the plan's, by name
 
 
@@ -91,9 +91,10 @@ def plan(runs: Sequence[Mapping[str, Any]], out: str | Path | None = None) -> li
 
 
 def _data_place(config: Config) -> tuple:
-    """What :func:`~selftrain_lib.data.datasets.data_identity` reads of ``config``: the dataset and
-    where its files are listed (the generated datasets: their generator alone)."""
-    return (config.dataset, config.data_root, config.train_list, config.val_list, config.resize)
+    """What :func:`~selftrain_lib.data.datasets.data_identity` reads of ``config``: the dataset (a
+    folder dataset declared by ``num_classes``) and where its files are listed (the generated
+    datasets: their generator alone)."""
+    return (config.dataset, config.num_classes, config.data_root, config.train_list, config.val_list, config.resize)
 
 
 def resolve_jobs(jobs: int | str, device: str = "auto") -> int:
