@@ -10,7 +10,7 @@ JOBS ?= auto
 OUT ?= runs
 CITYSCAPES ?=
 VOC ?=
-FIGURES ?= figures
+FIGURES ?=
 ONLY ?=
 
 .PHONY: venv test test-heavy test-all bench gpu-check paper-figures lab clean-runs
@@ -51,7 +51,7 @@ gpu-check: $(STAMP)
 	PY=$(PY) bash tools/gpu_check.sh $(GPU_CHECK_OUT)
 
 paper-figures: $(STAMP)
-	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" --figures $(FIGURES) --build build/notebooks --out $(OUT) --jobs $(JOBS) \
+	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" $(if $(FIGURES),--figures $(FIGURES)) --build build/notebooks --out $(OUT) --jobs $(JOBS) \
 		$(if $(ONLY),--only $(ONLY)) \
 		--data $(if $(CITYSCAPES),cityscapes=$(CITYSCAPES)) $(if $(VOC),voc=$(VOC))
 

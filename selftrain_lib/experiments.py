@@ -15,36 +15,52 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
-from .data.datasets import PAPER_LABEL_COUNTS
+from .data import records
+from .data.records import View
 from .label_counts import LABEL_COUNTS, STAND_INS, label_text as _label_text, paper_count, scale_count
 from .methods import BASELINES, SWITCHES
 from .progress import tqdm
 
-DATASETS = ("synth-street", "synth-objects")
-# the paper's datasets (read from files, README "Datasets"); the embedded data standing in for each is
-# label_counts.STAND_INS (with the one table of label counts, LABEL_COUNTS)
-REAL_DATASETS = ("cityscapes", "voc")
+# Every table of dataset facts here is read from the dataset records (selftrain_lib/data/records.py,
+# each registered where its dataset lives): the grids' default datasets are the embedded stand-ins,
+# the paper's datasets (read from files, README "Datasets") those registered under their own facts.
+DATASETS = tuple(n for n, r in records.RECORDS.items() if r.info.format == "synthetic" and records.paper_of(n))
+REAL_DATASETS = tuple(n for n, r in records.RECORDS.items() if r.paper is not None)
 
 # LABEL_COUNTS (label_counts): nominal label counts (of the 3,000-image pool; the paper's own for the
 # real datasets); PAPER_LABELS: the paper's name for the same cell
-_VOC_FRACTIONS = ("1/100", "1/50", "1/20", "1/8")
-PAPER_LABELS = {
-    "synth-street": {100: "100", 375: "372", 750: "744", 1500: "1488", "full": "2975"},
-    "synth-objects": {30: "1/100", 60: "1/50", 150: "1/20", 375: "1/8", "full": "full"},
-    "cityscapes": {**{n: str(n) for n in PAPER_LABEL_COUNTS["cityscapes"]}, "full": "2975"},
-    "voc": {**dict(zip(PAPER_LABEL_COUNTS["voc"], _VOC_FRACTIONS)), "full": "full"},
-}
-PAPER_DATASET = {"synth-street": "cityscapes", "synth-objects": "pascal_voc_aug", "cityscapes": "cityscapes",
-                 "voc": "pascal_voc_aug"}
-PAPER_DATASET_NAME = {"synth-street": "Cityscapes", "synth-objects": "PASCAL VOC 2012", "cityscapes": "Cityscapes",
-                      "voc": "PASCAL VOC 2012"}
+PAPER_LABELS = View(lambda: {n: records.paper_labels_of(n) for n in records.RECORDS if records.paper_of(n)})
+# the paper's dataset (its key in paper_results.csv) and its name in captions
+PAPER_DATASET = View(lambda: {n: records.paper_of(n).key for n in records.RECORDS if records.paper_of(n)})
+PAPER_DATASET_NAME = View(lambda: {n: records.paper_of(n).name for n in records.RECORDS if records.paper_of(n)})
 # the setting of the ablations (Tables V, VI; Figs. 2, 3): Cityscapes 100 and VOC 1/50 (212 images)
-ABLATION_LABELS = {"synth-street": 100, "synth-objects": 60, "cityscapes": 100, "voc": 212}
+ABLATION_LABELS = View(lambda: {n: records.ablation_labels_of(n) for n in records.RECORDS if records.paper_of(n)})
 # the baselines trained by the same code (methods.BASELINES: method -> row label). `supervised`
 # is Stage 1 of every three-stage run (same run), so a label grid needs no extra run for it.
 
 # the components an ablation can drop, as Config overrides (Table V, Table VI)
 DROPS: dict[str, dict[str, bool]] = {"none": {}, **{s.label: {s.key: False} for s in SWITCHES}}
+# Table V's runs: the full method and one per switch of Table V (EMA's is Table VI: ema_grid)
+TABLE_V_DROPS: tuple[str, ...] = ("none", *(s.label for s in SWITCHES if s.table == "V"))
+
+
+def switch_overrides(switches: Mapping[str, Any] | None) -> dict[str, bool]:
+    """The switches a notebook's ``switches`` parameter sets (``{"sa": False}``), checked: a key that
+    is no switch of :data:`selftrain_lib.methods.SWITCHES`, or a value that is not True/False, is an
+    error naming it and the switches there are."""
+    import difflib
+
+    keys = [s.key for s in SWITCHES]
+    out = {}
+    for key, value in dict(switches or {}).items():
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            raise ValueError(f"switches: {key!r} is not a switch" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; the switches are {', '.join(keys)}")
+        if not isinstance(value, bool):
+            raise ValueError(f"switches: {key} must be true or false, got {value!r}")
+        out[key] = value
+    return out
 
 
 def check_dataset(dataset: str) -> str:
@@ -225,7 +241,7 @@ def label_grid(dataset: str, seeds: Sequence[int] = (0,), labels: Sequence[int] 
 
 
 def ablation_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,),
-                  drops: Sequence[str] = ("none", "CR", "T2", "SA", "N2")) -> list[RunSpec]:
+                  drops: Sequence[str] = TABLE_V_DROPS) -> list[RunSpec]:
     """Table V: the full method and one run per dropped component, at the ablation label count."""
     for drop in drops:
         if drop not in DROPS:
@@ -251,6 +267,12 @@ def lambda_grid(datasets: Sequence[str] = DATASETS, lambdas: Sequence[float] = (
     return [spec(d, ABLATION_LABELS[check_dataset(d)], s, variant=f"lambda1={lam:g}", lambda1=float(lam),
                  lambda2=float(lam))
             for d in datasets for lam in lambdas for s in _seeds(seeds)]
+
+
+def headline_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,)) -> list[RunSpec]:
+    """The headline (:mod:`selftrain_lib.headline`): stages 1-3 of the method and full supervision at
+    the ablation label count, the setting where the paper reports every stage (Table V)."""
+    return [s for d in datasets for s in label_grid(d, seeds, [ABLATION_LABELS[check_dataset(d)]], baselines=())]
 
 
 def stages_grid(datasets: Sequence[str] = DATASETS, seeds: Sequence[int] = (0,), stages: int = 4) -> list[RunSpec]:

@@ -48,6 +48,31 @@ def _stage(row: str) -> str:
     raise ValueError(f"unknown row {row!r} in a stage measurement (expected Stage 1/2/3 or full supervision)")
 
 
+STAGE_ROW_KEY = ["dataset", "labels", "row", "seed"]   # one measured number per key
+
+
+def stage_rows(pairs) -> pd.DataFrame:
+    """A stage measurement from a grid's ``(spec, PipelineResult)`` pairs: one row per dataset,
+    label count, stage row and seed; columns ``student``, ``teacher`` (None where the stage has no
+    EMA teacher) and ``pseudo_U`` (pseudo-mask mIoU on U), in %."""
+    out = []
+    for spec, result in pairs:
+        for r in result.stages:
+            if spec.variant == "full supervision":
+                name = "full supervision (Stage 1, every label)"
+            elif r.stage == 1:
+                name = "Stage 1 (supervised)"
+            elif spec.variant == "full method":
+                name = f"Stage {r.stage}"
+            else:
+                name = f"Stage 2: {spec.variant}"
+            out.append({"dataset": spec.dataset, "labels": str(spec.labels), "row": name, "seed": spec.seed,
+                        "student": 100 * r.val_miou_student,
+                        "teacher": None if r.val_miou_teacher is None else 100 * r.val_miou_teacher,
+                        "pseudo_U": 100 * r.pseudo_miou})
+    return pd.DataFrame(out, columns=STAGE_ROW_KEY + ["student", "teacher", "pseudo_U"]).drop_duplicates(STAGE_ROW_KEY)
+
+
 def measured_effects(csv: str | Path) -> pd.DataFrame:
     """Per-seed paired differences from a stage measurement CSV.
 
@@ -159,17 +184,23 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not Path(path).is_file():
             p.error(f"--csv {item!r}: expected SCALE=CSV naming an existing file")
         measurements[scale] = path
+    paths = write_headline(measurements, args.out)
+    for path in paths:
+        print(path)
+    print(paths[-1].read_text())
+    return 0
+
+
+def write_headline(measurements: Mapping[str, str | Path], stem: str | Path) -> list[Path]:
+    """The headline of ``measurements`` (``{scale: stage measurement CSV}``) as ``stem``.png/.pdf and
+    its table as ``stem``.md; returns the files, the Markdown last."""
     from . import figures  # matplotlib and seaborn (~1 s): only where a figure is drawn
+    from .runs import atomic_write_text  # loads torch: the headline table is made without it
 
     table = headline_table(measurements)
-    fig = plot_headline(table, list(measurements))
-    paths = figures.save(fig, args.out)
-    md = Path(args.out).with_suffix(".md")
-    md.write_text(headline_markdown(table, list(measurements)))
-    for path in [*paths, md]:
-        print(path)
-    print(md.read_text())
-    return 0
+    paths = figures.save(plot_headline(table, list(measurements)), stem)
+    md = atomic_write_text(Path(stem).with_suffix(".md"), headline_markdown(table, list(measurements)))
+    return [*paths, md]
 
 
 def headline_markdown(table: pd.DataFrame, scales: list[str]) -> str:

@@ -16,16 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .data.datasets import PAPER_LABEL_COUNTS
+from .data import records
+from .data.records import View
 
-# the embedded data standing in for each of the paper's datasets (read from files, README "Datasets")
-STAND_INS = {"synth-street": "cityscapes", "synth-objects": "voc"}
+# The tables below are read from the dataset records (selftrain_lib/data/records.py; each dataset
+# registers its own where it lives): names kept for their readers.
+# the data standing in for each of the paper's datasets (embedded; read from files, README "Datasets")
+STAND_INS = View(records.stand_ins)
 # nominal label counts (of the 3,000-image pool; the paper's own for the real datasets): the one table
-LABEL_COUNTS = {"synth-street": (100, 375, 750, 1500), "synth-objects": (30, 60, 150, 375),
-                **{d: PAPER_LABEL_COUNTS[d] for d in STAND_INS.values()}}
-# the paper's fractions, in the order of experiments.LABEL_COUNTS (Cityscapes' 100 of 2,975 is 1/30)
-FRACTIONS = {"cityscapes": ("1/30", "1/8", "1/4", "1/2"), "voc": ("1/100", "1/50", "1/20", "1/8")}
-FRACTIONS.update({"synth-street": FRACTIONS["cityscapes"], "synth-objects": FRACTIONS["voc"]})
+LABEL_COUNTS = View(lambda: {n: records.counts_of(n) for n in records.RECORDS if records.paper_of(n)})
+# the paper's fractions, in the order of LABEL_COUNTS (Cityscapes' 100 of 2,975 is 1/30)
+FRACTIONS = View(lambda: {n: records.paper_of(n).fractions for n in records.RECORDS if records.paper_of(n)})
 
 
 def scale_count(count: int, pool: int, default_pool: int, minimum: int = 1) -> int:
@@ -55,7 +56,8 @@ def _aliases(dataset: str) -> dict[str, int]:
     counts = paper_counts(dataset)
     out = {str(n): n for n in counts}
     out.update(zip(FRACTIONS.get(dataset, ()), counts))
-    real = PAPER_LABEL_COUNTS.get(STAND_INS.get(dataset, dataset), ())
+    paper = records.paper_of(dataset)
+    real = paper.counts if paper is not None else ()
     if len(real) == len(counts):
         out.update({str(r): n for r, n in zip(real, counts) if str(r) not in out})
     return out
@@ -114,7 +116,8 @@ def label_text(dataset: str, paper: Any, used: Any = None, where: str = "") -> s
     if paper is None:
         return f"{used} labels used{where}"
     # VOC's tables name fractions (1/50), Cityscapes' counts (100): the fraction is said where the paper says it
-    extra = [fraction(dataset, paper)] if STAND_INS.get(dataset, dataset) == "voc" and fraction(dataset, paper) else []
+    facts = records.paper_of(dataset)
+    extra = [fraction(dataset, paper)] if facts is not None and facts.says_fractions and fraction(dataset, paper) else []
     if used is not None and used != paper:
         extra.append(f"{used} used{where}")
     return f"{paper} labels" + (f" ({', '.join(extra)})" if extra else "")

@@ -57,12 +57,27 @@ def check_parameters(namespace: MutableMapping[str, Any]) -> None:
     declared = dict(namespace.get("__annotations__") or {})
     if not declared:   # a parameters cell without annotations (edited by hand): nothing to check against
         return
+    given = _switches_given(namespace, declared)
     if not namespace.get(_CHECKED):
         _check_names(namespace, declared)
     for name, annotation in declared.items():
         if name in namespace:
             namespace[name] = _value(name, namespace[name], _kinds(annotation))
+    if given:
+        namespace["switches"] = {**namespace["switches"], **given}
     namespace[_CHECKED] = True
+
+
+def _switches_given(namespace: MutableMapping[str, Any], declared: dict[str, Any]) -> dict[str, bool]:
+    """A switch given on its own (``-p sa False``) to a notebook that takes ``switches``: taken out
+    of ``namespace`` as ``{"sa": False}``, to join ``switches`` (the notebook declares the one
+    parameter, so a new switch of :data:`selftrain_lib.methods.SWITCHES` needs no new notebook)."""
+    from .methods import SWITCH_KEYS
+
+    if "switches" not in declared:
+        return {}
+    return {key: _value(key, namespace.pop(key), ["bool"]) for key in SWITCH_KEYS
+            if key in namespace and key not in declared}
 
 
 def _check_names(namespace: MutableMapping[str, Any], declared: dict[str, Any]) -> None:

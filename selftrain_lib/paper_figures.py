@@ -1,6 +1,6 @@
 """`make paper-figures`: every notebook through papermill, the tables' large grids first.
 
-    python -m selftrain_lib.paper_figures --scale quick --seeds "0 1 2" --figures figures --build build/notebooks
+    python -m selftrain_lib.paper_figures --scale quick --seeds "0 1 2" --build build/notebooks   # figures/quick/
 
 Executed notebooks go to ``--build`` (git-ignored), tables and figures to ``--figures``, stage runs
 to the run cache ``--out`` (shared by all notebooks, so each run trains once). A notebook whose
@@ -27,27 +27,40 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 # execution order: the tables' large grids first (their runs train `jobs` at a time), then the
 # notebooks of one run or a few, which find theirs in the run cache
-NOTEBOOK_ORDER = ("table2", "table3_4", "table5", "table6", "fig2", "fig3", "fig4_5", "pseudo_stages", "per_class_gains",
+NOTEBOOK_ORDER = ("headline", "table2", "table3_4", "table5", "table6", "fig2", "fig3", "fig4_5", "pseudo_stages", "per_class_gains",
                   "stage1", "stage2", "stage3", "baselines", "ablation", "lambda_curve", "explore")
 
 
 # What `make paper-figures` runs at a CPU scale, as notebook parameters (a `-p` of the user's wins).
-# At `quick` the 45-minute regeneration (README "Scales") drops columns and one baseline: Tables
+# At `quick` the 30-minute regeneration (README) drops columns and one baseline: Tables
 # II-IV at the ablation label count (where the ablations' runs are the same runs) with CutMix as the
 # mean-teacher baseline (Cutout: the `baselines` notebook), Tables V and VI on synth-street only
 # (Fig. 2 keeps synth-objects' T2 ablation), Fig. 3 and the λ curve on synth-street at three values
-# of λ, pseudo-masks over three stages. `cpu` and `paper` run everything.
-SCALE_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {
-        "table2": {"labels": [100], "baselines": ["mt-cutmix"]},
-        "table3_4": {"labels": [60], "baselines": ["mt-cutmix"]},
-        "table5": {"datasets": ["synth-street"]},
-        "table6": {"datasets": ["synth-street"]},
-        "fig3": {"datasets": ["synth-street"], "lambdas": [0.25, 0.5, 1.0]},
-        "lambda_curve": {"lambdas": [0.25, 0.5, 1.0]},
-        "pseudo_stages": {"stages": 3},
-    },
+# of λ, pseudo-masks over three stages. `cpu` (the results of record, `figures/cpu/`, hours of 2
+# cores) runs the same plan; `max_seeds` keeps the first N of --seeds for a notebook: the headline
+# and Tables II-V take every seed, the rest one. `paper` runs everything.
+_QUICK_PLAN = {
+    "table2": {"labels": [100], "baselines": ["mt-cutmix"]},
+    "table3_4": {"labels": [60], "baselines": ["mt-cutmix"]},
+    "table5": {"datasets": ["synth-street"]},
+    "table6": {"datasets": ["synth-street"]},
+    "fig3": {"datasets": ["synth-street"], "lambdas": [0.25, 0.5, 1.0]},
+    "lambda_curve": {"lambdas": [0.25, 0.5, 1.0]},
+    "pseudo_stages": {"stages": 3},
 }
+_ONE_SEED = ("table6", "fig2", "fig3", "fig4_5", "pseudo_stages", "per_class_gains", "lambda_curve")
+SCALE_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": _QUICK_PLAN,
+    "cpu": {name: {**_QUICK_PLAN.get(name, {}), **({"max_seeds": 1} if name in _ONE_SEED else {})}
+            for name in set(_QUICK_PLAN) | set(_ONE_SEED)},
+}
+# where `make paper-figures` writes a scale's tables and figures (the committed record is `cpu`'s)
+FIGURES_ROOT = "figures"
+
+
+def default_figures_dir(scale: str) -> str:
+    """``figures/<scale>``: one folder per scale, so the fast check never overwrites the record."""
+    return f"{FIGURES_ROOT}/{scale}"
 
 
 class NotebookFailed(RuntimeError):
@@ -214,7 +227,7 @@ def planned_runs(path: Path, parameters: Mapping[str, Any]) -> list[dict[str, An
     return list(grid_run_kwargs(specs, space["scale"], space.get("data_roots"), space.get("config")).values())
 
 
-def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | Path = "figures",
+def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | Path | None = None,
           build_dir: str | Path = "build/notebooks", out: str | Path | None = None, only: Sequence[str] | None = None,
           extra: Mapping[str, Mapping[str, Any]] | None = None, force: bool = False,
           notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True,
@@ -230,6 +243,7 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     from .paths import runs_dir
 
     out = runs_dir(out)
+    figures_dir = figures_dir or default_figures_dir(scale)
     names = [n for n in NOTEBOOK_ORDER if only is None or n in only]
     unknown = sorted(set(only or ()) - set(NOTEBOOK_ORDER))
     if unknown:
@@ -244,8 +258,9 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
         real = real_data_parameters(declared, data or {})
         if real is not None and not real:   # the embedded stand-ins: the scale's plan of runs
             more = {**SCALE_PARAMETERS.get(scale, {}).get(name, {}), **more}
+        these = list(seeds)[: more.pop("max_seeds", None) or len(seeds)]
         todo.append((name, None if real is None else notebook_parameters(
-            path, scale, seeds, out, figures_dir, {k: v for k, v in {**real, **more}.items() if k in declared}, jobs)))
+            path, scale, these, out, figures_dir, {k: v for k, v in {**real, **more}.items() if k in declared}, jobs)))
     if jobs != 1:
         from .sweep import run_parallel
 
@@ -263,6 +278,12 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
             continue
         executed, ran = execute(name, params, build_dir, notebook_dir, force, figures_dir, digest)
         done.append((name, executed, ran))
+    # every number of the tables links to its run: a small summary per stage run, beside the figures
+    from .record import planned_run_dirs, write_summaries
+
+    runs = [r for name, params in todo if params is not None
+            for r in planned_runs(Path(notebook_dir) / f"{name}.ipynb", params)]
+    write_summaries(planned_run_dirs(runs, out), Path(figures_dir) / "runs")
     return done
 
 
@@ -330,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m selftrain_lib.paper_figures", description=__doc__.split("\n")[0])
     p.add_argument("--scale", default="quick", help="scale preset (smoke, quick, cpu, paper)")
     p.add_argument("--seeds", default="0", help='seeds, separated by spaces or commas: "0 1 2"')
-    p.add_argument("--figures", default="figures", help="tables and figures folder")
+    p.add_argument("--figures", default=None, help="tables and figures folder (default: figures/<scale>)")
     p.add_argument("--build", default="build/notebooks", help="executed notebooks folder (git-ignored)")
     p.add_argument("--out", default=None, help="run cache folder (default: $SELFTRAIN_RUNS, else runs/ of the checkout)")
     p.add_argument("--only", nargs="*", help="execute only these notebooks (names without .ipynb, separated by spaces "
@@ -354,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = [n for item in args.only for n in item.replace(",", " ").split()] if args.only else None
         with handle_signals() as interrupt:
             interrupt.where = f"run cache {runs_dir(args.out)}, executed notebooks in {args.build}"
-            done = build(scale, seeds, args.figures, args.build, args.out, only, extra, args.force, jobs=jobs,
+            figures = args.figures or default_figures_dir(scale)
+            done = build(scale, seeds, figures, args.build, args.out, only, extra, args.force, jobs=jobs,
                          data=data)
         if interrupt.exit_status:
             return interrupt.exit_status
@@ -370,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     ran = [n for n, _, r in done if r]
     print(f"{len(done)} notebooks ({len(ran)} executed, {len(done) - len(ran)} unchanged) in "
-          f"{time.perf_counter() - t0:.1f} s; executed notebooks in {args.build}, figures in {args.figures}")
+          f"{time.perf_counter() - t0:.1f} s; executed notebooks in {args.build}, figures in {figures}")
     return 0
 
 

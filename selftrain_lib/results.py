@@ -25,10 +25,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .data import records
+from .data.records import View
 from .evaluate import EVALUATION, REPORTED
 from .experiments import ABLATION_LABELS, PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
 from .glance import DASH, SEP, Ours, Paper, layout
-from .methods import BASELINES, SWITCH_KEYS
+from .methods import BASELINES, SWITCH_KEYS, SWITCHES
 from .paths import runs_dir
 from .pretrain import pretraining_of
 from .runs import atomic_write_text, read_json
@@ -187,10 +189,11 @@ def comparable(dataset: str, run_pretraining, table: str) -> bool:
     is compared with the ImageNet+COCO numbers only when it started from the COCO checkpoint, and
     with the ImageNet numbers only when it did not; other runs (Cityscapes, whose tables are
     ImageNet's, and the stand-ins, which start from neither) with every table."""
-    if dataset != "voc":
+    paper, rec = records.paper_of(dataset), records.record(dataset)
+    if paper is None or rec.paper is None or len(paper.tables) < 2:   # one pre-training per table
         return True
     df = _published()
-    used = set(df.loc[(df["table"] == table) & (df["dataset"] == PAPER_DATASET[dataset]), "pretraining"])
+    used = set(df.loc[(df["table"] == table) & (df["dataset"] == paper.key), "pretraining"])
     return (run_pretraining == "imagenet+mscoco") == (used == {"imagenet+mscoco"})
 
 
@@ -398,7 +401,7 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     df = df[df["stage"] <= 3]
     s = mean_std(df, ["dataset", "method", "paper_method", "paper_method_iv", "labels", "labels_used",
                       "paper_labels", "pretraining"])
-    if PAPER_DATASET.get(dataset) == "cityscapes":
+    if _label_tables(dataset) == ("II",):
         s = join_published(s, "II", column="published (Table II)", pretraining="imagenet")
         pub = ["published (Table II)"]
     else:
@@ -414,11 +417,9 @@ def label_table(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 ABLATION_ROWS = [  # (variant, stage, row label, the paper's method name in Table V)
     ("full method", 1, "S1 only", "S1 only"),
-    ("full method", 2, "S1+S2 (CR, T2, SA)", "S1+S2 (CR,T2,SA)"),
-    ("without CR", 3, "S1+S2+S3 without CR", "S1+S2+S3 without CR"),
-    ("without T2", 3, "S1+S2+S3 without T2", "S1+S2+S3 without T2"),
-    ("without SA", 3, "S1+S2+S3 without SA", "S1+S2+S3 without SA"),
-    ("without N2", 3, "S1+S2+S3 without N2 (ĝ in stage 3)", "S1+S2+S3 without N2 (g-hat in stage 3)"),
+    ("full method", 2, "S1+S2 (CR, T2, SA)", "S1+S2 (CR,T2,SA)"),   # the paper's row: Stage 2 with its switches on
+    # one row per switch of Table V (methods.SWITCHES), the run that drops it
+    *((f"without {s.label}", 3, *s.table_row) for s in SWITCHES if s.table == "V"),
     ("full method", 3, "S1+S2+S3 full", "S1+S2+S3 full"),
 ]
 
@@ -459,12 +460,9 @@ def ema_table(runs: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------
 
 # the paper's label columns: (its label in paper_results.csv, the column's header)
-PAPER_COLUMNS = {
-    "cityscapes": (("100", "1/30 (100)"), ("372", "1/8 (372)"), ("744", "1/4 (744)"), ("1488", "1/2 (1488)"),
-                   ("2975", "full (2975)")),
-    "pascal_voc_aug": (("1/100", "1/100"), ("1/50", "1/50"), ("1/20", "1/20"), ("1/8", "1/8"), ("full", "full")),
-}
-PAPER_SHORT = {"cityscapes": "Cityscapes", "pascal_voc_aug": "VOC"}
+# (read from the records of the paper's datasets, selftrain_lib/data/cityscapes.py and voc.py)
+PAPER_COLUMNS = View(lambda: {k: p.columns for k, p in records.paper_datasets().items()})
+PAPER_SHORT = View(lambda: {k: p.short for k, p in records.paper_datasets().items()})
 PRETRAINING_NAME = {"imagenet": "ImageNet", "imagenet+mscoco": "ImageNet+COCO"}
 SUPERVISED_PAPER = "DeepLabV2 (supervised)"
 # our row of label_table -> how it is named beside the paper's row it reproduces
@@ -475,6 +473,12 @@ CELL_NOTE = "Each cell: ours | the paper's."
 # Table II has no supervised row at 100 labels; Table V's "S1 only" is the same setting
 TABLE_II_BASE_NOTE = ("† Table II has no supervised row at 100 labels: the paper's gains in that column are over "
                       "Table V's 'S1 only' ({value:.2f}), the same setting (Cityscapes 100, ImageNet, DeepLabV2).")
+
+
+def _label_tables(dataset: str) -> tuple[str, ...]:
+    """The paper's label tables of ``dataset`` (``("II",)``; ``("III", "IV")``), from its record."""
+    paper = records.paper_of(dataset)
+    return paper.tables if paper is not None else ("III", "IV")
 
 
 def _header(paper_dataset: str, key: str) -> str:
@@ -626,7 +630,7 @@ def label_report_of(long: pd.DataFrame, dataset: str, scale: str, seeds: Sequenc
     numbers are of; ``which``: which evaluation (:func:`collect`); ``pretraining``: the runs' (real
     VOC runs meet Table III or IV by it, :func:`comparable`)."""
     paper_dataset = PAPER_DATASET.get(dataset, dataset)
-    tables = ["II"] if paper_dataset == "cityscapes" else ["III", "IV"]
+    tables = list(_label_tables(dataset))
     used = labels_used_text(long, paper_dataset)
     made = []
     for table in tables:
@@ -729,7 +733,7 @@ def lambda_glance(table: pd.DataFrame) -> pd.DataFrame:
     return layout(rows, columns, ours, paper, base="1/2", gain_header="vs λ1 = 1/2", row_header="λ1 (= λ2)")
 
 
-ABLATION_PAPER_LABELS = {"cityscapes": "100", "pascal_voc_aug": "1/50"}
+ABLATION_PAPER_LABELS = View(lambda: {k: p.ablation for k, p in records.paper_datasets().items()})
 
 
 def lambda_report(table: pd.DataFrame, scale: str, seeds: Sequence[int], title: str) -> dict[str, Any]:
@@ -755,7 +759,7 @@ def table_v_note(drop: str) -> str:
     if row is None:
         return ""
     parts = []
-    for paper_dataset, name, labels in (("cityscapes", "Cityscapes", "100"), ("pascal_voc_aug", "VOC", "1/50")):
+    for paper_dataset, name, labels in ((k, p.short, p.ablation) for k, p in records.paper_datasets().items()):
         full = published_miou("V", paper_dataset, "S1+S2+S3 full", labels)
         without = published_miou("V", paper_dataset, row, labels)
         parts.append(f"{name} {labels}: {without:.2f} vs {full:.2f} ({without - full:+.2f})")

@@ -15,6 +15,7 @@ from selftrain_lib.config import load_config
 from selftrain_lib.data import load_data, make_split, training_view
 from selftrain_lib.distributed import SINGLE, World
 from selftrain_lib.pipeline import run
+from selftrain_lib.methods import build as build_method
 from selftrain_lib.train import BatchSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +80,9 @@ def test_rank_r_of_n_draws_what_one_process_draws_at_step_s_times_n_plus_r(tmp_p
     config = load_config("synth-street", "smoke", cache_dir=str(tmp_path))
     data = load_data(config)
     view = training_view(data, make_split(data.pool_size, config.labels, config.seed))
-    one = BatchSource(view, None, config, 1, torch.device("cpu"))
-    ranks = [BatchSource(view, None, config, 1, torch.device("cpu"), World(r, 2)) for r in (0, 1)]
+    method = build_method(config, 1)
+    one = BatchSource(method, view, None, config, 1, torch.device("cpu"))
+    ranks = [BatchSource(method, view, None, config, 1, torch.device("cpu"), World(r, 2)) for r in (0, 1)]
     for step in range(3):
         for r, source in enumerate(ranks):
             a, b = source(step), one(2 * step + r)

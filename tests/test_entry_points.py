@@ -107,7 +107,7 @@ def test_sigterm_to_a_training_run_exits_143_and_the_rerun_resumes(tmp_path):
     (["--seeds", "0 -1"], "--seeds: expected non-negative integers"),
     (["--jobs", "x"], "--jobs: expected a positive integer or 'auto', got 'x'"),
     (["--jobs", "0"], "--jobs: expected a positive integer or 'auto', got '0'"),
-    (["--only", "nope"], "only: unknown notebooks ['nope'] (choose from table2, table3_4,"),
+    (["--only", "nope"], "only: unknown notebooks ['nope'] (choose from headline, table2, table3_4,"),
     (["--scale", "huge"], "--scale: 'huge' is not a preset (choose from cpu, paper, paper-code, quick, smoke)"),
     (["-p", "lables", "5"], "parameter 'lables': no notebook of this build declares it (did you mean 'labels'?)"),
     (["--only", "table5", "-p", "lambdas", "[0.5]"], "parameter 'lambdas': no notebook of this build declares it"),

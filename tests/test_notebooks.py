@@ -34,6 +34,7 @@ SMOKE = {
     "pseudo_stages": {"datasets": ["synth-objects"], "stages": 4},
     "per_class_gains": {"datasets": ["synth-objects"]},
     "explore": {"dataset": "synth-objects", "labels": 60},
+    "headline": {"datasets": ["synth-objects"]},
 }
 # what each notebook must leave in figures_dir: (stem, kinds)
 TABLE = ("md", "tex", "csv")
@@ -56,6 +57,7 @@ EXPECTED = {
     "pseudo_stages": [("pseudo_stages", FIGURE), ("pseudo_stages", TABLE)],
     "per_class_gains": [("per_class_gains", FIGURE), ("per_class_gains", TABLE)],
     "explore": [("explore_example", FIGURE)],
+    "headline": [("headline", FIGURE), ("headline", ("md",)), ("stages_smoke", ("csv",))],
 }
 CSV_COLUMNS = {
     "table2": {"method", "labels (ours)", "labels (paper)", "reproduced mIoU (%)", "seeds", "published (Table II)"},
@@ -66,6 +68,7 @@ CSV_COLUMNS = {
     "fig3": {"dataset", "lambda1", "miou", "miou_std", "seeds"},
     "pseudo_stages": {"dataset", "stage", "pseudo-mask mIoU on U (%)", "val mIoU (%)"},
     "per_class_gains": {"dataset", "class", "gain", "gain_std"},
+    "stages_smoke": {"dataset", "labels", "row", "seed", "student", "teacher", "pseudo_U"},
 }
 
 
@@ -178,6 +181,41 @@ def test_committed_notebooks_are_what_the_generator_makes_without_outputs(tmp_pa
             f"{committed} differs from what tools/make_notebooks.py makes: edit the generator and run it"
 
 
+def test_readmes_notebooks_table_is_what_the_generator_makes(load_tool):
+    """README's Notebooks table is generated between two markers (tools/make_notebooks.py): a notebook
+    or a parameter added without rerunning the generator leaves it stale, and this names the fix."""
+    gen = load_tool("make_notebooks")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert gen.readme_with_table(text) == text, "README's notebooks table is stale: run python tools/make_notebooks.py"
+    table = text.split(gen.TABLE_BEGIN)[1].split(gen.TABLE_END)[0]
+    assert "| `stage2.ipynb` | `dataset`, `labels`, `seed`, `lambda1`, `lambda2`, `switches`, `scale`," in table
+    # no row names a switch or a baseline: a new one (methods.SWITCHES, METHODS) changes no README line
+    from selftrain_lib.methods import BASELINES, SWITCHES
+
+    assert not [w for w in [*(s.label for s in SWITCHES if s.table == "V"), *BASELINES] if re.search(rf"\b{w}\b", table)]
+    with pytest.raises(ValueError, match="markers"):
+        gen.readme_with_table(text.replace(gen.TABLE_END, ""))
+
+
+def test_switches_are_one_parameter_given_as_a_mapping_or_one_by_one(tmp_path):
+    """A stage notebook takes the switches of methods.SWITCHES by name (so a new switch needs no new
+    notebook): ``-p switches '{"sa": false}'`` or, as before, ``-p sa False``; a typo is named."""
+    from selftrain_lib.notebook_params import NotebookParameterError
+
+    space = _derived("stage3", tmp_path, switches='{"sa": false}')
+    assert dict(space["spec"].overrides)["sa"] is False and "cr" not in dict(space["spec"].overrides)
+    space = _derived("stage2", tmp_path, cr=False, t2="false", switches='{"ema": false}')
+    assert space["switches"] == {"ema": False, "cr": False, "t2": False} and "cr" not in space
+    assert {k: v for k, v in space["spec"].overrides if k in ("cr", "t2", "ema")} == {"cr": False, "t2": False,
+                                                                                       "ema": False}
+    with pytest.raises(ValueError, match=r"switches: 'sa2' is not a switch \(did you mean 'sa'\?\); the switches are cr, t2, sa"):
+        _derived("stage1", tmp_path, switches={"sa2": False})
+    with pytest.raises(ValueError, match="switches: sa must be true or false, got 'no'"):
+        _derived("stage1", tmp_path, switches={"sa": "no"})
+    with pytest.raises(NotebookParameterError, match="'srs'"):
+        _derived("stage1", tmp_path, srs=False)
+
+
 def test_a_spec_describes_itself_in_one_line_with_both_label_counts():
     assert ex.spec("synth-street", 100, 0).describe("quick") == \
         "synth-street · 100 labels (20 used at quick) · seed 0 · stages 1..3 · full method · lambda1=0.5, lambda2=0.5"
@@ -219,8 +257,7 @@ def test_committed_notebook_has_no_outputs(name):
 def test_stage_notebooks_take_the_method_parameters():
     for k in (1, 2, 3):
         declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"stage{k}.ipynb"))
-        assert {"dataset", "labels", "seed", "scale", "lambda1", "lambda2", "cr", "t2", "sa", "n2", "ema",
-                "out"} <= set(declared)
+        assert {"dataset", "labels", "seed", "scale", "lambda1", "lambda2", "switches", "out"} <= set(declared)
     assert "drop" in pm.inspect_notebook(str(ROOT / "notebooks" / "ablation.ipynb"))
     assert {"method", "dataset", "labels", "seed", "scale"} <= set(pm.inspect_notebook(
         str(ROOT / "notebooks" / "baselines.ipynb")))
@@ -238,8 +275,8 @@ def test_quick_plan_passes_fewer_columns_and_user_parameters_win(tmp_path, monke
     assert seen["table2"]["labels"] == [100] and seen["table5"]["datasets"] == ["synth-street"]
     assert seen["fig3"]["lambdas"] == [0.5] and seen["fig3"]["datasets"] == ["synth-street"]
     seen.clear()
-    pf.build("cpu", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table2"], progress=False)
-    assert "labels" not in seen["table2"]
+    pf.build("paper", [0], tmp_path / "fig", tmp_path / "build", tmp_path / "runs", only=["table2"], progress=False)
+    assert "labels" not in seen["table2"]   # the paper scale runs every column
 
 
 def _quick_parameters(name: str, tmp_path: Path, seeds=(0, 1), **more) -> dict:

@@ -111,11 +111,12 @@ def test_stage1_batch_size_sets_stage_1s_batch_only():
     from selftrain_lib.train.batches import StepDraws
 
     cfg = load_config("synth-street", "smoke", batch_size=5, labelled_per_batch=1, stage1_batch_size=4)
-    one = StepDraws(cfg, 1, build_method(cfg, 1), 50, 10, 255)
-    two = StepDraws(cfg, 2, build_method(cfg, 2), 50, 10, 255)
+    one = StepDraws(cfg, 1, build_method(cfg, 1).batch, 50, 10, 255)
+    two = StepDraws(cfg, 2, build_method(cfg, 2).batch, 50, 10, 255)
     assert len(one.indices(0)[0]) == 4 and len(one.indices(0)[1]) == 0
     assert len(two.indices(0)[0]) == 1 and len(two.indices(0)[1]) == 4
-    plain = StepDraws(cfg.replace(stage1_batch_size=None), 1, build_method(cfg, 1), 50, 10, 255)
+    plain_cfg = cfg.replace(stage1_batch_size=None)
+    plain = StepDraws(plain_cfg, 1, build_method(plain_cfg, 1).batch, 50, 10, 255)
     assert len(plain.indices(0)[0]) == 5
 
 

@@ -14,7 +14,6 @@ from selftrain_lib.config import load_config
 from selftrain_lib.data import load_data
 from selftrain_lib.pipeline import run
 from selftrain_lib.stage import run_stage
-from selftrain_lib.train.parts import private_blocks
 
 
 def _weights(result):
@@ -84,13 +83,6 @@ def test_same_seed_same_numbers_other_seed_other_numbers(smoke_runs, tmp_path):
     assert not again.stages[0].reused and _same_weights(again.stages[0], first.stages[0])
     other = run(dataset="synth-street", scale="smoke", stages=1, out=tmp_path / "b", progress=False, seed=1)
     assert not _same_weights(other.stages[0], first.stages[0])
-
-
-def test_branch_structure_per_stage():
-    c = load_config("synth-street", "smoke")
-    assert [private_blocks(c, k) for k in (1, 2, 3, 4)] == [None, 2, 1, 1]
-    assert private_blocks(c.replace(n2=False), 3) == 2
-    assert private_blocks(c.replace(t2=False), 2) is None
 
 
 def test_interrupted_run_resumes_to_the_same_weights(smoke_runs, tmp_path, interrupt_at_step):

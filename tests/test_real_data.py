@@ -447,6 +447,7 @@ def test_mean_teacher_baselines_on_a_file_dataset(tmp_path, method):
     image (crop padding is outside) and one box per image; then one run trains and evaluates."""
     from selftrain_lib.data import load_data, training_view
     from selftrain_lib.pipeline import run
+    from selftrain_lib.methods import build as build_method
     from selftrain_lib.train import BatchSource
 
     root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
@@ -457,7 +458,7 @@ def test_mean_teacher_baselines_on_a_file_dataset(tmp_path, method):
                          scale_range=[1.0, 1.0], method=method, batch_size=4, labelled_per_batch=1)
     data = load_data(config)
     view = training_view(data, make_split(data.pool_size, 1, 0))
-    batch = BatchSource(view, None, config, 1, torch.device("cpu"))(0)
+    batch = BatchSource(build_method(config, 1), view, None, config, 1, torch.device("cpu"))(0)
     assert batch.images.shape == (4, 3, 32, 32) and batch.labels.shape == (1, 32, 32)
     assert batch.valid.dtype == torch.bool and batch.valid.shape == (3, 32, 32)
     # images are at most 30 px on a side and not rescaled: every 32x32 crop holds padding, and image pixels
@@ -474,6 +475,7 @@ def test_loader_workers_give_the_batches_of_the_main_process(tmp_path):
     from selftrain_lib.data import load_data, training_view
     import dataclasses
 
+    from selftrain_lib.methods import build as build_method
     from selftrain_lib.train import BatchSource
 
     root = make_voc(tmp_path / "voc", ids=tuple(f"im{k}" for k in range(6)),
@@ -489,8 +491,9 @@ def test_loader_workers_give_the_batches_of_the_main_process(tmp_path):
         data = load_data(base)
         view = training_view(data, make_split(data.pool_size, 2, 0))
         pseudo = pseudo_dir if stage == 2 else None
-        plain = BatchSource(view, pseudo, base, stage, torch.device("cpu"))
-        ahead = BatchSource(view, pseudo, dataclasses.replace(base, num_workers=2), stage, torch.device("cpu"))
+        plain = BatchSource(build_method(base, stage), view, pseudo, base, stage, torch.device("cpu"))
+        ahead = BatchSource(build_method(base, stage), view, pseudo, dataclasses.replace(base, num_workers=2), stage,
+                            torch.device("cpu"))
         for step in (0, 1, 2, 7, 8, 3):
             a, b = plain(step), ahead(step)
             for key in ("images", "labels", "pseudo", "valid", "boxes"):

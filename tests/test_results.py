@@ -360,3 +360,19 @@ def test_retable_rewrites_the_markdown_from_a_committed_csv_with_the_published_n
     md = (tmp_path / "table2.md").read_text()
     assert "33.36 \\| 54.85" in md and "– \\| 62.82" in md and "student / teacher" in md and "scale: quick" in md
     assert (tmp_path / "table2.csv").read_bytes() == csv                  # the tidy rows untouched
+
+
+def test_table_v_rows_and_drops_are_derived_from_the_switches():
+    """Table V's rows and runs follow methods.SWITCHES (a 6th switch adds its row and its run there),
+    and are the paper's rows for the five switches of today."""
+    assert results.ABLATION_ROWS == [
+        ("full method", 1, "S1 only", "S1 only"),
+        ("full method", 2, "S1+S2 (CR, T2, SA)", "S1+S2 (CR,T2,SA)"),
+        ("without CR", 3, "S1+S2+S3 without CR", "S1+S2+S3 without CR"),
+        ("without T2", 3, "S1+S2+S3 without T2", "S1+S2+S3 without T2"),
+        ("without SA", 3, "S1+S2+S3 without SA", "S1+S2+S3 without SA"),
+        ("without N2", 3, "S1+S2+S3 without N2 (ĝ in stage 3)", "S1+S2+S3 without N2 (g-hat in stage 3)"),
+        ("full method", 3, "S1+S2+S3 full", "S1+S2+S3 full")]
+    assert ex.TABLE_V_DROPS == ("none", "CR", "T2", "SA", "N2")
+    assert [s.variant for s in ex.ablation_grid(["synth-street"])] == [
+        "full method", "without CR", "without T2", "without SA", "without N2"]

@@ -7,6 +7,7 @@ from selftrain_lib.config import load_config
 from selftrain_lib.data import TrainingView, make_split
 from selftrain_lib.ema import EMATeacher
 from selftrain_lib.losses import pixel_cross_entropy
+from selftrain_lib.methods import build as build_method
 from selftrain_lib.methods.three_stage import ThreeStage
 from selftrain_lib.models import MultiTaskDeepLab, build_segmenter
 from selftrain_lib.pretrain import load_pretrained, synthetic_backbone_state
@@ -40,12 +41,12 @@ def test_batch_source_sub_batches():
     view, masks = _view()
     config = load_config("synth-street", "smoke", crop_size=[16, 16], batch_size=6, labelled_per_batch=2)
     pseudo = torch.randint(0, 3, masks.shape, dtype=torch.uint8)
-    b = BatchSource(view, pseudo, config, 2, torch.device("cpu"))(0)
+    b = BatchSource(build_method(config, 2), view, pseudo, config, 2, torch.device("cpu"))(0)
     assert b.images.shape == (6, 3, 16, 16) and b.clean.shape == (6, 3, 16, 16)
     assert b.labels.shape == (2, 16, 16) and b.pseudo.shape == (6, 16, 16)
     # Sub-batch 2 (the last two) is not strongly augmented
     assert torch.equal(b.images[4:], b.clean[4:])
-    s1 = BatchSource(view, None, config, 1, torch.device("cpu"))(0)
+    s1 = BatchSource(build_method(config, 1), view, None, config, 1, torch.device("cpu"))(0)
     assert s1.images.shape[0] == 6 and s1.pseudo is None and s1.labels.shape[0] == 6
 
 

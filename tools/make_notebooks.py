@@ -10,6 +10,8 @@ from pathlib import Path
 
 import nbformat
 
+from selftrain_lib import experiments as ex
+from selftrain_lib.data import records
 from selftrain_lib.paper_figures import NOTEBOOK_ORDER
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -23,17 +25,27 @@ COMMON = [("scale: str", '"quick"', "scale preset: smoke (tests), quick, cpu, pa
           ("jobs: \"int or auto\"", "\"auto\"", 'stage runs trained at once, each in a worker process with one thread ("auto": one per core, 1 on a GPU)'),
           ("data_roots: dict", "{}", "folders of datasets read from files, by name (cityscapes, voc); synthetic ones need none"),
           ("config: dict", "{}", 'any other configuration key, as --set does (e.g. {"steps": 500}); a grid\'s own keys win')]
+
+
+def counts(dataset: str) -> str:
+    """``"100, 375, 750, 1500"``: the label counts of ``dataset``'s record, as the grids write them."""
+    return ", ".join(map(str, ex.LABEL_COUNTS[dataset]))
+
+
+# the dataset facts the parameters' comments name, read from the records (selftrain_lib/data/records.py)
+STREET, OBJECTS = ex.DATASETS   # the stand-ins of Cityscapes and VOC
+STAND_IN_NAMES = " or ".join(f"{d} ({records.paper_of(d).short} stand-in)" for d in ex.DATASETS)
+ABLATION_COUNTS = "datasets (ablation label counts " + " and ".join(str(ex.ABLATION_LABELS[d]) for d in ex.DATASETS) + ")"
 # the paper's label count (or fraction), scaled to the pool of the scale (selftrain_lib.label_counts)
-LABELS = ("labels: \"int or fraction or full\"", "100", "the paper's label count (synth-street 100, 375, 750, 1500; synth-objects "
-          "30, 60, 150, 375) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
+LABELS = ("labels: \"int or fraction or full\"", "100", f"the paper's label count ({STREET} {counts(STREET)}; {OBJECTS} "
+          f"{counts(OBJECTS)}) or fraction ('1/30', '1/50'), scaled to the pool of the scale; or 'full'")
 SEEDS = [("seeds: list", "[0]", "seeds to average over (mean ± std)")]
+# the ablation switches by name (methods.SWITCHES, checked by ex.switch_overrides; -p sa False also
+# works): one parameter, so a new switch needs no new notebook and no new README row
 METHOD = [("lambda1: \"float or None\"", "None", "weight of L_con; None: the paper's value for the dataset and label count"),
           ("lambda2: \"float or None\"", "None", "weight of L_pl; None: equal to lambda1"),
-          ("cr: bool", "True", "consistency loss L_con"),
-          ("t2: bool", "True", "Task 2: the auxiliary branch and L_pl"),
-          ("sa: bool", "True", "strong augmentation A/B"),
-          ("n2: bool", "True", "stage 3 and later use their own branch g~ (False: the structure of g^)"),
-          ("ema: bool", "True", "EMA teacher (False: the student is its own teacher)")]
+          ("switches: dict", "{}", 'ablation switches off (or on) by name, e.g. {"sa": false} or -p sa False; '
+           "python -m selftrain_lib run -h lists them (--no-<switch>)")]
 
 SETUP = """\
 from selftrain_lib.notebook_params import check_parameters
@@ -77,13 +89,13 @@ def notebook(title: str, intro: str, params, derived: str, cells: list[str]):
 
 
 def stage_notebook(k: int):
-    params = [("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
+    params = [("dataset", '"synth-street"', STAND_IN_NAMES),
               LABELS,
               ("seed", "0", "seed of the split, initialisation and training")] + METHOD + COMMON
     derived = SETUP + f"""
 STAGE = {k}
 overrides = {{k: v for k, v in dict(lambda1=lambda1, lambda2=lambda2 if lambda2 is not None else lambda1,
-             cr=cr, t2=t2, sa=sa, n2=n2, ema=ema).items() if v is not None}}
+             **ex.switch_overrides(switches)).items() if v is not None}}
 spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
 print(spec.describe(scale))"""
     cells = [
@@ -137,8 +149,8 @@ NOTEBOOKS["baselines"] = notebook(
     "seed as the three-stage method: `supervised` (L_seg on L: the Stage-1 run itself), `mt-cutout` or "
     "`mt-cutmix` (mean teacher with Cutout / CutMix, French et al., BMVC 2020; settings in the README). "
     "`papermill notebooks/baselines.ipynb out.ipynb -p method mt-cutout`.",
-    [("method", '"mt-cutmix"', "supervised, mt-cutout or mt-cutmix"),
-     ("dataset", '"synth-street"', "synth-street (Cityscapes stand-in) or synth-objects (VOC stand-in)"),
+    [("method", '"mt-cutmix"', "supervised, or a baseline of ex.BASELINES (mt-cutout, mt-cutmix...)"),
+     ("dataset", '"synth-street"', STAND_IN_NAMES),
      LABELS,
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + """
@@ -167,7 +179,7 @@ figures.show(fig, fig_dir / f"baselines_{method}_{tag}_predictions")"""])
 NOTEBOOKS["ablation"] = notebook(
     "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
     [("dataset", '"synth-street"', "synth-street or synth-objects"),
-     ("drop", '"CR"', "component to drop: none, CR, T2, SA, N2, EMA"),
+     ("drop", '"CR"', "component to drop: none, or a switch's label such as CR (ex.DROPS lists them)"),
      ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
     SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="ablation")
@@ -199,8 +211,8 @@ paths = results.write_table(path=fig_dir / "{stem}", **{report})
 figures.show_markdown(paths["md"].read_text())"""]
 
 
-BASELINE_PARAM = ("baselines", '["mt-cutout", "mt-cutmix"]',
-                  "mean teacher baselines run at each label count (supervised is Stage 1: always shown)")
+BASELINE_PARAM = ("baselines: \"list or None\"", "None",
+                  "baselines run at each label count; None: every one of ex.BASELINES (supervised is Stage 1: always shown)")
 
 def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
     """Table II (street) or Tables III/IV (objects): the same notebook on a stand-in or its real dataset."""
@@ -209,7 +221,7 @@ def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
         [("dataset", f'"{stand_in}"', f"{stand_in} or {real} (read from files: give data_roots)"),
          ("labels: \"list or None\"", "None", f"the paper's label counts or fractions, scaled to the pool of the scale; None: all ({counts} for {stand_in}; the paper's for {real})"),
          ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
-        'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=baselines)',
+        'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=list(ex.BASELINES) if baselines is None else baselines)',
         table_cells(stem, f'results.label_report(runs, dataset, scale, seeds, "{caption}")'))
 
 
@@ -217,23 +229,41 @@ NOTEBOOKS["table2"] = label_table_notebook(
     "table2", "Table II: synth-street (Cityscapes) label counts",
     "Supervised (= Stage 1), the mean teacher baselines Cutout and CutMix, Stage 2 and the three-stage method at "
     "each label count, and full supervision, beside Table II (French et al.'s published rows for the baselines).",
-    "synth-street", "cityscapes", "100, 375, 750, 1500", "Table II: mIoU against the number of labelled images")
+    STREET, ex.STAND_INS[STREET], counts(STREET), "Table II: mIoU against the number of labelled images")
 
 NOTEBOOKS["table3_4"] = label_table_notebook(
     "table3_4", "Tables III and IV: synth-objects (VOC) label fractions",
     "Supervised (= Stage 1), Cutout and CutMix (mean teacher), Stage 2 and the three-stage method at each "
     "fraction (λ per fraction as in the paper), beside Tables III (ImageNet) and IV (ImageNet+COCO).",
-    "synth-objects", "voc", "30, 60, 150, 375", "Tables III and IV: mIoU against the labelled fraction")
+    OBJECTS, ex.STAND_INS[OBJECTS], counts(OBJECTS), "Tables III and IV: mIoU against the labelled fraction")
 
 NOTEBOOKS["table5"] = collector(
-    "Table V: ablation of CR, T2, SA, N2", "Rows decoded as in docs/method.md.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    "Table V: ablation study",
+    "The full method and one run per switch of Table V dropped (ex.TABLE_V_DROPS); rows decoded as in docs/method.md.",
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.ablation_grid(datasets, seeds)",
     table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'))
 
+NOTEBOOKS["headline"] = collector(
+    "The headline: each published effect, ours beside the paper's",
+    "Stages 1-3 of the method and full supervision on both stand-ins at the ablation label count (Table V's "
+    "setting), over the seeds: full − Stage 1, Stage 2 − Stage 1 and Stage 3 − Stage 2 per seed (paired: the "
+    "same split and initialisation), beside the paper's. The EMA teacher is the reported network in stages ≥ 2. "
+    "Writes the per-seed rows (`stages_<scale>.csv`) and the headline (`headline.png`, `headline.md`).",
+    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    "specs = ex.headline_grid(datasets, seeds)\nfrom selftrain_lib import headline\nfrom selftrain_lib.runs import atomic_write_text",
+    ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="headline")
+rows = headline.stage_rows(grid.pairs)
+csv = atomic_write_text(fig_dir / f"stages_{scale}.csv", rows.to_csv(index=False))
+rows""",
+     """table = headline.headline_table({scale: csv})
+figures.show(headline.plot_headline(table, [scale]), fig_dir / "headline")
+md = atomic_write_text(fig_dir / "headline.md", headline.headline_markdown(table, [scale]))
+figures.show_markdown(md.read_text())"""])
+
 NOTEBOOKS["table6"] = collector(
     "Table VI: EMA teacher", "Stages 2 and 3 with the EMA teacher and with the student as its own teacher.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.ema_grid(datasets, seeds)",
     table_cells("table6", 'results.rows_report(runs, "VI", scale, seeds, "Table VI: the EMA teacher")'))
 
@@ -253,7 +283,7 @@ results.percent(runs.query("stage == 3")[["variant", "seed", "val_miou"]])"""])
 NOTEBOOKS["fig3"] = collector(
     "Figure 3: mIoU against λ1", "Stage 3 validation mIoU against λ1 (λ2 = λ1), both datasets, as a table beside "
     "the paper's Fig. 3 (read off the figure). The curve itself is drawn by the `lambda_curve` notebook.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS),
      ("lambdas", "[0.125, 0.25, 0.5, 1.0]", "values of lambda1 (lambda2 equal to lambda1)")],
     "specs = ex.lambda_grid(datasets, lambdas, seeds)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="fig3")
@@ -286,7 +316,7 @@ for s, res in grid.pairs:
 NOTEBOOKS["pseudo_stages"] = collector(
     "Pseudo-mask quality on U across stages",
     "mIoU of each stage's pseudo-masks on the unlabelled set U (against its hidden ground truth).",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)"),
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS),
      ("stages", "4", "number of stages (the paper reports a 4th)")],
     "specs = ex.stages_grid(datasets, seeds, stages=stages)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="pseudo_stages")
@@ -301,7 +331,7 @@ figures.show(fig, fig_dir / "pseudo_stages")"""])
 
 NOTEBOOKS["per_class_gains"] = collector(
     "Per-class IoU gains of Stage 3 over Stage 1", "Validation IoU per class, mean ± std over seeds.",
-    [("datasets", '["synth-street", "synth-objects"]', "datasets (ablation label counts 100 and 60)")],
+    [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.stages_grid(datasets, seeds, stages=3)",
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="per_class_gains")
 runs = results.collect(grid.pairs, scale)
@@ -345,6 +375,64 @@ ORDER = list(NOTEBOOK_ORDER)  # the execution order of `make paper-figures` (sel
 assert sorted(ORDER) == sorted(NOTEBOOKS)
 
 
+# README's Notebooks table: what each notebook makes (its parameters are read from the notebook). No
+# row lists the switches or the baselines: they are taken by name (methods.SWITCHES, METHODS), so a
+# new one changes no row.
+OUTPUTS = {
+    "stage1": "Stage 1: losses, val mIoU, pseudo-mask quality, predictions (`stage1_*`)",
+    "stage2": "Stage 2 (runs Stage 1 if needed): `stage2_*`",
+    "stage3": "Stage 3 (runs stages 1, 2 if needed): `stage3_*`",
+    "baselines": "one baseline (`supervised` or one of `methods.BASELINES`) trained by the same code: losses, "
+                 "predictions (`baselines_<method>_*`)",
+    "ablation": "one component dropped (`none` or a switch's label, `experiments.DROPS`) beside the full method: "
+                "`ablation_<drop>`",
+    "lambda_curve": "mIoU against λ1 = λ2, one dataset: `lambda_curve_<dataset>`",
+    "headline": "the headline: Stages 1-3 and full supervision on both stand-ins at the ablation label count, "
+                "each effect per seed beside the paper's: `headline.{png,md}`, `stages_<scale>.csv`",
+    "table2": "Table II (synth-street label counts: Supervised, the baselines, Stage 2, three-stage; full "
+              "supervision): `table2.{md,tex,csv}`",
+    "table3_4": "Tables III and IV (synth-objects fractions, same rows): `table3_4.*`",
+    "table5": "Table V (the full method and one run per switch of Table V dropped): `table5.*`",
+    "table6": "Table VI (EMA): `table6.*`",
+    "fig2": "Figure 2 (stage 3 with / without L_pl: L_con and val mIoU over training): `fig2`",
+    "fig3": "Figure 3's numbers (mIoU against λ1, both datasets, beside the paper's Fig. 3): `fig3` table (the "
+            "curve: `lambda_curve_<dataset>`)",
+    "fig4_5": "Figures 4, 5 (image, CutMix, Stage 1, 2, 3, ground truth): `fig4_5_<dataset>`",
+    "pseudo_stages": "pseudo-mask mIoU on U across stages 1…4: `pseudo_stages` figure and table",
+    "per_class_gains": "per-class IoU gain of Stage 3 over Stage 1: `per_class_gains` figure and table",
+    "explore": "ipywidgets browser of the run cache: two runs side by side, Stage 1/2/3, overlay (opacity), error "
+               "map, ground truth; images by IoU (worst first), labelled marked: `explore_example`",
+}
+README = ROOT / "README.md"
+TABLE_BEGIN = "<!-- notebooks table: generated by tools/make_notebooks.py (edit OUTPUTS there and rerun it) -->"
+TABLE_END = "<!-- end of the generated notebooks table -->"
+
+
+def parameter_names(nb) -> list[str]:
+    """The names the ``parameters`` cell of ``nb`` declares, in order."""
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return [line.split(":")[0].split("=")[0].strip() for line in cell.source.splitlines() if line.strip()]
+
+
+def readme_table() -> str:
+    """README's Notebooks table: one row per notebook (in ORDER), its parameters and what it makes."""
+    assert sorted(OUTPUTS) == sorted(NOTEBOOKS), "every notebook needs its README row (OUTPUTS)"
+    rows = ["| notebook | parameters | output (in `figures_dir`) |", "|---|---|---|"]
+    for name in OUTPUTS:   # in the README's order: the stages, single runs, then the paper's tables and figures
+        params = ", ".join(f"`{p}`" for p in parameter_names(NOTEBOOKS[name]))
+        rows.append(f"| `{name}.ipynb` | {params} | {OUTPUTS[name]} |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` (README.md) with the generated table between its two markers."""
+    if text.count(TABLE_BEGIN) != 1 or text.count(TABLE_END) != 1:
+        raise ValueError(f"README.md: expected the markers {TABLE_BEGIN!r} and {TABLE_END!r} once each")
+    head, rest = text.split(TABLE_BEGIN)
+    _, tail = rest.split(TABLE_END)
+    return f"{head}{TABLE_BEGIN}\n{readme_table()}{TABLE_END}{tail}"
+
+
 def write(folder: Path = NB_DIR) -> list[Path]:
     """Write every notebook into ``folder``; returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -360,6 +448,11 @@ def write(folder: Path = NB_DIR) -> list[Path]:
 
 def main() -> None:
     print(f"wrote {len(write())} notebooks to {NB_DIR}")
+    text = README.read_text(encoding="utf-8")
+    new = readme_with_table(text)
+    if new != text:
+        README.write_text(new, encoding="utf-8")
+        print(f"wrote the notebooks table of {README}")
 
 
 if __name__ == "__main__":

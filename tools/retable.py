@@ -68,12 +68,12 @@ def retable(figures: Path, scale: str, seeds: list[int]) -> list[Path]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--figures", default="figures", help="the folder of the tables")
+    p.add_argument("--figures", default=None, help="the folder of the tables (default: figures/<scale>)")
     p.add_argument("--scale", required=True, help="the scale preset that made the CSVs")
     p.add_argument("--seeds", required=True, help='the seeds that made them: "0 1 2"')
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
-    for stem in retable(Path(args.figures), args.scale, seeds):
+    for stem in retable(Path(args.figures or f"figures/{args.scale}"), args.scale, seeds):
         print(f"rewrote {stem}.md and {stem}.tex")
 
 

@@ -24,28 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 from selftrain_lib import experiments as ex
+from selftrain_lib.headline import STAGE_ROW_KEY, stage_rows
 from selftrain_lib.results import format_mean_std, to_markdown
 
 
-KEY = ["dataset", "labels", "row", "seed"]   # one measured number per key
-
-
-def rows(grid_result) -> pd.DataFrame:
-    out = []
-    for spec, result in grid_result:
-        for r in result.stages:
-            if spec.variant == "full supervision":
-                name = "full supervision (Stage 1, every label)"
-            elif r.stage == 1:
-                name = "Stage 1 (supervised)"
-            elif spec.variant == "full method":
-                name = f"Stage {r.stage}"
-            else:
-                name = f"Stage 2: {spec.variant}"
-            out.append({"dataset": spec.dataset, "labels": str(spec.labels), "row": name, "seed": spec.seed, "student": 100 * r.val_miou_student,
-                        "teacher": None if r.val_miou_teacher is None else 100 * r.val_miou_teacher,
-                        "pseudo_U": 100 * r.pseudo_miou})
-    return pd.DataFrame(out).drop_duplicates(KEY)
+KEY = STAGE_ROW_KEY   # one measured number per key
 
 
 def read_rows(paths) -> pd.DataFrame:
@@ -102,7 +85,7 @@ def main() -> None:
     else:
         grid = [s for d in a.datasets for s in ex.label_grid(
             d, a.seeds, [n for n in a.labels or [ex.ABLATION_LABELS[d]] if n in ex.LABEL_COUNTS[d]], baselines=())]
-    frame = rows(ex.run_grid(grid, a.scale, a.out, jobs=jobs, desc=a.study))
+    frame = stage_rows(ex.run_grid(grid, a.scale, a.out, jobs=jobs, desc=a.study).pairs)
     table = summarise(frame)
     build = Path(a.build)
     build.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .files import FileDataset
+from .records import DatasetInfo, DatasetRecord, PaperDataset, register
 
 EGO_BORDER_IDS = (1, 2, 3)  # label ids of the ego vehicle, the rectification border and "out of roi"
 RESIZE = (512, 1024)  # (H, W): the working resolution of the paper and the work it compares with
@@ -66,3 +67,19 @@ def cityscapes(root: str | os.PathLike, split: str = "train", resize: tuple[int,
     return FileDataset(name="cityscapes", ids=ids, image_paths=images, mask_paths=masks, num_classes=19,
                        ignore_index=IGNORE, resize=tuple(resize) if resize else None, label_map=label_map(),
                        resize_filter=resize_filter, fixed_void_ids=EGO_BORDER_IDS)
+
+
+def _open(config, info: DatasetInfo, root: Path, part: str, list_file) -> FileDataset:
+    """The record's reader: ``config.resize`` (default :data:`RESIZE`) and ``resize_filter``."""
+    return cityscapes(root, part, resize=config.resize or RESIZE, resize_filter=getattr(config, "resize_filter", "bilinear"))
+
+
+# The paper's Cityscapes: |L| = 100, 372, 744, 1488 of 2,975 (Table II), the ablations at 100
+PAPER = PaperDataset(key="cityscapes", name="Cityscapes", short="Cityscapes", counts=(100, 372, 744, 1488),
+                     labels=("100", "372", "744", "1488"), fractions=("1/30", "1/8", "1/4", "1/2"), full="2975",
+                     ablation="100", tables=("II",))
+_CLASSES, _PALETTE = train_classes()
+RECORD = register(DatasetRecord(
+    DatasetInfo(name="cityscapes", class_names=_CLASSES, palette=_PALETTE, image_size=RESIZE, default_pool_size=2975,
+                default_val_size=500, format="cityscapes"),
+    open=_open, paper=PAPER))

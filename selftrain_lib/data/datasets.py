@@ -1,5 +1,5 @@
-"""Dataset registry, the two kinds of data, label splits and the training views that keep U's
-ground truth out of training.
+"""The datasets by name (each one's record: :mod:`selftrain_lib.data.records`), the two kinds of
+data, label splits and the training views that keep U's ground truth out of training.
 
 The generated benchmarks are held in memory (:class:`SegmentationData`, a few tens of MB) as
 ``uint8``: images ``(N, 3, H, W)``, masks ``(N, H, W)`` with ``ignore_index`` (255) for void
@@ -19,75 +19,17 @@ import torch
 from torch import Tensor
 
 from ..runs import atomic_write_text, config_hash, files_fingerprint
-from . import cityscapes, voc
-from .files import FileDataset, dataset_name_problem
-from .folder import folder
-from .synthetic import SPECS, cache_root, generator_digest, load_synthetic
+from . import records
+from .files import FileDataset
+from .folder import folder_info, open_folder, register_dataset
+from .records import DATASETS, IGNORE_INDEX, DatasetInfo, View
+from .synthetic import cache_root, generator_digest, load_synthetic
+from . import cityscapes, voc  # noqa: F401  (they register their records: after the stand-ins, so lists of datasets start with those)
 
-IGNORE_INDEX = 255
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the code needs to know about a dataset: classes, sizes, ignore value."""
-
-    name: str
-    class_names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    image_size: tuple[int, int]  # (H, W) of the images as stored / evaluated
-    default_pool_size: int
-    default_val_size: int
-    ignore_index: int = IGNORE_INDEX
-    format: str = "synthetic"  # "synthetic" (generated, in memory), "cityscapes", "voc" or "folder" (files)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-# Figure colours that override a synthetic spec's palette. synth-objects borrowed VOC's palette, which
-# gives its background near-black and three of its shapes dark reds; these are distinct at a glance
-# (tab10's hues and a light grey background; white stays "ignore"). Colours are for figures only: they
-# are not part of the generated data, its cache key or any run hash (the generator is left unchanged).
-FIGURE_PALETTES = {
-    "synth-objects": ((205, 205, 205), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-                      (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207),
-                      (255, 215, 0)),
-}
-
-
-# The paper's label counts |L|: Cityscapes 100, 372, 744, 1488 of 2,975; VOC 1/100, 1/50, 1/20,
-# 1/8 of the 10,582 augmented training images (rounded).
-PAPER_LABEL_COUNTS: dict[str, tuple[int, ...]] = {
-    "cityscapes": (100, 372, 744, 1488),
-    "voc": tuple(round(10582 * f) for f in (1 / 100, 1 / 50, 1 / 20, 1 / 8)),  # 106, 212, 529, 1323
-}
-
-
-_CITYSCAPES_CLASSES, _CITYSCAPES_PALETTE = cityscapes.train_classes()
-DATASETS: dict[str, DatasetInfo] = {  # and folder datasets, registered
-    **{name: DatasetInfo(name=s.name, class_names=tuple(s.class_names),
-                         palette=tuple(FIGURE_PALETTES.get(name, s.palette)), image_size=tuple(s.image_size),
-                         default_pool_size=s.default_pool_size, default_val_size=s.default_val_size)
-       for name, s in SPECS.items()},
-    "cityscapes": DatasetInfo(name="cityscapes", class_names=_CITYSCAPES_CLASSES, palette=_CITYSCAPES_PALETTE,
-                              image_size=cityscapes.RESIZE, default_pool_size=2975, default_val_size=500,
-                              format="cityscapes"),
-    # VOC images vary in size (at most 500x500); crops larger than an image are padded with ignore
-    "voc": DatasetInfo(name="voc", class_names=voc.CLASS_NAMES, palette=voc.PALETTE, image_size=(500, 500),
-                       default_pool_size=voc.TRAIN_SIZE, default_val_size=voc.VAL_SIZE, format="voc"),
-}
-
-
-def register_dataset(info: DatasetInfo) -> None:
-    """Add (or replace) a folder dataset; the built-in names cannot be replaced, and a name that is
-    no plain file name (``../../x``: it names files in the cache) is an error."""
-    problem = dataset_name_problem(info.name)
-    if problem:
-        raise ValueError(f"dataset: {info.name!r} {problem}")
-    if info.name in DATASETS and DATASETS[info.name].format != "folder":
-        raise ValueError(f"dataset: {info.name!r} is a built-in dataset; give your folder dataset another name")
-    DATASETS[info.name] = info
+# The paper's label counts |L| of each of its datasets registered under its own name (the authors'
+# splits: Cityscapes 100, 372, 744, 1488 of 2,975; VOC 1/100, 1/50, 1/20, 1/8 of 10,582 = 106, 212,
+# 529, 1323), read from the records (data/cityscapes.py, data/voc.py)
+PAPER_LABEL_COUNTS = View(lambda: {n: r.paper.counts for n, r in records.RECORDS.items() if r.paper is not None})
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -99,18 +41,15 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def config_dataset(config) -> DatasetInfo:
     """The dataset ``config`` trains on: the folder dataset it declares (``num_classes``, with
-    ``class_names``, ``palette``, ``ignore_index`` and ``resize``), else the registered one it names.
+    ``class_names``, ``palette``, ``ignore_index`` and ``resize``: :func:`~selftrain_lib.data.folder.folder_info`),
+    else the registered one it names.
 
     The one place a folder dataset is resolved; nothing is registered, so a configuration is plain
     data (two configurations may declare two different datasets of one name). The declaration's
     values are checked by :func:`selftrain_lib.config.validate`."""
     if config.num_classes is None:
         return dataset_info(config.dataset)
-    n = config.num_classes
-    return DatasetInfo(name=config.dataset, class_names=tuple(config.class_names or (f"class_{i}" for i in range(n))),
-                       palette=tuple(config.palette or voc.voc_palette(n)),
-                       image_size=tuple(config.resize) if config.resize else (0, 0),
-                       default_pool_size=0, default_val_size=0, ignore_index=config.ignore_index, format="folder")
+    return folder_info(config)
 
 
 @dataclass(frozen=True)
@@ -240,13 +179,9 @@ def open_files(config, part: str = "train"):
     if not root.is_dir():
         raise FileNotFoundError(f"data_root: no such folder {root}")
     list_file = config.train_list if part == "train" else config.val_list
-    if info.format == "cityscapes":
-        return cityscapes.cityscapes(root, part, resize=config.resize or cityscapes.RESIZE,
-                                     resize_filter=getattr(config, "resize_filter", "bilinear"))
-    if info.format == "voc":
-        return voc.voc(root, part, list_file=list_file, resize=config.resize)
-    return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,
-                  resize=config.resize, name=info.name)
+    rec = records.record(info.name)
+    reader = rec.open if rec is not None and rec.open is not None and rec.info.format == info.format else open_folder
+    return reader(config, info, root, part, list_file)
 
 
 def open_parts(config) -> dict:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import IMAGE_EXTENSIONS, FileDataset, find_image, find_mask, read_id_list, resolve
+from .files import IMAGE_EXTENSIONS, FileDataset, dataset_name_problem, find_image, find_mask, read_id_list, resolve
+from .records import DATASETS, DatasetInfo
 
 
 def folder(root: str | os.PathLike, split: str = "train", num_classes: int = 2, ignore_index: int = 255,
@@ -41,3 +42,32 @@ def folder(root: str | os.PathLike, split: str = "train", num_classes: int = 2, 
     return FileDataset(name=name, ids=ids, image_paths=[find_image(image_dir, i, listings) for i in ids],
                        mask_paths=[find_mask(mask_dir, i, listings) for i in ids], num_classes=num_classes,
                        ignore_index=ignore_index, resize=tuple(resize) if resize else None)
+
+
+def open_folder(config, info: DatasetInfo, root: Path, part: str, list_file) -> FileDataset:
+    """The reader of a folder dataset (one a configuration declares, or :func:`register_dataset` added)."""
+    return folder(root, part, num_classes=info.num_classes, ignore_index=info.ignore_index, list_file=list_file,
+                  resize=config.resize, name=info.name)
+
+
+def folder_info(config) -> DatasetInfo:
+    """The folder dataset ``config`` declares (``num_classes``, with ``class_names``, ``palette``,
+    ``ignore_index`` and ``resize``); its values are checked by :func:`selftrain_lib.config.validate`."""
+    from .voc import voc_palette
+
+    n = config.num_classes
+    return DatasetInfo(name=config.dataset, class_names=tuple(config.class_names or (f"class_{i}" for i in range(n))),
+                       palette=tuple(config.palette or voc_palette(n)),
+                       image_size=tuple(config.resize) if config.resize else (0, 0),
+                       default_pool_size=0, default_val_size=0, ignore_index=config.ignore_index, format="folder")
+
+
+def register_dataset(info: DatasetInfo) -> None:
+    """Add (or replace) a folder dataset; the built-in names cannot be replaced, and a name that is
+    no plain file name (``../../x``: it names files in the cache) is an error."""
+    problem = dataset_name_problem(info.name)
+    if problem:
+        raise ValueError(f"dataset: {info.name!r} {problem}")
+    if info.name in DATASETS and DATASETS[info.name].format != "folder":
+        raise ValueError(f"dataset: {info.name!r} is a built-in dataset; give your folder dataset another name")
+    DATASETS[info.name] = info

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from .files import FileDataset, read_id_list, resolve
+from .records import DatasetInfo, DatasetRecord, PaperDataset, register
 
 CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -50,3 +51,21 @@ def voc(root: str | os.PathLike, split: str = "train", list_file: str | os.PathL
     return FileDataset(name="voc", ids=ids, image_paths=[root / "JPEGImages" / f"{i}.jpg" for i in ids],
                        mask_paths=[resolve(root, mask_dir) / f"{i}.png" for i in ids], num_classes=len(CLASS_NAMES),
                        ignore_index=IGNORE, resize=tuple(resize) if resize else None)
+
+
+def _open(config, info: DatasetInfo, root: Path, part: str, list_file) -> FileDataset:
+    """The record's reader: ``list_file`` (default: the standard lists) and ``config.resize``."""
+    return voc(root, part, list_file=list_file, resize=config.resize)
+
+
+# The paper's VOC: 1/100, 1/50, 1/20, 1/8 of the 10,582 augmented training images (rounded: 106,
+# 212, 529, 1323; Tables III and IV), the ablations at 1/50
+_FRACTIONS = ("1/100", "1/50", "1/20", "1/8")
+PAPER = PaperDataset(key="pascal_voc_aug", name="PASCAL VOC 2012", short="VOC",
+                     counts=tuple(round(TRAIN_SIZE * 1 / int(f[2:])) for f in _FRACTIONS), labels=_FRACTIONS,
+                     fractions=_FRACTIONS, full="full", ablation="1/50", tables=("III", "IV"), says_fractions=True)
+# VOC images vary in size (at most 500x500); crops larger than an image are padded with ignore
+RECORD = register(DatasetRecord(
+    DatasetInfo(name="voc", class_names=CLASS_NAMES, palette=PALETTE, image_size=(500, 500),
+                default_pool_size=TRAIN_SIZE, default_val_size=VAL_SIZE, format="voc"),
+    open=_open, paper=PAPER))

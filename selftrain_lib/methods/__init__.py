@@ -1,14 +1,16 @@
 """The methods a run can train and the ablation switches of the three-stage method: one table each.
 
 The CLI flags (``--method``, ``--no-<switch>``), the validation of ``method``, the ablation grid
-(``experiments.DROPS``) and the result columns are derived from :data:`METHODS` and :data:`SWITCHES`.
-Adding a switch: a ``bool`` field of :class:`~selftrain_lib.config.Config`, a row here, the code
-that reads it. Adding a baseline: its keys in ``Config``, a row here, its implementation in a module
+(``experiments.DROPS``), Table V's rows (``results.ABLATION_ROWS``), the result columns and the
+notebooks (which take switches and baselines by name) are derived from :data:`METHODS` and
+:data:`SWITCHES`. Adding a switch: a ``bool`` field of :class:`~selftrain_lib.config.Config`, a row
+here, the code that reads it (docs/extending.md). Adding a baseline: its keys in ``Config``, a row here, its implementation in a module
 of this package, which declares the keys it reads (:meth:`Method.reads`: the run hash follows them,
 :func:`selftrain_lib.train.run_key.stage_key`).
 
 A method's implementation (a :class:`~selftrain_lib.methods.base.Method`, in the module its row
-names) is built per stage by :func:`build`. This module imports no torch (``config`` reads the
+names) is built per stage by :func:`build`; it owns the model's branch, the batch it draws and its
+losses (:mod:`.base` says how a step uses them). This module imports no torch (``config`` reads the
 tables); the implementations do, and are imported when a stage builds one.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .base import Method
+from .base import BatchSpec, Crops, Method, StepBatch
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,24 @@ class Switch:
     label: str                # its name in ablation tables ("no CR")
     drops: str                # what ``--no-<key>`` leaves out (CLI help)
     first_stage: int = 2      # stages before it do not read it (nor hash it: ThreeStage.reads)
+    table: str = "V"          # the paper's table of its ablation: V (a row "without <label>"), or VI (EMA)
+    row: str = ""             # its row of Table V (default "S1+S2+S3 without <label>")
+    paper_row: str = ""       # the paper's name of that row in paper_results.csv (default: row)
+
+    @property
+    def table_row(self) -> tuple[str, str]:
+        """(its row label in Table V, the paper's method name of the row)."""
+        row = self.row or f"S1+S2+S3 without {self.label}"
+        return row, self.paper_row or row
 
 
 SWITCHES: tuple[Switch, ...] = (
     Switch("cr", "CR", "the consistency loss L_con"),
     Switch("t2", "T2", "Task 2: the branch and L_pl"),
     Switch("sa", "SA", "strong augmentation"),
-    Switch("n2", "N2", "the new branch g~ in stage >= 3", first_stage=3),
-    Switch("ema", "EMA", "the EMA teacher (the student teaches itself)"),
+    Switch("n2", "N2", "the new branch g~ in stage >= 3", first_stage=3, row="S1+S2+S3 without N2 (ĝ in stage 3)",
+           paper_row="S1+S2+S3 without N2 (g-hat in stage 3)"),
+    Switch("ema", "EMA", "the EMA teacher (the student teaches itself)", table="VI"),
 )
 SWITCH_KEYS: tuple[str, ...] = tuple(s.key for s in SWITCHES)
 
@@ -74,5 +86,5 @@ def build(config, stage: int) -> Method:
     return getattr(importlib.import_module(f".{module}", __name__), cls)(config, stage)
 
 
-__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "BASELINES", "Method",
-           "build"]
+__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "BASELINES", "Method", "BatchSpec",
+           "Crops", "StepBatch", "build"]

@@ -19,9 +19,9 @@ summed over classes and averaged over the pixels (French et al.'s ``cons_loss_fn
 ``conf_per_pixel=False``), with ``conf_per_pixel`` only the confident pixels count; the teacher is
 an EMA of the student with a constant decay ``teacher_decay`` (0.99, the code's ``teacher_alpha``).
 
-Each is a :class:`~selftrain_lib.methods.Method`: its batch (labelled Sub-batch 2 from L, Sub-batch 1
-from L∪U, weak augmentation only, the boxes below drawn from the step's generator) comes from
-:class:`selftrain_lib.train.BatchSource`.
+Each is a :class:`~selftrain_lib.methods.base.Method` (the step around it: :mod:`.base`): the model
+f alone; its batch, Sub-batch 1 from L∪U and labelled Sub-batch 2 from L, weakly augmented only,
+with one box per image of Sub-batch 1 drawn from the step's generator (:meth:`MeanTeacher.make_batch`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..ema import EMATeacher
 from ..losses import pixel_cross_entropy
-from .base import Method
+from .base import BatchSpec, Crops, Method, StepBatch
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,13 +197,13 @@ class MeanTeacher(Method):
     """A mean teacher baseline (a single stage): its box mask and its loss settings from the
     configuration's ``cons_weight``, ``conf_threshold``, ``conf_per_pixel`` and ``teacher_decay``."""
 
-    pool = True
     ema_teacher = True
     READS = ("stage1_steps", "cons_weight", "conf_threshold", "conf_per_pixel", "teacher_decay")
     AREA_KEY = ""  # the key of the box's area range
 
     def __init__(self, config, stage: int, mask: BoxMask):
         self.boxes = mask
+        self.batch = BatchSpec.labelled_and_pool(config, pseudo=False)  # no pseudo-masks: a single stage
         self.steps = config.stage1_steps
         self.cons_weight, self.conf_threshold = config.cons_weight, config.conf_threshold
         self.conf_per_pixel, self.decay = config.conf_per_pixel, config.teacher_decay
@@ -211,19 +211,27 @@ class MeanTeacher(Method):
     def reads(self) -> tuple[str, ...]:
         return self.READS + (self.AREA_KEY,)
 
+    def make_batch(self, crops: Crops, generator: torch.Generator) -> StepBatch:
+        """Sub-batch 1 then Sub-batch 2, both weakly augmented only; ``valid``: the pixels of Sub-batch 1
+        inside its images; ``boxes``: one box per image of Sub-batch 1, drawn from ``generator``."""
+        x1 = crops.pool_image
+        boxes = self.boxes.sample(x1.shape[0], x1.shape[2], x1.shape[3], generator)
+        return StepBatch(images=torch.cat([x1, crops.lab_image]), labels=crops.lab_label, valid=crops.pool_inside,
+                         boxes=boxes.to(x1.device))
+
     def teacher(self, segmenter) -> EMATeacher:
         return EMATeacher(segmenter, use_ema=True)
 
     def ema_decay(self, step: int) -> float:
         return self.decay  # constant (French et al.'s teacher_alpha)
 
-    def losses(self, model, teacher, batch, ignore_index: int) -> dict[str, Tensor]:
+    def losses(self, model, teacher, batch: StepBatch, ignore_index: int) -> dict[str, Tensor]:
         """Forward pass and losses of one step.
 
-        ``batch`` (a :class:`selftrain_lib.train.StepBatch`): images (B, 3, h, w), Sub-batch 1
-        (n1 images from L∪U, weak augmentation only) first, then Sub-batch 2 (labels (n2, h, w));
-        ``valid`` (n1, h, w) bool, the pixels of Sub-batch 1 inside the source image; ``boxes``
-        (n1, 4) from this baseline's mask. L_seg is averaged over Sub-batch 2; the consistency
+        ``batch`` (a :class:`~selftrain_lib.methods.base.StepBatch`, from :meth:`make_batch`): images
+        (B, 3, h, w), Sub-batch 1 (n1 images from L∪U, weak augmentation only) first, then Sub-batch 2
+        (labels (n2, h, w)); ``valid`` (n1, h, w) bool, the pixels of Sub-batch 1 inside the source
+        image; ``boxes`` (n1, 4) from this baseline's mask. L_seg is averaged over Sub-batch 2; the consistency
         loss over Sub-batch 1. Returns ``loss_seg``, ``loss_con``, ``conf_rate`` and ``loss``.
         """
         n2 = batch.labels.shape[0]

@@ -1,6 +1,7 @@
 """The batch of each step: samplers of L and of L∪U, two readers of training crops (arrays in
-memory, batched; files, per crop, in loader workers) and :class:`BatchSource`, which assembles a
-:class:`StepBatch` from a reader's crops as the method needs it.
+memory, batched; files, per crop, in loader workers) and :class:`BatchSource`, which draws the
+sub-batches a method declares (its :class:`~selftrain_lib.methods.base.BatchSpec`) and hands the
+crops to the method, which makes its :class:`~selftrain_lib.methods.base.StepBatch` of them.
 
 Everything random in a step is drawn from generators seeded by (seed, stage, step), so a run
 resumed from a checkpoint computes exactly what an uninterrupted one does.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from ..augment import WeakAugment
 from ..data.datasets import FileTrainingView, TrainingView, config_dataset
 from ..distributed import SINGLE, World
 from ..evaluate import to_input
-from ..methods import build as build_method
+from ..methods.base import BatchSpec, Crops, Method, StepBatch
 from ..runs import read_mask_pngs, read_pseudo_mask
 
 
@@ -58,62 +58,22 @@ class EpochSampler:
         return torch.stack([self._perm(int(p) // self.size)[int(p) % self.size] for p in pos])
 
 
-@dataclass
-class StepBatch:
-    """One step's data on the device. Sub-batch 1 (from L∪U) first, then Sub-batch 2 (from L).
-
-    images: (B, 3, h, w) float in [0, 1], strong augmentation already applied to Sub-batch 1.
-    labels: (B2, h, w) int64, ground truth of Sub-batch 2.
-    pseudo: (B, h, w) int64 pseudo-masks moved by B, or None in stage 1.
-    clean: (B, 3, h, w) images before strong augmentation (the teacher's input), or None.
-    valid, boxes: only for a method with boxes (the mean teacher baselines).
-    """
-
-    images: Tensor
-    labels: Tensor
-    pseudo: Tensor | None = None
-    clean: Tensor | None = None
-    aug: Any = None  # StrongAugment params of Sub-batch 1, to move the teacher's targets
-    valid: Tensor | None = None  # (B1, h, w) bool: pixels of Sub-batch 1 inside the source image
-    boxes: Tensor | None = None  # (B1, 4) int64: the baseline's Cutout / CutMix boxes
-
-
-@dataclass
-class Crops:
-    """What a reader gives for one step, on the device: weakly augmented crops of Sub-batch 2
-    (``lab_*``, from L) and of Sub-batch 1 (``pool_*``, from L∪U; None when the step draws none).
-
-    lab_image (B2, 3, h, w) float in [0, 1]; lab_label (B2, h, w) int64; lab_pseudo (B2, h, w)
-    int64 or None; pool_image (B1, 3, h, w); pool_pseudo (B1, h, w) or None; pool_inside (B1, h, w)
-    bool, the crop's pixels that come from inside the image.
-    """
-
-    lab_image: Tensor
-    lab_label: Tensor
-    lab_pseudo: Tensor | None = None
-    pool_image: Tensor | None = None
-    pool_pseudo: Tensor | None = None
-    pool_inside: Tensor | None = None
-
-
 class StepDraws:
-    """The draws of a step that do not depend on the reader: the sub-batch sizes the method
-    needs, the samplers of L and of L∪U, the weak augmentation, and the rank's place among the
-    training processes (rank r of N draws what one process would draw at global step step * N + r)."""
+    """The draws of a step that do not depend on the reader: the samplers of L and of L∪U at the
+    sub-batch sizes of ``spec`` (the method's), the weak augmentation, and the rank's place among
+    the training processes (rank r of N draws what one process would draw at global step step * N + r)."""
 
     @staticmethod
-    def reads(method) -> tuple[str, ...]:
-        """The Config keys the draws read for ``method`` (in the run hash:
-        :func:`selftrain_lib.train.run_key.stage_key`)."""
-        return ("seed", "batch_size", "crop_size", "scale_range", "flip") + (
-            ("labelled_per_batch",) if method.pool else ("stage1_batch_size",))
+    def reads(spec: BatchSpec) -> tuple[str, ...]:
+        """The Config keys the draws read for a method's batch ``spec`` (in the run hash:
+        :func:`selftrain_lib.train.run_key.stage_key`): the seed, the weak augmentation, and the
+        keys of the sub-batch sizes (``spec.reads``)."""
+        return ("seed", "crop_size", "scale_range", "flip") + spec.reads
 
-    def __init__(self, config, stage: int, method, pool_size: int, num_labelled: int, ignore_index: int,
+    def __init__(self, config, stage: int, spec: BatchSpec, pool_size: int, num_labelled: int, ignore_index: int,
                  world: World = SINGLE):
         self.seed, self.stage, self.world = config.seed, stage, world
-        # Stage 1 / supervised: the whole batch from L (its own size where the authors' code has one)
-        n_lab = config.labelled_per_batch if method.pool else (config.stage1_batch_size or config.batch_size)
-        self.n_pool = config.batch_size - config.labelled_per_batch if method.pool else 0
+        n_lab, self.n_pool = spec.labelled, spec.pool
         self.labelled = EpochSampler(num_labelled, n_lab, config.seed, stage, "L")
         self.pool = EpochSampler(pool_size, max(self.n_pool, 1), config.seed, stage, "LuU")
         self.weak = WeakAugment(tuple(config.crop_size), tuple(config.scale_range), config.flip,
@@ -245,34 +205,24 @@ READERS = {TrainingView: ArrayReader, FileTrainingView: FileReader}
 
 
 class BatchSource:
-    """Draws the sub-batches of each step (never U's ground truth) through the reader of ``view``
-    (:data:`READERS`: a :class:`~selftrain_lib.data.TrainingView` in memory, or a view of files),
-    as ``config.method`` needs them at ``stage``.
+    """Draws the sub-batches ``method`` declares (``method.batch``: never U's ground truth) through
+    the reader of ``view`` (:data:`READERS`: a :class:`~selftrain_lib.data.TrainingView` in memory,
+    or a view of files) and gives the weakly augmented crops to ``method.make_batch``, which makes
+    the step's :class:`~selftrain_lib.methods.base.StepBatch`.
 
+    ``method``: the stage's :class:`~selftrain_lib.methods.base.Method` (built by the stage).
     ``pseudo``: the previous stage's pseudo-masks (stage >= 2): their folder, or for arrays a
-    uint8 (N, H, W) tensor.
+    uint8 (N, H, W) tensor; read only where the method's batch carries them.
     """
 
-    def __init__(self, view, pseudo, config, stage: int, device: torch.device, world: World = SINGLE):
-        self.method = build_method(config, stage)
-        self.strong, self.boxes = self.method.strong, self.method.boxes
-        self.draws = StepDraws(config, stage, self.method, len(view), len(view.labelled), view.ignore_index, world)
-        self.reader = READERS[type(view)](view, pseudo if self.method.pseudo else None, self.draws, config, device)
-        self.device = device
+    def __init__(self, method: Method, view, pseudo, config, stage: int, device: torch.device,
+                 world: World = SINGLE):
+        self.method, self.device = method, device
+        self.draws = StepDraws(config, stage, method.batch, len(view), len(view.labelled), view.ignore_index, world)
+        self.reader = READERS[type(view)](view, pseudo if method.batch.pseudo else None, self.draws, config, device)
 
     def __call__(self, step: int) -> StepBatch:
         step = step * self.draws.world.size + self.draws.world.rank  # the global step (StepDraws)
         g = self.draws.generator(step)
-        c = self.reader.crops(step, g)  # the arrays reader draws its weak augmentation from g
-        if c.pool_image is None:  # Stage 1 / supervised: the whole batch from L
-            return StepBatch(images=c.lab_image, labels=c.lab_label)
-        x1, x2 = c.pool_image, c.lab_image
-        if self.strong is None:  # Sub-batch 1 weakly augmented only, the map of its pixels, the method's boxes
-            boxes = self.boxes.sample(x1.shape[0], x1.shape[2], x1.shape[3], g) if self.boxes is not None else None
-            return StepBatch(images=torch.cat([x1, x2]), labels=c.lab_label, valid=c.pool_inside,
-                             boxes=boxes.to(self.device) if boxes is not None else None)
-        params = self.strong.sample(x1.shape[0], x1.shape[2], x1.shape[3], g)
-        x1_aug = self.strong.apply_image(x1, params)
-        p1 = self.strong.apply_mask(c.pool_pseudo, params)
-        return StepBatch(images=torch.cat([x1_aug, x2]), labels=c.lab_label, pseudo=torch.cat([p1, c.lab_pseudo]),
-                         clean=torch.cat([x1, x2]), aug=params)
+        # the arrays reader draws its weak augmentation from g, then the method its strong augmentation or boxes
+        return self.method.make_batch(self.reader.crops(step, g), g)

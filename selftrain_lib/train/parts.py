@@ -1,6 +1,6 @@
 """What one stage run is made of: where it trains and writes (:class:`StageRun`) and what it
-trains (:class:`StageParts`: f with the stage's branch, the EMA teacher, the optimiser, the
-batches and the method), built afresh each stage from plain configuration.
+trains (:class:`StageParts`: the method, f with the branch the method names, the EMA teacher, the
+optimiser and the batches the method draws), built afresh each stage from plain configuration.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..config import Config
 from ..data import Split
 from ..distributed import SINGLE, World
 from ..ema import EMATeacher
-from ..methods import Method
+from ..methods import Method, build as build_method
 from ..models import MultiTaskDeepLab, build_segmenter, config_kwargs, freeze_batchnorm, param_groups
 from ..precision import Precision, resolve_precision
 from ..pretrain import load_pretrained
@@ -44,22 +44,15 @@ class StageRun:
                                  self.data.info.num_classes, self.device, self.world)
 
 
-def private_blocks(config: Config, stage: int) -> int | None:
-    """How many of f's last blocks the auxiliary branch owns: None in stage 1 and without T2,
-    2 (ĝ) in stage 2, 1 (g~) from stage 3 on, or 2 again without N2."""
-    if stage == 1 or not config.t2:
-        return None
-    return 2 if stage == 2 or not config.n2 else 1
-
-
-def build_stage_model(config: Config, stage: int, num_classes: int) -> MultiTaskDeepLab:
+def build_stage_model(config: Config, stage: int, num_classes: int, branch: int | None) -> MultiTaskDeepLab:
     """f initialised from pre-training (new layers from a (seed, stage) generator) plus the
-    stage's branch. Called afresh each stage: θ is re-initialised, as Algorithm 1 says."""
+    auxiliary branch the stage's method names (``Method.branch``: 2 private blocks, ĝ; 1, g̃; None,
+    f alone). Called afresh each stage: θ is re-initialised, as Algorithm 1 says."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, stage, "init"))
         segmenter = build_segmenter(config.model, num_classes, **config_kwargs(config))
         load_pretrained(segmenter, config)
-        model = MultiTaskDeepLab(segmenter, private_blocks(config, stage), conv6_init=config.branch_init)
+        model = MultiTaskDeepLab(segmenter, branch, conv6_init=config.branch_init)
     if config.freeze_bn:
         freeze_batchnorm(model)
     return model
@@ -73,7 +66,7 @@ class StageParts:
     teacher: EMATeacher | None
     optimizer: torch.optim.Optimizer
     batches: BatchSource
-    method: Method  # the batch it needs, its teacher's decays, its losses (selftrain_lib.methods)
+    method: Method  # the model's branch, the batch it draws, its teacher's decays, its losses (selftrain_lib.methods)
     steps: int
     precision: Precision | None = None  # autocast of the forward pass (None: fp32)
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling
@@ -87,11 +80,12 @@ class StageParts:
 
 def build_stage_parts(config: Config, stage: int, view, pseudo, num_classes: int, device: torch.device,
                       world: World = SINGLE) -> StageParts:
-    """The model, teacher, optimiser and batches of ``stage``. ``view``: what it trains on
-    (``data.training_view(split)``); ``pseudo``: the previous stage's pseudo-mask folder (or, in
-    memory, a uint8 (N, H, W) tensor), None in stage 1."""
+    """The method of ``stage`` and the model, teacher, optimiser and batches it asks for. ``view``:
+    what it trains on (``data.training_view(split)``); ``pseudo``: the previous stage's pseudo-mask
+    folder (or, in memory, a uint8 (N, H, W) tensor), None in stage 1."""
     precision = resolve_precision(config.precision, device)
-    model = build_stage_model(config, stage, num_classes)
+    method = build_method(config, stage)
+    model = build_stage_model(config, stage, num_classes, method.branch)
     if config.sync_bn and world.enabled:
         if device.type != "cuda":
             raise ValueError("sync_bn: synchronised batch-norm needs CUDA (NCCL); on the CPU it stays per rank")
@@ -101,8 +95,7 @@ def build_stage_parts(config: Config, stage: int, view, pseudo, num_classes: int
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    batches = BatchSource(view, pseudo, config, stage, device, world)
-    method = batches.method
+    batches = BatchSource(method, view, pseudo, config, stage, device, world)
     teacher = method.teacher(model.segmenter)
     teacher = teacher.to(device) if teacher is not None else None
     trained = model

@@ -50,7 +50,8 @@ def stage_key(config: Config, stage: int, world_size: int = 1, method: Method | 
     - the method: its name and :meth:`~selftrain_lib.methods.Method.reads` at this stage,
     - the model factory: ``model`` and its ``register_model(reads=...)`` (:mod:`selftrain_lib.models`),
     - the initialisation: :func:`selftrain_lib.pretrain.pretrained_key`,
-    - the batches and weak augmentation: :meth:`selftrain_lib.train.batches.StepDraws.reads`,
+    - the batches and weak augmentation: :meth:`selftrain_lib.train.batches.StepDraws.reads` of the
+      method's batch (``Method.batch.reads``: the keys of its sub-batch sizes),
     - the loop: :func:`loop_reads`,
     - the data: :func:`selftrain_lib.data.datasets.data_reads`; the labelled set: :func:`~selftrain_lib.data.authors.split_key`.
 
@@ -60,7 +61,7 @@ def stage_key(config: Config, stage: int, world_size: int = 1, method: Method | 
     method = method or build_method(config, stage)
     # a method without a name of its own is named by its class: never confused with another
     key: dict[str, Any] = {"method": method.name or f"{type(method).__module__}.{type(method).__qualname__}"}
-    for part in (method.reads(), ("model", *MODEL_READS[config.model]), StepDraws.reads(method),
+    for part in (method.reads(), ("model", *MODEL_READS[config.model]), StepDraws.reads(method.batch),
                  loop_reads(config, world_size), data_reads(config)):
         key.update((k, getattr(config, k)) for k in part)
     key.update(pretrained_key(config))

@@ -31,6 +31,7 @@ Modules: ``spec`` (a dataset's spec, the generator's version and digest), ``draw
 ``street`` and ``objects`` (one scene generator per dataset), ``scenes`` (the datasets by name and
 their cache on disk), ``pretraining`` (the pre-training task).
 """
+from . import street, objects  # noqa: F401,I001  (first: they register synth-street, then synth-objects)
 from .pretraining import PRETRAIN_NUM_CLASSES, PRETRAIN_SHAPES, PRETRAIN_TEXTURES, generate_pretraining_images
 from .scenes import (CACHE_ENV, SPECS, cache_path, cache_root, colorize, default_cache_dir, generate, get_spec,
                      load_synthetic)

@@ -37,6 +37,14 @@ class SyntheticSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def info(self, palette: tuple[tuple[int, int, int], ...] | None = None):
+        """Its :class:`~selftrain_lib.data.records.DatasetInfo` (``palette``: figure colours in place of the spec's)."""
+        from ..records import DatasetInfo
+
+        return DatasetInfo(name=self.name, class_names=tuple(self.class_names), palette=tuple(palette or self.palette),
+                           image_size=tuple(self.image_size), default_pool_size=self.default_pool_size,
+                           default_val_size=self.default_val_size)
+
 
 def check_count(n, what: str) -> int:
     """``n`` as an int; ``ValueError`` naming ``what`` unless it is a non-negative integer."""

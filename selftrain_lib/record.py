@@ -1,0 +1,130 @@
+"""Per-run summaries: every number of a regenerated table links to the run that made it.
+
+``make paper-figures`` trains (or reuses) stage runs in the run cache (``runs/<hash>/``), which
+holds models and pseudo-masks and is not committed. Beside the figures it writes one small JSON per
+stage run the notebooks used, ``<figures>/runs/<hash>.json``, and an index, ``runs/index.csv``:
+
+- ``run_hash`` (the folder's name in the run cache) and ``key``: what the hash was computed from;
+- ``setting``: dataset, method, switches, label count used, seed, scale, stage;
+- ``metrics``: validation mIoU (last and best, student and EMA teacher), per-class IoU, pseudo-mask
+  mIoU on U, training time;
+- ``curve``: the validation mIoU and the loss at each logged step.
+
+These are what a record committed at one scale keeps when its run cache is gone: a table's cell can
+be traced to its run hash, and a rerun with the same code checks against it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .runs import atomic_write_json, atomic_write_text, read_json
+
+SUMMARY_FORMAT = 1
+# the setting of a run, as index columns (from its resolved configuration)
+SETTING_KEYS = ("dataset", "method", "labels", "seed", "scale", "cr", "t2", "sa", "n2", "ema", "lambda1", "lambda2")
+# the curve's columns kept (curves.csv has more: the loss parts, the EMA decay)
+CURVE_COLUMNS = ("step", "loss", "val_miou", "val_miou_student", "val_miou_teacher")
+INDEX_COLUMNS = ("run_hash", "stage") + SETTING_KEYS + (
+    "val_miou", "val_miou_student", "val_miou_teacher", "val_miou_best", "best_step", "pseudo_miou", "train_time_s")
+
+
+def _number(text: str | None, integer: bool = False) -> int | float | None:
+    """A cell of ``curves.csv`` as JSON keeps it: an empty cell (not logged at that step) is None."""
+    if text in ("", None):
+        return None
+    x = float(text)
+    if math.isnan(x):
+        return None
+    return int(x) if integer else x
+
+
+def _miou(block: Any) -> float | None:
+    return block.get("miou") if isinstance(block, dict) else None
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The summary of the finished stage run in ``run_dir`` (module docstring). A folder without
+    ``metrics.json`` (not finished) is a ``FileNotFoundError`` naming it."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a finished stage run (no metrics.json)")
+    metrics = read_json(metrics_path)
+    saved = read_json(run_dir / "config.json")
+    config = saved.get("config", {})
+    curve = {c: [] for c in CURVE_COLUMNS}
+    curves = run_dir / "curves.csv"
+    if curves.is_file():
+        for row in csv.DictReader(io.StringIO(curves.read_text())):
+            for c in CURVE_COLUMNS:
+                curve[c].append(_number(row.get(c), integer=c == "step"))
+    val, student, teacher = metrics.get("val"), metrics.get("val_student"), metrics.get("val_teacher")
+    pseudo = metrics.get("pseudo_masks_unlabelled")
+    return {
+        "format": SUMMARY_FORMAT,
+        "run_hash": run_dir.name,
+        "stage": metrics.get("stage"),
+        "setting": {k: config.get(k) for k in SETTING_KEYS},
+        "key": saved.get("key"),
+        "metrics": {
+            "reported": metrics.get("reported"), "eval_model": metrics.get("eval_model"),
+            "protocol": metrics.get("protocol"),
+            "val_miou": _miou(val), "val_miou_student": _miou(student), "val_miou_teacher": _miou(teacher),
+            "val_miou_best": _miou(metrics.get("best")), "best_step": (metrics.get("best") or {}).get("step"),
+            "per_class_iou": (val or {}).get("per_class_iou"),
+            "pseudo_miou": _miou(pseudo), "labels_used": metrics.get("labels"), "steps": metrics.get("steps"),
+            "train_time_s": metrics.get("train_time_s"),
+        },
+        "curve": curve,
+    }
+
+
+def index_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of ``runs/index.csv``: the run's hash, setting and headline metrics."""
+    m = summary["metrics"]
+    return {"run_hash": summary["run_hash"], "stage": summary["stage"], **summary["setting"],
+            **{k: m.get(k) for k in INDEX_COLUMNS if k in m}}
+
+
+def write_summaries(run_dirs: Iterable[str | Path], into: str | Path) -> list[Path]:
+    """Write the summary of each finished run of ``run_dirs`` to ``into/<hash>.json`` and the index
+    of every summary in ``into`` to ``into/index.csv`` (atomically; a summary of an earlier
+    regeneration is kept, so a record computed seed by seed accumulates). Unfinished folders are
+    skipped. Returns the summaries written."""
+    into = Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
+        if (run_dir / "metrics.json").is_file():
+            written.append(atomic_write_json(into / f"{run_dir.name}.json", run_summary(run_dir)))
+    write_index(into)
+    return written
+
+
+def write_index(into: str | Path) -> Path:
+    """``into/index.csv``: one row per summary in ``into``, sorted by setting then stage."""
+    rows = [index_row(read_json(p)) for p in sorted(Path(into).glob("*.json"))]
+    rows.sort(key=lambda r: tuple(str(r.get(k)) for k in ("dataset", "scale", "method", "labels", "seed")) + (r["stage"] or 0,))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write_text(Path(into) / "index.csv", buf.getvalue())
+
+
+def planned_run_dirs(runs: Sequence[Mapping[str, Any]], out: str | Path) -> list[Path]:
+    """The run folders of every stage that ``runs`` (keyword arguments of :func:`selftrain_lib.run`)
+    train, in order, each once."""
+    from .pipeline import resolve_run
+    from .train.run_key import stage_hashes
+
+    dirs: dict[Path, None] = {}
+    for kwargs in runs:
+        config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})
+        for h in stage_hashes(config, stages):
+            dirs[Path(out) / h] = None
+    return list(dirs)
