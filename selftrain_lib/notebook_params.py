@@ -23,6 +23,7 @@ from typing import Any, MutableMapping
 import yaml
 
 from .config import load_yaml
+from .methods import SWITCH_KEYS
 
 # names IPython puts in a kernel's namespace (when not run by IPython: the same set is skipped)
 _KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
@@ -72,8 +73,6 @@ def _switches_given(namespace: MutableMapping[str, Any], declared: dict[str, Any
     """A switch given on its own (``-p sa False``) to a notebook that takes ``switches``: taken out
     of ``namespace`` as ``{"sa": False}``, to join ``switches`` (the notebook declares the one
     parameter, so a new switch of :data:`selftrain_lib.methods.SWITCHES` needs no new notebook)."""
-    from .methods import SWITCH_KEYS
-
     if "switches" not in declared:
         return {}
     return {key: _value(key, namespace.pop(key), ["bool"]) for key in SWITCH_KEYS
