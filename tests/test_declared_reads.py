@@ -60,9 +60,8 @@ _METHOD_KEYS = {"cr": False, "t2": False, "sa": False, "ema": False, "lambda1": 
 UNUSED_READS = {
     # ThreeStage.__init__ reads the keys of stages >= 2 at every stage; Stage 1 trains on L alone
     # and its model has no auxiliary branch (so no conv6 for branch_init)
-    ("three-stage", 1): {**_METHOD_KEYS, "n2": False, "branch_init": "normal-0.01"},
-    ("supervised", 1): {**_METHOD_KEYS, "n2": False, "branch_init": "normal-0.01"},
-    ("three-stage", 2): {"n2": False},  # shapes the branch from stage 3 on (train.parts.private_blocks)
+    ("three-stage", 1): {**_METHOD_KEYS, "branch_init": "normal-0.01"},
+    ("supervised", 1): {**_METHOD_KEYS, "branch_init": "normal-0.01"},
     ("three-stage", 3): {"branch_init": "normal-0.01"},  # g~ (one private block) has no conv6
     ("mt-cutout", 1): {"branch_init": "normal-0.01"},  # the baselines' model has no auxiliary branch
     ("mt-cutmix", 1): {"branch_init": "normal-0.01"},
