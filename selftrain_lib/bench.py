@@ -21,13 +21,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import platform
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .config import Config, load_config
 from .data import ArrayDataset, TrainingView, load_data, make_split, training_view
@@ -77,8 +80,6 @@ def _step_fn(config: Config, view, pseudo, num_classes: int, device, stage: int,
 
 def count_flops(draw: Callable, step: Callable, s: int = 0) -> float:
     """FLOPs of one training step (forward, backward, the teacher's forward), by torch's counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     batch = draw(s)
     with FlopCounterMode(display=False) as counter:
         step(batch, s)
@@ -257,9 +258,6 @@ def bench_sharing(steps: int, scale: str = "quick", layouts=SHARING_LAYOUTS) -> 
     """Stage-2 training of ``scale`` in ``processes`` concurrent processes of ``threads`` threads
     each: seconds per step of each and images per second of all together. Shows why a run trains
     at one thread on the CPU and a sweep runs one process per core."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     batch = load_config("synth-street", scale, device="cpu").batch_size
     rows = []
     for processes, threads in layouts:

@@ -13,6 +13,10 @@ import yaml
 from .config import ConfigError, load_yaml
 from .interrupt import handle_signals
 from .methods import METHODS, SWITCHES, SWITCH_KEYS
+from .paths import runs_dir
+
+# The modules that load torch (about 2.5 s of CPU) are imported inside the command that needs
+# them: ``--help`` and a wrong argument answer at once.
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _run(args, interrupt)
             interrupt.resumable = args.command == "run"  # only runs keep checkpoints
             if args.command == "bench":
-                from .bench import main as bench_main
+                from .bench import main as bench_main  # loads torch: only for this command
 
                 if args.steps < 1:
                     raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
@@ -129,7 +133,7 @@ def label_choice(kwargs: dict, value) -> "LabelChoice":
     """What ``--labels value`` means for the run of ``kwargs`` (``labels`` left out): the paper's
     count scaled to the pool of the scale (:func:`selftrain_lib.label_counts.choose`); None: the
     params file's own count, named the same way."""
-    from .data import dataset_info
+    from .data import dataset_info  # these load torch (module comment)
     from .label_counts import choose, count_stands_for, LabelChoice
     from .pipeline import resolve_run
 
@@ -149,11 +153,9 @@ def label_choice(kwargs: dict, value) -> "LabelChoice":
 
 
 def _run(args, interrupt=None) -> int:
-    from .distributed import current
-    from .paths import runs_dir
-    from .pipeline import resolve_run, run_stages
-    from .preflight import preflight
-    from .train.run_key import stage_hashes
+    from .distributed import current  # these load torch (module comment)
+    from .pipeline import resolve_run, run_keys, run_stages
+    from .runs import config_hash
 
     kwargs = run_kwargs(args)
     choice = args.label_choice
@@ -163,11 +165,12 @@ def _run(args, interrupt=None) -> int:
     out = runs_dir(args.out)  # --out, else $SELFTRAIN_RUNS, else the checkout's runs/ (~ expanded)
     _check_out(out)
     config, stages = resolve_run(**kwargs)
-    preflight(config)  # a missing file is named before the run hashes read the data
-    if interrupt is not None:  # an interruption names the first run not finished: the one training
-        hashes = stage_hashes(config, stages, current().size)
-        interrupt.run_dirs = [out / h for h in hashes]
-    result = run_stages(config, stages, out, progress=not args.no_progress)
+    # the run keys, once: a missing file is named before they read the data, an interruption names
+    # the first run not finished (the one training), and the stages train under the same keys
+    keys = run_keys(config, stages)
+    if interrupt is not None:
+        interrupt.run_dirs = [out / config_hash(key) for key in keys]
+    result = run_stages(config, stages, out, progress=not args.no_progress, keys=keys)
     if not current().is_main:  # under torchrun: rank 0 reports
         return 0
     name = f"{result.config.method} " if METHODS[result.config.method].single_stage else ""
@@ -182,7 +185,7 @@ def _run(args, interrupt=None) -> int:
 
 
 def _pretrain(args) -> int:
-    from . import pretrain
+    from . import pretrain  # loads torch (module comment)
 
     into = Path(args.into).expanduser() if args.into else pretrain.SHIPPED_DIR
     if args.check:

@@ -401,7 +401,7 @@ _FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
 def _check_folder_declaration(c: Config) -> None:
     """A config with ``num_classes`` declares a folder dataset named ``c.dataset``: its values are
     possible (resolved, not registered, by :func:`selftrain_lib.data.config_dataset`)."""
-    from .data import DATASETS
+    from .data import DATASETS  # loads torch: config stays light (the CLI's --help, notebook parameters)
     from .data.files import dataset_name_problem
 
     n = c.num_classes
@@ -466,7 +466,7 @@ def _by_labels_key(dataset: str, labels: Any, pool_size: int | None, keys: Any =
     30 ... 375); a preset with a smaller synthetic pool (``quick``: 600) looks up the count its labels
     stand for (6 of 600 is 1/100: row 30), so λ follows the fraction, as in the paper, not the raw
     count. The scaling is :func:`selftrain_lib.label_counts.scale_count`, the one shared with the grids."""
-    from .data import dataset_info  # local import: data imports nothing from here at module level
+    from .data import dataset_info  # loads torch: config stays light (the CLI's --help, notebook parameters)
     from .label_counts import count_stands_for
 
     if not isinstance(labels, int) or isinstance(labels, bool) or not pool_size:
@@ -489,7 +489,7 @@ def _short(value: Any, n: int = 60) -> str:
 def _pool_size(values: Mapping[str, Any]) -> int:
     """The number of training images: counted from the train list of a dataset read from files
     (a subset, or your own folder dataset), else the synthetic pool's size."""
-    from .data import config_dataset, open_files  # local import: data imports nothing from here at module level
+    from .data import config_dataset, open_files  # loads torch: config stays light (see validate)
 
     probe = make_config({**values, "labels": 1})  # validated
     info = config_dataset(probe)
@@ -541,6 +541,7 @@ def validate(c: Config) -> None:
     Values only (types, bounds, choices): the files and folders the values name are checked before
     training by :func:`selftrain_lib.preflight.preflight`, so that a saved configuration can be
     read back after its data moved."""
+    # these load torch, which reading a parameter file (the CLI's --help, notebook parameters) must not
     from .augment import STYLES
     from .data import DATASETS, config_dataset
     from .data.authors import check_split

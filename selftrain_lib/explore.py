@@ -17,13 +17,17 @@ import io
 import math
 from pathlib import Path
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.patches import Patch
 
 from . import figures
-from .data import load_data
+from .data import DATASETS, load_data
 from .evaluate import REPORTED, class_map
+from .label_counts import count_stands_for, label_text, paper_counts
 from .methods import SWITCHES
 from .paths import runs_dir
 from .results import list_runs
@@ -56,9 +60,6 @@ def labels_text(dataset: str, labels, pool_size=None) -> str:
     """A run's label count as the notebooks name it: the paper's count with the count used beside
     it (``"100 labels (20 used)"`` for 20 of a 600-image pool), ``"full supervision"`` when the run
     labels its whole pool, ``"8 labels used"`` for a count that stands for no paper count."""
-    from .data import DATASETS
-    from .label_counts import count_stands_for, label_text, paper_counts
-
     info = DATASETS.get(dataset)
     default = info.default_pool_size if info is not None and info.format == "synthetic" else 0
     pool = pool_size if isinstance(pool_size, (int, float)) and pool_size == pool_size and pool_size else default
@@ -237,8 +238,6 @@ def compare_figure(image, truth, rows: list[dict], opacity: float, class_names, 
     ``opacity``), each stage's prediction (Stage 1, 2, 3, ...), the selected stage's error map
     and the ground truth. Each row is ``{"title", "masks": [stage 1 mask, ...], "selected": k-1}``
     (0-based index of the stage drawn over the image and in the error map)."""
-    from matplotlib.patches import Patch
-
     image, truth = hwc(image), np.asarray(truth)
     nstages = max(len(r["masks"]) for r in rows)
     ncols = nstages + 3
@@ -287,8 +286,6 @@ def panels(run_dir: str | Path, index: int, data, title: str = ""):
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -358,8 +355,6 @@ def explorer(out: str | Path | None = None, dataset: str | None = None, run: str
     the status shows: ``"last"``, the last step's as the tables, or ``"best"``, the best evaluation
     during training; opens on ``which``), ``status``, ``view`` (PNG).
     ``box.figure()``: the current choice as a matplotlib Figure (None for an empty cache)."""
-    import ipywidgets as w
-
     if which not in REPORTED:
         raise ValueError(f"which: must be one of {list(REPORTED)}, got {which!r}")
 

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -154,8 +155,6 @@ def show(fig, stem: str | Path) -> None:
     """Save ``fig`` (:func:`save`), display it once and close it: a figure left open would be
     displayed a second time by the inline backend at the end of the cell. Returns nothing, so
     that a cell ending in it prints no list of paths."""
-    from IPython.display import display
-
     save(fig, stem, close=True)
     display(fig)
 
@@ -163,8 +162,6 @@ def show(fig, stem: str | Path) -> None:
 def show_markdown(text: str) -> None:
     """Display Markdown that reads as the same text where Markdown is not rendered (papermill's
     ``--log-output``, a terminal), not as ``<IPython.core.display.Markdown object>``."""
-    from IPython.display import display
-
     display({"text/markdown": text, "text/plain": text}, raw=True)
 
 

@@ -99,7 +99,7 @@ def measured_effects(csv: str | Path) -> pd.DataFrame:
 
 def paper_effects() -> pd.DataFrame:
     """The published effects: columns ``dataset`` (our stand-in), ``setting``, ``effect``, ``value``."""
-    from .results import published_miou
+    from .results import published_miou  # loads torch: the headline table is made without it
 
     def miou(table: str, dataset: str, labels: str, method: str = "DeepLabV2 (supervised)") -> float:
         value = published_miou(table, dataset, method, labels)
@@ -130,7 +130,7 @@ def headline_table(measurements: Mapping[str, str | Path]) -> pd.DataFrame:
 def plot_headline(table: pd.DataFrame, scales: list[str]):
     """One panel per effect; per stand-in a bar for the paper and one per scale of ours (± std over
     the seeds, when there are 2 or more, with each seed's difference as a dot)."""
-    from . import figures
+    from . import figures  # matplotlib and seaborn (~1 s): only where a figure is drawn
 
     figures.use_style()
     fig, axes = figures.figure(ncols=len(EFFECTS), width=figures.PAGE_WIDTH, height=2.6)
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 def write_headline(measurements: Mapping[str, str | Path], stem: str | Path) -> list[Path]:
     """The headline of ``measurements`` (``{scale: stage measurement CSV}``) as ``stem``.png/.pdf and
     its table as ``stem``.md; returns the files, the Markdown last."""
-    from . import figures
-    from .runs import atomic_write_text
+    from . import figures  # matplotlib and seaborn (~1 s): only where a figure is drawn
+    from .runs import atomic_write_text  # loads torch: the headline table is made without it
 
     table = headline_table(measurements)
     paths = figures.save(plot_headline(table, list(measurements)), stem)

@@ -20,6 +20,11 @@ import difflib
 import re
 from typing import Any, MutableMapping
 
+import yaml
+
+from .config import load_yaml
+from .methods import SWITCH_KEYS
+
 # names IPython puts in a kernel's namespace (when not run by IPython: the same set is skipped)
 _KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 _CHECKED = "_selftrain_parameters_checked"
@@ -68,8 +73,6 @@ def _switches_given(namespace: MutableMapping[str, Any], declared: dict[str, Any
     """A switch given on its own (``-p sa False``) to a notebook that takes ``switches``: taken out
     of ``namespace`` as ``{"sa": False}``, to join ``switches`` (the notebook declares the one
     parameter, so a new switch of :data:`selftrain_lib.methods.SWITCHES` needs no new notebook)."""
-    from .methods import SWITCH_KEYS
-
     if "switches" not in declared:
         return {}
     return {key: _value(key, namespace.pop(key), ["bool"]) for key in SWITCH_KEYS
@@ -120,10 +123,6 @@ def _value(name: str, value: Any, kinds: list[str]) -> Any:
 
 def _parse(name: str, text: str, kinds: list[str]) -> Any:
     """Text for a non-string parameter: JSON or YAML (``'[0, 1]'``, ``'{"steps": 500}'``, ``false``)."""
-    import yaml
-
-    from .config import load_yaml
-
     try:
         return load_yaml(text)
     except yaml.YAMLError as err:

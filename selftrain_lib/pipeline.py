@@ -43,20 +43,19 @@ class PipelineResult:
                            for r in self.stages}}
 
 
-def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, progress: bool = True) -> PipelineResult:
+def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, progress: bool = True,
+               keys: list[dict[str, Any]] | None = None) -> PipelineResult:
     """Run ``stages`` stages of the method with ``config``; stage k >= 2 uses stage k-1's pseudo-masks.
-    ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`)."""
+    ``out``: the run cache (None: :func:`selftrain_lib.paths.runs_dir`). ``keys``: the stages' run
+    keys when the caller computed them already with :func:`run_keys` (the CLI, which names the run
+    to resume on an interruption; a sweep's worker, whose keys were planned); None computes them."""
     out = runs_dir(out)
-    stages = check_stages(stages)
-    if stages > 1 and METHODS[config.method].single_stage:
-        raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
-    preflight(config)  # the files the configuration names, before a hash is computed or a step runs
-    init_from_env(config.device)  # under torchrun: join the process group (else one process)
+    if keys is None:
+        keys = run_keys(config, stages)
+    elif len(keys) != check_stages(stages):
+        raise ValueError(f"keys: {len(keys)} run keys given for {stages} stages")
     t0 = time.perf_counter()
-    # the run keys, computed once (the data's identity stats every file of a dataset read from
-    # files) and handed to each stage; the data is loaded once, here, unless every stage is in the
-    # run cache (then no stage reads it)
-    keys = stage_run_keys(config, stages, current().size)
+    # the data is loaded once, here, unless every stage is in the run cache (then no stage reads it)
     finished = all((out / config_hash(key) / "metrics.json").is_file() for key in keys)
     data = None if finished else load_data(config)
     results: list[StageResult] = []
@@ -64,6 +63,19 @@ def run_stages(config: Config, stages: int = 3, out: str | Path | None = None, p
         previous = results[-1].pseudo_masks if results else None
         results.append(run_stage(config, k, previous, out=out, progress=progress, data=data, key=key))
     return PipelineResult(config, results, time.perf_counter() - t0)
+
+
+def run_keys(config: Config, stages: int) -> list[dict[str, Any]]:
+    """The run keys of stages 1..``stages`` of ``config``, computed once per invocation and handed
+    down to each stage (the data's identity stats every file of a dataset read from files). First
+    the files the configuration names are checked (:func:`~selftrain_lib.preflight.preflight`) and,
+    under torchrun, the process group is joined: the keys hold the number of processes."""
+    stages = check_stages(stages)
+    if stages > 1 and METHODS[config.method].single_stage:
+        raise ValueError(f"stages: method {config.method!r} is a single-stage run, got stages={stages}")
+    preflight(config)  # the files the configuration names, before a hash is computed or a step runs
+    init_from_env(config.device)  # under torchrun: join the process group (else one process)
+    return stage_run_keys(config, stages, current().size)
 
 
 # more stages than anyone trains (the paper reports a 4th); a typo of 10**8 would otherwise hash 10**8 runs

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import load_config
 from .data.datasets import default_cache_dir
 from .data.synthetic import PRETRAIN_NUM_CLASSES, generate_pretraining_images, generator_digest
 from .evaluate import to_input
@@ -117,8 +118,6 @@ def _shipped_backbone(path: Path, key: dict) -> dict[str, torch.Tensor] | None:
 
 def shipped_recipes() -> dict[str, dict]:
     """``{file name: recipe}`` of the backbones the shipped presets (:data:`SHIPPED_PRESETS`) need."""
-    from .config import load_config
-
     recipes = {}
     for dataset, scale in SHIPPED_PRESETS:
         config = load_config(dataset, scale)
@@ -405,7 +404,7 @@ def load_checkpoint_into(module: nn.Module, path: str | Path) -> CheckpointRepor
 
 def imagenet_state_dict() -> dict[str, torch.Tensor]:
     """torchvision's ImageNet ResNet-101 weights (downloaded once, then read from torch's cache)."""
-    from torchvision.models import ResNet101_Weights
+    from torchvision.models import ResNet101_Weights  # torchvision's package imports torch._dynamo (~2 s)
 
     try:
         return ResNet101_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)

@@ -18,12 +18,15 @@ import time
 
 from tqdm.auto import tqdm as _auto_tqdm
 
-try:  # a Jupyter kernel: tqdm.auto resolved to the widget bar
-    from tqdm.notebook import tqdm_notebook as _notebook_tqdm
+_IN_KERNEL = False
+if "IPython" in sys.modules:  # tqdm.auto picks the widget bar only in a kernel, where IPython is loaded
+    try:  # a Jupyter kernel: tqdm.auto resolved to the widget bar (imported only then: ipywidgets
+        # and IPython cost ~0.2 s, a tenth of a command line's start)
+        from tqdm.notebook import tqdm_notebook as _notebook_tqdm
 
-    _IN_KERNEL = issubclass(_auto_tqdm, _notebook_tqdm)
-except ImportError:  # no ipywidgets
-    _IN_KERNEL = False
+        _IN_KERNEL = issubclass(_auto_tqdm, _notebook_tqdm)
+    except ImportError:  # no ipywidgets
+        pass
 
 HEARTBEAT_S = 60.0
 

@@ -21,7 +21,9 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .pipeline import resolve_run
 from .runs import atomic_write_json, atomic_write_text, read_json
+from .train.run_key import stage_hashes
 
 SUMMARY_FORMAT = 1
 # the setting of a run, as index columns (from its resolved configuration)
@@ -119,9 +121,6 @@ def write_index(into: str | Path) -> Path:
 def planned_run_dirs(runs: Sequence[Mapping[str, Any]], out: str | Path) -> list[Path]:
     """The run folders of every stage that ``runs`` (keyword arguments of :func:`selftrain_lib.run`)
     train, in order, each once."""
-    from .pipeline import resolve_run
-    from .train.run_key import stage_hashes
-
     dirs: dict[Path, None] = {}
     for kwargs in runs:
         config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Config
+from .data import config_dataset
 from .ema import scale_decays
 
 
@@ -24,8 +25,6 @@ def scale_ratios(config: Config, pool_size: int | None = None) -> dict[str, Any]
     1 / (1 - decay), as a fraction of the stage's steps, under the first and the last decay) and
     ``frozen_bn``. ``pool_size``: the training pool (default: the config's, else the dataset's).
     """
-    from .data import config_dataset
-
     pool = pool_size or config.pool_size or config_dataset(config).default_pool_size
     if not pool:
         raise ValueError(f"pool_size: {config.dataset!r} is read from files; give its number of training images")

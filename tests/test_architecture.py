@@ -112,3 +112,22 @@ def test_every_method_is_a_cli_choice_with_its_keys_in_the_config():
         assert run_kwargs(build_parser().parse_args(["run", "--method", name]))["method"] == name
     with pytest.raises(ConfigError, match=r"method: must be one of \['three-stage', 'supervised'"):
         load_config("synth-street", "smoke", method="mean-teacher")
+
+
+# the entry points that answer without training: --help, a wrong argument, notebook parameters
+LIGHT = ("selftrain_lib", "selftrain_lib.cli", "selftrain_lib.config", "selftrain_lib.notebook_params",
+         "selftrain_lib.paths", "selftrain_lib.interrupt", "selftrain_lib.methods")
+
+
+def test_the_light_entry_points_load_no_torch():
+    """The modules that load torch (~2.5 s of CPU) are imported where they are needed (each such
+    function-level import says so): importing these loads neither torch nor torchvision."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib', 'pandas') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, *LIGHT], capture_output=True, text=True,
+                          cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"importing {LIGHT} loads {proc.stdout.strip()}"

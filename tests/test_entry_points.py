@@ -28,7 +28,7 @@ def _last(text: str, n: int = 5) -> str:
 # ------------------------------------------------------------------------------------------
 
 def _interrupting(how):
-    def run_stages(config, stages, out, progress=True):
+    def run_stages(config, stages, out, progress=True, keys=None):
         if how == "SIGTERM":
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)   # the handler raises here

@@ -97,7 +97,7 @@ def test_the_command_line_prints_the_count_and_the_notice(monkeypatch, capsys, t
 
     seen = {}
 
-    def fake_run_stages(config, stages, out, progress=True):
+    def fake_run_stages(config, stages, out, progress=True, keys=None):
         seen["labels"] = config.labels
         return types.SimpleNamespace(stages=[], config=config, summary=lambda: {})
 

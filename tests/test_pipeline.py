@@ -140,6 +140,34 @@ def test_a_pipeline_reads_the_data_identity_once(smoke_runs, monkeypatch):
     assert [r.run_hash for r in again.stages] == [r.run_hash for r in first.stages]
 
 
+def test_the_cli_computes_the_run_keys_once(smoke_runs, monkeypatch, capsys):
+    """``python -m selftrain_lib run`` names the run to resume on an interruption and trains the
+    stages under the same keys: the data's identity is read once for the three stages (was: once
+    for the interruption message, once more in the pipeline)."""
+    from selftrain_lib.cli import main
+    from selftrain_lib.train import run_key
+
+    out, first = smoke_runs
+    calls = []
+    real = run_key.data_identity
+    monkeypatch.setattr(run_key, "data_identity", lambda config: calls.append(config.dataset) or real(config))
+    assert main(["run", "--dataset", "synth-street", "--scale", "smoke", "--stages", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert calls == ["synth-street"]
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[-1] for line in printed] == [str(r.run_dir) for r in first.stages]
+    assert all("(reused)" in line for line in printed)
+
+
+def test_run_stages_refuses_keys_of_another_chain_length(smoke_runs):
+    from selftrain_lib.pipeline import run_keys, run_stages
+
+    out, _ = smoke_runs
+    config = load_config("synth-street", "smoke")
+    with pytest.raises(ValueError, match="keys: 2 run keys given for 3 stages"):
+        run_stages(config, 3, out, progress=False, keys=run_keys(config, 2))
+
+
 def test_run_stage_alone_finds_the_run_the_pipeline_keyed(smoke_runs):
     from selftrain_lib.train.run_key import stage_run_keys
 

@@ -34,6 +34,49 @@ def test_plan_trains_shared_stages_once_and_skips_finished_ones(tmp_path):
     assert len(plan(kwargs, tmp_path)) == len(jobs) - 1
 
 
+def test_a_sweep_reads_each_datasets_identity_once_and_its_workers_never(tmp_path, monkeypatch):
+    """The plan computes every job's run keys, reading the data's identity once per dataset (a
+    dataset read from files: a stat of every file); a job carries its keys to the worker, which
+    trains under them without reading the identity again."""
+    from selftrain_lib import sweep
+    from selftrain_lib.train import run_key
+
+    calls = []
+    real = run_key.data_identity
+
+    def counted(config):
+        calls.append(config.dataset)
+        return real(config)
+
+    monkeypatch.setattr(sweep, "data_identity", counted)
+    monkeypatch.setattr(run_key, "data_identity", counted)
+    kwargs = [dict(dataset=d, scale="smoke", seed=s, stages=2) for d in ("synth-street", "synth-objects")
+              for s in (0, 1)]
+    jobs = plan(kwargs, tmp_path)
+    assert sorted(calls) == ["synth-objects", "synth-street"]
+    assert len(jobs) == 8 and all(len(j.keys) == j.stages for j in jobs)
+    assert all(run_key.config_hash(j.keys[-1]) == j.run_hash for j in jobs)
+    calls.clear()
+    first = next(j for j in jobs if j.after is None)
+    assert sweep.train_stage_run(first, tmp_path, num_threads=None) == first.run_hash
+    assert calls == [] and (tmp_path / first.run_hash / "metrics.json").is_file()
+
+
+def test_a_worker_refuses_keys_its_code_does_not_give(tmp_path):
+    """A job planned by another version of the library (here: a key edited) is not trained under
+    its planned hash."""
+    import dataclasses
+
+    from selftrain_lib import sweep
+
+    job = plan([dict(dataset="synth-street", scale="smoke", stages=1)], tmp_path)[0]
+    edited = dict(job.keys[0], config={**job.keys[0]["config"], "lr": 1.0})
+    with pytest.raises(RuntimeError, match=rf"stage 1: this process keys the run differently from the plan "
+                                           rf"\({job.run_hash}\)"):
+        sweep.train_stage_run(dataclasses.replace(job, keys=(edited,)), tmp_path)
+    assert not (tmp_path / job.run_hash).exists()
+
+
 def _cfg(spec):
     kw = spec.run_kwargs("smoke")
     return load_config(kw.pop("dataset"), kw.pop("scale"), **{k: v for k, v in kw.items() if k != "stages"})

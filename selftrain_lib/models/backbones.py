@@ -37,7 +37,6 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet as tv_resnet
 
 __all__ = ["STAGES", "INPUT_FORMATS", "CAFFE_MEAN_BGR", "RESNET_STYLES", "DilatedBasicBlock", "ResNetStage", "ResNetBackbone", "make_resnet_stage",
            "init_resnet_weights", "resnet101_os8", "small_resnet", "small_resnet_os8"]
@@ -286,6 +285,10 @@ def resnet101_os8(weights=None, style: str = "torchvision", stride_on_1x1: bool 
     if style == "caffe" and weights is not None:
         raise ValueError("style 'caffe' takes no torchvision weights (they stride on the 3x3 convolution and expect "
                          "ImageNet-normalised RGB); load a Caffe-converted checkpoint into it instead")
+    # imported here: torchvision's package imports torch._dynamo (~2 s of CPU), and only the
+    # ResNet-101 models need it (a smoke or CPU-scale run never does)
+    from torchvision.models import resnet as tv_resnet
+
     net = tv_resnet.resnet101(weights=weights, replace_stride_with_dilation=[False, True, True], **kwargs)
     _set_dilation(net.layer3, 2)
     _set_dilation(net.layer4, 4)

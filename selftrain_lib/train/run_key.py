@@ -83,11 +83,13 @@ def stage_run_key(config: Config, stage: int, pseudo_masks: PseudoMasks | None,
     return _run_key(config, stage, source, world_size, data_identity(config))
 
 
-def stage_run_keys(config: Config, stages: int, world_size: int = 1) -> list[dict[str, Any]]:
+def stage_run_keys(config: Config, stages: int, world_size: int = 1,
+                   identity: str | None = None) -> list[dict[str, Any]]:
     """The run keys (:func:`stage_run_key`) of stages 1..``stages`` of ``config``, computed without
     training: stage k's key holds stage k-1's hash, as its pseudo-masks come from there. The data's
-    identity is read once for all of them."""
-    identity = data_identity(config)
+    identity is read once for all of them; ``identity``: the one a caller read already for the same
+    data (a sweep reads it once per dataset)."""
+    identity = data_identity(config) if identity is None else identity
     keys: list[dict[str, Any]] = []
     for k in range(1, stages + 1):
         keys.append(_run_key(config, k, config_hash(keys[-1]) if keys else None, world_size, identity))
