@@ -76,3 +76,16 @@ def load_tool():
         return module
 
     return load
+
+
+@pytest.fixture
+def random_view():
+    """``(view, masks)``: a TrainingView of 20 random 16x24 images with 3 classes, 5 of them
+    labelled (split seed 0), and the masks of all 20 (the pool's hidden ground truth)."""
+    from selftrain_lib.data import TrainingView, make_split
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (20, 3, 16, 24), dtype=torch.uint8, generator=g)
+    masks = torch.randint(0, 3, (20, 16, 24), dtype=torch.uint8, generator=g)
+    split = make_split(20, 5, 0)
+    return TrainingView(images, split.labelled, masks[split.labelled]), masks

@@ -4,21 +4,12 @@ import pytest
 import torch
 
 from selftrain_lib.config import load_config
-from selftrain_lib.data import TrainingView, make_split
 from selftrain_lib.methods import BatchSpec, Crops, Method, StepBatch, build as build_method
 from selftrain_lib.train import BatchSource, StepDraws
 from selftrain_lib.train.parts import build_stage_parts
 from selftrain_lib.train.run_key import stage_key
 
 CPU = torch.device("cpu")
-
-
-def _view(n=20, labelled=5, h=16, w=24):
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=g)
-    masks = torch.randint(0, 3, (n, h, w), dtype=torch.uint8, generator=g)
-    split = make_split(n, labelled, 0)
-    return TrainingView(images, split.labelled, masks[split.labelled]), masks
 
 
 def _config(**kw):
@@ -72,8 +63,8 @@ def test_stage1_batch_size_is_stage_1s_labelled_only_batch():
 
 
 @pytest.mark.parametrize("method,stage", [("three-stage", 1), ("three-stage", 2), ("mt-cutout", 1), ("mt-cutmix", 1)])
-def test_the_batch_source_draws_the_sub_batches_the_method_declares(method, stage):
-    view, masks = _view()
+def test_the_batch_source_draws_the_sub_batches_the_method_declares(method, stage, random_view):
+    view, masks = random_view
     config = _config(method=method)
     m = build_method(config, stage)
     pseudo = torch.randint(0, 3, masks.shape, dtype=torch.uint8)
@@ -87,8 +78,8 @@ def test_the_batch_source_draws_the_sub_batches_the_method_declares(method, stag
         assert b.clean is None and b.boxes.shape == (n1, 4) and b.valid.shape == (n1, 16, 16)
 
 
-def test_a_method_without_a_pool_draws_no_pool_image_and_no_pseudo_mask():
-    view, masks = _view()
+def test_a_method_without_a_pool_draws_no_pool_image_and_no_pseudo_mask(random_view):
+    view, masks = random_view
     spy = Spy(BatchSpec(labelled=3))
     pseudo = torch.randint(0, 3, masks.shape, dtype=torch.uint8)  # given, but the method does not ask for it
     source = BatchSource(spy, view, pseudo, _config(), 2, CPU)
@@ -100,8 +91,8 @@ def test_a_method_without_a_pool_draws_no_pool_image_and_no_pseudo_mask():
     assert batch.images.shape[0] == 3
 
 
-def test_a_method_gets_the_pool_crops_and_pseudo_masks_it_declares():
-    view, masks = _view()
+def test_a_method_gets_the_pool_crops_and_pseudo_masks_it_declares(random_view):
+    view, masks = random_view
     spy = Spy(BatchSpec(labelled=1, pool=2, pseudo=True))
     pseudo = torch.randint(0, 3, masks.shape, dtype=torch.uint8)
     BatchSource(spy, view, pseudo, _config(), 2, CPU)(0)
@@ -117,8 +108,8 @@ def test_a_method_with_a_pool_must_make_its_batch():
         type("Spyless", (Method,), {})().make_batch(crops, torch.Generator())
 
 
-def test_the_stage_builds_the_method_and_hands_it_to_the_batch_source():
-    view, masks = _view()
+def test_the_stage_builds_the_method_and_hands_it_to_the_batch_source(random_view):
+    view, masks = random_view
     config = _config()
     pseudo = torch.randint(0, 3, masks.shape, dtype=torch.uint8)
     for stage, blocks in ((1, 0), (2, 2), (3, 1)):

@@ -4,7 +4,6 @@ import torch
 
 from selftrain_lib.augment import StrongAugment
 from selftrain_lib.config import load_config
-from selftrain_lib.data import TrainingView, make_split
 from selftrain_lib.ema import EMATeacher
 from selftrain_lib.losses import pixel_cross_entropy
 from selftrain_lib.methods import build as build_method
@@ -29,16 +28,8 @@ def test_derive_seed_distinguishes_parts():
                 derive_seed(0, 2, "aug", 6)}) == 4
 
 
-def _view(n=20, labelled=5, h=16, w=24):
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=g)
-    masks = torch.randint(0, 3, (n, h, w), dtype=torch.uint8, generator=g)
-    split = make_split(n, labelled, 0)
-    return TrainingView(images, split.labelled, masks[split.labelled]), masks
-
-
-def test_batch_source_sub_batches():
-    view, masks = _view()
+def test_batch_source_sub_batches(random_view):
+    view, masks = random_view
     config = load_config("synth-street", "smoke", crop_size=[16, 16], batch_size=6, labelled_per_batch=2)
     pseudo = torch.randint(0, 3, masks.shape, dtype=torch.uint8)
     b = BatchSource(build_method(config, 2), view, pseudo, config, 2, torch.device("cpu"))(0)
