@@ -230,17 +230,17 @@ class MeanTeacher(Method):
 
         ``batch`` (a :class:`~selftrain_lib.methods.base.StepBatch`, from :meth:`make_batch`): images
         (B, 3, h, w), Sub-batch 1 (n1 images from L∪U, weak augmentation only) first, then Sub-batch 2
-        (labels (n2, h, w)); ``valid`` (n1, h, w) bool, the pixels of Sub-batch 1 inside the source
+        (labels (n_lab, h, w)); ``valid`` (n1, h, w) bool, the pixels of Sub-batch 1 inside the source
         image; ``boxes`` (n1, 4) from this baseline's mask. L_seg is averaged over Sub-batch 2; the consistency
         loss over Sub-batch 1. Returns ``loss_seg``, ``loss_con``, ``conf_rate`` and ``loss``.
         """
-        n2 = batch.labels.shape[0]
-        x1, x2 = batch.images[:-n2], batch.images[-n2:]
+        n_lab = batch.labels.shape[0]
+        x1, x2 = batch.images[:-n_lab], batch.images[-n_lab:]
         teacher_prob = F.softmax(teacher.logits(x1), 1)
         student_in, teacher_prob, region = self.boxes.perturb(x1, teacher_prob, batch.valid.float(), batch.boxes)
         logits = model(torch.cat([student_in, x2]))["f"]
-        seg = pixel_cross_entropy(logits[-n2:], batch.labels, ignore_index)
-        con, rate = consistency_loss(logits[:-n2], teacher_prob, region, self.conf_threshold, self.conf_per_pixel)
+        seg = pixel_cross_entropy(logits[-n_lab:], batch.labels, ignore_index)
+        con, rate = consistency_loss(logits[:-n_lab], teacher_prob, region, self.conf_threshold, self.conf_per_pixel)
         return {"loss_seg": seg, "loss_con": con, "conf_rate": rate, "loss": seg + self.cons_weight * con}
 
 

@@ -87,12 +87,12 @@ class ThreeStage(Method):
         """
         weights = self.weights
         out = model(batch.images)
-        n2 = batch.labels.shape[0]
-        losses = {"loss_seg": pixel_cross_entropy(out["f"][-n2:], batch.labels, ignore_index)}
+        n_lab = batch.labels.shape[0]   # Sub-batch 2 (labelled) is last
+        losses = {"loss_seg": pixel_cross_entropy(out["f"][-n_lab:], batch.labels, ignore_index)}
         if batch.pseudo is not None:
             if weights.cr and teacher is not None:
                 target = teacher.predict(batch.clean)
-                n1 = target.shape[0] - n2
+                n1 = target.shape[0] - n_lab
                 target = torch.cat([self.strong.apply_mask(target[:n1], batch.aug), target[n1:]])
                 losses["loss_con"] = pixel_cross_entropy(out["f"], target, ignore_index)
             if weights.t2 and "g" in out:
