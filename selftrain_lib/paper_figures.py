@@ -58,6 +58,11 @@ SCALE_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
 FIGURES_ROOT = "figures"
 
 
+# beside a scale's figures: one summary per stage run the notebooks used (selftrain_lib.record);
+# not `runs/`, the run cache's name, which git ignores
+SUMMARIES = "run_summaries"
+
+
 def default_figures_dir(scale: str) -> str:
     """``figures/<scale>``: one folder per scale, so the fast check never overwrites the record."""
     return f"{FIGURES_ROOT}/{scale}"
@@ -283,7 +288,7 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
 
     runs = [r for name, params in todo if params is not None
             for r in planned_runs(Path(notebook_dir) / f"{name}.ipynb", params)]
-    write_summaries(planned_run_dirs(runs, out), Path(figures_dir) / "runs")
+    write_summaries(planned_run_dirs(runs, out), Path(figures_dir) / SUMMARIES)
     return done
 
 

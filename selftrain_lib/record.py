@@ -2,7 +2,7 @@
 
 ``make paper-figures`` trains (or reuses) stage runs in the run cache (``runs/<hash>/``), which
 holds models and pseudo-masks and is not committed. Beside the figures it writes one small JSON per
-stage run the notebooks used, ``<figures>/runs/<hash>.json``, and an index, ``runs/index.csv``:
+stage run the notebooks used, ``<figures>/run_summaries/<hash>.json``, and an index, ``run_summaries/index.csv``:
 
 - ``run_hash`` (the folder's name in the run cache) and ``key``: what the hash was computed from;
 - ``setting``: dataset, method, switches, label count used, seed, scale, stage;
@@ -86,7 +86,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
 
 
 def index_row(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """One row of ``runs/index.csv``: the run's hash, setting and headline metrics."""
+    """One row of ``run_summaries/index.csv``: the run's hash, setting and headline metrics."""
     m = summary["metrics"]
     return {"run_hash": summary["run_hash"], "stage": summary["stage"], **summary["setting"],
             **{k: m.get(k) for k in INDEX_COLUMNS if k in m}}

@@ -46,7 +46,7 @@ def test_write_summaries_indexes_finished_runs_and_skips_unfinished(two_stages, 
     unfinished = out / "0000000000000000"
     unfinished.mkdir()
     try:
-        into = tmp_path / "figures" / "runs"
+        into = tmp_path / "figures" / pf.SUMMARIES
         written = record.write_summaries([r.run_dir for r in result.stages] + [unfinished], into)
         assert sorted(p.stem for p in written) == sorted(r.run_hash for r in result.stages)
         index = list(csv.DictReader((into / "index.csv").open()))
@@ -75,7 +75,7 @@ def test_paper_figures_writes_the_summaries_of_every_planned_run(two_stages, tmp
     figures = tmp_path / "fig"
     pf.build("smoke", [0], figures, tmp_path / "build", out, only=["stage2"],
              extra={"stage2": {"dataset": "synth-objects", "labels": 60}}, progress=False)
-    assert sorted(p.stem for p in (figures / "runs").glob("*.json")) == sorted(r.run_hash for r in result.stages)
+    assert sorted(p.stem for p in (figures / pf.SUMMARIES).glob("*.json")) == sorted(r.run_hash for r in result.stages)
 
 
 def test_the_record_scale_gives_every_seed_to_the_headline_and_tables_and_one_to_the_rest(tmp_path, monkeypatch):
@@ -89,3 +89,16 @@ def test_the_record_scale_gives_every_seed_to_the_headline_and_tables_and_one_to
     assert all("max_seeds" not in p for p in seen.values())
     assert seen["table5"]["datasets"] == ["synth-street"]
     assert pf.default_figures_dir("cpu") == "figures/cpu" and pf.default_figures_dir("quick") == "figures/quick"
+
+
+def test_the_summaries_folder_is_committed_not_ignored_as_a_run_cache(tmp_path):
+    """The run cache (`runs/`) is git-ignored; the summaries beside the figures must not be."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    path = f"figures/cpu/{pf.SUMMARIES}/0123456789abcdef.json"
+    ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+    assert not ignored, f"{path} is git-ignored: the record's summaries would never be committed"
+    assert subprocess.run(["git", "check-ignore", "-q", "runs/0123456789abcdef/metrics.json"], cwd=ROOT).returncode == 0
