@@ -266,12 +266,15 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
         these = list(seeds)[: more.pop("max_seeds", None) or len(seeds)]
         todo.append((name, None if real is None else notebook_parameters(
             path, scale, these, out, figures_dir, {k: v for k, v in {**real, **more}.items() if k in declared}, jobs)))
+    # each notebook's runs, planned once: trained in one pool (jobs > 1), then summarised
+    planned = {name: planned_runs(Path(notebook_dir) / f"{name}.ipynb", params)
+               for name, params in todo if params is not None}
     if jobs != 1:
         from .sweep import run_parallel
 
         runs = [r for name, params in todo if params is not None
                 and (force or not _stamp(name, params, build_dir, notebook_dir, digest)[2])
-                for r in planned_runs(Path(notebook_dir) / f"{name}.ipynb", params)]
+                for r in planned[name]]
         run_parallel(runs, out=out, jobs=jobs, progress=progress, desc="stage runs of every notebook")
     done = []
     bar = tqdm(todo, desc="notebooks", disable=not progress, dynamic_ncols=True)
@@ -286,9 +289,8 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     # every number of the tables links to its run: a small summary per stage run, beside the figures
     from .record import planned_run_dirs, write_summaries
 
-    runs = [r for name, params in todo if params is not None
-            for r in planned_runs(Path(notebook_dir) / f"{name}.ipynb", params)]
-    write_summaries(planned_run_dirs(runs, out), Path(figures_dir) / SUMMARIES)
+    write_summaries(planned_run_dirs([r for runs in planned.values() for r in runs], out),
+                    Path(figures_dir) / SUMMARIES)
     return done
 
 

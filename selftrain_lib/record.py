@@ -21,13 +21,14 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .methods import SWITCHES
 from .pipeline import resolve_run
 from .runs import atomic_write_json, atomic_write_text, read_json
 from .train.run_key import stage_hashes
 
 SUMMARY_FORMAT = 1
 # the setting of a run, as index columns (from its resolved configuration)
-SETTING_KEYS = ("dataset", "method", "labels", "seed", "scale", "cr", "t2", "sa", "n2", "ema", "lambda1", "lambda2")
+SETTING_KEYS = ("dataset", "method", "labels", "seed", "scale", *(s.key for s in SWITCHES), "lambda1", "lambda2")
 # the curve's columns kept (curves.csv has more: the loss parts, the EMA decay)
 CURVE_COLUMNS = ("step", "loss", "val_miou", "val_miou_student", "val_miou_teacher")
 INDEX_COLUMNS = ("run_hash", "stage") + SETTING_KEYS + (
@@ -61,9 +62,12 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     curve = {c: [] for c in CURVE_COLUMNS}
     curves = run_dir / "curves.csv"
     if curves.is_file():
-        for row in csv.DictReader(io.StringIO(curves.read_text())):
+        for line, row in enumerate(csv.DictReader(io.StringIO(curves.read_text())), start=2):
             for c in CURVE_COLUMNS:
-                curve[c].append(_number(row.get(c), integer=c == "step"))
+                try:
+                    curve[c].append(_number(row.get(c), integer=c == "step"))
+                except ValueError:
+                    raise ValueError(f"{curves}, line {line}: {c} is {row.get(c)!r}, not a number") from None
     val, student, teacher = metrics.get("val"), metrics.get("val_student"), metrics.get("val_teacher")
     pseudo = metrics.get("pseudo_masks_unlabelled")
     return {

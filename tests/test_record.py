@@ -102,3 +102,24 @@ def test_the_summaries_folder_is_committed_not_ignored_as_a_run_cache(tmp_path):
     ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
     assert not ignored, f"{path} is git-ignored: the record's summaries would never be committed"
     assert subprocess.run(["git", "check-ignore", "-q", "runs/0123456789abcdef/metrics.json"], cwd=ROOT).returncode == 0
+
+
+def test_a_tampered_curve_is_an_error_naming_the_file_line_and_column(two_stages, tmp_path):
+    import shutil
+
+    out, result = two_stages
+    copy = tmp_path / result.stages[0].run_hash
+    shutil.copytree(result.stages[0].run_dir, copy)
+    lines = (copy / "curves.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("loss")] = "__import__('os')"
+    (copy / "curves.csv").write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=r"curves\.csv, line 2: loss is .*not a number"):
+        record.run_summary(copy)
+
+
+def test_the_summaries_index_has_a_column_per_switch():
+    from selftrain_lib.methods import SWITCHES
+
+    assert {s.key for s in SWITCHES} <= set(record.INDEX_COLUMNS)
