@@ -11,14 +11,17 @@ torch's format (checkpoints and old runs load as before). Should a torch release
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch.optim.optimizer import Optimizer
 
 # Optimizer's guarded methods (torch._compile._disable_dynamo keeps the function as __wrapped__)
 _GUARDED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
-# Adam.step as torch wraps it (optimizer._use_grad_for_differentiable: no grad, two graph breaks)
-_ADAM_STEP = getattr(torch.optim.Adam.step, "__wrapped__", None)
 _UNWRAPPED = {name: getattr(getattr(Optimizer, name), "__wrapped__", None) for name in _GUARDED}
+# Adam.step under its wrappers (optimizer._use_grad_for_differentiable: no grad, two graph breaks; and
+# Optimizer's profiling hook, which torch puts on the class when a first torch.optim.Adam is built)
+_ADAM_STEP = inspect.unwrap(torch.optim.Adam.step) if hasattr(torch.optim.Adam.step, "__wrapped__") else None
 
 
 class EagerAdam(torch.optim.Adam):
