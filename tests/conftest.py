@@ -17,6 +17,31 @@ def _isolated_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session")
+def shared_folder(tmp_path_factory):
+    """``shared_folder(name, fill)``: the folder ``shared-<name>``, filled by ``fill(folder)`` once
+    for the whole test run. ``make test``'s pytest-xdist workers share it (each worker is a session
+    of its own): the first to ask fills it under a lock while the others wait, so that work
+    (e.g. a grid of smoke runs) is done once, not once per worker. Fill it only with what tests
+    read; a test that changes files copies them first. A fill that raised is redone by the next."""
+    from selftrain_lib.runs import file_lock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/, above the workers' own popen-gwK/
+
+    def get(name: str, fill) -> Path:
+        folder = root / f"shared-{name}"
+        with file_lock(root / f"shared-{name}.lock", f"waiting for another pytest worker to fill {folder}"):
+            if not (folder / ".filled").exists():
+                folder.mkdir(exist_ok=True)
+                fill(folder)
+                (folder / ".filled").touch()
+        return folder
+
+    return get
+
+
 @pytest.fixture
 def interrupt_at_step(monkeypatch):
     """``interrupt_at_step(n)``: the n-th training step from now on raises KeyboardInterrupt (a kill,

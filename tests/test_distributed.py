@@ -34,9 +34,11 @@ def _torchrun(out: Path, stages: int, method: str = "three-stage", *more: str, c
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    return out, _torchrun(out, stages=2)
+def ddp_runs(shared_folder):
+    """Two stages on two ranks, run once for the whole test run (``make test``'s workers share it):
+    the run folders and what each rank recorded, ``(out, [rank 0's, rank 1's])``; tests only read them."""
+    out = shared_folder("ddp-runs", lambda folder: _torchrun(folder, stages=2))
+    return out, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
 def test_ranks_keep_identical_weights_and_ema_teacher_every_step(ddp_runs):
