@@ -76,24 +76,27 @@ def test_every_notebook_has_smoke_parameters_and_expected_outputs():
     assert sorted(SMOKE) == NOTEBOOKS == sorted(pf.NOTEBOOK_ORDER) == sorted(EXPECTED)
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """One run cache for every notebook test, filled once in this process (the notebooks reuse it)."""
-    root = tmp_path_factory.mktemp("paper")
+def _train_notebook_runs(runs: Path) -> None:
     specs = (ex.label_grid("synth-street", [0], [100], full=True) + ex.label_grid("synth-objects", [0], [60])
              + ex.ablation_grid(["synth-objects"], [0], drops=("none", "CR", "T2", "SA", "N2", "EMA"))
              + ex.lambda_grid(["synth-objects"], [0.25, 0.5], [0]) + ex.stages_grid(["synth-objects"], [0], 4))
-    ex.run_grid(specs, "smoke", str(root / "runs"), progress=False, jobs=2)  # in parallel, as make paper-figures
-    return root
+    ex.run_grid(specs, "smoke", str(runs), progress=False, jobs=2)  # in parallel, as make paper-figures
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, shared_folder):
+    """``(folder, runs)``: this worker's folder for the notebooks' figures and executed copies, and
+    the run cache every notebook test reads, trained once for the whole test run (the notebooks reuse it)."""
+    return tmp_path_factory.mktemp("paper"), shared_folder("notebook-runs", _train_notebook_runs)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", pf.NOTEBOOK_ORDER)
 def test_notebook_executes_at_smoke_scale(name, workspace):
-    figures_dir = workspace / "figures"
-    params = pf.notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb", "smoke", [0], workspace / "runs",
-                                    figures_dir, SMOKE[name])
-    executed, ran = pf.execute(name, params, workspace / "build", figures_dir=figures_dir)
+    folder, runs = workspace
+    figures_dir = folder / "figures"
+    params = pf.notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb", "smoke", [0], runs, figures_dir, SMOKE[name])
+    executed, ran = pf.execute(name, params, folder / "build", figures_dir=figures_dir)
     assert ran and executed.is_file()
     for stem, kinds in EXPECTED[name]:
         for kind in kinds:
@@ -115,7 +118,7 @@ def test_notebook_executes_at_smoke_scale(name, workspace):
                 assert "scale: smoke" in text and "last step" in text
     check_outputs_read_finished(executed)
     # a second execution with nothing changed is skipped
-    _, ran_again = pf.execute(name, params, workspace / "build", figures_dir=figures_dir)
+    _, ran_again = pf.execute(name, params, folder / "build", figures_dir=figures_dir)
     assert not ran_again
 
 
