@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from .base import BatchSpec, Crops, Method, StepBatch
 
@@ -58,6 +59,14 @@ SWITCHES: tuple[Switch, ...] = (
 SWITCH_KEYS: tuple[str, ...] = tuple(s.key for s in SWITCHES)
 
 
+def saved_switches(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Each switch's value in a saved configuration (a run's ``config.json``). A switch added after
+    the run trained is absent there: the run computed what the switch on computes (a new switch stays
+    out of the run key at its default, :attr:`Switch.in_key_when_on`, so such runs are reused), and
+    it reads as on, as :func:`~selftrain_lib.config.make_config` reads the configuration back."""
+    return {s.key: saved.get(s.key, True) for s in SWITCHES}
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One row of :data:`METHODS`: what the configuration, the CLI and the run cache know of a method."""
@@ -93,5 +102,5 @@ def build(config, stage: int) -> Method:
     return getattr(importlib.import_module(f".{module}", __name__), cls)(config, stage)
 
 
-__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "BASELINES", "Method", "BatchSpec",
+__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "saved_switches", "MethodSpec", "METHODS", "BASELINES", "Method", "BatchSpec",
            "Crops", "StepBatch", "build"]
