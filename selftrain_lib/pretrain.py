@@ -30,6 +30,7 @@ from .data.datasets import default_cache_dir
 from .data.synthetic import PRETRAIN_NUM_CLASSES, generate_pretraining_images, generator_digest
 from .evaluate import to_input
 from .models import build_segmenter
+from .optim import Adam
 from .progress import tqdm
 from .runs import atomic_torch_save, config_hash, file_lock, file_sha256, set_aside
 
@@ -194,7 +195,7 @@ def _build_backbone(path: Path, key: dict, progress: bool) -> dict[str, torch.Te
         torch.manual_seed(seed)
         net = _Classifier(build_segmenter("deeplabv2-small", 2, widths=tuple(widths),
                                                 output_stride=output_stride).backbone, PRETRAIN_NUM_CLASSES)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
     net.train()

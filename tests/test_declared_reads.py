@@ -25,6 +25,10 @@ from selftrain_lib.config import Config, execution_keys, load_config
 from selftrain_lib.stage import run_stage
 from selftrain_lib.train.run_key import stage_key, stage_run_key, stage_run_keys
 
+# one pytest-xdist worker runs this module: the module fixture (every run trained with its reads
+# recorded, in this process) is trained once, not once per worker
+pytestmark = pytest.mark.xdist_group("declared_reads")
+
 FIELDS = frozenset(f.name for f in fields(Config))
 _READS: list[dict[str, str]] = []  # one record per stage training now: field -> where it was first read
 

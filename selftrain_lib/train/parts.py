@@ -17,6 +17,7 @@ from ..distributed import SINGLE, World
 from ..ema import EMATeacher
 from ..methods import Method, build as build_method
 from ..models import MultiTaskDeepLab, build_segmenter, config_kwargs, freeze_batchnorm, param_groups
+from ..optim import Adam
 from ..precision import Precision, resolve_precision
 from ..pretrain import load_pretrained
 from .batches import BatchSource, derive_seed
@@ -93,8 +94,8 @@ def build_stage_parts(config: Config, stage: int, view, pseudo, num_classes: int
     model = model.to(device)
     if device.type == "cuda":  # NHWC convolutions are the fast path of cuDNN's tensor cores
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
-                                 weight_decay=config.weight_decay)
+    optimizer = Adam(param_groups(model, config.lr, config.backbone_lr_mult), lr=config.lr,
+                     weight_decay=config.weight_decay)
     batches = BatchSource(method, view, pseudo, config, stage, device, world)
     teacher = method.teacher(model.segmenter)
     teacher = teacher.to(device) if teacher is not None else None
