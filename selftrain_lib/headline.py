@@ -12,7 +12,7 @@ dataset, label count, stage row and seed, e.g. ``docs/measurements/stages_cpu.cs
 paired difference, then mean ± std over seeds. The reported network is the EMA teacher where a
 row has one (stages ≥ 2), the student otherwise, as in the tables.
 
-    python -m selftrain_lib.headline                       # figures/headline.{png,pdf} from docs/measurements
+    python -m selftrain_lib.headline                       # figures/headline.{png,pdf,md}: quick, cpu (the record)
     python -m selftrain_lib.headline --csv quick=a.csv cpu=b.csv --out build/headline
 """
 from __future__ import annotations
@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m selftrain_lib.headline", description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", nargs="+", metavar="SCALE=CSV",
                    default=[f"quick={ROOT / 'docs/measurements/stages_quick.csv'}",
-                            f"cpu={ROOT / 'docs/measurements/stages_cpu.csv'}"],
-                   help="stage measurements, one per scale (default: docs/measurements/stages_{quick,cpu}.csv)")
+                            f"cpu={ROOT / 'figures/cpu/stages_cpu.csv'}"],
+                   help="stage measurements, one per scale (default: docs/measurements/stages_quick.csv, 3 seeds "
+                        "of `quick`; figures/cpu/stages_cpu.csv, the record's 3 seeds of `cpu`)")
     p.add_argument("--out", default=str(ROOT / "figures" / "headline"), help="figure stem (.png, .pdf, .md written)")
     args = p.parse_args(argv)
     measurements = {}

@@ -418,10 +418,11 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
             f"(a torchvision or DeepLab-v2 ResNet-101 state dict).") from err
 
 
-def synthetic_state(config) -> dict[str, torch.Tensor]:
-    """The small backbone pre-trained as ``config`` asks (built once, then read from the cache)."""
+def synthetic_state(config, progress: bool = True) -> dict[str, torch.Tensor]:
+    """The small backbone pre-trained as ``config`` asks (built once, then read from the cache;
+    ``progress``: its message and bar while it is built)."""
     return synthetic_backbone_state(config.widths, config.pretrain_steps, config.cache_dir,
-                                    output_stride=config.output_stride)
+                                    output_stride=config.output_stride, progress=progress)
 
 
 def pretrained_key(config) -> dict:

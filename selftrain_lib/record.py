@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .methods import SWITCHES
+from .methods import SWITCHES, saved_switches
 from .pipeline import resolve_run
 from .runs import atomic_write_json, atomic_write_text, read_json
 from .train.run_key import stage_hashes
@@ -74,7 +74,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "format": SUMMARY_FORMAT,
         "run_hash": run_dir.name,
         "stage": metrics.get("stage"),
-        "setting": {k: config.get(k) for k in SETTING_KEYS},
+        "setting": {k: config.get(k) for k in SETTING_KEYS} | saved_switches(config),  # (a switch added since: on)
         "key": saved.get("key"),
         "metrics": {
             "reported": metrics.get("reported"), "eval_model": metrics.get("eval_model"),

@@ -30,7 +30,7 @@ from .data.records import View
 from .evaluate import EVALUATION, REPORTED
 from .experiments import ABLATION_LABELS, PAPER_DATASET, PAPER_DATASET_NAME, PAPER_LABELS, STAND_INS
 from .glance import DASH, SEP, Ours, Paper, layout
-from .methods import BASELINES, SWITCH_KEYS, SWITCHES
+from .methods import BASELINES, SWITCH_KEYS, SWITCHES, saved_switches
 from .paths import runs_dir
 from .pretrain import pretraining_of
 from .runs import atomic_write_text, read_json
@@ -835,5 +835,5 @@ def _run_row(m: Path, which: str) -> dict:
             "val_miou": metrics["val"]["miou"] if which == "last" else _best_last(metrics)["val_miou_best"],
             **_best_last(metrics), "split": _split_of(metrics, cfg.get("split_file")),
             "pseudo_miou": metrics["pseudo_masks_unlabelled"]["miou"],
-            **{k: cfg.get(k) for k in ("lambda1", "lambda2", *SWITCH_KEYS)},
+            "lambda1": cfg.get("lambda1"), "lambda2": cfg.get("lambda2"), **saved_switches(cfg),
             "parent": metrics.get("pseudo_masks_from"), "run_dir": str(m.parent)}

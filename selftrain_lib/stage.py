@@ -34,6 +34,7 @@ from .methods import METHODS, Method
 from .models import MultiTaskDeepLab, set_batchnorm_eval
 from .precision import Precision
 from .preflight import preflight
+from .pretrain import synthetic_state
 from .progress import tqdm
 from .runs import config_hash, raise_if_disk_full, run_lock, write_labelled_ids
 from .train import StepBatch
@@ -109,7 +110,7 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, p
     if world.is_main:
         open_run_folder(run_dir, stage, key, config)
     world.barrier()
-    run = _prepare_run(config, stage, pseudo_masks, progress and world.is_main, data, world, run_dir)
+    run = _prepare_run(config, stage, pseudo_masks, progress and world.is_main, data, world, run_dir, key["data"])
     parts, ckpt = resume_or_restart(run_dir / CHECKPOINT_FILE, run.build_parts(), run.device, run.build_parts)
     # the networks the stage can report; no teacher where the stage has no EMA teacher of its own
     # (Stage 1, the Γ-model without EMA)
@@ -128,8 +129,9 @@ def _train_stage(config: Config, stage: int, pseudo_masks: PseudoMasks | None, p
 
 
 def _prepare_run(config: Config, stage: int, pseudo_masks: PseudoMasks | None, progress: bool,
-                 data: SegmentationData | None, world: World, run_dir: Path) -> StageRun:
-    """The device and its threads, the data (checked once) and the labelled set of the run."""
+                 data: SegmentationData | None, world: World, run_dir: Path, identity: str) -> StageRun:
+    """The device and its threads, the data (checked once) and the labelled set of the run.
+    ``identity``: the data's, from the run key (a fingerprint of the files is not read twice)."""
     device = resolve_device(config.device)
     torch.set_num_threads(cpu_threads(config, device))
     if world.enabled and device.type == "cuda":
@@ -137,7 +139,9 @@ def _prepare_run(config: Config, stage: int, pseudo_masks: PseudoMasks | None, p
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
-    data.check_once(config, progress)  # files: a bad one is found now, not after a stage
+    data.check_once(config, progress, identity)  # files: a bad one is found now, not after a stage
+    if config.pretrained == "synthetic":  # built (once) here, where --no-progress reaches its bar, not in the model factory
+        synthetic_state(config, progress=progress)
     split = select_split(config, data, run_dir.parent)  # the run cache (run_dir is out/<hash>)
     if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
         write_labelled_ids(run_dir, data.train_ids, split.labelled.tolist())

@@ -94,8 +94,12 @@ def test_every_switch_has_a_cli_flag_an_ablation_and_a_config_key(switch):
     kwargs = run_kwargs(build_parser().parse_args(["run", f"--no-{switch.key}"]))
     assert kwargs[switch.key] is False
     assert DROPS[switch.label] == {switch.key: False}
-    # read (and hashed) from its first stage on only: ablations share the stages before
-    assert [switch.key in stage_key(Config(), k) for k in (1, 2, 3)] == [k >= switch.first_stage for k in (1, 2, 3)]
+    # read (and hashed) from its first stage on only: ablations share the stages before; at its
+    # default (on) hashed only where its row says so (Switch.in_key_when_on: the five first switches)
+    off = Config().replace(**{switch.key: False})
+    assert [switch.key in stage_key(off, k) for k in (1, 2, 3)] == [k >= switch.first_stage for k in (1, 2, 3)]
+    assert [switch.key in stage_key(Config(), k) for k in (1, 2, 3)] == \
+        [switch.in_key_when_on and k >= switch.first_stage for k in (1, 2, 3)]
 
 
 def test_every_method_is_a_cli_choice_with_its_keys_in_the_config():

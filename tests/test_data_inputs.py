@@ -282,3 +282,21 @@ def test_list_files_with_a_bom_crlf_and_spaces(tmp_path):
     split = tmp_path / "split.txt"
     split.write_bytes("\ufeffimg1\r\nimg0 \r\n".encode())
     assert read_split(split, ["img0", "img1", "my img"]).labelled.tolist() == [0, 1]
+
+
+def test_a_folder_datasets_files_are_fingerprinted_once_per_command(tmp_path, monkeypatch):
+    """The run key holds the files' fingerprint (a stat of every file); the check before training
+    takes it from there (issue 27: it stat'ed every file a second time)."""
+    from selftrain_lib.data import datasets
+
+    root = make_folder(tmp_path / "leaves")
+    (tmp_path / "leaves.yaml").write_text(FOLDER_YAML)
+    calls = []
+    real = datasets.data_fingerprint
+    monkeypatch.setattr(datasets, "data_fingerprint", lambda config: calls.append(1) or real(config))
+    code = _cli([*LEAVES_SMOKE, "--params", str(tmp_path / "leaves.yaml"),
+                 "--out", str(tmp_path / "cache/runs"), "--set", f"data_root={root}",
+                 "--set", f"cache_dir={tmp_path / 'cache'}"], monkeypatch)
+    assert code == 0
+    assert len(calls) == 1
+    assert len(list((tmp_path / "cache" / "checked").iterdir())) == 1  # and the files were checked

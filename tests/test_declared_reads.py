@@ -5,10 +5,13 @@ Smoke-scale stages (the three stages and each baseline on generated data, the th
 folder dataset read from files) train with a configuration that records every field the code reads. A field read while a stage trains must be in the stage's declared key or be
 marked EXECUTION; a field declared must be read. The exceptions are listed below, each with its
 reason, and the fields read but in no key are changed in a second run of the stage, which must
-give the same key and the same weights.
+give the same key and the same weights. One exception follows a rule, not a list: a switch whose row
+says ``in_key_when_on=False`` (selftrain_lib.methods.Switch) is in no key at its default (on), where
+it computes what the code computed before the switch existed; off, it is in the key as any field.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import fields
 
@@ -17,9 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
+from selftrain_lib import methods
 from selftrain_lib.config import Config, execution_keys, load_config
 from selftrain_lib.stage import run_stage
-from selftrain_lib.train.run_key import stage_run_key, stage_run_keys
+from selftrain_lib.train.run_key import stage_key, stage_run_key, stage_run_keys
 
 # one pytest-xdist worker runs this module: the module fixture (every run trained with its reads
 # recorded, in this process) is trained once, not once per worker
@@ -142,13 +146,27 @@ def recorded(tmp_path_factory):
     return found, root
 
 
+def switches_on_out_of_key(config: Config) -> set[str]:
+    """The switches ``config`` may read without declaring them: those out of the run key at their
+    default (``Switch.in_key_when_on`` False, derived from ``methods.SWITCHES``) while at it (on)."""
+    return {s.key for s in methods.SWITCHES if not s.in_key_when_on and getattr(config, s.key) is True}
+
+
+def undeclared_reads(config: Config, key: dict, reads: dict[str, str], method: str, stage: int) -> dict[str, str]:
+    """The fields of ``reads`` (field -> where read) that the stage's run key ``key`` does not
+    declare and no exception allows."""
+    declared = set(key["config"])  # Config fields ("method" names the method, as the field does)
+    allowed = (declared | execution_keys() | set(UNHASHED_READS) | set(UNUSED_READS.get((method, stage), ()))
+               | switches_on_out_of_key(config))
+    return {f: reads[f] for f in sorted(set(reads) - allowed)}
+
+
 @pytest.mark.parametrize("run,stage", STAGES)
 def test_every_field_read_is_declared_and_every_declared_field_is_read(recorded, run, stage):
-    _, key, reads, _, _ = recorded[0][run, stage]
+    config, key, reads, _, _ = recorded[0][run, stage]
     method = RUNS[run][0]
-    declared = set(key["config"])  # Config fields ("method" names the method, as the field does)
-    allowed = declared | execution_keys() | set(UNHASHED_READS) | set(UNUSED_READS.get((method, stage), ()))
-    undeclared = {f: reads[f] for f in sorted(set(reads) - allowed)}
+    declared = set(key["config"])
+    undeclared = undeclared_reads(config, key, reads, method, stage)
     assert not undeclared, f"{method} stage {stage} reads fields its run key does not declare: {undeclared}"
     unread = sorted(declared & FIELDS - set(reads) - DECLARED_UNREAD.get((run, stage), set()))
     assert not unread, f"{method} stage {stage} declares fields it never reads: {unread}"
@@ -177,3 +195,34 @@ def test_unhashed_reads_change_nothing(recorded, tmp_path, run, stage):
     assert not again.reused and again.val_miou == result.val_miou
     mine, ref = _weights(again), _weights(result)
     assert mine.keys() == ref.keys() and all(torch.equal(mine[k], ref[k]) for k in ref)
+
+
+def _sa_out_of_key_at_default(monkeypatch) -> None:
+    """SWITCHES as if ``sa`` were a switch added after the others (``in_key_when_on`` False)."""
+    from selftrain_lib.methods import three_stage
+
+    switches = tuple(dataclasses.replace(s, in_key_when_on=False) if s.key == "sa" else s for s in methods.SWITCHES)
+    monkeypatch.setattr(methods, "SWITCHES", switches)
+    monkeypatch.setattr(three_stage, "SWITCHES", switches)
+
+
+def test_a_switch_read_outside_the_key_is_allowed_only_when_its_row_says_so_and_it_is_on(monkeypatch):
+    """The rule, on a read of ``sa`` that a key lacking it does not declare (no training: the key
+    and the reads are given)."""
+    on = load_config("synth-street", "smoke")
+    off = on.replace(sa=False)
+    key = {"config": {k: v for k, v in stage_key(on, 2).items() if k != "sa"}}
+    reads = {"sa": "methods/three_stage.py:1", "lambda1": "methods/three_stage.py:2"}
+    # the real SWITCHES: sa is hashed at its default too, so reading it undeclared is an error
+    before = switches_on_out_of_key(on)  # (the switches added after the five first: their own rows)
+    assert "sa" not in before
+    assert undeclared_reads(on, key, reads, "three-stage", 2) == {"sa": "methods/three_stage.py:1"}
+    _sa_out_of_key_at_default(monkeypatch)
+    assert switches_on_out_of_key(on) == before | {"sa"} and switches_on_out_of_key(off) == before
+    assert undeclared_reads(on, key, reads, "three-stage", 2) == {}
+    # off, the switch must be declared: an undeclared read of it is an error
+    assert undeclared_reads(off, key, reads, "three-stage", 2) == {"sa": "methods/three_stage.py:1"}
+    # and the method declares it then, as it does not at its default
+    assert stage_key(off, 2)["sa"] is False and "sa" not in stage_key(on, 2)
+    # a field that is no switch gets no such exception
+    assert undeclared_reads(on, {"config": {}}, {"lr": "x:1"}, "three-stage", 2) == {"lr": "x:1"}

@@ -123,3 +123,27 @@ def test_the_summaries_index_has_a_column_per_switch():
     from selftrain_lib.methods import SWITCHES
 
     assert {s.key for s in SWITCHES} <= set(record.INDEX_COLUMNS)
+
+
+def test_a_run_trained_before_a_switch_existed_reads_as_that_switch_on(two_stages, tmp_path):
+    """A new switch stays out of the run key at its default (Switch.in_key_when_on), so a run
+    trained before it existed is reused: its config.json lacks the key, and the summary and
+    list_runs say on (what the run computed), not None; a value saved is kept."""
+    import shutil
+
+    from selftrain_lib import results
+    from selftrain_lib.runs import atomic_write_json
+
+    out, result = two_stages
+    runs = tmp_path / "runs"
+    copy = runs / result.stages[1].run_hash
+    shutil.copytree(result.stages[1].run_dir, copy)
+    saved = read_json(copy / "config.json")
+    del saved["config"]["sa"]          # as if sa were added after this run trained
+    saved["config"]["cr"] = False      # (a value saved is what the summary says)
+    atomic_write_json(copy / "config.json", saved)
+    setting = record.run_summary(copy)["setting"]
+    assert setting["sa"] is True and setting["cr"] is False and setting["t2"] is True
+    assert list(setting) == list(record.SETTING_KEYS)
+    row = results.list_runs(runs).iloc[0]
+    assert row["sa"] == True and row["cr"] == False  # noqa: E712 (numpy bools)

@@ -23,9 +23,11 @@ import dataclasses
 
 import pytest
 
+from selftrain_lib import methods
 from selftrain_lib.config import Config, execution_keys, load_config, make_config
 from selftrain_lib.pipeline import resolve_run
-from selftrain_lib.train.run_key import RUN_FORMAT_VERSION, stage_key, stage_run_key
+from selftrain_lib.runs import config_hash
+from selftrain_lib.train.run_key import RUN_FORMAT_VERSION, stage_key, stage_run_key, stage_run_keys
 from selftrain_lib.sweep import stage_hashes
 
 PINNED = [
@@ -71,6 +73,8 @@ def _representatives():
     yield from ((folder, stage, 2) for stage in (1, 2, 3))
     for model in ("deeplabv2-r101", "deeplabv2-r101-caffe"):  # the keys of the other model factories
         yield c.replace(model=model, pretrained="none", freeze_bn=True), 1, 1
+    # the switches out of the key at their default (Switch.in_key_when_on False) enter it when off
+    yield c.replace(**{s.key: False for s in methods.SWITCHES if not s.in_key_when_on}), 3, 1
 
 
 def test_every_config_field_is_read_by_a_stage_or_marked_execution_only():
@@ -128,3 +132,37 @@ def test_the_evaluation_protocol_is_in_the_hash(monkeypatch):
     before = stage_hashes(c, 1)
     monkeypatch.setattr(evaluate, "PROTOCOL", evaluate.PROTOCOL + "; sliding window")
     assert stage_hashes(c, 1) != before
+
+
+def _sa_out_of_key_at_default(monkeypatch) -> None:
+    """SWITCHES as if ``sa`` were a switch added after the others: ``in_key_when_on`` False."""
+    from selftrain_lib.methods import three_stage
+
+    switches = tuple(dataclasses.replace(s, in_key_when_on=False) if s.key == "sa" else s for s in methods.SWITCHES)
+    monkeypatch.setattr(methods, "SWITCHES", switches)
+    monkeypatch.setattr(three_stage, "SWITCHES", switches)
+
+
+def test_a_switch_out_of_the_key_at_its_default_enters_it_only_when_off(monkeypatch):
+    """A switch added after the first five (``Switch.in_key_when_on`` False) leaves every existing
+    hash where it was: at its default (on) it is in no key, off it enters the key of the stages that
+    read it (``"sa": False``), which then hashes as it always did."""
+    c, _ = resolve_run("synth-street", labels=20, scale="quick")
+    before = stage_run_keys(c, 3)
+    before_off = stage_hashes(c.replace(sa=False), 3)
+    _sa_out_of_key_at_default(monkeypatch)
+    on = stage_run_keys(c, 3)
+    assert ["sa" in key["config"] for key in on] == [False, False, False]
+    assert [stage_key(c.replace(sa=False), k).get("sa") for k in (1, 2, 3)] == [None, False, False]
+    # on: the key is the one before less "sa" (Stage 1's, without sa already, unchanged)
+    assert on[0] == before[0]
+    assert on[1] == {**before[1], "config": {k: v for k, v in before[1]["config"].items() if k != "sa"}}
+    assert config_hash(on[1]) != config_hash(before[1])
+    # off: the same hashes as with sa hashed at its default too
+    assert stage_hashes(c.replace(sa=False), 3) == before_off
+
+
+def test_the_switches_hashed_at_their_default_are_the_five_first():
+    """Their keys were in every hash of stages >= 2 before Switch.in_key_when_on existed: keeping
+    them there keeps the pins above (a new switch leaves the field False: no hash moves)."""
+    assert [s.key for s in methods.SWITCHES if s.in_key_when_on] == ["cr", "t2", "sa", "n2", "ema"]

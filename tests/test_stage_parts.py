@@ -130,3 +130,20 @@ def test_checkpoint_with_wrong_keys_is_a_clear_error(tmp_path):
     net = build_segmenter("deeplabv2-small", 10, widths=(8, 8, 16, 16))
     with pytest.raises(ValueError, match=r"bad\.pt.*not\.a\.key"):
         load_pretrained(net, config)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_no_progress_reaches_the_pretraining_message_and_bar(tmp_path, monkeypatch, capsys, progress):
+    """`--no-progress` (progress=False) silences the one-off pre-training too: it is built before the
+    stage's model, where the flag reaches it (it was built inside the model factory, with its bar)."""
+    from selftrain_lib import pretrain
+    from selftrain_lib.pipeline import run_stages
+
+    real = pretrain.generate_pretraining_images
+    monkeypatch.setattr(pretrain, "generate_pretraining_images", lambda n, seed=0: real(16, seed=seed))
+    config = load_config("synth-street", "smoke", pretrained="synthetic", widths=[4, 4, 8, 8], pretrain_steps=2,
+                         cache_dir=str(tmp_path / "cache"))
+    run_stages(config, 1, out=tmp_path / "runs", progress=progress)
+    err = capsys.readouterr().err
+    assert ("pre-training the small backbone" in err) is progress
+    assert len(list((tmp_path / "cache" / "pretrain").glob("*.pt"))) == 1

@@ -106,7 +106,7 @@ class SegmentationData:
                             labelled_masks=self.train_masks[split.labelled].clone(),
                             ignore_index=self.info.ignore_index, ids=tuple(self.train_ids))
 
-    def check_once(self, config, progress: bool = False) -> None:
+    def check_once(self, config, progress: bool = False, identity: str | None = None) -> None:
         """Nothing to check: generated arrays (see :meth:`FileSegmentationData.check_once`)."""
 
 
@@ -129,9 +129,9 @@ class FileSegmentationData:
     def training_view(self, split: Split) -> FileTrainingView:
         return FileTrainingView(self, split)
 
-    def check_once(self, config, progress: bool = False) -> Path:
+    def check_once(self, config, progress: bool = False, identity: str | None = None) -> Path:
         """Decode every file before training (once per fingerprint: :func:`check_files_once`)."""
-        return check_files_once(config, self, progress)
+        return check_files_once(config, self, progress, identity)
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -228,12 +228,13 @@ def data_fingerprint(config) -> str:
 FILE_READER_VERSION = 2
 
 
-def check_files_once(config, data, progress: bool = False) -> Path:
+def check_files_once(config, data, progress: bool = False, fingerprint: str | None = None) -> Path:
     """Decode every image and mask of ``data`` (a dataset read from files) before training, so a bad
     file is named in seconds, not after a stage. Done once per data fingerprint and label set: a
-    marker under ``<cache>/checked/`` records it. Returns the marker."""
+    marker under ``<cache>/checked/`` records it. Returns the marker. ``fingerprint``: the data's
+    :func:`data_fingerprint` when the caller has it (the run key holds it), else read here."""
     info = data.info
-    key = {"files": data_fingerprint(config), "num_classes": info.num_classes, "ignore_index": info.ignore_index,
+    key = {"files": fingerprint or data_fingerprint(config), "num_classes": info.num_classes, "ignore_index": info.ignore_index,
            "resize": config.resize, "format": info.format, "reader": FILE_READER_VERSION}
     marker = default_cache_dir(config.cache_dir) / "checked" / f"{config.dataset}_{config_hash(key)}"
     if not marker.is_file():

@@ -4,9 +4,10 @@ The CLI flags (``--method``, ``--no-<switch>``), the validation of ``method``, t
 (``experiments.DROPS``), Table V's rows (``results.ABLATION_ROWS``), the result columns and the
 notebooks (which take switches and baselines by name) are derived from :data:`METHODS` and
 :data:`SWITCHES`. Adding a switch: a ``bool`` field of :class:`~selftrain_lib.config.Config`, a row
-here, the code that reads it (docs/extending.md). Adding a baseline: its keys in ``Config``, a row here, its implementation in a module
-of this package, which declares the keys it reads (:meth:`Method.reads`: the run hash follows them,
-:func:`selftrain_lib.train.run_key.stage_key`).
+here, the code that reads it (docs/extending.md); at its default (on) it stays out of the run key
+(:attr:`Switch.in_key_when_on`), so no existing run hash moves. Adding a baseline: its keys in
+``Config``, a row here, its implementation in a module of this package, which declares the keys it
+reads (:meth:`Method.reads`: the run hash follows them, :func:`selftrain_lib.train.run_key.stage_key`).
 
 A method's implementation (a :class:`~selftrain_lib.methods.base.Method`, in the module its row
 names) is built per stage by :func:`build`; it owns the model's branch, the batch it draws and its
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from .base import BatchSpec, Crops, Method, StepBatch
 
@@ -29,6 +31,12 @@ class Switch:
     label: str                # its name in ablation tables ("no CR")
     drops: str                # what ``--no-<key>`` leaves out (CLI help)
     first_stage: int = 2      # stages before it do not read it (nor hash it: ThreeStage.reads)
+    # In the run key at its default (on) too? Off, a switch is always in the key ({"pl1": False}). A new
+    # switch leaves this False: on, it computes what the code computed before it existed, so leaving it
+    # out of the key keeps every cached run and every pinned hash (tests/test_run_hashes.py) valid. The
+    # five first switches say True: their keys were hashed at their default before this rule, and keeping
+    # them there keeps those hashes.
+    in_key_when_on: bool = False
     table: str = "V"          # the paper's table of its ablation: V (a row "without <label>"), or VI (EMA)
     row: str = ""             # its row of Table V (default "S1+S2+S3 without <label>")
     paper_row: str = ""       # the paper's name of that row in paper_results.csv (default: row)
@@ -41,14 +49,22 @@ class Switch:
 
 
 SWITCHES: tuple[Switch, ...] = (
-    Switch("cr", "CR", "the consistency loss L_con"),
-    Switch("t2", "T2", "Task 2: the branch and L_pl"),
-    Switch("sa", "SA", "strong augmentation"),
+    Switch("cr", "CR", "the consistency loss L_con", in_key_when_on=True),
+    Switch("t2", "T2", "Task 2: the branch and L_pl", in_key_when_on=True),
+    Switch("sa", "SA", "strong augmentation", in_key_when_on=True),
     Switch("n2", "N2", "the new branch g~ in stage >= 3", first_stage=3, row="S1+S2+S3 without N2 (ĝ in stage 3)",
-           paper_row="S1+S2+S3 without N2 (g-hat in stage 3)"),
-    Switch("ema", "EMA", "the EMA teacher (the student teaches itself)", table="VI"),
+           paper_row="S1+S2+S3 without N2 (g-hat in stage 3)", in_key_when_on=True),
+    Switch("ema", "EMA", "the EMA teacher (the student teaches itself)", table="VI", in_key_when_on=True),
 )
 SWITCH_KEYS: tuple[str, ...] = tuple(s.key for s in SWITCHES)
+
+
+def saved_switches(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Each switch's value in a saved configuration (a run's ``config.json``). A switch added after
+    the run trained is absent there: the run computed what the switch on computes (a new switch stays
+    out of the run key at its default, :attr:`Switch.in_key_when_on`, so such runs are reused), and
+    it reads as on, as :func:`~selftrain_lib.config.make_config` reads the configuration back."""
+    return {s.key: saved.get(s.key, True) for s in SWITCHES}
 
 
 @dataclass(frozen=True)
@@ -86,5 +102,5 @@ def build(config, stage: int) -> Method:
     return getattr(importlib.import_module(f".{module}", __name__), cls)(config, stage)
 
 
-__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "MethodSpec", "METHODS", "BASELINES", "Method", "BatchSpec",
+__all__ = ["Switch", "SWITCHES", "SWITCH_KEYS", "saved_switches", "MethodSpec", "METHODS", "BASELINES", "Method", "BatchSpec",
            "Crops", "StepBatch", "build"]

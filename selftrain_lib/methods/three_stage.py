@@ -24,13 +24,18 @@ class ThreeStage(Method):
 
     name = "three-stage"
     # what stages >= 2 read (Stage 1 reads its step count only): the strong augmentation A/B, the
-    # loss weights, the EMA teacher's decays; the switches per Switch.first_stage
+    # loss weights, the EMA teacher's decays; the switches per Switch.first_stage and Switch.in_key_when_on
     STAGE2_READS = ("steps", "randaug_ops", "randaug_magnitude", "cutout_size", "randaug_prob", "cutout_count",
                     "randaug_style", "strong_aug_input", "ignore_index", "lambda1", "lambda2", "ema_decays",
                     "ema_reference_steps", "ema_milestones")
 
     def __init__(self, config, stage: int):
         self.stage = stage
+        # the switches this stage hashes: from their first stage on, at their default too where the
+        # switch says so (the five first ones), else only when off (Switch.in_key_when_on). A switch's
+        # value is read here only where the rule needs it (an unused read would be undeclared).
+        self._switch_reads = tuple(s.key for s in SWITCHES if s.first_stage <= stage
+                                   and (s.in_key_when_on or not getattr(config, s.key)))
         # Stage 1: f alone, the whole batch from L; stages >= 2: Sub-batch 1 from L∪U, Sub-batch 2
         # from L, both with the pseudo-masks of the stage before
         self.batch = BatchSpec.labelled_only(config) if stage == 1 else BatchSpec.labelled_and_pool(config, pseudo=True)
@@ -56,8 +61,7 @@ class ThreeStage(Method):
             return ("stage1_steps",)
         # t2 and n2 (first read in stage 3) choose the model's branch (self.branch); a branch of two
         # private blocks (ĝ) has a conv6, initialised as branch_init says
-        return (self.STAGE2_READS + tuple(s.key for s in SWITCHES if s.first_stage <= self.stage)
-                + (("branch_init",) if self.branch == 2 else ()))
+        return self.STAGE2_READS + self._switch_reads + (("branch_init",) if self.branch == 2 else ())
 
     def make_batch(self, crops: Crops, generator: torch.Generator) -> StepBatch:
         """Stage 1: Sub-batch 2 as drawn. Stages >= 2: Sub-batch 1 strongly augmented (A on the
