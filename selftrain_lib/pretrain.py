@@ -436,13 +436,14 @@ def pretrained_key(config) -> dict:
     return {"pretrained": p if p in ("imagenet", "none") else file_sha256(p)}
 
 
-def load_pretrained(segmenter: nn.Module, config) -> None:
-    """Initialise ``segmenter``'s backbone as ``config.pretrained`` says (in place)."""
+def load_pretrained(segmenter: nn.Module, config, progress: bool = True) -> None:
+    """Initialise ``segmenter``'s backbone as ``config.pretrained`` says (in place; ``progress``: the
+    synthetic pre-training's message and bar, should it be built now)."""
     p = config.pretrained
     if p == "none":
         return
     if p == "synthetic":
-        segmenter.backbone.load_state_dict(synthetic_state(config))
+        segmenter.backbone.load_state_dict(synthetic_state(config, progress))
     elif p == "imagenet":
         if config.model != "deeplabv2-r101":
             raise ValueError(f"pretrained: 'imagenet' weights exist for deeplabv2-r101, not {config.model}"

@@ -34,7 +34,6 @@ from .methods import METHODS, Method
 from .models import MultiTaskDeepLab, set_batchnorm_eval
 from .precision import Precision
 from .preflight import preflight
-from .pretrain import synthetic_state
 from .progress import tqdm
 from .runs import config_hash, raise_if_disk_full, run_lock, write_labelled_ids
 from .train import StepBatch
@@ -140,8 +139,6 @@ def _prepare_run(config: Config, stage: int, pseudo_masks: PseudoMasks | None, p
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels
     data = data if data is not None else load_data(config)
     data.check_once(config, progress, identity)  # files: a bad one is found now, not after a stage
-    if config.pretrained == "synthetic":  # built (once) here, where --no-progress reaches its bar, not in the model factory
-        synthetic_state(config, progress=progress)
     split = select_split(config, data, run_dir.parent)  # the run cache (run_dir is out/<hash>)
     if world.is_main:  # the labelled set as it was when this run trained (the split file may change later)
         write_labelled_ids(run_dir, data.train_ids, split.labelled.tolist())

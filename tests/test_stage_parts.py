@@ -134,8 +134,8 @@ def test_checkpoint_with_wrong_keys_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("progress", [False, True])
 def test_no_progress_reaches_the_pretraining_message_and_bar(tmp_path, monkeypatch, capsys, progress):
-    """`--no-progress` (progress=False) silences the one-off pre-training too: it is built before the
-    stage's model, where the flag reaches it (it was built inside the model factory, with its bar)."""
+    """`--no-progress` (progress=False) silences the one-off pre-training too: the stage's flag reaches
+    the model factory that builds it (it was always built with its message and bar)."""
     from selftrain_lib import pretrain
     from selftrain_lib.pipeline import run_stages
 

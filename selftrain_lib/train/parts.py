@@ -42,17 +42,19 @@ class StageRun:
         """The model, teacher, optimiser and batches of this run, built afresh."""
         pseudo = self.pseudo_masks.directory if self.stage >= 2 else None
         return build_stage_parts(self.config, self.stage, self.data.training_view(self.split), pseudo,
-                                 self.data.info.num_classes, self.device, self.world)
+                                 self.data.info.num_classes, self.device, self.world, self.progress)
 
 
-def build_stage_model(config: Config, stage: int, num_classes: int, branch: int | None) -> MultiTaskDeepLab:
+def build_stage_model(config: Config, stage: int, num_classes: int, branch: int | None,
+                      progress: bool = True) -> MultiTaskDeepLab:
     """f initialised from pre-training (new layers from a (seed, stage) generator) plus the
     auxiliary branch the stage's method names (``Method.branch``: 2 private blocks, ĝ; 1, g̃; None,
-    f alone). Called afresh each stage: θ is re-initialised, as Algorithm 1 says."""
+    f alone). Called afresh each stage: θ is re-initialised, as Algorithm 1 says. ``progress``: the
+    one-off synthetic pre-training's message and bar, should it be built now."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, stage, "init"))
         segmenter = build_segmenter(config.model, num_classes, **config_kwargs(config))
-        load_pretrained(segmenter, config)
+        load_pretrained(segmenter, config, progress)
         model = MultiTaskDeepLab(segmenter, branch, conv6_init=config.branch_init)
     if config.freeze_bn:
         freeze_batchnorm(model)
@@ -80,13 +82,13 @@ class StageParts:
 
 
 def build_stage_parts(config: Config, stage: int, view, pseudo, num_classes: int, device: torch.device,
-                      world: World = SINGLE) -> StageParts:
+                      world: World = SINGLE, progress: bool = True) -> StageParts:
     """The method of ``stage`` and the model, teacher, optimiser and batches it asks for. ``view``:
     what it trains on (``data.training_view(split)``); ``pseudo``: the previous stage's pseudo-mask
     folder (or, in memory, a uint8 (N, H, W) tensor), None in stage 1."""
     precision = resolve_precision(config.precision, device)
     method = build_method(config, stage)
-    model = build_stage_model(config, stage, num_classes, method.branch)
+    model = build_stage_model(config, stage, num_classes, method.branch, progress)
     if config.sync_bn and world.enabled:
         if device.type != "cuda":
             raise ValueError("sync_bn: synchronised batch-norm needs CUDA (NCCL); on the CPU it stays per rank")
