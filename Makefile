@@ -12,6 +12,7 @@ CITYSCAPES ?=
 VOC ?=
 FIGURES ?=
 ONLY ?=
+FROM_RECORD ?=
 
 .PHONY: venv test test-heavy test-all bench gpu-check paper-figures lab clean-runs
 
@@ -52,7 +53,7 @@ gpu-check: $(STAMP)
 
 paper-figures: $(STAMP)
 	$(PY) -m selftrain_lib.paper_figures --scale $(SCALE) --seeds "$(SEEDS)" $(if $(FIGURES),--figures $(FIGURES)) --build build/notebooks --out $(OUT) --jobs $(JOBS) \
-		$(if $(ONLY),--only $(ONLY)) \
+		$(if $(ONLY),--only $(ONLY)) $(if $(FROM_RECORD),--from-record) \
 		--data $(if $(CITYSCAPES),cityscapes=$(CITYSCAPES)) $(if $(VOC),voc=$(VOC))
 
 # JupyterLab at the repository root (README, figures and docs beside the notebooks), with the

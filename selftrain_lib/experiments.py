@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .data import records
@@ -403,7 +404,7 @@ def _grid_config(config: Any) -> dict[str, Any]:
 
 def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = None, progress: bool = True,
              desc: str = "runs", jobs: int | str = 1, data_roots: Mapping[str, str] | None = None,
-             config: Mapping[str, Any] | None = None) -> GridResult:
+             config: Mapping[str, Any] | None = None, record: str | Path | None = None) -> GridResult:
     """Run every spec through :func:`selftrain_lib.run` (the run cache reuses finished stages),
     with a tqdm bar over the grid and, below it, one over the steps of the stage training now
     (a widget in JupyterLab, text in a terminal). ``out``: the run cache (None:
@@ -413,18 +414,30 @@ def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = N
     worker processes with one thread each (:func:`selftrain_lib.sweep.run_parallel`); then every
     spec is read back from the cache. ``data_roots``: ``{dataset: folder}`` for datasets read from
     files (``{"cityscapes": "/data/cityscapes", "voc": "/data/VOCdevkit/VOC2012"}``). ``config``: any other
-    configuration keys for every run (as ``--set`` does); a key the spec sets itself keeps the spec's value."""
+    configuration keys for every run (as ``--set`` does); a key the spec sets itself keeps the spec's value.
+    ``record``: a folder of run summaries (``figures/cpu/run_summaries``): a run whose stages the
+    cache lacks and the record holds is read from it, not trained (:func:`selftrain_lib.record.recorded_result`;
+    its stages have metrics and curves, no model or pseudo-masks)."""
     from .paths import runs_dir
     from .pipeline import run
 
     out = runs_dir(out)
     kwargs = grid_run_kwargs(specs, scale, data_roots, config)
+    seen: dict[RunSpec, Any] = {}
+    if record is not None:
+        from .record import recorded_result
+
+        if not Path(record).is_dir():
+            raise FileNotFoundError(f"record: {record} is not a folder of run summaries")
+        for s, kw in kwargs.items():
+            recorded = recorded_result(kw, out, record)
+            if recorded is not None:
+                seen[s] = recorded
     if jobs != 1:
         from .sweep import run_parallel
 
-        run_parallel(list(kwargs.values()), out=out, jobs=jobs, progress=progress, desc=desc)
+        run_parallel([kw for s, kw in kwargs.items() if s not in seen], out=out, jobs=jobs, progress=progress, desc=desc)
     result = GridResult(scale)
-    seen: dict[RunSpec, Any] = {}
     bar = tqdm(list(specs), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
     for s in bar:
         if s not in seen:

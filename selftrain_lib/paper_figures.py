@@ -236,7 +236,8 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
           build_dir: str | Path = "build/notebooks", out: str | Path | None = None, only: Sequence[str] | None = None,
           extra: Mapping[str, Mapping[str, Any]] | None = None, force: bool = False,
           notebook_dir: str | Path = NOTEBOOK_DIR, progress: bool = True,
-          jobs: int | str = 1, data: Mapping[str, str] | None = None) -> list[tuple[str, Path, bool]]:
+          jobs: int | str = 1, data: Mapping[str, str] | None = None,
+          from_record: bool = False) -> list[tuple[str, Path, bool]]:
     """Execute the notebooks (all, or ``only``) in :data:`NOTEBOOK_ORDER`. ``extra[name]`` adds
     parameters for one notebook (``extra["*"]`` for all that declare them). ``jobs`` > 1: the stage
     runs of every notebook are trained first, ``jobs`` at a time in one pool
@@ -244,7 +245,10 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     that no core waits while one notebook finishes a chain of stages; the notebooks then read them
     from the cache. ``data``: ``{"cityscapes": folder, "voc": folder}`` runs the notebooks on those
     datasets in place of their embedded stand-ins (:func:`real_data_parameters`); notebooks of a
-    stand-in not given are skipped."""
+    stand-in not given are skipped. ``from_record``: the notebooks that can (those declaring ``record``)
+    read a run the cache lacks from the scale's committed run summaries (``<figures>/run_summaries``)
+    when it holds every stage of it, so that a record is regenerated on a machine without its run
+    cache, training only what the record lacks (:func:`selftrain_lib.record.recorded_result`)."""
     from .paths import runs_dir
 
     out = runs_dir(out)
@@ -255,6 +259,9 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
         raise UsageError(f"only: unknown notebooks {unknown} (choose from {', '.join(NOTEBOOK_ORDER)})")
     _check_extra(names, extra or {}, notebook_dir)
     digest = _source_digest()
+    record = Path(figures_dir).resolve() / SUMMARIES if from_record else None
+    if record is not None and not record.is_dir():
+        raise UsageError(f"from record: {record} holds no run summaries (a record is made by a run without it)")
     todo: list[tuple[str, dict[str, Any] | None]] = []   # (name, parameters; None: skipped)
     for name in names:
         path = Path(notebook_dir) / f"{name}.ipynb"
@@ -264,6 +271,8 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
         if real is not None and not real:   # the embedded stand-ins: the scale's plan of runs
             more = {**SCALE_PARAMETERS.get(scale, {}).get(name, {}), **more}
         these = list(seeds)[: more.pop("max_seeds", None) or len(seeds)]
+        if record is not None and "record" in declared:
+            more.setdefault("record", str(record))
         todo.append((name, None if real is None else notebook_parameters(
             path, scale, these, out, figures_dir, {k: v for k, v in {**real, **more}.items() if k in declared}, jobs)))
     # each notebook's runs, planned once: trained in one pool (jobs > 1), then summarised
@@ -272,9 +281,12 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     if jobs != 1:
         from .sweep import run_parallel
 
+        from .record import recorded_result
+
+        # a run the notebook reads from the record is not trained
         runs = [r for name, params in todo if params is not None
                 and (force or not _stamp(name, params, build_dir, notebook_dir, digest)[2])
-                for r in planned[name]]
+                for r in planned[name] if not params.get("record") or recorded_result(r, out, params["record"]) is None]
         run_parallel(runs, out=out, jobs=jobs, progress=progress, desc="stage runs of every notebook")
     done = []
     bar = tqdm(todo, desc="notebooks", disable=not progress, dynamic_ncols=True)
@@ -370,6 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", nargs="*", default=[], metavar="NAME=FOLDER",
                    help="run on real datasets in place of their stand-ins: cityscapes=FOLDER voc=FOLDER")
     p.add_argument("--force", action="store_true", help="execute even notebooks whose inputs did not change")
+    p.add_argument("--from-record", action="store_true",
+                   help="read the runs the cache lacks from the committed run summaries of the scale "
+                        "(<figures>/run_summaries) where a notebook can (tables, the headline, λ and pseudo-mask "
+                        "figures), training only what the record lacks")
     args = p.parse_args(argv)
     extra = {"*": {k: _value(v) for k, v in args.param}}
     t0 = time.perf_counter()
@@ -384,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             interrupt.where = f"run cache {runs_dir(args.out)}, executed notebooks in {args.build}"
             figures = args.figures or default_figures_dir(scale)
             done = build(scale, seeds, figures, args.build, args.out, only, extra, args.force, jobs=jobs,
-                         data=data)
+                         data=data, from_record=args.from_record)
         if interrupt.exit_status:
             return interrupt.exit_status
     except UsageError as err:

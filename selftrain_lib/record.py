@@ -12,6 +12,13 @@ stage run the notebooks used, ``<figures>/run_summaries/<hash>.json``, and an in
 
 These are what a record committed at one scale keeps when its run cache is gone: a table's cell can
 be traced to its run hash, and a rerun with the same code checks against it.
+
+They can also stand in for the runs they summarise: :func:`recorded_result` gives a run whose
+stages the cache lacks and the record holds as a :class:`~selftrain_lib.pipeline.PipelineResult`
+of :class:`RecordedStage` (``run_grid(..., record=folder)``, ``make paper-figures FROM_RECORD=1``),
+so that a table is regenerated on a machine without the run cache, training only what the record
+lacks. A recorded stage has metrics and curves, no model or pseudo-masks; each summary is checked
+against its hash (the hash of the key it holds), so a summary of another run is an error, not a number.
 """
 from __future__ import annotations
 
@@ -21,9 +28,11 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .data.datasets import config_dataset
 from .methods import SWITCHES, saved_switches
-from .pipeline import resolve_run
-from .runs import atomic_write_json, atomic_write_text, read_json
+from .pipeline import PipelineResult, resolve_run
+from .runs import atomic_write_json, atomic_write_text, config_hash, read_json
+from .train.run_folder import StageResult
 from .train.run_key import stage_hashes
 
 SUMMARY_FORMAT = 1
@@ -131,3 +140,94 @@ def planned_run_dirs(runs: Sequence[Mapping[str, Any]], out: str | Path) -> list
         for h in stage_hashes(config, stages):
             dirs[Path(out) / h] = None
     return list(dirs)
+
+
+# ------------------------------------------------------------------------------------------
+# the record in place of the run cache
+# ------------------------------------------------------------------------------------------
+
+class RecordedStage(StageResult):
+    """A finished stage run known from its summary (``run_dir`` is the summary's file): its metrics
+    (validation mIoU of the student, the teacher and the reported network, the reported network's
+    per-class IoU, the best evaluation, the pseudo-masks' mIoU on U) and its curve; no model and no
+    pseudo-masks, which only the run cache holds."""
+
+    def _absent(self, what: str):
+        raise FileNotFoundError(
+            f"stage {self.stage} run {self.run_hash}: only its summary ({self.run_dir}) is here, which holds no {what}; "
+            f"train the run (leave out record=, or FROM_RECORD) to have it")
+
+    @property
+    def pseudo_masks(self):
+        self._absent("pseudo-masks")
+
+    @property
+    def config(self):
+        self._absent("configuration (the pipeline result's config is the run's)")
+
+    def load_model(self, device: str = "cpu"):
+        self._absent("model")
+
+    def curves(self):
+        """The summary's curve: ``step``, ``loss`` and the validation mIoU columns (not the loss's parts)."""
+        import pandas as pd
+
+        return pd.DataFrame(read_summary(self.run_dir)["curve"])
+
+
+def read_summary(path: str | Path, run_hash: str | None = None) -> dict[str, Any]:
+    """The summary in ``path``, checked: its format, and that its key hashes to its run hash (and to
+    ``run_hash``, the run asked for), so that a renamed or edited summary is an error naming the file."""
+    path = Path(path)
+    summary = read_json(path)
+    if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
+        found = summary.get("format") if isinstance(summary, dict) else type(summary).__name__
+        raise ValueError(f"{path}: not a run summary of format {SUMMARY_FORMAT} (format: {found!r})")
+    try:
+        found = config_hash(summary["key"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: a run summary without a run key ({err})") from None
+    expected = run_hash or summary.get("run_hash")
+    if found != summary.get("run_hash") or found != expected:
+        raise ValueError(f"{path}: its run key hashes to {found}, not to the run {expected} it is filed as; "
+                         "the summary was edited or renamed: remove it, or regenerate it from the run")
+    return summary
+
+
+def recorded_stage(path: str | Path, run_hash: str, class_names: Sequence[str] = ()) -> RecordedStage:
+    """The stage run ``run_hash`` from its summary ``path`` (:func:`read_summary`), with the metrics
+    of ``metrics.json`` that the summary keeps, under the same names; the per-class IoU in the order
+    of ``class_names`` (the dataset's, as ``metrics.json`` has it; a summary's JSON sorts its keys)."""
+    s = read_summary(path, run_hash)
+    m = s["metrics"]
+    per_class = m.get("per_class_iou") or {}
+    order = [c for c in class_names if c in per_class]
+    per_class = {c: per_class[c] for c in order + sorted(set(per_class) - set(order))}
+
+    def block(miou, **more):
+        return None if miou is None else {"miou": miou, **more}
+
+    metrics = {"stage": s["stage"], "eval_model": m.get("eval_model"), "reported": m.get("reported"),
+               "protocol": m.get("protocol"), "labels": m.get("labels_used"), "steps": m.get("steps"),
+               "train_time_s": m.get("train_time_s"), "recorded": str(path),
+               "val": {"miou": m.get("val_miou"), "per_class_iou": per_class},
+               "val_student": block(m.get("val_miou_student")), "val_teacher": block(m.get("val_miou_teacher")),
+               "best": {"miou": m.get("val_miou_best"), "step": m.get("best_step")},
+               "pseudo_masks_unlabelled": {"miou": m.get("pseudo_miou")}}
+    return RecordedStage(stage=s["stage"], run_dir=Path(path), run_hash=run_hash, metrics=metrics, reused=True)
+
+
+def recorded_result(kwargs: Mapping[str, Any], out: str | Path, record: str | Path) -> PipelineResult | None:
+    """The run ``kwargs`` (keyword arguments of :func:`selftrain_lib.run`) from the record folder
+    ``record`` (``<hash>.json`` per stage), when the run cache ``out`` lacks one of its stages and the
+    record holds all of them; else None (the cache, or training, gives it). A partly recorded run
+    is trained whole: a later stage needs the pseudo-masks of the one before, which no summary holds."""
+    config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})
+    hashes = stage_hashes(config, stages)
+    if all((Path(out) / h / "metrics.json").is_file() for h in hashes):
+        return None
+    paths = [Path(record) / f"{h}.json" for h in hashes]
+    if not all(p.is_file() for p in paths):
+        return None
+    names = config_dataset(config).class_names
+    return PipelineResult(config, [recorded_stage(p, h, names) for p, h in zip(paths, hashes)], 0.0)

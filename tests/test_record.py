@@ -147,3 +147,105 @@ def test_a_run_trained_before_a_switch_existed_reads_as_that_switch_on(two_stage
     assert list(setting) == list(record.SETTING_KEYS)
     row = results.list_runs(runs).iloc[0]
     assert row["sa"] == True and row["cr"] == False  # noqa: E712 (numpy bools)
+
+
+# ------------------------------------------------------------------------------------------
+# the record in place of the run cache (run_grid(record=...), make paper-figures FROM_RECORD=1)
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A two-stage grid run trained in one cache, its summaries in a record folder, and the same
+    grid read from the record into an empty cache."""
+    from selftrain_lib import experiments as ex
+
+    root = tmp_path_factory.mktemp("recorded")
+    specs = [ex.spec("synth-objects", 60, seed=0, stages=2)]
+    trained = ex.run_grid(specs, "smoke", root / "trained", progress=False)
+    folder = root / "figures" / pf.SUMMARIES
+    record.write_summaries([r.run_dir for r in trained.pairs[0][1].stages], folder)
+    read = ex.run_grid(specs, "smoke", root / "empty", progress=False, record=folder)
+    return root, specs, trained, read, folder
+
+
+def test_a_run_the_cache_lacks_is_read_from_the_record_with_the_numbers_it_trained(recorded):
+    from selftrain_lib import results
+
+    root, specs, trained, read, folder = recorded
+    stages = read.pairs[0][1].stages
+    assert all(isinstance(r, record.RecordedStage) for r in stages)
+    assert not (root / "empty").exists() or not any((root / "empty").glob("*/metrics.json"))   # nothing trained
+    assert [r.run_hash for r in stages] == [r.run_hash for r in trained.pairs[0][1].stages]
+    # every number a table reads from a run: the same from the record as from the cache
+    columns = ["stage", "labels_used", "val_miou", "val_miou_student", "val_miou_teacher", "pseudo_miou",
+               "val_miou_best", "best_step", "eval_model", "train_time_s", "lambda1", "sa"]
+    ours, theirs = results.collect(read.pairs, "smoke"), results.collect(trained.pairs, "smoke")
+    assert ours[columns].equals(theirs[columns])
+    per_class = results.per_class(read.pairs)
+    assert per_class.equals(results.per_class(trained.pairs))
+    curve = stages[1].curves()
+    assert list(curve["step"]) == list(trained.pairs[0][1].stages[1].curves()["step"])
+
+
+def test_a_recorded_stage_has_no_model_or_pseudo_masks_and_says_so(recorded):
+    _, _, _, read, folder = recorded
+    stage = read.pairs[0][1].stages[0]
+    with pytest.raises(FileNotFoundError, match=f"{stage.run_hash}.*summary.*no model"):
+        stage.load_model()
+    with pytest.raises(FileNotFoundError, match="no pseudo-masks"):
+        stage.pseudo_masks
+
+
+def test_a_partly_recorded_run_is_trained_whole(recorded, tmp_path):
+    """Stage 2 needs Stage 1's pseudo-masks, which no summary holds: a run whose record lacks a
+    stage is trained from Stage 1, into the cache."""
+    from selftrain_lib import experiments as ex
+
+    _, specs, trained, _, folder = recorded
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    first = trained.pairs[0][1].stages[0].run_hash
+    (partial / f"{first}.json").write_text((folder / f"{first}.json").read_text())
+    again = ex.run_grid(specs, "smoke", tmp_path / "runs", progress=False, record=partial)
+    stages = again.pairs[0][1].stages
+    assert not any(isinstance(r, record.RecordedStage) for r in stages)
+    assert all((tmp_path / "runs" / r.run_hash / "metrics.json").is_file() for r in stages)
+    assert [r.val_miou for r in stages] == [r.val_miou for r in trained.pairs[0][1].stages]   # determinism
+
+
+def test_a_summary_filed_under_another_runs_hash_or_edited_key_is_an_error(recorded, tmp_path):
+    _, specs, trained, _, folder = recorded
+    first, second = (r.run_hash for r in trained.pairs[0][1].stages)
+    summary = read_json(folder / f"{first}.json")
+    (tmp_path / f"{second}.json").write_text(json.dumps(summary))          # Stage 1's summary as Stage 2's
+    with pytest.raises(ValueError, match=f"{second}.json: its run key hashes to {first}, not to the run {second}"):
+        record.recorded_stage(tmp_path / f"{second}.json", second)
+    summary["key"]["config"]["seed"] = 1                                      # an edited key
+    (tmp_path / f"{first}.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=f"{first}.json: its run key hashes to"):
+        record.recorded_stage(tmp_path / f"{first}.json", first)
+    (tmp_path / "x.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="x.json: not a run summary"):
+        record.read_summary(tmp_path / "x.json")
+
+
+def test_paper_figures_from_record_trains_only_what_the_record_lacks(recorded, tmp_path, monkeypatch):
+    """--from-record: the notebooks that declare `record` get the scale's summaries folder, and
+    the pool trains none of the runs they read from it; other notebooks train theirs."""
+    root, specs, trained, _, folder = recorded
+    seen, pooled = {}, []
+    monkeypatch.setattr(pf, "execute", lambda name, params, *a, **k: (seen.setdefault(name, params), False))
+    monkeypatch.setattr("selftrain_lib.sweep.run_parallel", lambda runs, **k: pooled.extend(runs))
+    extra = {"pseudo_stages": {"datasets": ["synth-objects"], "stages": 2},
+             "stage2": {"dataset": "synth-objects", "labels": 60}}
+    pf.build("smoke", [0], root / "figures", tmp_path / "build", tmp_path / "runs", only=["pseudo_stages", "stage2"],
+             extra=extra, progress=False, jobs=2, from_record=True)
+    assert seen["pseudo_stages"]["record"] == str(folder.resolve()) and "record" not in seen["stage2"]
+    # the same run in both: read from the record by the notebook that can, trained for the one that shows its model
+    from_record = pf.planned_runs(pf.NOTEBOOK_DIR / "pseudo_stages.ipynb", seen["pseudo_stages"])
+    needs_model = pf.planned_runs(pf.NOTEBOOK_DIR / "stage2.ipynb", seen["stage2"])
+    assert from_record == needs_model and all(record.recorded_result(r, tmp_path / "runs", folder) for r in from_record)
+    assert pooled == needs_model
+    with pytest.raises(pf.UsageError, match="holds no run summaries"):
+        pf.build("smoke", [0], tmp_path / "nofigures", tmp_path / "build", tmp_path / "runs", only=["headline"],
+                 progress=False, from_record=True)

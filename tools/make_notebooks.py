@@ -135,7 +135,23 @@ figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_predictions")""",
     return notebook(f"Stage {k}", intro, params, derived, cells)
 
 
-def collector(title, intro, params, derived, cells):
+# notebooks that need only the runs' metrics and validation curves can read runs from a record of
+# run summaries (selftrain_lib.record) in place of training them: `make paper-figures FROM_RECORD=1`
+RECORD = ("record: \"str or None\"", "None",
+          "a folder of run summaries (figures/cpu/run_summaries): runs it holds and the cache lacks are read from it, not trained")
+GRID_CALL = "config=config, desc="
+
+
+def reading_record(params, cells):
+    """``params`` and ``cells`` of a notebook that reads its runs from a record where it can."""
+    assert all(GRID_CALL in c for c in cells if "ex.run_grid(" in c), "a grid call without config= and desc="
+    return params + [RECORD], [c.replace(GRID_CALL, "config=config, record=record, desc=") for c in cells]
+
+
+def collector(title, intro, params, derived, cells, record: bool = False):
+    """A notebook over a grid of runs, with the seeds; ``record``: it can read its runs from a record."""
+    if record:
+        params, cells = reading_record(params, cells)
     return notebook(title, intro, params + SEEDS + COMMON, SETUP + "\n" + derived, cells)
 
 
@@ -176,12 +192,10 @@ fig = figures.prediction_grid(images, {**columns, "ground truth": truth}, datase
                               title=f"{name} on the first validation images: {results.setting_of(runs, scale, [seed])}")
 figures.show(fig, fig_dir / f"baselines_{method}_{tag}_predictions")"""])
 
-NOTEBOOKS["ablation"] = notebook(
-    "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
+_ABLATION_PARAMS, _ABLATION_CELLS = reading_record(   # its curves are the validation mIoU's: a summary has them
     [("dataset", '"synth-street"', "synth-street or synth-objects"),
      ("drop", '"CR"', "component to drop: none, or a switch's label such as CR (ex.DROPS lists them)"),
-     ("seed", "0", "seed of the split, initialisation and training")] + COMMON,
-    SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
+     ("seed", "0", "seed of the split, initialisation and training")],
     ["""grid = ex.run_grid(specs, scale, out, jobs=jobs, data_roots=data_roots, config=config, desc="ablation")
 runs = results.collect(grid.pairs, scale)
 results.percent(runs[["variant", "stage", "val_miou", "pseudo_miou"]])""",
@@ -189,6 +203,11 @@ results.percent(runs[["variant", "stage", "val_miou", "pseudo_miou"]])""",
                                for r in res.stages[1:]}, title=f"drop {drop}: {results.setting_of(runs, scale, [seed])}",
                          note=results.table_v_note(drop))
 figures.show(fig, fig_dir / f"ablation_{drop}")"""])
+NOTEBOOKS["ablation"] = notebook(
+    "Ablation: drop one component", "The three-stage method with one component dropped, beside the full method.",
+    _ABLATION_PARAMS + COMMON,
+    SETUP + "\nspecs = ex.ablation_grid([dataset], [seed], drops=list(dict.fromkeys(['none', drop])))",
+    _ABLATION_CELLS)
 
 NOTEBOOKS["lambda_curve"] = collector(
     "λ1 curve", "Validation mIoU of Stage 3 against λ1 (λ2 = λ1) for one dataset.",
@@ -200,7 +219,7 @@ runs = results.collect(grid.pairs, scale)
 table = results.lambda_table(runs)
 table""",
      """fig = figures.plot_lambda(table, title=f"Stage 3 against λ1 (= λ2): {results.setting_of(runs, scale, seeds)}")
-figures.show(fig, fig_dir / f"lambda_curve_{dataset}")"""])
+figures.show(fig, fig_dir / f"lambda_curve_{dataset}")"""], record=True)
 
 
 def table_cells(stem, report):
@@ -222,7 +241,7 @@ def label_table_notebook(stem, title, intro, stand_in, real, counts, caption):
          ("labels: \"list or None\"", "None", f"the paper's label counts or fractions, scaled to the pool of the scale; None: all ({counts} for {stand_in}; the paper's for {real})"),
          ("full", "True", "also run full supervision (Stage 1 on the whole pool)"), BASELINE_PARAM],
         'specs = ex.label_grid(dataset, seeds, labels, full=full, baselines=list(ex.BASELINES) if baselines is None else baselines)',
-        table_cells(stem, f'results.label_report(runs, dataset, scale, seeds, "{caption}")'))
+        table_cells(stem, f'results.label_report(runs, dataset, scale, seeds, "{caption}")'), record=True)
 
 
 NOTEBOOKS["table2"] = label_table_notebook(
@@ -242,7 +261,7 @@ NOTEBOOKS["table5"] = collector(
     "The full method and one run per switch of Table V dropped (ex.TABLE_V_DROPS); rows decoded as in docs/method.md.",
     [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.ablation_grid(datasets, seeds)",
-    table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'))
+    table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'), record=True)
 
 NOTEBOOKS["headline"] = collector(
     "The headline: each published effect, ours beside the paper's",
@@ -259,13 +278,13 @@ rows""",
      """table = headline.headline_table({scale: csv})
 figures.show(headline.plot_headline(table, [scale]), fig_dir / "headline")
 md = atomic_write_text(fig_dir / "headline.md", headline.headline_markdown(table, [scale]))
-figures.show_markdown(md.read_text())"""])
+figures.show_markdown(md.read_text())"""], record=True)
 
 NOTEBOOKS["table6"] = collector(
     "Table VI: EMA teacher", "Stages 2 and 3 with the EMA teacher and with the student as its own teacher.",
     [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.ema_grid(datasets, seeds)",
-    table_cells("table6", 'results.rows_report(runs, "VI", scale, seeds, "Table VI: the EMA teacher")'))
+    table_cells("table6", 'results.rows_report(runs, "VI", scale, seeds, "Table VI: the EMA teacher")'), record=True)
 
 NOTEBOOKS["fig2"] = collector(
     "Figure 2: stage 3 with and without pseudo-masks",
@@ -290,7 +309,7 @@ NOTEBOOKS["fig3"] = collector(
 table = results.lambda_table(results.collect(grid.pairs, scale))
 paths = results.write_table(path=fig_dir / "fig3", **results.lambda_report(
     table, scale, seeds, "Figure 3: mIoU against lambda1 (lambda2 = lambda1), Stage 3"))
-figures.show_markdown(paths["md"].read_text())"""])
+figures.show_markdown(paths["md"].read_text())"""], record=True)
 
 NOTEBOOKS["fig4_5"] = collector(
     "Figures 4 and 5: example predictions",
@@ -327,7 +346,7 @@ paths = results.write_table(table, fig_dir / "pseudo_stages",
                                             measure=results.PSEUDO_MEASURE))
 figures.show_markdown(paths["md"].read_text())
 fig = figures.plot_pseudo_stages(runs, title=f"Pseudo-masks on U: {results.setting_of(runs, scale, seeds)}")
-figures.show(fig, fig_dir / "pseudo_stages")"""])
+figures.show(fig, fig_dir / "pseudo_stages")"""], record=True)
 
 NOTEBOOKS["per_class_gains"] = collector(
     "Per-class IoU gains of Stage 3 over Stage 1", "Validation IoU per class, mean ± std over seeds.",
@@ -341,7 +360,7 @@ results.write_table(gains, fig_dir / "per_class_gains",
                                     measure="IoU gain (points) per class on the validation set"))
 fig = figures.plot_per_class_gains(gains, title=f"Stage 3 minus Stage 1: {results.setting_of(runs, scale, seeds)}")
 figures.show(fig, fig_dir / "per_class_gains")
-gains"""])
+gains"""], record=True)
 
 NOTEBOOKS["explore"] = notebook(
     "Explore the run cache",
