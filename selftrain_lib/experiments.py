@@ -415,9 +415,9 @@ def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = N
     spec is read back from the cache. ``data_roots``: ``{dataset: folder}`` for datasets read from
     files (``{"cityscapes": "/data/cityscapes", "voc": "/data/VOCdevkit/VOC2012"}``). ``config``: any other
     configuration keys for every run (as ``--set`` does); a key the spec sets itself keeps the spec's value.
-    ``record``: a folder of run summaries (``figures/cpu/run_summaries``): a run whose stages the
-    cache lacks and the record holds is read from it, not trained (:func:`selftrain_lib.record.recorded_result`;
-    its stages have metrics and curves, no model or pseudo-masks)."""
+    ``record``: a folder of run summaries (``figures/cpu/run_summaries``): the runs it holds, whole
+    trees of runs that share a Stage 1, are read from it, not trained (:func:`selftrain_lib.record.recorded_results`;
+    their stages have metrics and curves, no model or pseudo-masks)."""
     from .paths import runs_dir
     from .pipeline import run
 
@@ -425,12 +425,11 @@ def run_grid(specs: Sequence[RunSpec], scale: str = "quick", out: str | None = N
     kwargs = grid_run_kwargs(specs, scale, data_roots, config)
     seen: dict[RunSpec, Any] = {}
     if record is not None:
-        from .record import recorded_result
+        from .record import recorded_results
 
         if not Path(record).is_dir():
             raise FileNotFoundError(f"record: {record} is not a folder of run summaries")
-        for s, kw in kwargs.items():
-            recorded = recorded_result(kw, out, record)
+        for s, recorded in zip(kwargs, recorded_results(list(kwargs.values()), record)):
             if recorded is not None:
                 seen[s] = recorded
     if jobs != 1:

@@ -246,9 +246,9 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     from the cache. ``data``: ``{"cityscapes": folder, "voc": folder}`` runs the notebooks on those
     datasets in place of their embedded stand-ins (:func:`real_data_parameters`); notebooks of a
     stand-in not given are skipped. ``from_record``: the notebooks that can (those declaring ``record``)
-    read a run the cache lacks from the scale's committed run summaries (``<figures>/run_summaries``)
-    when it holds every stage of it, so that a record is regenerated on a machine without its run
-    cache, training only what the record lacks (:func:`selftrain_lib.record.recorded_result`)."""
+    read the runs the scale's committed run summaries hold (``<figures>/run_summaries``; whole trees of
+    runs that share a Stage 1) from there, so that a record is regenerated on a machine without its run
+    cache, training only what the record lacks (:func:`selftrain_lib.record.recorded_results`)."""
     from .paths import runs_dir
 
     out = runs_dir(out)
@@ -281,12 +281,16 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     if jobs != 1:
         from .sweep import run_parallel
 
-        from .record import recorded_result
+        from .record import recorded_results
 
-        # a run the notebook reads from the record is not trained
+        def to_train(runs, params):   # a run the notebook reads from the record is not trained
+            if not params.get("record"):
+                return runs
+            return [r for r, recorded in zip(runs, recorded_results(runs, params["record"])) if recorded is None]
+
         runs = [r for name, params in todo if params is not None
                 and (force or not _stamp(name, params, build_dir, notebook_dir, digest)[2])
-                for r in planned[name] if not params.get("record") or recorded_result(r, out, params["record"]) is None]
+                for r in to_train(planned[name], params)]
         run_parallel(runs, out=out, jobs=jobs, progress=progress, desc="stage runs of every notebook")
     done = []
     bar = tqdm(todo, desc="notebooks", disable=not progress, dynamic_ncols=True)
@@ -383,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run on real datasets in place of their stand-ins: cityscapes=FOLDER voc=FOLDER")
     p.add_argument("--force", action="store_true", help="execute even notebooks whose inputs did not change")
     p.add_argument("--from-record", action="store_true",
-                   help="read the runs the cache lacks from the committed run summaries of the scale "
+                   help="read the runs that the committed run summaries of the scale hold from there "
                         "(<figures>/run_summaries) where a notebook can (tables, the headline, λ and pseudo-mask "
                         "figures), training only what the record lacks")
     args = p.parse_args(argv)

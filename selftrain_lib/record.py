@@ -13,11 +13,11 @@ stage run the notebooks used, ``<figures>/run_summaries/<hash>.json``, and an in
 These are what a record committed at one scale keeps when its run cache is gone: a table's cell can
 be traced to its run hash, and a rerun with the same code checks against it.
 
-They can also stand in for the runs they summarise: :func:`recorded_result` gives a run whose
-stages the cache lacks and the record holds as a :class:`~selftrain_lib.pipeline.PipelineResult`
+They can also stand in for the runs they summarise: :func:`recorded_results` gives the runs the
+record holds (whole trees of runs that share a Stage 1) as :class:`~selftrain_lib.pipeline.PipelineResult`
 of :class:`RecordedStage` (``run_grid(..., record=folder)``, ``make paper-figures FROM_RECORD=1``),
 so that a table is regenerated on a machine without the run cache, training only what the record
-lacks. A recorded stage has metrics and curves, no model or pseudo-masks; each summary is checked
+lacks (docs/run_cache.md, "The record in place of the cache"). A recorded stage has metrics and curves, no model or pseudo-masks; each summary is checked
 against its hash (the hash of the key it holds), so a summary of another run is an error, not a number.
 """
 from __future__ import annotations
@@ -217,17 +217,29 @@ def recorded_stage(path: str | Path, run_hash: str, class_names: Sequence[str] =
     return RecordedStage(stage=s["stage"], run_dir=Path(path), run_hash=run_hash, metrics=metrics, reused=True)
 
 
-def recorded_result(kwargs: Mapping[str, Any], out: str | Path, record: str | Path) -> PipelineResult | None:
-    """The run ``kwargs`` (keyword arguments of :func:`selftrain_lib.run`) from the record folder
-    ``record`` (``<hash>.json`` per stage), when the run cache ``out`` lacks one of its stages and the
-    record holds all of them; else None (the cache, or training, gives it). A partly recorded run
-    is trained whole: a later stage needs the pseudo-masks of the one before, which no summary holds."""
-    config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})
-    hashes = stage_hashes(config, stages)
-    if all((Path(out) / h / "metrics.json").is_file() for h in hashes):
-        return None
-    paths = [Path(record) / f"{h}.json" for h in hashes]
-    if not all(p.is_file() for p in paths):
-        return None
-    names = config_dataset(config).class_names
-    return PipelineResult(config, [recorded_stage(p, h, names) for p, h in zip(paths, hashes)], 0.0)
+def recorded_results(runs: Sequence[Mapping[str, Any]], record: str | Path) -> list[PipelineResult | None]:
+    """Each run of ``runs`` (keyword arguments of :func:`selftrain_lib.run`) from the record folder
+    ``record`` (``<hash>.json`` per stage), or None where it is to come from the run cache (trained
+    where the cache lacks it).
+
+    Runs that share their Stage 1 (a tree: the full method and its ablations, or λ values, of one seed)
+    come from one source, so that a paired difference never compares two machines: from the record
+    when it holds every stage of every run of the tree, else all from the cache. A run the record
+    holds in part is trained whole: a later stage needs the pseudo-masks of the one before, which no
+    summary holds. Where the record holds a tree, it is read even when the cache has it too: the
+    committed numbers stay those of the committed record (another CPU gives other last digits)."""
+    plans = []
+    for kwargs in runs:
+        config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})
+        plans.append((config, stage_hashes(config, stages)))
+    held: dict[str, bool] = {}
+    for _, hashes in plans:
+        held[hashes[0]] = held.get(hashes[0], True) and all((Path(record) / f"{h}.json").is_file() for h in hashes)
+    results: list[PipelineResult | None] = []
+    for config, hashes in plans:
+        if not held[hashes[0]]:
+            results.append(None)
+            continue
+        names = config_dataset(config).class_names
+        results.append(PipelineResult(config, [recorded_stage(Path(record) / f"{h}.json", h, names) for h in hashes], 0.0))
+    return results

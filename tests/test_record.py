@@ -213,6 +213,24 @@ def test_a_partly_recorded_run_is_trained_whole(recorded, tmp_path):
     assert [r.val_miou for r in stages] == [r.val_miou for r in trained.pairs[0][1].stages]   # determinism
 
 
+def test_runs_that_share_their_stage_1_come_from_one_source(recorded, tmp_path):
+    """A tree (runs with one Stage 1) is read from the record only when it holds every run of it:
+    the full method from the record beside a variant trained here would compare two machines. Where
+    the record holds the tree, it wins over the cache (the committed numbers stay the record's)."""
+    from selftrain_lib import experiments as ex
+
+    root, specs, trained, _, folder = recorded
+    variant = ex.spec("synth-objects", 60, seed=0, stages=2, lambda1=0.5, lambda2=0.5)
+    both = ex.run_grid(specs + [variant], "smoke", root / "trained", progress=False, record=folder)
+    assert not any(isinstance(r, record.RecordedStage) for _, res in both for r in res.stages)
+    assert both.pairs[0][1].stages[0].run_hash == both.pairs[1][1].stages[0].run_hash   # one tree
+    alone = ex.run_grid(specs, "smoke", root / "trained", progress=False, record=folder)   # the cache has it too
+    assert all(isinstance(r, record.RecordedStage) for r in alone.pairs[0][1].stages)
+    other_seed = ex.spec("synth-objects", 60, seed=1, stages=1)   # another tree: its own source
+    assert [r is None for r in record.recorded_results(
+        list(ex.grid_run_kwargs(specs + [other_seed], "smoke").values()), folder)] == [False, True]
+
+
 def test_a_summary_filed_under_another_runs_hash_or_edited_key_is_an_error(recorded, tmp_path):
     _, specs, trained, _, folder = recorded
     first, second = (r.run_hash for r in trained.pairs[0][1].stages)
@@ -244,7 +262,7 @@ def test_paper_figures_from_record_trains_only_what_the_record_lacks(recorded, t
     # the same run in both: read from the record by the notebook that can, trained for the one that shows its model
     from_record = pf.planned_runs(pf.NOTEBOOK_DIR / "pseudo_stages.ipynb", seen["pseudo_stages"])
     needs_model = pf.planned_runs(pf.NOTEBOOK_DIR / "stage2.ipynb", seen["stage2"])
-    assert from_record == needs_model and all(record.recorded_result(r, tmp_path / "runs", folder) for r in from_record)
+    assert from_record == needs_model and all(record.recorded_results(from_record, folder))
     assert pooled == needs_model
     with pytest.raises(pf.UsageError, match="holds no run summaries"):
         pf.build("smoke", [0], tmp_path / "nofigures", tmp_path / "build", tmp_path / "runs", only=["headline"],

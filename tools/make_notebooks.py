@@ -138,7 +138,7 @@ figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_predictions")""",
 # notebooks that need only the runs' metrics and validation curves can read runs from a record of
 # run summaries (selftrain_lib.record) in place of training them: `make paper-figures FROM_RECORD=1`
 RECORD = ("record: \"str or None\"", "None",
-          "a folder of run summaries (figures/cpu/run_summaries): runs it holds and the cache lacks are read from it, not trained")
+          "a folder of run summaries (figures/cpu/run_summaries): the runs it holds (whole trees of runs sharing a Stage 1) are read from it, not trained")
 GRID_CALL = "config=config, desc="
 
 
