@@ -107,14 +107,16 @@ def index_row(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_summaries(run_dirs: Iterable[str | Path], into: str | Path) -> list[Path]:
     """Write the summary of each finished run of ``run_dirs`` to ``into/<hash>.json`` and the index
-    of every summary in ``into`` to ``into/index.csv`` (atomically; a summary of an earlier
-    regeneration is kept, so a record computed seed by seed accumulates). Unfinished folders are
-    skipped. Returns the summaries written."""
+    of every summary in ``into`` to ``into/index.csv`` (atomically). The record only grows: a summary
+    already there is kept as it is, also when the run was trained again (on another CPU the same run
+    gives other last digits, and the tables read from the record were made with the numbers it holds),
+    so a record computed seed by seed accumulates. Unfinished folders are skipped. Returns the
+    summaries written."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     written = []
     for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
-        if (run_dir / "metrics.json").is_file():
+        if (run_dir / "metrics.json").is_file() and not (into / f"{run_dir.name}.json").exists():
             written.append(atomic_write_json(into / f"{run_dir.name}.json", run_summary(run_dir)))
     write_index(into)
     return written

@@ -55,7 +55,10 @@ def test_write_summaries_indexes_finished_runs_and_skips_unfinished(two_stages, 
         # a later regeneration (another seed) adds to the record; the earlier summaries stay
         (into / "ffffffffffffffff.json").write_text(json.dumps({**record.run_summary(result.stages[0].run_dir),
                                                                 "run_hash": "ffffffffffffffff"}))
-        record.write_summaries([result.stages[1].run_dir], into)
+        kept = (into / f"{result.stages[1].run_hash}.json")
+        kept.write_text(kept.read_text().replace('"stage": 2', '"stage": 2 ', 1))   # as if trained on another CPU
+        assert record.write_summaries([result.stages[1].run_dir], into) == []      # the record only grows
+        assert '"stage": 2 ' in kept.read_text()
         assert len(list(csv.DictReader((into / "index.csv").open()))) == 3
         with pytest.raises(FileNotFoundError, match="0000000000000000"):
             record.run_summary(unfinished)
