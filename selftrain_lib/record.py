@@ -58,6 +58,21 @@ def _miou(block: Any) -> float | None:
     return block.get("miou") if isinstance(block, dict) else None
 
 
+def machine_name() -> str:
+    """The CPU this process runs on (``model name`` of /proc/cpuinfo, else the platform's word for
+    it): a summary written beside its run cache names the machine that trained the run, because the
+    same run hash gives other last digits on another CPU."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """The summary of the finished stage run in ``run_dir`` (module docstring). A folder without
     ``metrics.json`` (not finished) is a ``FileNotFoundError`` naming it."""
@@ -82,6 +97,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     return {
         "format": SUMMARY_FORMAT,
         "run_hash": run_dir.name,
+        "machine": machine_name(),
         "stage": metrics.get("stage"),
         "setting": {k: config.get(k) for k in SETTING_KEYS} | saved_switches(config),  # (a switch added since: on)
         "key": saved.get("key"),
@@ -226,7 +242,9 @@ def recorded_results(runs: Sequence[Mapping[str, Any]], record: str | Path) -> l
 
     Runs that share their Stage 1 (a tree: the full method and its ablations, or λ values, of one seed)
     come from one source, so that a paired difference never compares two machines: from the record
-    when it holds every stage of every run of the tree, else all from the cache. A run the record
+    when it holds every stage of every run of the tree, all trained on one machine (the summaries'
+    ``machine``; a summary written before it was recorded counts as one unknown machine), else all
+    from the cache. A run the record
     holds in part is trained whole: a later stage needs the pseudo-masks of the one before, which no
     summary holds. Where the record holds a tree, it is read even when the cache has it too: the
     committed numbers stay those of the committed record (another CPU gives other last digits)."""
@@ -234,9 +252,12 @@ def recorded_results(runs: Sequence[Mapping[str, Any]], record: str | Path) -> l
     for kwargs in runs:
         config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})
         plans.append((config, stage_hashes(config, stages)))
-    held: dict[str, bool] = {}
+    machines: dict[str, set] = {}   # per tree: the machines of its summaries (None: a stage not recorded)
     for _, hashes in plans:
-        held[hashes[0]] = held.get(hashes[0], True) and all((Path(record) / f"{h}.json").is_file() for h in hashes)
+        for h in hashes:
+            path = Path(record) / f"{h}.json"
+            machines.setdefault(hashes[0], set()).add(read_json(path).get("machine", "") if path.is_file() else None)
+    held = {tree: None not in found and len(found) == 1 for tree, found in machines.items()}
     results: list[PipelineResult | None] = []
     for config, hashes in plans:
         if not held[hashes[0]]:

@@ -270,3 +270,22 @@ def test_paper_figures_from_record_trains_only_what_the_record_lacks(recorded, t
     with pytest.raises(pf.UsageError, match="holds no run summaries"):
         pf.build("smoke", [0], tmp_path / "nofigures", tmp_path / "build", tmp_path / "runs", only=["headline"],
                  progress=False, from_record=True)
+
+
+def test_a_tree_recorded_on_two_machines_is_not_read_from_the_record(recorded, tmp_path):
+    """A summary names the CPU that wrote it; a tree whose summaries name two (a variant trained on
+    another machine beside the record's full method) is trained, not read as a mix of machines."""
+    import shutil
+
+    from selftrain_lib import experiments as ex
+
+    _, specs, trained, _, folder = recorded
+    copy = tmp_path / "record"
+    shutil.copytree(folder, copy)
+    runs = list(ex.grid_run_kwargs(specs, "smoke").values())
+    assert record.recorded_results(runs, copy)[0] is not None
+    second = copy / f"{trained.pairs[0][1].stages[1].run_hash}.json"
+    summary = read_json(second)
+    assert summary["machine"] == record.machine_name() and summary["machine"]
+    second.write_text(json.dumps({**summary, "machine": "another CPU"}))
+    assert record.recorded_results(runs, copy) == [None]
