@@ -279,9 +279,8 @@ def build(scale: str = "quick", seeds: Sequence[int] = (0,), figures_dir: str | 
     planned = {name: planned_runs(Path(notebook_dir) / f"{name}.ipynb", params)
                for name, params in todo if params is not None}
     if jobs != 1:
-        from .sweep import run_parallel
-
         from .record import recorded_results
+        from .sweep import run_parallel
 
         def to_train(runs, params):   # a run the notebook reads from the record is not trained
             if not params.get("record"):

@@ -17,12 +17,14 @@ They can also stand in for the runs they summarise: :func:`recorded_results` giv
 record holds (whole trees of runs that share a Stage 1) as :class:`~selftrain_lib.pipeline.PipelineResult`
 of :class:`RecordedStage` (``run_grid(..., record=folder)``, ``make paper-figures FROM_RECORD=1``),
 so that a table is regenerated on a machine without the run cache, training only what the record
-lacks (docs/run_cache.md, "The record in place of the cache"). A recorded stage has metrics and curves, no model or pseudo-masks; each summary is checked
-against its hash (the hash of the key it holds), so a summary of another run is an error, not a number.
+lacks (docs/run_cache.md, "The record in place of the cache"). A recorded stage has metrics and
+curves, no model or pseudo-masks; each summary is checked against its hash (the hash of the key it
+holds), so a summary of another run is an error, not a number.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from pathlib import Path
@@ -58,6 +60,7 @@ def _miou(block: Any) -> float | None:
     return block.get("miou") if isinstance(block, dict) else None
 
 
+@functools.lru_cache(maxsize=1)
 def machine_name() -> str:
     """The CPU this process runs on (``model name`` of /proc/cpuinfo, else the platform's word for
     it): a summary written beside its run cache names the machine that trained the run, because the
@@ -209,6 +212,9 @@ def read_summary(path: str | Path, run_hash: str | None = None) -> dict[str, Any
     if found != summary.get("run_hash") or found != expected:
         raise ValueError(f"{path}: its run key hashes to {found}, not to the run {expected} it is filed as; "
                          "the summary was edited or renamed: remove it, or regenerate it from the run")
+    if summary.get("stage") != summary["key"].get("stage") or not isinstance(summary.get("metrics"), dict):
+        raise ValueError(f"{path}: its stage ({summary.get('stage')!r}) is not its run key's "
+                         f"({summary['key'].get('stage')!r}), or it has no metrics: the summary was edited")
     return summary
 
 
@@ -216,7 +222,11 @@ def recorded_stage(path: str | Path, run_hash: str, class_names: Sequence[str] =
     """The stage run ``run_hash`` from its summary ``path`` (:func:`read_summary`), with the metrics
     of ``metrics.json`` that the summary keeps, under the same names; the per-class IoU in the order
     of ``class_names`` (the dataset's, as ``metrics.json`` has it; a summary's JSON sorts its keys)."""
-    s = read_summary(path, run_hash)
+    return _stage_of(read_summary(path, run_hash), Path(path), class_names)
+
+
+def _stage_of(s: Mapping[str, Any], path: Path, class_names: Sequence[str]) -> RecordedStage:
+    """:func:`recorded_stage` of the summary ``s`` already read (and checked) from ``path``."""
     m = s["metrics"]
     per_class = m.get("per_class_iou") or {}
     order = [c for c in class_names if c in per_class]
@@ -232,7 +242,7 @@ def recorded_stage(path: str | Path, run_hash: str, class_names: Sequence[str] =
                "val_student": block(m.get("val_miou_student")), "val_teacher": block(m.get("val_miou_teacher")),
                "best": {"miou": m.get("val_miou_best"), "step": m.get("best_step")},
                "pseudo_masks_unlabelled": {"miou": m.get("pseudo_miou")}}
-    return RecordedStage(stage=s["stage"], run_dir=Path(path), run_hash=run_hash, metrics=metrics, reused=True)
+    return RecordedStage(stage=s["stage"], run_dir=path, run_hash=s["run_hash"], metrics=metrics, reused=True)
 
 
 def recorded_results(runs: Sequence[Mapping[str, Any]], record: str | Path) -> list[PipelineResult | None]:
@@ -252,11 +262,15 @@ def recorded_results(runs: Sequence[Mapping[str, Any]], record: str | Path) -> l
     for kwargs in runs:
         config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})
         plans.append((config, stage_hashes(config, stages)))
+    summaries: dict[str, Mapping[str, Any] | None] = {}   # each stage's summary, read and checked once
     machines: dict[str, set] = {}   # per tree: the machines of its summaries (None: a stage not recorded)
     for _, hashes in plans:
         for h in hashes:
-            path = Path(record) / f"{h}.json"
-            machines.setdefault(hashes[0], set()).add(read_json(path).get("machine", "") if path.is_file() else None)
+            if h not in summaries:
+                path = Path(record) / f"{h}.json"
+                summaries[h] = read_summary(path, h) if path.is_file() else None
+            found = summaries[h]
+            machines.setdefault(hashes[0], set()).add(None if found is None else found.get("machine", ""))
     held = {tree: None not in found and len(found) == 1 for tree, found in machines.items()}
     results: list[PipelineResult | None] = []
     for config, hashes in plans:
@@ -264,5 +278,6 @@ def recorded_results(runs: Sequence[Mapping[str, Any]], record: str | Path) -> l
             results.append(None)
             continue
         names = config_dataset(config).class_names
-        results.append(PipelineResult(config, [recorded_stage(Path(record) / f"{h}.json", h, names) for h in hashes], 0.0))
+        results.append(PipelineResult(config, [_stage_of(summaries[h], Path(record) / f"{h}.json", names)
+                                               for h in hashes], 0.0))
     return results

@@ -245,6 +245,10 @@ def test_a_summary_filed_under_another_runs_hash_or_edited_key_is_an_error(recor
     (tmp_path / f"{first}.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match=f"{first}.json: its run key hashes to"):
         record.recorded_stage(tmp_path / f"{first}.json", first)
+    summary = read_json(folder / f"{second}.json")
+    (tmp_path / f"{second}.json").write_text(json.dumps({**summary, "stage": 1}))   # stage outside the key edited
+    with pytest.raises(ValueError, match=f"{second}.json: its stage \\(1\\) is not its run key's \\(2\\)"):
+        record.recorded_stage(tmp_path / f"{second}.json", second)
     (tmp_path / "x.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="x.json: not a run summary"):
         record.read_summary(tmp_path / "x.json")
