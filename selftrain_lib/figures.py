@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import warnings
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -377,6 +378,47 @@ def plot_per_class_gains(gains: pd.DataFrame, title: str = ""):
     if most >= 2:
         handles.append(Line2D([], [], color="black", marker="|", ls="none", label=f"error bars: {std_label(most)}"))
     legend_below(fig, handles)
+    return fig
+
+
+def plot_ablation_per_class(table: pd.DataFrame, title: str = ""):
+    """Table V class by class (:func:`selftrain_lib.results.ablation_per_class`): per dataset a grid,
+    rows Table V's rows, columns the classes (the full method's best first), each cell the row's IoU
+    minus the full method's (points, mean of the paired seeds) on a diverging scale centred at 0
+    (red: the row lower, blue: higher). A class at IoU 0 in both (never predicted) is a grey "n/p" cell,
+    never a 0 that could read as "no difference"."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    shapes = [(table["dataset"] == d) for d in datasets]
+    n_rows = [table.loc[s, "row"].nunique() for s in shapes]
+    n_cols = max((table.loc[s, "class"].nunique() for s in shapes), default=1)
+    fig, axes = figure(nrows=len(datasets), width=max(COLUMN_WIDTH, 1.8 + 0.42 * n_cols),
+                       height=0.6 + sum(0.26 * n + 0.7 for n in n_rows), squeeze=False,
+                       gridspec_kw={"height_ratios": n_rows or [1]})
+    finite = table["difference"][~table["never_predicted"].astype(bool)]
+    top = max(1.0, float(finite.abs().max())) if len(finite) else 1.0
+    most = int(table["n_seeds"].max()) if len(table) else 1
+    for ax, d, s in zip(axes[:, 0], datasets, shapes):
+        t = table[s]
+        rows, classes = list(dict.fromkeys(t["row"])), list(dict.fromkeys(t["class"]))
+        value = t.pivot(index="row", columns="class", values="difference").reindex(index=rows, columns=classes)
+        never = t.pivot(index="row", columns="class", values="never_predicted").reindex(index=rows, columns=classes)
+        never = never.fillna(False).astype(bool)
+        with warnings.catch_warnings():   # seaborn's own call of a deprecated matplotlib method
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            sns.heatmap(value.mask(never), ax=ax, cmap="RdBu", center=0, vmin=-top, vmax=top,
+                        annot=value.map(lambda v: f"{v:+.1f}"), fmt="", annot_kws={"fontsize": 6},
+                        linewidths=0.5, linecolor="white",
+                        cbar_kws={"label": "row − full method (IoU points)", "shrink": 0.9})
+        ax.set_facecolor(colour("never predicted"))   # the masked cells
+        for i, j in zip(*np.nonzero(never.to_numpy())):
+            ax.text(j + 0.5, i + 0.5, "n/p", ha="center", va="center", fontsize=6, color="dimgrey")
+        ax.set(xlabel="", ylabel="", title=f"{d}: IoU of the row minus the full method's (Stage 3), per class")
+        ax.tick_params(axis="x", labelrotation=45, length=0)
+        ax.tick_params(axis="y", length=0)
+        for lab in ax.get_xticklabels():
+            lab.set_horizontalalignment("right")
+    seeds = f"mean of the paired differences over {most} seeds (± std in the table)" if most >= 2 else "one seed"
+    _finish(fig, f"{title} ({seeds}; n/p: IoU 0 in both, never predicted)" if title else seeds)
     return fig
 
 

@@ -445,6 +445,51 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     return _rows_table(runs, ABLATION_ROWS, "V")
 
 
+PER_CLASS_COLUMNS = ["dataset", "labels", "row", "class", "difference", "difference_std", "n_seeds",
+                     "never_predicted", "iou_full", "iou_row"]
+
+
+def ablation_per_class(frame: pd.DataFrame, rows: Sequence[tuple] = ABLATION_ROWS,
+                       reference: tuple[str, int] = ("full method", 3)) -> pd.DataFrame:
+    """Where each row of Table V differs from the full method, class by class.
+
+    ``frame``: :func:`per_class`'s rows (validation IoU). For each row of ``rows`` (variant, stage,
+    label, ...) but the reference (``reference``: variant and stage, the full method's Stage 3), the
+    row's IoU minus the reference's, per class and paired by seed (same split and initialisation),
+    in points: ``difference`` (mean), ``difference_std`` (sample std, NaN with one seed), ``n_seeds``,
+    ``iou_full`` and ``iou_row`` (mean IoU in %, over the paired seeds) and ``never_predicted``
+    (IoU 0 in both, in every seed: nothing to compare, not "no difference"). A mean mIoU difference
+    can hide opposite moves of the frequent and the rare classes; this table shows them.
+    Rows in Table V's order per dataset, classes by the full method's IoU, highest first."""
+    keys = ["dataset", "labels", "seed", "class"]
+    ref = frame[(frame["variant"] == reference[0]) & (frame["stage"] == reference[1])]
+    ref = ref[keys + ["iou"]].rename(columns={"iou": "iou_full"})
+    parts = []
+    for order, (variant, stage, label, *_) in enumerate(rows):
+        if (variant, stage) == tuple(reference):
+            continue
+        sel = frame[(frame["variant"] == variant) & (frame["stage"] == stage)][keys + ["iou"]]
+        if len(sel):
+            parts.append(sel.merge(ref, on=keys).assign(row=label, _order=order))
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=PER_CLASS_COLUMNS)
+    df = pd.concat(parts, ignore_index=True)
+    df["difference"] = 100 * (df["iou"] - df["iou_full"])
+    df["zero"] = (df["iou"] == 0) & (df["iou_full"] == 0)
+    g = df.groupby(["dataset", "labels", "_order", "row", "class"], sort=False)
+    out = g["difference"].agg(["mean", "std", "count"]).reset_index().rename(
+        columns={"mean": "difference", "std": "difference_std", "count": "n_seeds"})
+    out["never_predicted"] = g["zero"].all().to_numpy()
+    out["iou_full"] = 100 * g["iou_full"].mean().to_numpy()
+    out["iou_row"] = 100 * g["iou"].mean().to_numpy()
+    # classes by the full method's IoU in their dataset (the frequent "stuff" first, as a rule)
+    rank = ref.groupby(["dataset", "class"])["iou_full"].mean()
+    out["_rank"] = [-rank.get((d, c), 0.0) for d, c in zip(out["dataset"], out["class"])]
+    out = out.sort_values(["dataset", "_order", "_rank"], kind="stable")
+    return out[PER_CLASS_COLUMNS].reset_index(drop=True)
+
+
 EMA_ROWS = [("full method", 2, "EMA, stage 2", "EMA stage 2"), ("full method", 3, "EMA, stage 3", "EMA stage 3"),
             ("without EMA", 2, "no EMA, stage 2", "no EMA stage 2"),
             ("without EMA", 3, "no EMA, stage 3", "no EMA stage 3")]

@@ -110,6 +110,22 @@ def test_per_class_gains_sorted_and_never_predicted_cannot_read_as_a_gain():
     assert not _errorbars(ax)                                     # one seed
 
 
+def test_ablation_per_class_grid_marks_never_predicted_and_centres_at_zero(ablation_frame):
+    t = results.ablation_per_class(ablation_frame())
+    fig = figures.plot_ablation_per_class(t, title="synth-street, cpu")
+    ax = fig.axes[0]
+    texts = [x.get_text() for x in ax.texts]
+    assert len(texts) == 3 * 3 and texts.count("n/p") == 3          # pole: never predicted in every row
+    assert "+21.0" in texts and "-4.0" in texts
+    assert [x.get_text() for x in ax.get_xticklabels()] == ["road", "car", "pole"]
+    mesh = ax.collections[0]
+    lo, hi = mesh.get_clim()
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(21.0)     # diverging, centred at 0
+    assert "over 2 seeds" in fig._suptitle.get_text()
+    one = figures.plot_ablation_per_class(results.ablation_per_class(ablation_frame(seeds=(0,))))
+    assert "one seed" in one._suptitle.get_text()
+
+
 def _overlaps(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 

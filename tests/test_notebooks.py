@@ -49,7 +49,7 @@ EXPECTED = {
     "lambda_curve": [("lambda_curve_synth-objects", FIGURE)],
     "table2": [("table2", TABLE)],
     "table3_4": [("table3_4", TABLE)],
-    "table5": [("table5", TABLE)],
+    "table5": [("table5", TABLE), ("table5_per_class", TABLE), ("table5_per_class", FIGURE)],
     "table6": [("table6", TABLE)],
     "fig2": [("fig2", FIGURE)],
     "fig3": [("fig3", TABLE)],   # the λ curve itself: lambda_curve (one figure, not two)
@@ -64,6 +64,7 @@ CSV_COLUMNS = {
     "table3_4": {"method", "reproduced mIoU (%)", "published (Table III, ImageNet)",
                  "published (Table IV, ImageNet+COCO)"},
     "table5": {"dataset", "row", "reproduced mIoU (%)", "published (Table V)"},
+    "table5_per_class": {"dataset", "row", "class", "difference", "difference_std", "n_seeds", "never_predicted"},
     "table6": {"dataset", "row", "reproduced mIoU (%)", "published (Table VI)"},
     "fig3": {"dataset", "lambda1", "miou", "miou_std", "seeds"},
     "pseudo_stages": {"dataset", "stage", "pseudo-mask mIoU on U (%)", "val mIoU (%)"},

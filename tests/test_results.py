@@ -139,6 +139,26 @@ def test_per_class_gains():
     assert g.loc["road", "n_seeds"] == 2
 
 
+def test_ablation_per_class_pairs_each_row_with_the_full_method_by_seed(ablation_frame):
+    t = results.ablation_per_class(ablation_frame())
+    assert list(dict.fromkeys(t["row"])) == ["S1 only", "S1+S2 (CR, T2, SA)", "S1+S2+S3 without CR"]   # Table V's order
+    assert "S1+S2+S3 full" not in set(t["row"])                       # the reference is no row of its own
+    assert list(t[t["row"] == "S1 only"]["class"]) == ["road", "car", "pole"]   # by the full method's IoU
+    cr = t[t["row"] == "S1+S2+S3 without CR"].set_index("class")
+    assert cr.loc["car", "difference"] == pytest.approx(21.0)          # 35 - (15, 13): +20, +22
+    assert cr.loc["car", "difference_std"] == pytest.approx(2 ** 0.5)
+    assert cr.loc["car", "n_seeds"] == 2 and cr.loc["car", "iou_full"] == pytest.approx(14.0)
+    assert cr.loc["road", "difference"] == pytest.approx(-1.0)
+    # IoU 0 in both is "never predicted", not "no difference"
+    assert cr.loc["pole", "never_predicted"] and not cr.loc["road", "never_predicted"]
+    s1 = t[t["row"] == "S1 only"].set_index("class")
+    assert s1.loc["road", "difference"] == pytest.approx(-4.0)
+    # one seed: no std; no runs of Table V: an empty table with its columns
+    one = results.ablation_per_class(ablation_frame(seeds=(0,)))
+    assert one["difference_std"].isna().all() and (one["n_seeds"] == 1).all()
+    assert list(results.ablation_per_class(ablation_frame().iloc[:0]).columns) == results.PER_CLASS_COLUMNS
+
+
 def test_scaled_labels_and_grids():
     assert ex.scaled_labels("synth-street", 100, "paper") == 100
     assert ex.scaled_labels("synth-street", 100, "quick") == 20            # quick's 600-image pool

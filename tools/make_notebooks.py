@@ -258,10 +258,19 @@ NOTEBOOKS["table3_4"] = label_table_notebook(
 
 NOTEBOOKS["table5"] = collector(
     "Table V: ablation study",
-    "The full method and one run per switch of Table V dropped (ex.TABLE_V_DROPS); rows decoded as in docs/method.md.",
+    "The full method and one run per switch of Table V dropped (ex.TABLE_V_DROPS); rows decoded as in docs/method.md. "
+    "Then the same rows class by class: where each differs from the full method (`table5_per_class`).",
     [("datasets", '["synth-street", "synth-objects"]', ABLATION_COUNTS)],
     "specs = ex.ablation_grid(datasets, seeds)",
-    table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")'), record=True)
+    table_cells("table5", 'results.rows_report(runs, "V", scale, seeds, "Table V: ablation study")') + [
+        """# where each row differs from the full method, class by class (paired by seed)
+per_class = results.ablation_per_class(results.per_class(grid.pairs))
+paths = results.write_table(per_class, fig_dir / "table5_per_class",
+                            results.caption("Table V class by class: each row's IoU minus the full method's",
+                                            datasets, scale, seeds, measure="IoU difference (points) per class on "
+                                            "the validation set, paired by seed"))
+fig = figures.plot_ablation_per_class(per_class, title=f"Table V class by class: {results.setting_of(runs, scale, seeds)}")
+figures.show(fig, fig_dir / "table5_per_class")"""], record=True)
 
 NOTEBOOKS["headline"] = collector(
     "The headline: each published effect, ours beside the paper's",
