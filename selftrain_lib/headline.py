@@ -217,7 +217,8 @@ def headline_markdown(table: pd.DataFrame, scales: list[str]) -> str:
                 cells.append("–")
             elif n >= 2:
                 per_seed = ", ".join(f"{v:+.2f}" for v in r[f"{s} per seed"])
-                cells.append(f"{r[f'{s} mean']:+.1f} ± {r[f'{s} std']:.1f} ({per_seed})")
+                std = r[f'{s} std']   # a std under 0.05 keeps two decimals: "± 0.0" would read as none
+                cells.append(f"{r[f'{s} mean']:+.1f} ± {std:.{1 if round(std, 1) > 0 else 2}f} ({per_seed})")
             else:
                 cells.append(f"{r[f'{s} mean']:+.1f} (1 seed)")
         lines.append(f"| {r.effect} | {r.dataset} ({r.setting}) | {r.paper:+.1f} | " + " | ".join(cells) + " |")

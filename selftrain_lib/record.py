@@ -124,19 +124,41 @@ def index_row(summary: Mapping[str, Any]) -> dict[str, Any]:
             **{k: m.get(k) for k in INDEX_COLUMNS if k in m}}
 
 
+# beside the record: summaries of runs trained again on another machine (``retrained/<machine>/<hash>.json``)
+RETRAINED = "retrained"
+
+
+def machine_folder(machine: str | None) -> str:
+    """A machine's name as a folder name: ``"AMD EPYC"`` → ``"AMD-EPYC"``; none → ``"unknown"``."""
+    return "-".join("".join(c if c.isalnum() else " " for c in machine or "").split()) or "unknown"
+
+
 def write_summaries(run_dirs: Iterable[str | Path], into: str | Path) -> list[Path]:
     """Write the summary of each finished run of ``run_dirs`` to ``into/<hash>.json`` and the index
     of every summary in ``into`` to ``into/index.csv`` (atomically). The record only grows: a summary
     already there is kept as it is, also when the run was trained again (on another CPU the same run
     gives other last digits, and the tables read from the record were made with the numbers it holds),
-    so a record computed seed by seed accumulates. Unfinished folders are skipped. Returns the
-    summaries written."""
+    so a record computed seed by seed accumulates. A run trained again on another machine than its
+    summary names gets its own summary beside the record, ``into/retrained/<machine>/<hash>.json``
+    (:func:`machine_folder`), so that a table made from that run still links to the numbers it shows;
+    the record reads only ``into/<hash>.json``. Unfinished folders are skipped. Returns the summaries
+    written."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     written = []
     for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
-        if (run_dir / "metrics.json").is_file() and not (into / f"{run_dir.name}.json").exists():
-            written.append(atomic_write_json(into / f"{run_dir.name}.json", run_summary(run_dir)))
+        if not (run_dir / "metrics.json").is_file():
+            continue
+        path = into / f"{run_dir.name}.json"
+        if not path.exists():
+            written.append(atomic_write_json(path, run_summary(run_dir)))
+            continue
+        here = machine_name()
+        if read_json(path).get("machine") != here:
+            other = into / RETRAINED / machine_folder(here) / path.name
+            if not other.exists():
+                other.parent.mkdir(parents=True, exist_ok=True)
+                written.append(atomic_write_json(other, run_summary(run_dir)))
     write_index(into)
     return written
 

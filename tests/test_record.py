@@ -60,6 +60,18 @@ def test_write_summaries_indexes_finished_runs_and_skips_unfinished(two_stages, 
         assert record.write_summaries([result.stages[1].run_dir], into) == []      # the record only grows
         assert '"stage": 2 ' in kept.read_text()
         assert len(list(csv.DictReader((into / "index.csv").open()))) == 3
+        # trained again on another machine than the record's: kept, and its own summary beside the record
+        kept.write_text(json.dumps({**json.loads(kept.read_text()), "machine": "another CPU"}))
+        again = record.write_summaries([result.stages[1].run_dir], into)
+        here = record.machine_folder(record.machine_name())
+        assert again == [into / record.RETRAINED / here / kept.name]
+        assert json.loads(again[0].read_text())["machine"] == record.machine_name()
+        assert json.loads(kept.read_text())["machine"] == "another CPU"           # the record's stays
+        assert record.write_summaries([result.stages[1].run_dir], into) == []      # once
+        assert len(list(csv.DictReader((into / "index.csv").open()))) == 3        # the index is the record's
+        assert record.machine_folder("AMD EPYC 7B13 64-Core") == "AMD-EPYC-7B13-64-Core"
+        assert record.machine_folder(None) == record.machine_folder("") == "unknown"
+        assert record.machine_folder("../x") == "x"
         with pytest.raises(FileNotFoundError, match="0000000000000000"):
             record.run_summary(unfinished)
     finally:
