@@ -417,8 +417,10 @@ def plot_ablation_per_class(table: pd.DataFrame, title: str = ""):
         ax.tick_params(axis="y", length=0)
         for lab in ax.get_xticklabels():
             lab.set_horizontalalignment("right")
-    seeds = f"mean of the paired differences over {most} seeds (± std in the table)" if most >= 2 else "one seed"
-    _finish(fig, f"{title} ({seeds}; n/p: IoU 0 in both, never predicted)" if title else seeds)
+    note = "n/p: IoU 0 in both, never predicted"
+    if most >= 2:
+        note = f"mean of the paired differences over {most} seeds, ± std in the table; {note}"
+    _finish(fig, f"{title} ({note})" if title else note)
     return fig
 
 

@@ -123,7 +123,7 @@ def test_ablation_per_class_grid_marks_never_predicted_and_centres_at_zero(ablat
     assert lo == pytest.approx(-hi) and hi == pytest.approx(21.0)     # diverging, centred at 0
     assert "over 2 seeds" in fig._suptitle.get_text()
     one = figures.plot_ablation_per_class(results.ablation_per_class(ablation_frame(seeds=(0,))))
-    assert "one seed" in one._suptitle.get_text()
+    assert "seeds" not in one._suptitle.get_text() and "n/p" in one._suptitle.get_text()
 
 
 def _overlaps(a, b) -> bool:
