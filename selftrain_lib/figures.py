@@ -388,17 +388,17 @@ def plot_ablation_per_class(table: pd.DataFrame, title: str = ""):
     (red: the row lower, blue: higher). A class at IoU 0 in both (never predicted) is a grey "n/p" cell,
     never a 0 that could read as "no difference"."""
     datasets = list(dict.fromkeys(table["dataset"]))
-    shapes = [(table["dataset"] == d) for d in datasets]
-    n_rows = [table.loc[s, "row"].nunique() for s in shapes]
-    n_cols = max((table.loc[s, "class"].nunique() for s in shapes), default=1)
+    masks = [(table["dataset"] == d) for d in datasets]
+    n_rows = [table.loc[m, "row"].nunique() for m in masks]
+    n_cols = max((table.loc[m, "class"].nunique() for m in masks), default=1)
     fig, axes = figure(nrows=len(datasets), width=max(COLUMN_WIDTH, 1.8 + 0.42 * n_cols),
                        height=0.6 + sum(0.26 * n + 0.7 for n in n_rows), squeeze=False,
                        gridspec_kw={"height_ratios": n_rows or [1]})
     finite = table["difference"][~table["never_predicted"].astype(bool)]
     top = max(1.0, float(finite.abs().max())) if len(finite) else 1.0
     most = int(table["n_seeds"].max()) if len(table) else 1
-    for ax, d, s in zip(axes[:, 0], datasets, shapes):
-        t = table[s]
+    for ax, d, m in zip(axes[:, 0], datasets, masks):
+        t = table[m]
         rows, classes = list(dict.fromkeys(t["row"])), list(dict.fromkeys(t["class"]))
         value = t.pivot(index="row", columns="class", values="difference").reindex(index=rows, columns=classes)
         never = t.pivot(index="row", columns="class", values="never_predicted").reindex(index=rows, columns=classes)

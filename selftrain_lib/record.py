@@ -145,7 +145,7 @@ def write_summaries(run_dirs: Iterable[str | Path], into: str | Path) -> list[Pa
     written."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, here = [], machine_name()
     for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
         if not (run_dir / "metrics.json").is_file():
             continue
@@ -153,7 +153,6 @@ def write_summaries(run_dirs: Iterable[str | Path], into: str | Path) -> list[Pa
         if not path.exists():
             written.append(atomic_write_json(path, run_summary(run_dir)))
             continue
-        here = machine_name()
         if read_json(path).get("machine") != here:
             other = into / RETRAINED / machine_folder(here) / path.name
             if not other.exists():

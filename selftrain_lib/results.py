@@ -469,9 +469,8 @@ def ablation_per_class(frame: pd.DataFrame, rows: Sequence[tuple] = ABLATION_ROW
         if (variant, stage) == tuple(reference):
             continue
         sel = frame[(frame["variant"] == variant) & (frame["stage"] == stage)][keys + ["iou"]]
-        if len(sel):
-            parts.append(sel.merge(ref, on=keys).assign(row=label, _order=order))
-    parts = [p for p in parts if len(p)]
+        parts.append(sel.merge(ref, on=keys).assign(row=label, _order=order))
+    parts = [p for p in parts if len(p)]   # rows without runs, or without the reference's seeds
     if not parts:
         return pd.DataFrame(columns=PER_CLASS_COLUMNS)
     df = pd.concat(parts, ignore_index=True)
