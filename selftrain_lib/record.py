@@ -153,7 +153,7 @@ def write_summaries(run_dirs: Iterable[str | Path], into: str | Path) -> list[Pa
         if not path.exists():
             written.append(atomic_write_json(path, run_summary(run_dir)))
             continue
-        if read_json(path).get("machine") != here:
+        if read_summary(path, run_dir.name).get("machine") != here:   # checked: a tampered summary is an error
             other = into / RETRAINED / machine_folder(here) / path.name
             if not other.exists():
                 other.parent.mkdir(parents=True, exist_ok=True)

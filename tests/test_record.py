@@ -72,6 +72,9 @@ def test_write_summaries_indexes_finished_runs_and_skips_unfinished(two_stages, 
         assert record.machine_folder("AMD EPYC 7B13 64-Core") == "AMD-EPYC-7B13-64-Core"
         assert record.machine_folder(None) == record.machine_folder("") == "unknown"
         assert record.machine_folder("../x") == "x"
+        kept.write_text("[]")                         # a summary tampered with: an error naming it, not a crash
+        with pytest.raises(ValueError, match=kept.name):
+            record.write_summaries([result.stages[1].run_dir], into)
         with pytest.raises(FileNotFoundError, match="0000000000000000"):
             record.run_summary(unfinished)
     finally:
