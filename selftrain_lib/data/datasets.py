@@ -212,7 +212,7 @@ def data_reads(config) -> tuple[str, ...]:
 def data_identity(config) -> str:
     """What the data of ``config`` is, for the run hash: the generated datasets by the digest of
     their generator (data/synthetic/), a dataset read from files by :func:`data_fingerprint`."""
-    return generator_digest() if config_dataset(config).format == "synthetic" else data_fingerprint(config)
+    return generator_digest(config.dataset) if config_dataset(config).format == "synthetic" else data_fingerprint(config)
 
 
 def data_fingerprint(config) -> str:

@@ -74,7 +74,7 @@ def default_cache_dir() -> Path:
 
 def cache_path(name: str, pool_size: int, val_size: int, seed: int, cache_dir: str | os.PathLike) -> Path:
     """The cache file of one (dataset, sizes, seed, generator version)."""
-    return Path(cache_dir) / f"{name}_pool{pool_size}_val{val_size}_seed{seed}_{generator_digest()}.npz"
+    return Path(cache_dir) / f"{name}_pool{pool_size}_val{val_size}_seed{seed}_{generator_digest(name)}.npz"
 
 
 _KEYS = ("train_images", "train_masks", "val_images", "val_masks")
