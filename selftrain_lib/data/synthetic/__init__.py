@@ -8,8 +8,8 @@ Two datasets stand in for the paper's benchmarks:
   persons on the sidewalks. Objects grow with their distance below the horizon and are drawn
   far-to-near, so nearer ones occlude farther ones. Cast shadows, fog and dusk vary the
   appearance without touching the labels.
-* ``synth-objects`` (PASCAL-like, 96x96, background + 10 classes): 1-3 objects defined by their
-  *shape* (disk, square, triangle, ring, cross, star, ellipse, diamond, hexagon, crescent) at
+* ``synth-objects`` (PASCAL-like, 96x96, background + 5 classes): 2-4 objects defined by their
+  *shape* (disk, square, triangle, ring, cross) at
   random positions, scales and rotations, sometimes overlapping, on cluttered backgrounds
   (textured noise, half-plane patches, lines and irregular blobs that are background; a thin
   line sometimes crosses in front of the objects). Background textures are softer than the

@@ -11,8 +11,8 @@ IGNORE_INDEX = 255
 # datasets, the synthetic pre-training). It was the source hash of the one-file generator of
 # December (commit 7e978f8) and is now fixed: tests/test_synthetic.py compares a small probe of
 # each generated set with stored hashes, so an edit that changes the output fails there and must
-# bump GENERATOR_VERSION and this digest (old caches and runs are then not reused); a refactor
-# that changes no output keeps every cached run.
+# give the changed set a new digest (old caches and runs are then not reused); a refactor that
+# changes no output keeps every cached run.
 GENERATOR_VERSION = 2
 GENERATOR_DIGEST = "v2-19ae530ea2"
 
