@@ -20,8 +20,8 @@ OBJECTS = SyntheticSpec(
     default_pool_size=3000,
     default_val_size=500,
 )
-# Figure colours in place of the spec's palette, which borrowed VOC's: its background near-black and
-# three of its shapes dark reds; these are distinct at a glance (tab10's hues and a light grey
+# Figure colours in place of the spec's palette, which borrowed VOC's: a near-black background and
+# dark, close hues; these are distinct at a glance (tab10's hues and a light grey
 # background; white stays "ignore"). Colours are for figures only: they are not part of the generated
 # data, its cache key or any run hash (the generator is left unchanged).
 FIGURE_PALETTE = ((205, 205, 205), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
@@ -83,7 +83,7 @@ def objects_image(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     k = int(rng.choice(OBJECT_COUNTS, p=OBJECT_COUNT_P))
     for _ in range(k):
         cls = int(rng.integers(1, len(_OBJECT_SHAPES) + 1))
-        r = rng.uniform(10, 32) if k == 1 else rng.uniform(8, 26)
+        r = rng.uniform(8, 26)  # the first design drew a lone object larger; an image now holds 2-4
         cy, cx = rng.uniform(0.12 * h, 0.88 * h), rng.uniform(0.12 * w, 0.88 * w)
         b = cv.box(cy - 1.2 * r, cy + 1.2 * r, cx - 1.2 * r, cx + 1.2 * r)
         if not b:
