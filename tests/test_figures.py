@@ -57,7 +57,7 @@ def test_lambda_figure_has_error_bars_a_wide_axis_and_the_papers_curve():
     labels = [l.get_label() for l in rel.get_lines()]
     assert figures.PAPER_FIG3["label"] in labels
     paper = next(l for l in rel.get_lines() if l.get_label() == figures.PAPER_FIG3["label"])
-    assert list(paper.get_ydata()) == pytest.approx([-2.0, 0.0, -1.5])   # METHOD.md's reading of Fig. 3
+    assert list(paper.get_ydata()) == pytest.approx([-2.0, 0.0, -1.5])   # docs/method.md's reading of Fig. 3
     legend = fig.legends[0]
     assert "synth-street (± std over 3 seeds)" in [t.get_text() for t in legend.get_texts()]
 
