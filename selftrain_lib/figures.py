@@ -218,6 +218,17 @@ def _val_line(ax, curves: pd.DataFrame, name: str, color: str | None = None, ls:
     return list(100 * v["val_miou"])
 
 
+# the legend's entry for the ring _val_line draws: without it an open circle reads as a data point
+BEST_LABEL = "ring: best evaluation (tables report the last)"
+
+
+def best_ring_handle():
+    """A legend handle for the ring around each line's best evaluation (:func:`_val_line`)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], ls="none", marker="o", ms=8, mfc="none", color="0.3", label=BEST_LABEL)
+
+
 def plot_val_miou(curves_by_name: Mapping[str, pd.DataFrame], title: str = "", ax=None, note: str = ""):
     """Validation mIoU (%) over training, one line per named curve frame (y-span at least
     :data:`MIN_SPAN` points), each in its name's colour (:func:`colour`; a second line of the same
@@ -231,7 +242,8 @@ def plot_val_miou(curves_by_name: Mapping[str, pd.DataFrame], title: str = "", a
         seen.add(col)
     miou_axis(ax, values)
     ax.set(xlabel="step", ylabel="val mIoU (%)", title=wrap(title, fig))
-    legend_outside(ax)
+    handles, _ = ax.get_legend_handles_labels()
+    legend_outside(ax, handles=handles + [best_ring_handle()])
     if note:
         ax.text(0, -0.32, note, transform=ax.transAxes, fontsize=6, va="top", wrap=True)
     return fig
@@ -250,7 +262,7 @@ def plot_fig2(with_pl: pd.DataFrame, without_pl: pd.DataFrame, title: str = ""):
     a.set(xlabel="step", ylabel=r"$L_{con}$")
     b.set(xlabel="step", ylabel="val mIoU (%)")
     _finish(fig, title)
-    legend_below(fig, a.get_lines())
+    legend_below(fig, a.get_lines() + [best_ring_handle()])
     return fig
 
 

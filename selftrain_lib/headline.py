@@ -27,6 +27,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# the paper's label count of each stand-in's setting (PAPER_SETTING), as the CLI and notebooks take it
+PAPER_LABELS = {"synth-street": 100, "synth-objects": 60}
 # stand-in -> (paper's dataset, the published rows: S1, S2, S3, full). Table V's rows; full
 # supervision from Table II (Cityscapes, ImageNet) and Table IV (VOC, ImageNet+COCO, Table V's
 # pre-training for VOC).
@@ -205,8 +207,36 @@ def write_headline(measurements: Mapping[str, str | Path], stem: str | Path) -> 
     return [*paths, md]
 
 
+def headline_caption(table: pd.DataFrame, scales: list[str]) -> str:
+    """What the headline's numbers are: the measure, the evaluated network, the labels each scale
+    used of its pool (beside the paper's count) and the seeds, in one paragraph."""
+    from .experiments import scaled_labels
+    from .config import load_config
+
+    used = []
+    for dataset, (setting, *_rest) in PAPER_SETTING.items():
+        at = []
+        for s in scales:
+            try:
+                pool = load_config(dataset, s).pool_size
+                at.append(f"{scaled_labels(dataset, PAPER_LABELS[dataset], s)} of {pool:,} at `{s}`")
+            except (ValueError, KeyError):   # a scale the stand-in has no preset for: say nothing of it
+                continue
+        used.append(f"{dataset} {', '.join(at)} ({setting})" if at else f"{dataset} ({setting})")
+    seeds = []
+    for s in scales:
+        n = table.get(f"{s} seeds")
+        k = int(n.max()) if n is not None and n.notna().any() else 0
+        seeds.append(f"`{s}` {k} seed{'s' if k != 1 else ''}" if k else f"`{s}` not measured")
+    return ("Each published effect: a difference of validation mIoU (points) between two rows of one seed, the "
+            "EMA teacher in stages ≥ 2; ours as mean ± std over seeds, each seed's paired difference in brackets "
+            f"(one seed: its difference). Labels used: {'; '.join(used)}. Seeds: {', '.join(seeds)}. "
+            f"A difference under about {NOISE} points is seed noise at these scales.")
+
+
 def headline_markdown(table: pd.DataFrame, scales: list[str]) -> str:
-    """The headline as a Markdown table: effect, stand-in (paper's setting), paper, ours per scale."""
+    """The headline as a Markdown table, under :func:`headline_caption`: effect, stand-in (paper's
+    setting), paper, ours per scale."""
     head = "| effect | stand-in (paper's setting) | paper | " + " | ".join(f"ours, `{s}`" for s in scales) + " |"
     lines = [head, "|" + "---|" * (3 + len(scales))]
     for _, r in table.iterrows():
@@ -222,7 +252,7 @@ def headline_markdown(table: pd.DataFrame, scales: list[str]) -> str:
             else:
                 cells.append(f"{r[f'{s} mean']:+.1f} (1 seed)")
         lines.append(f"| {r.effect} | {r.dataset} ({r.setting}) | {r.paper:+.1f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return headline_caption(table, scales) + "\n\n" + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

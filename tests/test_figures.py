@@ -242,3 +242,13 @@ def test_save_writes_the_same_bytes_for_the_same_figure(tmp_path, monkeypatch):
     for a, b in zip(first, second):
         assert a.suffix in (".pdf", ".png") and a.read_bytes() == b.read_bytes(), a.name
     assert b"CreationDate" not in first[0].read_bytes()
+
+
+def test_the_ring_around_the_best_evaluation_is_in_the_legend():
+    """A ringed point without a legend entry reads as data: the validation curves and Fig. 2 name it."""
+    c = _curves()
+    val = figures.plot_val_miou({"Stage 1": c, "Stage 2": c})
+    texts = [t.get_text() for t in val.axes[0].get_legend().get_texts()]
+    assert texts == ["Stage 1", "Stage 2", figures.BEST_LABEL]
+    fig2 = figures.plot_fig2(c, c)
+    assert figures.BEST_LABEL in [t.get_text() for t in fig2.legends[0].get_texts()]

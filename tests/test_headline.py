@@ -45,13 +45,18 @@ def test_table_and_figure_with_three_seeds_and_with_one(tmp_path):
     assert "+3.0 ± 1.0 (+2.00, +3.00, +4.00)" in md and "+6.3" in md
     # objects was not measured: its cells say so, the paper's number is still there
     assert "| Stage 2 − Stage 1 | synth-objects (VOC, 1/50) | +13.3 | – |" in md
+    # the caption above the table: the labels each stand-in used of its pool at the scale, and the seeds
+    caption = md.split("\n\n")[0]
+    assert "synth-street 20 of 600 at `cpu`" in caption and "synth-objects 30 of 1,500 at `cpu`" in caption
+    assert "Seeds: `cpu` 3 seeds" in caption and "EMA teacher" in caption
     fig = headline.plot_headline(table, ["cpu"])
     assert any("± std over 3 seeds" in t.get_text() for t in fig.legends[0].get_texts())
 
     one = tmp_path / "one"
     one.mkdir()
     table1 = headline.headline_table({"quick": _measurement(one, seeds=(0,))})
-    assert "(1 seed)" in headline.headline_markdown(table1, ["quick"])
+    md1 = headline.headline_markdown(table1, ["quick"])
+    assert "(1 seed)" in md1 and "Seeds: `quick` 1 seed." in md1 and "synth-objects 12 of 600 at `quick`" in md1
     fig1 = headline.plot_headline(table1, ["quick"])
     labels = [t.get_text() for t in fig1.legends[0].get_texts()]
     assert "ours, quick" in labels and not any("std" in t for t in labels)

@@ -99,7 +99,7 @@ overrides = {{k: v for k, v in dict(lambda1=lambda1, lambda2=lambda2 if lambda2 
 spec = ex.spec(dataset, labels, seed, stages=STAGE, **overrides)
 print(spec.describe(scale))"""
     cells = [
-        f"md:## Train (or reuse from the run cache) stages 1…{k}",
+        f"md:## Train (or reuse from the run cache) {'Stage 1' if k == 1 else f'stages 1…{k}'}",
         """grid = ex.run_grid([spec], scale, out, jobs=jobs, data_roots=data_roots, config=config, desc=f"stages 1..{STAGE}")
 result = grid.pairs[0][1]
 this = result.stages[-1]
@@ -114,8 +114,8 @@ where = results.setting_of(runs[runs["stage"] == STAGE], scale, [seed])   # data
 tag = f"{dataset}_{spec.labels}labels_seed{seed}_{scale}"  # in the file names: another run never overwrites these
 fig = figures.plot_losses(curves, title=f"Stage {STAGE} losses: {where}")
 figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_losses")
-fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title=f"validation mIoU, stages 1..{STAGE}: {where}")
-figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_val_miou")""",
+fig = figures.plot_val_miou({f"Stage {r.stage}": r.curves() for r in result.stages}, title=f"validation mIoU, STAGES_SHOWN: {where}")
+figures.show(fig, fig_dir / f"stage{STAGE}_{tag}_val_miou")""".replace("STAGES_SHOWN", "Stage 1" if k == 1 else "stages 1..{STAGE}"),
         "md:## Pseudo-mask quality on U before and after this stage",
         """before = result.stages[-2].pseudo_miou if STAGE > 1 else float("nan")
 figures.show_markdown(f"Pseudo-masks on U: before Stage {STAGE} (its input) **{100 * before:.2f}**, "
