@@ -143,14 +143,17 @@ class RunSpec:
         return label_text(self.dataset, self.labels, scale)
 
     def describe(self, scale: str | None = None) -> str:
-        """One line for people: ``synth-street · 100 labels (20 used at quick) · seed 0 · stages 1..3 ·
-        lambda1=0.25, ...`` (the label count is the paper's; the pool's count follows at ``scale``)."""
+        """One line for people: ``synth-street · 100 labels (20 used at quick) · seed 0 · stages 1–3 ·
+        full method · lambda1=0.25, ...`` (the label count is the paper's; the pool's count follows at
+        ``scale``). Full supervision is one supervised run: ``synth-objects · full supervision · seed 1``."""
         labels = self.label_text(scale)
         if scale is not None and labels.endswith(" used)"):
             labels = f"{labels[:-1]} at {scale})"
         options = ", ".join(f"{k}={v}" for k, v in self.overrides)
-        return " · ".join(p for p in (self.dataset, labels, f"seed {self.seed}", f"stages 1..{self.stages}",
-                                      self.variant, options) if p)
+        full = self.labels == "full"
+        stages = "" if full else "Stage 1" if self.stages == 1 else f"stages 1–{self.stages}"
+        variant = "" if full and self.variant == "full method" else self.variant
+        return " · ".join(p for p in (self.dataset, labels, f"seed {self.seed}", stages, variant, options) if p)
 
     def run_kwargs(self, scale: str, data_root: str | None = None) -> dict[str, Any]:
         """Keyword arguments of :func:`selftrain_lib.run` for this spec at ``scale`` (datasets read

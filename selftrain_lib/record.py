@@ -272,33 +272,61 @@ def recorded_results(runs: Sequence[Mapping[str, Any]], record: str | Path) -> l
     where the cache lacks it).
 
     Runs that share their Stage 1 (a tree: the full method and its ablations, or λ values, of one seed)
-    come from one source, so that a paired difference never compares two machines: from the record
-    when it holds every stage of every run of the tree, all trained on one machine (the summaries'
-    ``machine``; a summary written before it was recorded counts as one unknown machine), else all
-    from the cache. A run the record
-    holds in part is trained whole: a later stage needs the pseudo-masks of the one before, which no
-    summary holds. Where the record holds a tree, it is read even when the cache has it too: the
-    committed numbers stay those of the committed record (another CPU gives other last digits)."""
+    come from one source, so that a paired difference never compares two machines
+    (:func:`_tree_summaries`): from the record when it holds every stage of every run of the tree, all
+    trained on one machine (the summaries' ``machine``; a summary written before it was recorded counts
+    as one unknown machine); else from one machine's summaries, the record's and those of the runs it
+    trained again (``retrained/<machine>/``), when together they hold the tree; else all from the cache.
+    A run the record holds in part is trained whole: a later stage needs the pseudo-masks of the one
+    before, which no summary holds. Where the record holds a tree, it is read even when the cache has
+    it too: the committed numbers stay those of the committed record (another CPU gives other last
+    digits)."""
     plans = []
     for kwargs in runs:
         config, stages = resolve_run(**{k: v for k, v in kwargs.items() if k not in ("out", "progress")})
         plans.append((config, stage_hashes(config, stages)))
-    summaries: dict[str, Mapping[str, Any] | None] = {}   # each stage's summary, read and checked once
-    machines: dict[str, set] = {}   # per tree: the machines of its summaries (None: a stage not recorded)
+    trees: dict[str, dict[str, None]] = {}   # per Stage 1: every stage hash of its runs, in order
     for _, hashes in plans:
-        for h in hashes:
-            if h not in summaries:
-                path = Path(record) / f"{h}.json"
-                summaries[h] = read_summary(path, h) if path.is_file() else None
-            found = summaries[h]
-            machines.setdefault(hashes[0], set()).add(None if found is None else found.get("machine", ""))
-    held = {tree: None not in found and len(found) == 1 for tree, found in machines.items()}
+        trees.setdefault(hashes[0], {}).update(dict.fromkeys(hashes))
+    read: dict[Path, Mapping[str, Any] | None] = {}   # each summary read (and checked) once
+    held = {tree: _tree_summaries(list(hashes), Path(record), read) for tree, hashes in trees.items()}
     results: list[PipelineResult | None] = []
     for config, hashes in plans:
-        if not held[hashes[0]]:
+        tree = held[hashes[0]]
+        if tree is None:
             results.append(None)
             continue
         names = config_dataset(config).class_names
-        results.append(PipelineResult(config, [_stage_of(summaries[h], Path(record) / f"{h}.json", names)
-                                               for h in hashes], 0.0))
+        results.append(PipelineResult(config, [_stage_of(*tree[h], names) for h in hashes], 0.0))
     return results
+
+
+def _tree_summaries(hashes: Sequence[str], record: Path, read: dict[Path, Mapping[str, Any] | None]
+                    ) -> dict[str, tuple[Mapping[str, Any], Path]] | None:
+    """``{hash: (summary, its path)}`` for every stage of one tree, all from one machine, or None. The
+    record's own summaries first; where they lack a stage or name two machines, each machine that has
+    a ``retrained/<machine>/`` folder beside the record in turn (sorted by name): a stage from the
+    record where its summary names that machine, else from that folder. ``read`` caches the summaries."""
+    def summary(path: Path) -> Mapping[str, Any] | None:
+        if path not in read:
+            read[path] = read_summary(path, path.stem) if path.is_file() else None
+        return read[path]
+
+    own = {h: summary(record / f"{h}.json") for h in hashes}
+    machines = {None if s is None else s.get("machine", "") for s in own.values()}
+    if None not in machines and len(machines) == 1:
+        return {h: (own[h], record / f"{h}.json") for h in hashes}
+    retrained = record / RETRAINED
+    for folder in sorted(p for p in retrained.iterdir() if p.is_dir()) if retrained.is_dir() else ():
+        tree = {}
+        for h in hashes:
+            s = own[h]
+            path = record / f"{h}.json" if s is not None and machine_folder(s.get("machine")) == folder.name \
+                else folder / f"{h}.json"
+            if summary(path) is None:
+                break
+            tree[h] = (summary(path), path)
+        else:
+            if len({s.get("machine", "") for s, _ in tree.values()}) == 1:
+                return tree
+    return None

@@ -222,9 +222,11 @@ def test_switches_are_one_parameter_given_as_a_mapping_or_one_by_one(tmp_path):
 
 def test_a_spec_describes_itself_in_one_line_with_both_label_counts():
     assert ex.spec("synth-street", 100, 0).describe("quick") == \
-        "synth-street · 100 labels (20 used at quick) · seed 0 · stages 1..3 · full method · lambda1=0.5, lambda2=0.5"
+        "synth-street · 100 labels (20 used at quick) · seed 0 · stages 1–3 · full method · lambda1=0.5, lambda2=0.5"
     assert ex.spec("synth-objects", "full", 1, stages=1).describe() == \
-        "synth-objects · full supervision · seed 1 · stages 1..1 · full method"
+        "synth-objects · full supervision · seed 1"
+    assert ex.spec("synth-objects", 60, 2, stages=1).describe() == \
+        "synth-objects · 60 labels (1/50) · seed 2 · Stage 1 · full method"
 
 
 def _readme_parameters() -> dict[str, set[str]]:

@@ -309,3 +309,34 @@ def test_a_tree_recorded_on_two_machines_is_not_read_from_the_record(recorded, t
     assert summary["machine"] == record.machine_name() and summary["machine"]
     second.write_text(json.dumps({**summary, "machine": "another CPU"}))
     assert record.recorded_results(runs, copy) == [None]
+
+
+def test_a_tree_mixed_in_the_record_is_read_from_one_machines_retrained_summaries(recorded, tmp_path):
+    """Where the record's summaries of a tree name two machines, the tree is read from one machine:
+    its summaries in the record together with those of the runs it trained again
+    (``retrained/<machine>/``), never a stage of a third machine; without such a machine it is trained."""
+    import shutil
+
+    from selftrain_lib import experiments as ex
+
+    _, specs, trained, _, folder = recorded
+    copy = tmp_path / "record"
+    shutil.copytree(folder, copy)
+    runs = list(ex.grid_run_kwargs(specs, "smoke").values())
+    first, second = (copy / f"{r.run_hash}.json" for r in trained.pairs[0][1].stages)
+    summary = read_json(second)
+    second.write_text(json.dumps({**summary, "machine": "another CPU"}))    # the record: two machines
+    assert record.recorded_results(runs, copy) == [None]
+    third = copy / record.RETRAINED / record.machine_folder("a third CPU")
+    third.mkdir(parents=True)
+    (third / first.name).write_text(json.dumps({**read_json(first), "machine": "a third CPU"}))
+    assert record.recorded_results(runs, copy) == [None]                    # stage 2 has no third-CPU summary
+    other = copy / record.RETRAINED / record.machine_folder("another CPU")
+    other.mkdir(parents=True)
+    (other / first.name).write_text(json.dumps({**read_json(first), "machine": "another CPU", "metrics": {
+        **read_json(first)["metrics"], "val_miou": 0.125}}))
+    [result] = record.recorded_results(runs, copy)
+    assert [Path(s.run_dir) for s in result.stages] == [other / first.name, second]
+    assert result.stages[0].val_miou == 0.125                               # stage 1 as that machine had it
+    (other / first.name).write_text(json.dumps({**read_json(other / first.name), "machine": "a third CPU"}))
+    assert record.recorded_results(runs, copy) == [None]                    # a folder holding another machine's
