@@ -37,9 +37,9 @@ NOTEBOOK_ORDER = ("headline", "table2", "table3_4", "table5", "table6", "fig2", 
 # mean-teacher baseline (Cutout: the `baselines` notebook), Tables V and VI on synth-street only
 # (Fig. 2 keeps synth-objects' T2 ablation), Fig. 3 and the λ curve on synth-street at three values
 # of λ, pseudo-masks over three stages. `cpu` (the results of record, `figures/cpu/`, hours of 2
-# cores) runs the same plan; `max_seeds` keeps the first N of --seeds for a notebook: the headline
-# and Tables II-VI take every seed; Figs. 2-5 and the λ curve the first (seeds 1-2 of the λ values
-# are 8 more stage runs, about 1.5 hours of 2 cores, not yet computed). `paper` runs everything.
+# cores) runs the same plan; `max_seeds` keeps the first N of --seeds for a notebook: the headline,
+# Tables II-VI, Fig. 3 and the λ curve take every seed; Fig. 2 (curves of one run and its T2
+# ablation, which only the run cache holds) and Figs. 4-5 (predictions) the first. `paper` runs everything.
 _QUICK_PLAN = {
     "table2": {"labels": [100], "baselines": ["mt-cutmix"]},
     "table3_4": {"labels": [60], "baselines": ["mt-cutmix"]},
@@ -49,7 +49,7 @@ _QUICK_PLAN = {
     "lambda_curve": {"lambdas": [0.25, 0.5, 1.0]},
     "pseudo_stages": {"stages": 3},
 }
-_ONE_SEED = ("fig2", "fig3", "fig4_5", "lambda_curve")
+_ONE_SEED = ("fig2", "fig4_5")
 SCALE_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": _QUICK_PLAN,
     "cpu": {name: {**_QUICK_PLAN.get(name, {}), **({"max_seeds": 1} if name in _ONE_SEED else {})}

@@ -96,15 +96,15 @@ def test_paper_figures_writes_the_summaries_of_every_planned_run(two_stages, tmp
     assert sorted(p.stem for p in (figures / pf.SUMMARIES).glob("*.json")) == sorted(r.run_hash for r in result.stages)
 
 
-def test_the_record_scale_gives_every_seed_to_the_headline_and_tables_and_one_to_the_figures(tmp_path, monkeypatch):
+def test_the_record_scale_gives_every_seed_to_the_headline_tables_and_lambda_and_one_to_figs_2_4_5(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(pf, "execute", lambda name, params, *a, **k: (seen.setdefault(name, params), False))
     monkeypatch.setattr(pf, "planned_runs", lambda *a, **k: [])
     pf.build("cpu", [0, 1, 2], tmp_path / "fig", tmp_path / "build", tmp_path / "runs",
              only=["headline", "table2", "table5", "table6", "fig2", "fig3", "fig4_5", "lambda_curve"], progress=False)
-    for name in ("headline", "table2", "table5", "table6"):
+    for name in ("headline", "table2", "table5", "table6", "fig3", "lambda_curve"):
         assert seen[name]["seeds"] == [0, 1, 2], name
-    assert seen["fig2"]["seeds"] == seen["fig3"]["seeds"] == seen["fig4_5"]["seeds"] == seen["lambda_curve"]["seeds"] == [0]
+    assert seen["fig2"]["seeds"] == seen["fig4_5"]["seeds"] == [0]
     assert all("max_seeds" not in p for p in seen.values())
     assert seen["table5"]["datasets"] == ["synth-street"]
     assert pf.default_figures_dir("cpu") == "figures/cpu" and pf.default_figures_dir("quick") == "figures/quick"
