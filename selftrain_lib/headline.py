@@ -27,8 +27,6 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# the paper's label count of each stand-in's setting (PAPER_SETTING), as the CLI and notebooks take it
-PAPER_LABELS = {"synth-street": 100, "synth-objects": 60}
 # stand-in -> (paper's dataset, the published rows: S1, S2, S3, full). Table V's rows; full
 # supervision from Table II (Cityscapes, ImageNet) and Table IV (VOC, ImageNet+COCO, Table V's
 # pre-training for VOC).
@@ -210,8 +208,8 @@ def write_headline(measurements: Mapping[str, str | Path], stem: str | Path) -> 
 def headline_caption(table: pd.DataFrame, scales: list[str]) -> str:
     """What the headline's numbers are: the measure, the evaluated network, the labels each scale
     used of its pool (beside the paper's count) and the seeds, in one paragraph."""
-    from .experiments import scaled_labels
     from .config import load_config
+    from .experiments import ABLATION_LABELS, scaled_labels
 
     used = []
     for dataset, (setting, *_rest) in PAPER_SETTING.items():
@@ -219,7 +217,7 @@ def headline_caption(table: pd.DataFrame, scales: list[str]) -> str:
         for s in scales:
             try:
                 pool = load_config(dataset, s).pool_size
-                at.append(f"{scaled_labels(dataset, PAPER_LABELS[dataset], s)} of {pool:,} at `{s}`")
+                at.append(f"{scaled_labels(dataset, ABLATION_LABELS[dataset], s)} of {pool:,} at `{s}`")
             except (ValueError, KeyError):   # a scale the stand-in has no preset for: say nothing of it
                 continue
         used.append(f"{dataset} {', '.join(at)} ({setting})" if at else f"{dataset} ({setting})")

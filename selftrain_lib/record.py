@@ -323,9 +323,10 @@ def _tree_summaries(hashes: Sequence[str], record: Path, read: dict[Path, Mappin
             s = own[h]
             path = record / f"{h}.json" if s is not None and machine_folder(s.get("machine")) == folder.name \
                 else folder / f"{h}.json"
-            if summary(path) is None:
+            found = summary(path)
+            if found is None:
                 break
-            tree[h] = (summary(path), path)
+            tree[h] = (found, path)
         else:
             if len({s.get("machine", "") for s, _ in tree.values()}) == 1:
                 return tree
